@@ -1,0 +1,377 @@
+//! The direct backend: `systemd-nspawn` as a child of the test process, for hosts where PID 1
+//! is not systemd (CI containers, our own machines).
+//!
+//! nspawn runs with `--register=no --keep-unit` in a cgroup of its own ([`MachineCgroup`]),
+//! tells us the leader PID and readiness through our [`NotifySocket`], and writes the console
+//! to a log file. It is spawned from one long-lived thread with `PR_SET_PDEATHSIG`, so that it
+//! is told to shut down when the test process dies, however it dies.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::cgroup::MachineCgroup;
+use crate::console;
+use crate::error::{Error, Result};
+use crate::notify::{Message, NotifySocket};
+use crate::pidfd::PidFd;
+use crate::privs::{self, ThreadRoot};
+use crate::storage::Storage;
+
+/// A bind mount into the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// Path on the host.
+    pub host: PathBuf,
+    /// Path in the machine.
+    pub guest: PathBuf,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// Everything needed to boot one machine.
+#[derive(Debug, Clone)]
+pub(crate) struct BootSpec {
+    pub chroot: String,
+    pub dir: PathBuf,
+    pub storage: Storage,
+    pub boot_timeout: Duration,
+    pub private_network: bool,
+    pub binds: Vec<Bind>,
+    pub env: Vec<(String, String)>,
+    pub extra_args: Vec<OsString>,
+}
+
+/// The `systemd-nspawn` command line for `spec`.
+pub(crate) fn nspawn_command(spec: &BootSpec, name: &str) -> Command {
+    let mut cmd = Command::new("systemd-nspawn");
+    cmd.args([
+        "--quiet",
+        "--boot",
+        "--notify-ready=yes",
+        "--register=no",
+        "--keep-unit",
+    ]);
+    cmd.arg(format!("--machine={name}"));
+    cmd.arg(format!("--directory={}", spec.dir.display()));
+    match spec.storage {
+        Storage::Subvolume => cmd.arg("--ephemeral"),
+        // --volatile=overlay alone locks the tree: parallel boots of one chroot would hang.
+        Storage::Directory => cmd.args(["--volatile=overlay", "--read-only"]),
+    };
+    if spec.private_network {
+        cmd.arg("--private-network");
+    }
+    for b in &spec.binds {
+        let flag = if b.read_only { "--bind-ro" } else { "--bind" };
+        cmd.arg(format!("{flag}={}:{}", b.host.display(), b.guest.display()));
+    }
+    for (k, v) in &spec.env {
+        cmd.arg(format!("--setenv={k}={v}"));
+    }
+    cmd.args(&spec.extra_args);
+    cmd
+}
+
+/// The host side of a machine: nspawn, its cgroup and its notify socket.
+#[derive(Debug)]
+struct Proc {
+    child: Child,
+    nspawn: PidFd,
+    cgroup: MachineCgroup,
+    notify: NotifySocket,
+}
+
+/// A booted machine.
+#[derive(Debug)]
+pub(crate) struct Running {
+    proc: Proc,
+    /// The container's PID 1.
+    pub leader: PidFd,
+}
+
+/// Boots a machine called `name` and waits for `READY=1`.
+pub(crate) fn boot(
+    spec: &BootSpec,
+    name: &str,
+    log: &Path,
+    log_file: std::fs::File,
+) -> Result<Running> {
+    let boot_error = |reason: String| Error::Boot {
+        machine: name.into(),
+        chroot: spec.chroot.clone(),
+        reason,
+        log: log.into(),
+        tail: console::tail(log, 20).into(),
+    };
+    let notify = NotifySocket::bind(&runtime_dir()?, name)?;
+    let cgroup = {
+        let _root = ThreadRoot::acquire()?;
+        MachineCgroup::create(name)
+    };
+    let mut cmd = nspawn_command(spec, name);
+    cmd.env("NOTIFY_SOCKET", notify.path())
+        .stdin(Stdio::null())
+        .stderr(
+            log_file
+                .try_clone()
+                .map_err(|e| Error::io("duplicating the log fd", e))?,
+        )
+        .stdout(log_file);
+    let spawned =
+        spawn_supervised(cmd, &cgroup).and_then(|child| Ok((PidFd::open(child.id())?, child)));
+    let (nspawn, child) = match spawned {
+        Ok(pair) => pair,
+        Err(e) => {
+            remove_cgroup(&cgroup);
+            return Err(boot_error(format!("could not start systemd-nspawn: {e}")));
+        }
+    };
+    let mut proc = Proc {
+        child,
+        nspawn,
+        cgroup,
+        notify,
+    };
+    match proc.wait_ready(spec, name, log) {
+        Ok(leader) => Ok(Running { proc, leader }),
+        Err((leader, failure)) => {
+            let _ = proc.stop(leader.as_ref(), Duration::from_secs(10));
+            Err(match failure {
+                Failure::Inotify => Error::InotifyExhausted {
+                    machine: name.into(),
+                    limit: console::inotify_limit(),
+                    log: log.into(),
+                },
+                Failure::Other(reason) => boot_error(reason),
+            })
+        }
+    }
+}
+
+enum Failure {
+    Inotify,
+    Other(String),
+}
+
+impl Proc {
+    /// Waits for the leader PID and `READY=1`. On failure, returns the leader if it was known.
+    fn wait_ready(
+        &mut self,
+        spec: &BootSpec,
+        name: &str,
+        log: &Path,
+    ) -> std::result::Result<PidFd, (Option<PidFd>, Failure)> {
+        let deadline = Instant::now() + spec.boot_timeout;
+        let mut leader = None;
+        let mut ready = false;
+        let mut next_console_check = Instant::now();
+        loop {
+            for msg in self
+                .notify
+                .recv(Duration::from_millis(50))
+                .unwrap_or_default()
+            {
+                match msg {
+                    Message::LeaderPid(pid) => leader = PidFd::open(pid).ok(),
+                    Message::Ready => ready = true,
+                    Message::Status(s) => tracing::trace!(machine = name, "nspawn status: {s}"),
+                }
+            }
+            if ready {
+                if let Some(leader) = leader.take() {
+                    return Ok(leader);
+                }
+            }
+            if !self.nspawn.is_alive() {
+                let status = self
+                    .child
+                    .wait()
+                    .map_or("an unknown status".to_string(), |s| s.to_string());
+                let reason = format!(
+                    "systemd-nspawn exited ({status}) before the machine was ready. Is {} a Debian tree with systemd? \
+                     (`cargo xtask make-chroots --force {}` rebuilds it)",
+                    spec.dir.display(),
+                    spec.chroot
+                );
+                return Err((leader, Failure::Other(reason)));
+            }
+            if Instant::now() >= next_console_check {
+                if console::shows_inotify_exhaustion(log) {
+                    return Err((leader, Failure::Inotify));
+                }
+                next_console_check = Instant::now() + Duration::from_millis(250);
+            }
+            if Instant::now() >= deadline {
+                let reason = format!(
+                    "no READY=1 within {:.0} s; raise it with Machine::builder(..).boot_timeout(..)",
+                    spec.boot_timeout.as_secs_f64()
+                );
+                return Err((leader, Failure::Other(reason)));
+            }
+        }
+    }
+
+    /// SIGKILL to the leader makes nspawn exit in 50-90 ms and remove the snapshot. SIGKILL to
+    /// nspawn itself would leak the snapshot, so it is only the last resort.
+    fn stop(&mut self, leader: Option<&PidFd>, timeout: Duration) -> Result<()> {
+        let result = self.end(leader, timeout);
+        remove_cgroup(&self.cgroup);
+        result
+    }
+
+    fn end(&mut self, leader: Option<&PidFd>, timeout: Duration) -> Result<()> {
+        {
+            let _root = ThreadRoot::acquire()?;
+            let _ = match leader {
+                Some(leader) => leader.signal(libc::SIGKILL),
+                None => self.nspawn.signal(libc::SIGTERM),
+            };
+        }
+        if self.nspawn.wait(timeout) {
+            let _ = self.child.wait();
+            return Ok(());
+        }
+        {
+            let _root = ThreadRoot::acquire()?;
+            let _ = self.nspawn.signal(libc::SIGTERM);
+            if !self.nspawn.wait(Duration::from_secs(5)) {
+                self.cgroup.kill_all();
+                let _ = self.nspawn.signal(libc::SIGKILL);
+            }
+        }
+        let _ = self.child.wait();
+        Err(Error::Timeout {
+            what: format!("stopping systemd-nspawn (pid {})", self.nspawn.pid()),
+            secs: timeout.as_secs_f64(),
+            hint: "it was terminated; its snapshot may be left behind, `cargo xtask gc` removes it"
+                .into(),
+        })
+    }
+}
+
+impl Running {
+    /// Stops the machine and waits until nspawn has removed its snapshot and exited.
+    pub(crate) fn stop(&mut self, timeout: Duration) -> Result<()> {
+        self.proc.stop(Some(&self.leader), timeout)
+    }
+
+    /// nspawn's PID.
+    pub(crate) fn nspawn_pid(&self) -> u32 {
+        self.proc.nspawn.pid()
+    }
+}
+
+fn remove_cgroup(cgroup: &MachineCgroup) {
+    if let Ok(_root) = ThreadRoot::acquire() {
+        cgroup.remove();
+    }
+}
+
+/// Where notify sockets live.
+fn runtime_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("nspawn-rs-{}", nix::unistd::Uid::effective()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    Ok(dir)
+}
+
+type SpawnJob = Box<dyn FnOnce() + Send>;
+
+/// Spawns nspawn from a thread that lives as long as the process: `PR_SET_PDEATHSIG` fires on
+/// the death of the *thread* that forked, and test threads come and go.
+fn spawn_supervised(mut cmd: Command, cgroup: &MachineCgroup) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    let sender = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnJob>();
+        std::thread::Builder::new()
+            .name("nspawn-spawner".into())
+            .spawn(move || rx.into_iter().for_each(|job| job()))
+            .expect("spawning the nspawn spawner thread");
+        Mutex::new(tx)
+    });
+    let regain = privs::child_needs_root();
+    let enter_cgroup = cgroup.child_hook();
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the hook only makes raw, async-signal-safe system calls.
+    unsafe {
+        cmd.pre_exec(move || {
+            privs::regain_in_child(regain)?;
+            enter_cgroup();
+            // After the credential change, which would clear it.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let (tx, rx) = mpsc::channel();
+    let job: SpawnJob = Box::new(move || {
+        let _ = tx.send(cmd.spawn());
+    });
+    sender
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send(job)
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::command_line;
+
+    fn spec(storage: Storage) -> BootSpec {
+        BootSpec {
+            chroot: "bookworm".into(),
+            dir: "/c/bookworm".into(),
+            storage,
+            boot_timeout: Duration::from_secs(60),
+            private_network: false,
+            binds: vec![],
+            env: vec![],
+            extra_args: vec![],
+        }
+    }
+
+    #[test]
+    fn subvolumes_boot_ephemeral() {
+        let line = command_line(&nspawn_command(&spec(Storage::Subvolume), "nspawn-x"));
+        assert_eq!(
+            line,
+            "systemd-nspawn --quiet --boot --notify-ready=yes --register=no --keep-unit \
+             --machine=nspawn-x --directory=/c/bookworm --ephemeral"
+        );
+    }
+
+    #[test]
+    fn directories_boot_on_a_read_only_overlay_with_options() {
+        let mut s = spec(Storage::Directory);
+        s.private_network = true;
+        s.binds.push(Bind {
+            host: "/h".into(),
+            guest: "/g".into(),
+            read_only: true,
+        });
+        s.env.push(("A".into(), "b".into()));
+        s.extra_args.push("--capability=all".into());
+        let line = command_line(&nspawn_command(&s, "n"));
+        assert!(
+            line.ends_with(
+                "--directory=/c/bookworm --volatile=overlay --read-only --private-network \
+             --bind-ro=/h:/g --setenv=A=b --capability=all"
+            ),
+            "{line}"
+        );
+        assert!(!line.contains("--ephemeral"));
+    }
+}

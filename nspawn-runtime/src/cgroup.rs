@@ -1,0 +1,184 @@
+//! A cgroup of its own for every nspawn process.
+//!
+//! Without systemd on the host, `systemd-nspawn --keep-unit` puts the container under the
+//! *caller's* cgroup (`payload/`, `supervisor/`). Two machines of one process would then share
+//! `payload/system.slice/...`, and nothing would let us kill one machine completely. So each
+//! nspawn child moves itself into `<our cgroup>/nspawn-<name>` in every hierarchy that nspawn
+//! uses (the unified one and `name=systemd`) before it execs, and the tree is removed when
+//! the machine is gone.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+/// The cgroup directories of one machine, one per hierarchy.
+#[derive(Debug)]
+pub struct MachineCgroup {
+    dirs: Vec<PathBuf>,
+    procs: Vec<CString>,
+}
+
+impl MachineCgroup {
+    /// Creates `nspawn-<name>` below our own cgroup in each hierarchy. Must run as root; a
+    /// hierarchy that refuses is skipped (the machine still works, sharing our cgroup).
+    pub fn create(name: &str) -> MachineCgroup {
+        let mut dirs = Vec::new();
+        for base in own_cgroups() {
+            let dir = base.join(format!("nspawn-{name}"));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => dirs.push(dir),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => dirs.push(dir),
+                Err(e) => tracing::debug!("no cgroup {}: {e}", dir.display()),
+            }
+        }
+        let procs = dirs
+            .iter()
+            .filter_map(|d| {
+                CString::new(d.join("cgroup.procs").into_os_string().into_encoded_bytes()).ok()
+            })
+            .collect();
+        MachineCgroup { dirs, procs }
+    }
+
+    /// A hook for a forked child that moves it into the cgroups. It makes only raw system
+    /// calls, as it runs between fork and exec.
+    pub(crate) fn child_hook(&self) -> impl Fn() + Send + Sync + 'static {
+        let procs = self.procs.clone();
+        move || enter(&procs)
+    }
+
+    /// The unified (cgroup v2) directory, which has `cgroup.kill`.
+    pub fn unified(&self) -> Option<&Path> {
+        self.dirs
+            .iter()
+            .find(|d| d.join("cgroup.kill").exists())
+            .map(PathBuf::as_path)
+    }
+
+    /// Whether any process is still in the machine's cgroups.
+    pub fn is_populated(&self) -> bool {
+        self.dirs.iter().any(|d| populated(d))
+    }
+
+    /// Kills every process of the machine (cgroup v2 `cgroup.kill`). Returns false when the
+    /// kernel lacks it.
+    pub fn kill_all(&self) -> bool {
+        self.unified()
+            .is_some_and(|d| std::fs::write(d.join("cgroup.kill"), "1").is_ok())
+    }
+
+    /// Removes the cgroup trees, deepest first. Only empty cgroups can be removed; a busy one
+    /// is left and reported.
+    pub fn remove(&self) {
+        for dir in &self.dirs {
+            remove_tree(dir);
+        }
+    }
+
+    /// The cgroup directories.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+}
+
+fn enter(procs: &[CString]) {
+    for procs in procs {
+        // SAFETY: open/write/close on a valid C string and a static buffer.
+        unsafe {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd >= 0 {
+                libc::write(fd, b"0\n".as_ptr().cast(), 2);
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+fn populated(dir: &Path) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let busy =
+            std::fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty());
+        if busy {
+            return true;
+        }
+        stack.extend(subdirs(&d));
+    }
+    false
+}
+
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes a cgroup directory and its children, deepest first.
+pub fn remove_tree(dir: &Path) {
+    for sub in subdirs(dir) {
+        remove_tree(&sub);
+    }
+    if let Err(e) = std::fs::remove_dir(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("could not remove cgroup {}: {e}", dir.display());
+        }
+    }
+}
+
+/// Our own cgroup directory in the unified and `name=systemd` hierarchies.
+pub fn own_cgroups() -> Vec<PathBuf> {
+    let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else {
+        return Vec::new();
+    };
+    let mounts = cgroup_mounts();
+    own.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let key = if controllers.is_empty() {
+                "cgroup2"
+            } else {
+                controllers
+            };
+            let (_, mount) = mounts.iter().find(|(k, _)| k == key)?;
+            Some(mount.join(path.trim_start_matches('/')))
+        })
+        .collect()
+}
+
+/// Mount points of the unified hierarchy (`cgroup2`) and of `name=systemd`.
+fn cgroup_mounts() -> Vec<(String, PathBuf)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let mount = pre.split(' ').nth(4)?;
+            let mut fields = post.split(' ');
+            let fstype = fields.next()?;
+            let options = fields.nth(1).unwrap_or("");
+            match fstype {
+                "cgroup2" => Some(("cgroup2".to_string(), PathBuf::from(mount))),
+                "cgroup" if options.split(',').any(|o| o == "name=systemd") => {
+                    Some(("name=systemd".to_string(), PathBuf::from(mount)))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_cgroups_exist() {
+        for dir in own_cgroups() {
+            assert!(dir.join("cgroup.procs").exists(), "{}", dir.display());
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The one error type of the runtime. Every variant carries what the user needs to act on it,
+//! and its message says what to do.
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+
+/// Result with the runtime's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while building chroots or driving machines.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The chroot declarations in `Cargo.toml` are malformed.
+    #[error("{path}: {message}")]
+    Config {
+        /// The manifest that holds the declaration.
+        path: PathBuf,
+        /// What is wrong, naming the key or value and what is accepted.
+        message: String,
+    },
+
+    /// No Cargo workspace was found to read declarations from or to put chroots in.
+    #[error(
+        "no Cargo workspace found above {start}: run from inside the project, or set \
+         NSPAWN_CHROOTS_DIR to the directory that holds the chroots"
+    )]
+    WorkspaceNotFound {
+        /// Where the search started.
+        start: PathBuf,
+    },
+
+    /// A chroot was asked for that the workspace does not declare.
+    #[error("chroot {name:?} is not declared; declared chroots: {}", declared.join(", "))]
+    UndeclaredChroot {
+        /// The name asked for.
+        name: String,
+        /// The names that are declared.
+        declared: Vec<String>,
+    },
+
+    /// The master chroot has not been built yet.
+    #[error("chroot {name:?} is missing: {path} does not exist. Build it with `cargo xtask make-chroots {name}`")]
+    ChrootMissing {
+        /// Chroot name.
+        name: String,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+
+    /// The operation needs root and the process cannot get it.
+    #[error("{action} needs root privileges. Run it as root, or with sudo: {command}")]
+    NotRoot {
+        /// What was being done.
+        action: String,
+        /// The exact command line to run instead.
+        command: String,
+    },
+
+    /// Host packages are missing and cannot be installed by this process.
+    #[error("missing host packages: {}. Install them with: apt-get install {}", packages.join(" "), packages.join(" "))]
+    MissingPackages {
+        /// Debian package names.
+        packages: Vec<String>,
+    },
+
+    /// A host program failed.
+    #[error("`{command}` failed ({status}){}", tail_block(stderr))]
+    HostCommand {
+        /// The command line.
+        command: String,
+        /// How it ended.
+        status: String,
+        /// The end of its error output.
+        stderr: String,
+    },
+
+    /// Building a chroot failed.
+    #[error(
+        "building chroot {name:?} failed during {phase}: {reason}\nlast lines of {log}:{}",
+        tail_block(tail)
+    )]
+    Build {
+        /// Chroot name.
+        name: String,
+        /// The phase that failed.
+        phase: String,
+        /// What happened.
+        reason: String,
+        /// The full log of the build tools.
+        log: PathBuf,
+        /// The last lines of that log.
+        tail: Box<str>,
+    },
+
+    /// A chroot exists but was built from another declaration.
+    #[error(
+        "chroot {name:?} at {path} was built from a different declaration. \
+         Rebuild it with `cargo xtask make-chroots --force {name}`"
+    )]
+    Outdated {
+        /// Chroot name.
+        name: String,
+        /// Its directory.
+        path: PathBuf,
+    },
+
+    /// A machine did not boot.
+    #[error("machine {machine} (chroot {chroot}) did not boot: {reason}\nlast console lines of {log}:{}", tail_block(tail))]
+    Boot {
+        /// Machine name.
+        machine: String,
+        /// The chroot it was booted from.
+        chroot: String,
+        /// What went wrong, and what to do.
+        reason: String,
+        /// The console log.
+        log: PathBuf,
+        /// The last console lines.
+        tail: Box<str>,
+    },
+
+    /// The host ran out of inotify instances while a machine booted.
+    #[error(
+        "machine {machine} stalled at boot: the host ran out of inotify instances \
+         (\"Too many open files\"; fs.inotify.max_user_instances is {limit}). Run fewer machines \
+         at once (NSPAWN_MAX_MACHINES) or raise it: sysctl -w fs.inotify.max_user_instances=8192\n\
+         console log: {log}"
+    )]
+    InotifyExhausted {
+        /// Machine name.
+        machine: String,
+        /// The current value of `fs.inotify.max_user_instances`.
+        limit: String,
+        /// The console log.
+        log: PathBuf,
+    },
+
+    /// A command inside a machine exited unsuccessfully.
+    #[error(
+        "`{command}` in machine {machine} failed ({status}){}",
+        tail_block(stderr)
+    )]
+    Exec {
+        /// Machine name.
+        machine: String,
+        /// The command line.
+        command: String,
+        /// How it ended.
+        status: ExitStatus,
+        /// Its standard error.
+        stderr: String,
+    },
+
+    /// A program to run inside the machine does not exist there.
+    #[error("`{program}` was not found in machine {machine} (PATH={path})")]
+    ProgramNotFound {
+        /// Machine name.
+        machine: String,
+        /// The program.
+        program: String,
+        /// The PATH it was looked up in.
+        path: String,
+    },
+
+    /// A user asked for with [`crate::Command::user`] does not exist in the machine.
+    #[error("user {user:?} does not exist in machine {machine} (not in its /etc/passwd)")]
+    NoSuchUser {
+        /// Machine name.
+        machine: String,
+        /// The user name.
+        user: String,
+    },
+
+    /// Something took longer than its timeout.
+    #[error("{what} timed out after {secs:.1} s{}", hint_block(hint))]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// The timeout, in seconds.
+        secs: f64,
+        /// What to do about it.
+        hint: String,
+    },
+
+    /// A machine's guest file system could not be accessed.
+    #[error("{op} {path} in machine {machine}: {source}")]
+    Guest {
+        /// What was tried.
+        op: &'static str,
+        /// The path inside the machine.
+        path: PathBuf,
+        /// Machine name.
+        machine: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A host I/O operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, naming the path.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The machine was already stopped, or its boot failed earlier.
+    #[error("machine {machine} is not running: {reason}")]
+    NotRunning {
+        /// Machine name.
+        machine: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn tail_block(tail: &str) -> String {
+    let tail = tail.trim_end();
+    if tail.is_empty() {
+        String::new()
+    } else {
+        let indented: Vec<String> = tail.lines().map(|l| format!("    {l}")).collect();
+        format!("\n{}", indented.join("\n"))
+    }
+}
+
+fn hint_block(hint: &str) -> String {
+    if hint.is_empty() {
+        String::new()
+    } else {
+        format!(": {hint}")
+    }
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Adds context to I/O results.
+pub(crate) trait IoContext<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(context(), e))
+    }
+}
+
+impl<T> IoContext<T> for nix::Result<T> {
+    fn context(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(context(), e.into()))
+    }
+}

@@ -1,0 +1,25 @@
+//! The runtime of the `nspawn` test framework: master chroots, ephemeral machines booted from
+//! them, and the privilege helper.
+//!
+//! Users depend on the `nspawn` facade crate; this crate's public items are also the building
+//! blocks of a project's own xtask (see [`chroot::build`]).
+
+mod backend;
+pub mod cgroup;
+pub mod chroot;
+pub mod config;
+pub mod console;
+pub mod error;
+mod exec;
+mod guest;
+pub mod host;
+mod machine;
+pub mod notify;
+pub mod pidfd;
+pub mod privs;
+pub mod storage;
+
+pub use backend::Bind;
+pub use error::{Error, Result};
+pub use exec::Command;
+pub use machine::{Machine, MachineBuilder};

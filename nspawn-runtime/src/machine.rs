@@ -1,0 +1,478 @@
+//! [`Machine`]: one ephemeral, systemd-booted container, and its [`MachineBuilder`].
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::backend::{self, Bind, BootSpec, Running};
+use crate::chroot;
+use crate::console;
+use crate::error::{Error, Result};
+use crate::exec::Command;
+use crate::guest;
+use crate::pidfd::PidFd;
+use crate::privs;
+use crate::storage::{self, Storage};
+
+const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running, ephemeral copy of a master chroot, booted with systemd.
+///
+/// Changes made inside are thrown away when it stops: it runs on a btrfs snapshot or on a
+/// tmpfs overlay of the master chroot, which is never modified.
+///
+/// ```no_run
+/// use nspawn_runtime::Machine;
+///
+/// let machine = Machine::start("bookworm")?;
+/// machine.write("/etc/motd", "hello\n")?;
+/// assert_eq!(machine.sh("cat /etc/motd")?, "hello\n");
+/// machine.stop()?;
+/// # Ok::<(), nspawn_runtime::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Machine {
+    name: String,
+    chroot: String,
+    storage: Storage,
+    log: PathBuf,
+    leader: PidFd,
+    running: Mutex<Option<Running>>,
+    stop_timeout: Duration,
+    span: tracing::Span,
+}
+
+/// Options for booting a [`Machine`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use nspawn_runtime::Machine;
+///
+/// let machine = Machine::builder("bookworm")
+///     .private_network(true)
+///     .bind_ro("/usr/share/doc", "/mnt/doc")
+///     .boot_timeout(Duration::from_secs(30))
+///     .wait_until_running(true)
+///     .start()?;
+/// # Ok::<(), nspawn_runtime::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[must_use]
+pub struct MachineBuilder {
+    chroot: String,
+    boot_timeout: Duration,
+    stop_timeout: Duration,
+    private_network: bool,
+    binds: Vec<(PathBuf, PathBuf, bool)>,
+    env: Vec<(String, String)>,
+    args: Vec<OsString>,
+    wait_until_running: bool,
+}
+
+impl MachineBuilder {
+    fn new(chroot: &str) -> MachineBuilder {
+        MachineBuilder {
+            chroot: chroot.into(),
+            boot_timeout: DEFAULT_BOOT_TIMEOUT,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            private_network: false,
+            binds: Vec::new(),
+            env: Vec::new(),
+            args: Vec::new(),
+            wait_until_running: false,
+        }
+    }
+
+    /// How long to wait for the machine to boot (default 60 s).
+    pub fn boot_timeout(mut self, timeout: Duration) -> Self {
+        self.boot_timeout = timeout;
+        self
+    }
+
+    /// How long to wait for the machine to stop (default 10 s).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// A private network namespace (only loopback) instead of the host's network.
+    pub fn private_network(mut self, private: bool) -> Self {
+        self.private_network = private;
+        self
+    }
+
+    /// Binds a host path into the machine, read-write.
+    pub fn bind(mut self, host: impl AsRef<Path>, guest: impl AsRef<Path>) -> Self {
+        self.binds
+            .push((host.as_ref().into(), guest.as_ref().into(), false));
+        self
+    }
+
+    /// Binds a host path into the machine, read-only.
+    pub fn bind_ro(mut self, host: impl AsRef<Path>, guest: impl AsRef<Path>) -> Self {
+        self.binds
+            .push((host.as_ref().into(), guest.as_ref().into(), true));
+        self
+    }
+
+    /// Sets an environment variable for the machine's init (`--setenv`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Adds an argument to the `systemd-nspawn` command line, e.g. `--capability=all`.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().into());
+        self
+    }
+
+    /// Adds arguments to the `systemd-nspawn` command line.
+    pub fn args(mut self, args: impl IntoIterator<Item = impl AsRef<OsStr>>) -> Self {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().into()));
+        self
+    }
+
+    /// After boot, also wait for `systemctl is-system-running --wait`, for tests that need
+    /// every unit up. A degraded system is then a boot error listing the failed units.
+    pub fn wait_until_running(mut self, wait: bool) -> Self {
+        self.wait_until_running = wait;
+        self
+    }
+
+    /// The chroot this builder boots.
+    pub fn chroot(&self) -> &str {
+        &self.chroot
+    }
+
+    /// Boots the machine.
+    pub fn start(self) -> Result<Machine> {
+        privs::require_root("booting a machine")?;
+        let dir = chroot::locate(&self.chroot)?;
+        let storage = storage::storage_of(&dir);
+        let name = format!(
+            "nspawn-{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let span = tracing::info_span!("machine", name = %name, chroot = %self.chroot);
+        let started = Instant::now();
+        let (log, log_file) = console::create_log(&name)?;
+        let spec = self.spec(dir, storage);
+        span.in_scope(|| tracing::debug!(storage = %storage, log = %log.display(), "starting"));
+        let running = backend::boot(&spec, &name, &log, log_file)?;
+        let machine = Machine {
+            leader: running
+                .leader
+                .try_clone()
+                .map_err(|e| Error::io("duplicating the leader pidfd", e))?,
+            name,
+            chroot: self.chroot.clone(),
+            storage,
+            log,
+            running: Mutex::new(Some(running)),
+            stop_timeout: self.stop_timeout,
+            span,
+        };
+        if self.wait_until_running {
+            machine.wait_running(self.boot_timeout.saturating_sub(started.elapsed()))?;
+        }
+        machine.span.in_scope(|| {
+            tracing::info!(
+                boot_ms = (started.elapsed().as_secs_f64() * 1e3).round(),
+                leader = machine.leader_pid(),
+                "ready"
+            )
+        });
+        Ok(machine)
+    }
+
+    fn spec(&self, dir: PathBuf, storage: Storage) -> BootSpec {
+        BootSpec {
+            chroot: self.chroot.clone(),
+            dir,
+            storage,
+            boot_timeout: self.boot_timeout,
+            private_network: self.private_network,
+            binds: self
+                .binds
+                .iter()
+                .map(|(host, guest, read_only)| Bind {
+                    host: host.clone(),
+                    guest: guest.clone(),
+                    read_only: *read_only,
+                })
+                .collect(),
+            env: self.env.clone(),
+            extra_args: self.args.clone(),
+        }
+    }
+}
+
+impl Machine {
+    /// Boots a machine from the master chroot `chroot` (a name under the chroots directory,
+    /// or a path) with default options.
+    pub fn start(chroot: &str) -> Result<Machine> {
+        Machine::builder(chroot).start()
+    }
+
+    /// Options for booting a machine from `chroot`.
+    pub fn builder(chroot: &str) -> MachineBuilder {
+        MachineBuilder::new(chroot)
+    }
+
+    /// The machine's name, unique on the host, and its hostname.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The chroot it was booted from.
+    pub fn chroot(&self) -> &str {
+        &self.chroot
+    }
+
+    /// How the master chroot is stored, and so how this machine was made from it.
+    pub fn storage(&self) -> Storage {
+        self.storage
+    }
+
+    /// The container's PID 1, as seen from the host.
+    pub fn leader_pid(&self) -> u32 {
+        self.leader.pid()
+    }
+
+    /// The console log of the machine.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Whether the machine is still up.
+    pub fn is_running(&self) -> bool {
+        self.leader.is_alive()
+    }
+
+    pub(crate) fn leader(&self) -> Result<&PidFd> {
+        if self.leader.is_alive() {
+            Ok(&self.leader)
+        } else {
+            Err(Error::NotRunning {
+                machine: self.name.clone(),
+                reason: format!(
+                    "it was stopped or its container exited (console log: {})",
+                    self.log.display()
+                ),
+            })
+        }
+    }
+
+    /// A program to run inside the machine.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command<'_> {
+        Command::new(self, program.as_ref())
+    }
+
+    /// Runs `argv` inside the machine; an error unless it exits with 0.
+    ///
+    /// ```no_run
+    /// # fn f(machine: &nspawn_runtime::Machine) -> nspawn_runtime::Result<()> {
+    /// machine.run(["systemctl", "is-active", "dbus"])?;
+    /// # Ok(()) }
+    /// ```
+    pub fn run(&self, argv: impl IntoIterator<Item = impl AsRef<OsStr>>) -> Result<Output> {
+        let mut argv = argv.into_iter();
+        let program = argv.next().ok_or_else(|| {
+            Error::io(
+                "run() needs a program",
+                std::io::ErrorKind::InvalidInput.into(),
+            )
+        })?;
+        let mut cmd = self.command(program);
+        cmd.args(argv);
+        let output = cmd.output()?;
+        if output.status.success() {
+            Ok(output)
+        } else {
+            Err(Error::Exec {
+                machine: self.name.clone(),
+                command: cmd.command_line(),
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            })
+        }
+    }
+
+    /// Runs `/bin/sh -c script` and returns its standard output; an error unless it exits 0.
+    pub fn sh(&self, script: &str) -> Result<String> {
+        let out = self.run(["/bin/sh", "-c", script])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Whether `path` exists in the machine (following symlinks inside it).
+    pub fn exists(&self, path: impl AsRef<Path>) -> bool {
+        guest::open(&self.leader, path.as_ref(), libc::O_PATH, 0).is_ok()
+    }
+
+    pub(crate) fn is_dir(&self, path: &Path) -> bool {
+        guest::open(&self.leader, path, libc::O_PATH | libc::O_DIRECTORY, 0).is_ok()
+    }
+
+    /// Reads a file of the machine.
+    pub fn read(&self, path: impl AsRef<Path>) -> Result<Vec<u8>> {
+        let path = path.as_ref();
+        let mut file = self.open(path, libc::O_RDONLY, 0, "reading")?;
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)
+            .map_err(|e| self.guest_error("reading", path, e))?;
+        Ok(buf)
+    }
+
+    /// Reads a UTF-8 file of the machine.
+    pub fn read_to_string(&self, path: impl AsRef<Path>) -> Result<String> {
+        let path = path.as_ref();
+        let bytes = self.read(path)?;
+        String::from_utf8(bytes)
+            .map_err(|e| self.guest_error("decoding", path, std::io::Error::other(e)))
+    }
+
+    /// Writes a file of the machine (mode 0644, owned by root), replacing it.
+    pub fn write(&self, path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> Result<()> {
+        self.write_mode(path.as_ref(), contents.as_ref(), 0o644)
+    }
+
+    fn write_mode(&self, path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+        let mut file = self.open(path, flags, mode, "writing")?;
+        file.write_all(contents)
+            .map_err(|e| self.guest_error("writing", path, e))
+    }
+
+    /// Copies a host file into the machine, keeping its permission bits.
+    pub fn copy_in(&self, host: impl AsRef<Path>, guest: impl AsRef<Path>) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let host = host.as_ref();
+        let context = || {
+            format!(
+                "reading {} to copy it into machine {}",
+                host.display(),
+                self.name
+            )
+        };
+        let bytes = std::fs::read(host).map_err(|e| Error::io(context(), e))?;
+        let mode = std::fs::metadata(host)
+            .map_err(|e| Error::io(context(), e))?
+            .permissions()
+            .mode();
+        self.write_mode(guest.as_ref(), &bytes, mode & 0o7777)
+    }
+
+    /// Copies a file of the machine to the host, as the test's user, keeping its permission bits.
+    pub fn copy_out(&self, guest: impl AsRef<Path>, host: impl AsRef<Path>) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let (guest, host) = (guest.as_ref(), host.as_ref());
+        let file = self.open(guest, libc::O_RDONLY, 0, "reading")?;
+        let mode = file
+            .metadata()
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0o644);
+        let bytes = self.read(guest)?;
+        let context = || {
+            format!(
+                "writing {} copied out of machine {}",
+                host.display(),
+                self.name
+            )
+        };
+        std::fs::write(host, bytes).map_err(|e| Error::io(context(), e))?;
+        std::fs::set_permissions(host, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(context(), e))
+    }
+
+    /// The host path of a path in the machine (`/proc/<leader>/root/...`). Only root can follow
+    /// it; prefer [`Machine::read`] and friends, which work from unprivileged test code.
+    pub fn host_path(&self, guest: impl AsRef<Path>) -> PathBuf {
+        guest::host_path(self.leader_pid(), guest.as_ref())
+    }
+
+    fn open(&self, path: &Path, flags: libc::c_int, mode: u32, op: &'static str) -> Result<File> {
+        self.leader()?;
+        guest::open(&self.leader, path, flags, mode)
+            .map(File::from)
+            .map_err(|e| self.guest_error(op, path, e))
+    }
+
+    pub(crate) fn guest_error(
+        &self,
+        op: &'static str,
+        path: &Path,
+        source: std::io::Error,
+    ) -> Error {
+        Error::Guest {
+            op,
+            path: path.into(),
+            machine: self.name.clone(),
+            source,
+        }
+    }
+
+    fn wait_running(&self, timeout: Duration) -> Result<()> {
+        let out = self
+            .command("systemctl")
+            .args(["is-system-running", "--wait"])
+            .timeout(timeout.max(Duration::from_secs(1)))
+            .output()?;
+        let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if state == "running" {
+            return Ok(());
+        }
+        let failed = self
+            .sh("systemctl --failed --no-legend --plain")
+            .unwrap_or_default();
+        Err(Error::Boot {
+            machine: self.name.clone(),
+            chroot: self.chroot.clone(),
+            reason: format!("the system is {state:?}, not \"running\"; failed units:\n{failed}"),
+            log: self.log.clone(),
+            tail: console::tail(&self.log, 20).into(),
+        })
+    }
+
+    /// Stops the machine: its container is killed and nspawn removes the snapshot or overlay.
+    pub fn stop(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        let Some(mut running) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let result = running.stop(self.stop_timeout);
+        self.span.in_scope(|| {
+            tracing::info!(
+                stop_ms = (started.elapsed().as_secs_f64() * 1e3).round(),
+                nspawn = running.nspawn_pid(),
+                ok = result.is_ok(),
+                "stopped"
+            )
+        });
+        result
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(machine = %self.name, "stopping on drop failed: {e}");
+        }
+    }
+}

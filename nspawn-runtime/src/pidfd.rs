@@ -1,0 +1,101 @@
+//! Process handles that cannot be fooled by PID reuse (`pidfd_open(2)`), used to signal a
+//! container's leader, to enter its namespaces and to wait for a process with a timeout.
+
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+/// A handle on a running process.
+#[derive(Debug)]
+pub struct PidFd {
+    fd: OwnedFd,
+    pid: u32,
+}
+
+impl PidFd {
+    /// Opens a handle on `pid`.
+    pub fn open(pid: u32) -> std::io::Result<PidFd> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new close-on-exec fd.
+        let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if ret < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: ret is a fresh fd that we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(ret as RawFd) };
+        Ok(PidFd { fd, pid })
+    }
+
+    /// A second handle on the same process.
+    pub fn try_clone(&self) -> std::io::Result<PidFd> {
+        Ok(PidFd {
+            fd: self.fd.try_clone()?,
+            pid: self.pid,
+        })
+    }
+
+    /// The PID.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The raw descriptor, for use in forked children.
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Sends `signal` (0 checks that the process lives).
+    pub fn signal(&self, signal: libc::c_int) -> std::io::Result<()> {
+        send_signal(self.raw(), signal)
+    }
+
+    /// Whether the process has not exited yet.
+    pub fn is_alive(&self) -> bool {
+        !self.wait(Duration::ZERO)
+    }
+
+    /// Waits up to `timeout` for the process to exit; true if it did.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+        matches!(nix::poll::poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
+    }
+}
+
+/// `pidfd_send_signal(2)`; async-signal-safe, usable in forked children.
+pub(crate) fn send_signal(pidfd: RawFd, signal: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: plain system call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sees_a_child_live_and_exit() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.2")
+            .spawn()
+            .unwrap();
+        let fd = PidFd::open(child.id()).unwrap();
+        assert!(fd.is_alive());
+        fd.signal(0).unwrap();
+        assert!(fd.wait(Duration::from_secs(5)));
+        child.wait().unwrap();
+        assert!(!fd.is_alive());
+    }
+}

@@ -1,0 +1,268 @@
+//! Dropping root at start-up and regaining it only where it is needed.
+//!
+//! Under `sudo` the test process switches to the invoking user (`SUDO_UID`/`SUDO_GID`) before
+//! `main`, keeping saved-uid 0. Root comes back in three places only:
+//!
+//! - in forked children, before they exec a privileged program ([`regain_in_child`]); no other
+//!   thread of the test process ever sees it;
+//! - on one thread for a few system calls ([`ThreadRoot`]): Linux keeps credentials per
+//!   thread, and the raw system calls change only the calling one;
+//! - in-process for every thread, through the serialized [`root`] guard, for callers who need
+//!   it.
+//!
+//! As real root without `SUDO_UID` (CI, containers) nothing is dropped. `NSPAWN_USER=uid:gid`
+//! forces a drop to that user.
+
+use std::ffi::CString;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use nix::unistd::{Gid, Uid};
+
+use crate::error::{Error, Result};
+
+/// How the process stands towards root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Dropped to this user; root can be regained.
+    Dropped {
+        /// The user's uid.
+        uid: u32,
+        /// The user's primary gid.
+        gid: u32,
+    },
+    /// Running as root, nothing dropped.
+    Root,
+    /// Not root and no way to become root.
+    Unprivileged,
+}
+
+static MODE: OnceLock<Mode> = OnceLock::new();
+static PROCESS_ROOT: Mutex<()> = Mutex::new(());
+
+/// Drops privileges if the process runs as root under sudo, once. Idempotent and cheap.
+///
+/// `#[nspawn::test]` calls it before `main`; call it yourself first thing in a custom harness.
+pub fn init() -> Mode {
+    *MODE.get_or_init(decide_and_drop)
+}
+
+/// The privilege mode, initializing it if needed.
+pub fn mode() -> Mode {
+    init()
+}
+
+fn decide_and_drop() -> Mode {
+    if !Uid::effective().is_root() {
+        return if Uid::current().is_root()
+            || nix::unistd::getresuid().is_ok_and(|r| r.saved.is_root())
+        {
+            // Already dropped by someone else keeping saved-uid 0.
+            Mode::Dropped {
+                uid: Uid::current().as_raw(),
+                gid: Gid::current().as_raw(),
+            }
+        } else {
+            Mode::Unprivileged
+        };
+    }
+    match target_user() {
+        Some((uid, gid)) if uid != 0 => match drop_to(uid, gid) {
+            Ok(()) => Mode::Dropped { uid, gid },
+            Err(e) => {
+                tracing::warn!("could not drop root to uid {uid}: {e}; running as root");
+                Mode::Root
+            }
+        },
+        _ => {
+            tracing::debug!("running as root without SUDO_UID: privileges are not dropped");
+            Mode::Root
+        }
+    }
+}
+
+fn target_user() -> Option<(u32, u32)> {
+    if let Ok(spec) = std::env::var("NSPAWN_USER") {
+        let (u, g) = spec.split_once(':')?;
+        return Some((u.parse().ok()?, g.parse().ok()?));
+    }
+    let uid = std::env::var("SUDO_UID").ok()?.parse().ok()?;
+    let gid = std::env::var("SUDO_GID").ok()?.parse().ok()?;
+    Some((uid, gid))
+}
+
+fn drop_to(uid: u32, gid: u32) -> nix::Result<()> {
+    let groups = supplementary_groups(uid, gid);
+    nix::unistd::setgroups(&groups)?;
+    nix::unistd::setresgid(Gid::from_raw(gid), Gid::from_raw(gid), Gid::from_raw(0))?;
+    nix::unistd::setresuid(Uid::from_raw(uid), Uid::from_raw(uid), Uid::from_raw(0))
+}
+
+fn supplementary_groups(uid: u32, gid: u32) -> Vec<Gid> {
+    let name = std::env::var("SUDO_USER").ok().or_else(|| {
+        nix::unistd::User::from_uid(Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+    });
+    name.and_then(|n| CString::new(n).ok())
+        .and_then(|n| nix::unistd::getgrouplist(&n, Gid::from_raw(gid)).ok())
+        .unwrap_or_else(|| vec![Gid::from_raw(gid)])
+}
+
+/// The user the process dropped to, if it did.
+pub fn dropped_user() -> Option<(u32, u32)> {
+    match init() {
+        Mode::Dropped { uid, gid } => Some((uid, gid)),
+        _ => None,
+    }
+}
+
+/// Fails with a message naming `sudo -E` when root cannot be had.
+pub fn require_root(action: &str) -> Result<()> {
+    match init() {
+        Mode::Unprivileged => Err(Error::NotRoot {
+            action: action.into(),
+            command: "sudo -E cargo test".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Makes a forked child root before it execs. Only raw system calls: it runs between `fork`
+/// and `exec` of a multi-threaded process. `needed` comes from [`child_needs_root`], computed
+/// before the fork.
+pub(crate) fn regain_in_child(needed: bool) -> std::io::Result<()> {
+    if !needed {
+        return Ok(());
+    }
+    // SAFETY: plain system calls on the calling (only) thread of the child.
+    unsafe {
+        check(libc::syscall(libc::SYS_setresuid, 0, 0, 0))?;
+        check(libc::syscall(libc::SYS_setresgid, 0, 0, 0))?;
+        check(libc::syscall(
+            libc::SYS_setgroups,
+            0,
+            std::ptr::null::<libc::gid_t>(),
+        ))?;
+    }
+    Ok(())
+}
+
+/// Whether forked children must regain root (see [`regain_in_child`]).
+pub(crate) fn child_needs_root() -> bool {
+    matches!(init(), Mode::Dropped { .. })
+}
+
+fn check(ret: libc::c_long) -> std::io::Result<()> {
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Root for the current thread only, until dropped. Other threads keep running as the user.
+///
+/// Do not spawn threads or run user code while holding it.
+pub(crate) struct ThreadRoot {
+    restore: Option<(u32, u32)>,
+}
+
+impl ThreadRoot {
+    pub(crate) fn acquire() -> Result<ThreadRoot> {
+        match init() {
+            Mode::Root => Ok(ThreadRoot { restore: None }),
+            Mode::Unprivileged => Err(Error::NotRoot {
+                action: "accessing a machine".into(),
+                command: "sudo -E cargo test".into(),
+            }),
+            Mode::Dropped { uid, gid } => {
+                // SAFETY: raw calls change the calling thread's credentials only.
+                let res = unsafe {
+                    check(libc::syscall(libc::SYS_setresuid, -1, 0, -1))
+                        .and_then(|_| check(libc::syscall(libc::SYS_setresgid, -1, 0, -1)))
+                };
+                res.map_err(|e| Error::io("regaining root on this thread", e))?;
+                Ok(ThreadRoot {
+                    restore: Some((uid, gid)),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for ThreadRoot {
+    fn drop(&mut self) {
+        if let Some((uid, gid)) = self.restore {
+            // SAFETY: as in acquire. The gid goes first, while the thread still may.
+            unsafe {
+                libc::syscall(libc::SYS_setresgid, -1, gid, -1);
+                libc::syscall(libc::SYS_setresuid, -1, uid, -1);
+            }
+        }
+    }
+}
+
+/// Root for the whole process while the guard lives.
+///
+/// This is process-wide: every thread, including other tests running in parallel, runs as
+/// root until the guard is dropped. Guards are serialized. Prefer the machine's methods, which
+/// never need it.
+///
+/// ```no_run
+/// let _root = nspawn_runtime::privs::root()?;
+/// std::fs::write("/etc/motd", "hello\n").unwrap();
+/// # Ok::<(), nspawn_runtime::Error>(())
+/// ```
+pub fn root() -> Result<RootGuard> {
+    require_root("privs::root()")?;
+    let lock = PROCESS_ROOT.lock().unwrap_or_else(|p| p.into_inner());
+    let restore = dropped_user();
+    if restore.is_some() {
+        let regain = nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+            .and_then(|_| {
+                nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+            });
+        regain.map_err(|e| Error::io("regaining root for the process", e.into()))?;
+    }
+    Ok(RootGuard {
+        _lock: lock,
+        restore,
+    })
+}
+
+/// Returned by [`root`]; drops back to the user when dropped.
+pub struct RootGuard {
+    _lock: MutexGuard<'static, ()>,
+    restore: Option<(u32, u32)>,
+}
+
+impl Drop for RootGuard {
+    fn drop(&mut self) {
+        if let Some((uid, gid)) = self.restore {
+            if let Err(e) = drop_to(uid, gid) {
+                tracing::error!("could not drop root again: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thread_root_is_per_thread() {
+        // Without a drop there is nothing to observe; the sudo integration test covers it.
+        if init() == Mode::Unprivileged {
+            assert!(ThreadRoot::acquire().is_err());
+            return;
+        }
+        let before = Uid::effective();
+        {
+            let _g = ThreadRoot::acquire().unwrap();
+            assert!(Uid::effective().is_root());
+        }
+        assert_eq!(Uid::effective(), before);
+    }
+}

@@ -1,0 +1,14 @@
+//! Test against real, ephemeral, systemd-booted Debian containers.
+//!
+//! ```no_run
+//! #[nspawn::test(chroot = "bookworm")]
+//! fn dbus_runs(machine: &nspawn::Machine) -> nspawn::Result<()> {
+//!     machine.run(["systemctl", "is-active", "dbus"])?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! See the README for setting up chroots and running tests under `sudo -E`.
+
+pub use nspawn_runtime::storage::Storage;
+pub use nspawn_runtime::{privs, Bind, Command, Error, Machine, MachineBuilder, Result};

@@ -1,0 +1,174 @@
+//! `cargo xtask`: a thin command line over `nspawn-runtime`.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand};
+use nspawn_runtime::chroot::{self, Bootstrapper, BuildOptions, Outcome, Status};
+use nspawn_runtime::config::Workspace;
+use nspawn_runtime::{host, storage, Error};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Set-up and chores of the nspawn workspace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the master chroots declared in Cargo.toml (all of them by default).
+    MakeChroots(MakeChroots),
+    /// Set up everything and run what CI runs: fmt, clippy and every test.
+    Test,
+    /// Set up everything and run the example suite: the quick start's main job.
+    Demo,
+}
+
+#[derive(clap::Args, Default)]
+struct MakeChroots {
+    /// Chroots to build (default: all declared).
+    names: Vec<String>,
+    /// Rebuild even when up to date.
+    #[arg(long)]
+    force: bool,
+    /// List the declared chroots and their state, build nothing.
+    #[arg(long)]
+    list: bool,
+    /// How many chroots to build at once.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// Use debootstrap even when mmdebstrap is installed.
+    #[arg(long)]
+    debootstrap: bool,
+    /// Create a btrfs image file of SIZE (e.g. 4G) and loop-mount it on the chroots directory
+    /// first, so machines are cheap snapshots on hosts without btrfs.
+    #[arg(long, value_name = "SIZE")]
+    btrfs_image: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::MakeChroots(args) => make_chroots(&args),
+        Cmd::Test => test(),
+        Cmd::Demo => demo(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn make_chroots(args: &MakeChroots) -> Result<(), Error> {
+    let ws = Workspace::from_env()?;
+    if args.list {
+        return list(&ws);
+    }
+    if let Some(size) = &args.btrfs_image {
+        if !host::is_root() {
+            return Err(not_root("--btrfs-image"));
+        }
+        host::ensure(&[host::BTRFS, host::MKFS_BTRFS], &|m| eprintln!("{m}"))?;
+        storage::mount_btrfs_image(&ws.chroots_dir(), size, &|m| eprintln!("{m}"))?;
+    }
+    let opts = BuildOptions {
+        force: args.force,
+        jobs: args.jobs,
+        bootstrapper: args.debootstrap.then_some(Bootstrapper::Debootstrap),
+    };
+    for (name, outcome) in chroot::build(&ws, &args.names, &opts)? {
+        if outcome == Outcome::UpToDate {
+            eprintln!("{name}: up to date");
+        }
+    }
+    Ok(())
+}
+
+fn list(ws: &Workspace) -> Result<(), Error> {
+    let dir = ws.chroots_dir();
+    for def in ws.chroots()? {
+        let state = match chroot::status(&dir, &def) {
+            Status::Missing => "missing".to_string(),
+            Status::Ready(s) => format!("ready, {s}"),
+            Status::Outdated(s) => format!("outdated (rebuild with --force), {s}"),
+        };
+        println!(
+            "{:<12} suite={} variant={} include={} -> {} [{state}]",
+            def.name,
+            def.suite,
+            def.variant,
+            def.include.join(","),
+            dir.join(&def.name).display()
+        );
+    }
+    Ok(())
+}
+
+fn test() -> Result<(), Error> {
+    setup()?;
+    cargo(&["fmt", "--all", "--check"])?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    cargo(&["test", "--workspace"])
+}
+
+fn demo() -> Result<(), Error> {
+    setup()?;
+    cargo(&["test", "--package", "nspawn", "--test", "machine"])
+}
+
+/// Host packages and chroots: everything the tests need.
+fn setup() -> Result<(), Error> {
+    if !host::is_root() {
+        return Err(not_root("setting up"));
+    }
+    // btrfs-progs: the storage tests put a chroot on a loop-mounted btrfs image.
+    host::ensure(&[host::NSPAWN, host::BTRFS, host::MKFS_BTRFS], &|m| {
+        eprintln!("{m}")
+    })?;
+    make_chroots(&MakeChroots {
+        jobs: 2,
+        ..MakeChroots::default()
+    })
+}
+
+fn cargo(args: &[&str]) -> Result<(), Error> {
+    let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
+    let mut cmd = Command::new(cargo);
+    cmd.args(args);
+    let line = host::command_line(&cmd);
+    eprintln!("$ {line}");
+    let status = cmd
+        .status()
+        .map_err(|e| Error::io(format!("running `{line}`"), e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::HostCommand {
+            command: line,
+            status: status.to_string(),
+            stderr: String::new(),
+        })
+    }
+}
+
+fn not_root(action: &str) -> Error {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    Error::NotRoot {
+        action: action.into(),
+        command: format!("sudo -E env PATH=\"$PATH\" cargo xtask {}", args.join(" ")),
+    }
+}
