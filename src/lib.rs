@@ -12,3 +12,11 @@
 
 pub use nspawn_runtime::storage::Storage;
 pub use nspawn_runtime::{privs, Bind, Command, Error, Machine, MachineBuilder, Result};
+
+pub use nspawn_macros::test;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use nspawn_runtime::harness::{init_privileges, run, Scope, TestInfo};
+    pub use nspawn_runtime::inventory;
+}

@@ -113,10 +113,13 @@ impl Workspace {
             })
     }
 
-    /// The workspace of the running program: from `CARGO_MANIFEST_DIR` (set by cargo for
-    /// tests, benches and `cargo run`), else from the current directory.
+    /// The workspace of the running program: from `$NSPAWN_WORKSPACE`, else
+    /// `CARGO_MANIFEST_DIR` (set by cargo for tests, benches and `cargo run`), else from the
+    /// current directory.
     pub fn from_env() -> Result<Workspace> {
-        let start = match std::env::var_os("CARGO_MANIFEST_DIR") {
+        let dir =
+            std::env::var_os("NSPAWN_WORKSPACE").or_else(|| std::env::var_os("CARGO_MANIFEST_DIR"));
+        let start = match dir {
             Some(dir) => PathBuf::from(dir),
             None => std::env::current_dir().context(|| "reading the current directory".into())?,
         };

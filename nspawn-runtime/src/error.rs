@@ -8,7 +8,10 @@ use std::process::ExitStatus;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong while building chroots or driving machines.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` shows the message too: a test returning `Result<(), nspawn::Error>` fails with
+/// what happened and what to do, not with a struct dump.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The chroot declarations in `Cargo.toml` are malformed.
@@ -215,6 +218,12 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 fn tail_block(tail: &str) -> String {

@@ -11,13 +11,21 @@ pub mod config;
 pub mod console;
 pub mod error;
 mod exec;
+pub mod filter;
 mod guest;
+#[doc(hidden)]
+pub mod harness;
 pub mod host;
 mod machine;
 pub mod notify;
 pub mod pidfd;
 pub mod privs;
+pub mod registry;
+mod sharing;
 pub mod storage;
+
+#[doc(hidden)]
+pub use inventory;
 
 pub use backend::Bind;
 pub use error::{Error, Result};

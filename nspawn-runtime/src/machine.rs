@@ -5,10 +5,10 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::backend::{self, Bind, BootSpec, Running};
+use crate::backend::{self, Bind, BootSpec};
 use crate::chroot;
 use crate::console;
 use crate::error::{Error, Result};
@@ -16,6 +16,7 @@ use crate::exec::Command;
 use crate::guest;
 use crate::pidfd::PidFd;
 use crate::privs;
+use crate::registry;
 use crate::storage::{self, Storage};
 
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -42,7 +43,7 @@ pub struct Machine {
     storage: Storage,
     log: PathBuf,
     leader: PidFd,
-    running: Mutex<Option<Running>>,
+    running: registry::Handle,
     stop_timeout: Duration,
     span: tracing::Span,
 }
@@ -72,6 +73,7 @@ pub struct MachineBuilder {
     env: Vec<(String, String)>,
     args: Vec<OsString>,
     wait_until_running: bool,
+    workspace: Option<PathBuf>,
 }
 
 impl MachineBuilder {
@@ -85,7 +87,15 @@ impl MachineBuilder {
             env: Vec::new(),
             args: Vec::new(),
             wait_until_running: false,
+            workspace: None,
         }
+    }
+
+    /// Where to find the chroots: a directory of the Cargo workspace that holds
+    /// `test_chroots/` (default: found from `CARGO_MANIFEST_DIR` or the current directory).
+    pub fn workspace(mut self, dir: impl AsRef<Path>) -> Self {
+        self.workspace = Some(dir.as_ref().into());
+        self
     }
 
     /// How long to wait for the machine to boot (default 60 s).
@@ -154,7 +164,7 @@ impl MachineBuilder {
     /// Boots the machine.
     pub fn start(self) -> Result<Machine> {
         privs::require_root("booting a machine")?;
-        let dir = chroot::locate(&self.chroot)?;
+        let dir = chroot::locate(&self.chroot, self.workspace.as_deref())?;
         let storage = storage::storage_of(&dir);
         let name = format!(
             "nspawn-{}-{}",
@@ -167,29 +177,30 @@ impl MachineBuilder {
         let spec = self.spec(dir, storage);
         span.in_scope(|| tracing::debug!(storage = %storage, log = %log.display(), "starting"));
         let running = backend::boot(&spec, &name, &log, log_file)?;
+        let leader = running.leader.try_clone();
+        let handle: registry::Handle = Arc::new(Mutex::new(Some(running)));
+        registry::register(&name, handle.clone());
         let machine = Machine {
-            leader: running
-                .leader
-                .try_clone()
-                .map_err(|e| Error::io("duplicating the leader pidfd", e))?,
+            leader: leader.map_err(|e| Error::io("duplicating the leader pidfd", e))?,
             name,
             chroot: self.chroot.clone(),
             storage,
             log,
-            running: Mutex::new(Some(running)),
+            running: handle,
             stop_timeout: self.stop_timeout,
             span,
         };
         if self.wait_until_running {
             machine.wait_running(self.boot_timeout.saturating_sub(started.elapsed()))?;
         }
-        machine.span.in_scope(|| {
-            tracing::info!(
-                boot_ms = (started.elapsed().as_secs_f64() * 1e3).round(),
-                leader = machine.leader_pid(),
-                "ready"
-            )
-        });
+        let boot_ms = (started.elapsed().as_secs_f64() * 1e3).round();
+        machine
+            .span
+            .in_scope(|| tracing::info!(boot_ms, leader = machine.leader_pid(), "ready"));
+        registry::event(&format!(
+            "ready {} {} {boot_ms}",
+            machine.name, machine.chroot
+        ));
         Ok(machine)
     }
 
@@ -446,7 +457,8 @@ impl Machine {
         self.shutdown()
     }
 
-    fn shutdown(&self) -> Result<()> {
+    /// Stops the machine through a shared reference; later calls do nothing.
+    pub(crate) fn shutdown(&self) -> Result<()> {
         let Some(mut running) = self
             .running
             .lock()
@@ -455,6 +467,7 @@ impl Machine {
         else {
             return Ok(());
         };
+        registry::unregister(&self.name);
         let started = Instant::now();
         let result = running.stop(self.stop_timeout);
         self.span.in_scope(|| {
@@ -465,6 +478,7 @@ impl Machine {
                 "stopped"
             )
         });
+        registry::event(&format!("stopped {}", self.name));
         result
     }
 }

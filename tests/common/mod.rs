@@ -62,3 +62,107 @@ pub fn leftovers_of(machine: &str) -> Vec<String> {
     }
     left
 }
+
+/// What a run of the fixture suite did, from its event log.
+#[derive(Debug, Default)]
+pub struct Events {
+    pub lines: Vec<String>,
+}
+
+impl Events {
+    pub fn read(path: &Path) -> Events {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        Events {
+            lines: text.lines().map(str::to_string).collect(),
+        }
+    }
+
+    fn with(&self, kind: &str) -> Vec<Vec<String>> {
+        self.lines
+            .iter()
+            .map(|l| l.split(' ').map(str::to_string).collect::<Vec<_>>())
+            .filter(|f| f[0] == kind)
+            .collect()
+    }
+
+    /// Machines booted for a module (`fixture::alpha`).
+    pub fn module_boots(&self, module: &str) -> Vec<String> {
+        self.with("module-boot")
+            .into_iter()
+            .filter(|f| f[1] == module)
+            .map(|f| f[3].clone())
+            .collect()
+    }
+
+    /// Machines booted for single tests.
+    pub fn test_boots(&self) -> Vec<String> {
+        self.with("test-boot")
+            .into_iter()
+            .map(|f| f[2].clone())
+            .collect()
+    }
+
+    /// Every machine that became ready.
+    pub fn machines(&self) -> Vec<String> {
+        self.with("ready")
+            .into_iter()
+            .map(|f| f[1].clone())
+            .collect()
+    }
+
+    /// Machines stopped while the tests ran (not by the exit cleanup).
+    pub fn stopped(&self) -> Vec<String> {
+        self.with("stopped")
+            .into_iter()
+            .map(|f| f[1].clone())
+            .collect()
+    }
+
+    /// Machines the exit cleanup had to stop.
+    pub fn stopped_at_exit(&self) -> Vec<String> {
+        self.with("stopped-at-exit")
+            .into_iter()
+            .map(|f| f[1].clone())
+            .collect()
+    }
+}
+
+/// Builds the fixture suite (`tests/fixture`) once and returns its test binary.
+pub fn fixture_binary() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = std::process::Command::new(cargo)
+            .args([
+                "test",
+                "--test",
+                "fixture",
+                "--no-run",
+                "--message-format=json",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"]["name"] == "fixture")
+            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reports the fixture's executable")
+    })
+    .clone()
+}
+
+/// Asserts that none of the machines left anything behind.
+pub fn assert_nothing_left(machines: &[String]) {
+    for m in machines {
+        assert_eq!(leftovers_of(m), Vec::<String>::new(), "machine {m}");
+    }
+    assert_eq!(snapshots_in(&chroots_dir()), Vec::<PathBuf>::new());
+}

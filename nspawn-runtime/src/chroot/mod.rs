@@ -66,12 +66,17 @@ pub fn write_cachedir_tag(dir: &Path) -> Result<()> {
 
 /// The directory of a chroot the runtime is asked to boot, checked to exist.
 ///
-/// `name` may also be a path (containing `/`) to any tree.
-pub fn locate(name: &str) -> Result<PathBuf> {
+/// `name` may also be a path (containing `/`) to any tree. `workspace` is a directory in the
+/// Cargo workspace; by default it is found from the environment.
+pub fn locate(name: &str, workspace: Option<&Path>) -> Result<PathBuf> {
     let path = if name.contains('/') {
         PathBuf::from(name)
     } else {
-        Workspace::from_env()?.chroots_dir().join(name)
+        let ws = match workspace {
+            Some(dir) => Workspace::discover(dir)?,
+            None => Workspace::from_env()?,
+        };
+        ws.chroots_dir().join(name)
     };
     if path.is_dir() {
         return Ok(path);
@@ -112,7 +117,7 @@ mod tests {
 
     #[test]
     fn a_missing_chroot_names_the_xtask() {
-        let err = locate("/nonexistent/chroot").unwrap_err().to_string();
+        let err = locate("/nonexistent/chroot", None).unwrap_err().to_string();
         assert!(err.contains("cargo xtask make-chroots"), "{err}");
     }
 }

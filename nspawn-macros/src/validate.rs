@@ -1,0 +1,180 @@
+//! Checking the options and the function. Every problem becomes an error spanned on the
+//! offending tokens; all of them are reported together.
+
+use std::path::PathBuf;
+
+use syn::{FnArg, ItemFn, LitStr, Type};
+
+use crate::options::{literal, Raw};
+use crate::workspace;
+
+/// Whether a test shares its module's machine or gets its own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Module,
+    Test,
+}
+
+/// Validated options.
+pub struct Options {
+    pub chroot: LitStr,
+    pub scope: Scope,
+    pub krate: syn::Path,
+    /// The workspace manifest, so that editing it rebuilds the tests.
+    pub manifest: Option<PathBuf>,
+}
+
+/// Checks everything, returning all errors combined.
+pub fn validate(raw: Raw, func: syn::Result<ItemFn>) -> syn::Result<(Options, ItemFn)> {
+    let mut errors = raw.errors;
+    let scope = scope(raw.scope.as_ref(), &mut errors);
+    let krate = krate(raw.krate.as_ref(), &mut errors);
+    let declared = workspace::declared();
+    let chroot = chroot(raw.chroot, declared.as_ref(), &mut errors);
+    let func = func.inspect(|f| check_function(f, &mut errors));
+    match func {
+        Ok(func) if errors.is_empty() => {
+            let manifest = declared.map(|d| d.manifest);
+            Ok((
+                Options {
+                    chroot,
+                    scope,
+                    krate,
+                    manifest,
+                },
+                func,
+            ))
+        }
+        Ok(_) => Err(combine(errors)),
+        Err(e) => Err(combine(std::iter::once(e).chain(errors).collect())),
+    }
+}
+
+fn combine(errors: Vec<syn::Error>) -> syn::Error {
+    let mut errors = errors.into_iter();
+    let mut first = errors
+        .next()
+        .unwrap_or_else(|| syn::Error::new(proc_macro2::Span::call_site(), "invalid input"));
+    errors.for_each(|e| first.combine(e));
+    first
+}
+
+fn scope(value: Option<&LitStr>, errors: &mut Vec<syn::Error>) -> Scope {
+    match value.map(LitStr::value).as_deref() {
+        None | Some("module") => Scope::Module,
+        Some("test") => Scope::Test,
+        Some(other) => {
+            let msg = format!("unknown scope \"{other}\"; expected \"module\" (one machine per module) or \"test\" (one per test)");
+            errors.push(syn::Error::new_spanned(value, msg));
+            Scope::Module
+        }
+    }
+}
+
+fn krate(value: Option<&LitStr>, errors: &mut Vec<syn::Error>) -> syn::Path {
+    let default = || syn::parse_quote!(::nspawn);
+    let Some(lit) = value else { return default() };
+    lit.parse().unwrap_or_else(|_| {
+        errors.push(syn::Error::new_spanned(
+            lit,
+            "`crate` must be a path, e.g. crate = \"my_nspawn\"",
+        ));
+        default()
+    })
+}
+
+fn chroot(
+    value: Option<LitStr>,
+    declared: Option<&workspace::Declared>,
+    errors: &mut Vec<syn::Error>,
+) -> LitStr {
+    let names = declared.and_then(|d| d.names.clone());
+    let Some(lit) = value else {
+        return match names.as_deref() {
+            None => literal("bookworm"),
+            Some([only]) => literal(only),
+            Some(many) => {
+                let msg = format!(
+                    "the workspace declares several chroots; choose one with chroot = \"...\": {}",
+                    many.join(", ")
+                );
+                errors.push(syn::Error::new(proc_macro2::Span::call_site(), msg));
+                literal(&many[0])
+            }
+        };
+    };
+    let name = lit.value();
+    if let Some(names) = &names {
+        // A path names a tree directly; only names are declared.
+        if !name.contains('/') && !names.contains(&name) {
+            let msg = format!(
+                "chroot \"{name}\" is not declared in [workspace.metadata.nspawn.chroots]; declared: {}",
+                names.join(", ")
+            );
+            errors.push(syn::Error::new_spanned(&lit, msg));
+        }
+    }
+    lit
+}
+
+fn check_function(f: &ItemFn, errors: &mut Vec<syn::Error>) {
+    let sig = &f.sig;
+    if let Some(token) = &sig.asyncness {
+        errors.push(syn::Error::new_spanned(
+            token,
+            "async tests are not supported yet; write a sync test and block on your future inside it \
+             (e.g. with tokio::runtime::Runtime::new()?.block_on(...))",
+        ));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.push(syn::Error::new_spanned(
+            &sig.generics,
+            "test functions cannot be generic",
+        ));
+    }
+    for extra in sig.inputs.iter().skip(1) {
+        errors.push(syn::Error::new_spanned(
+            extra,
+            "a test takes at most one parameter: `&nspawn::Machine`",
+        ));
+    }
+    if let Some(first) = sig.inputs.first() {
+        if !is_machine_ref(first) {
+            errors.push(syn::Error::new_spanned(
+                first,
+                "the parameter must be `&nspawn::Machine`",
+            ));
+        }
+    }
+    for attr in &f.attrs {
+        if is_test_attribute(attr) {
+            errors.push(syn::Error::new_spanned(
+                attr,
+                "#[nspawn::test] already makes this a test; remove this attribute",
+            ));
+        }
+    }
+}
+
+fn is_machine_ref(arg: &FnArg) -> bool {
+    let FnArg::Typed(pat) = arg else { return false };
+    let Type::Reference(r) = pat.ty.as_ref() else {
+        return false;
+    };
+    let Type::Path(p) = r.elem.as_ref() else {
+        return false;
+    };
+    r.mutability.is_none()
+        && p.qself.is_none()
+        && p.path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "Machine" && s.arguments.is_none())
+}
+
+fn is_test_attribute(attr: &syn::Attribute) -> bool {
+    attr.path()
+        .segments
+        .last()
+        .is_some_and(|s| s.ident == "test")
+}

@@ -1,0 +1,4 @@
+#[nspawn::test(chroot = "bookworm", chroot = "bookworm")]
+fn t(_m: &nspawn::Machine) {}
+
+fn main() {}

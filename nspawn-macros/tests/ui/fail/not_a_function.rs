@@ -1,0 +1,4 @@
+#[nspawn::test(chroot = "bookworm")]
+struct NotATest;
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[nspawn::test(bookworm)]
+fn t(_m: &nspawn::Machine) {}
+
+fn main() {}

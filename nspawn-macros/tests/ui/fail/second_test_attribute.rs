@@ -1,0 +1,5 @@
+#[nspawn::test(chroot = "bookworm")]
+#[test]
+fn t(_m: &nspawn::Machine) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[nspawn::test(chroot = "jessie")]
+fn t(_m: &nspawn::Machine) {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[nspawn::test(chroot = "bookworm", scope = "class")]
+fn t(_m: &nspawn::Machine) {}
+
+fn main() {}

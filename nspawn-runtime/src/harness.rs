@@ -1,0 +1,110 @@
+//! What `#[nspawn::test]` expands to calls into here. Not a public API: use the attribute.
+//!
+//! Each test registers a [`TestInfo`] with `inventory` (a static collected at link time). That
+//! is how the runtime knows which tests a module has, and so when the last one that will run
+//! has finished and the module's machine can stop: `inventory` needs nothing from the user and
+//! sees tests in every module of the binary, unlike a count the macro could emit (it sees one
+//! function at a time). The test binary's own filter arguments say which of them will run
+//! ([`crate::filter`]).
+
+use std::sync::Arc;
+
+use crate::filter::Filter;
+use crate::machine::Machine;
+use crate::sharing;
+
+/// How widely a machine is shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// One machine for all tests of the module that ask for the same chroot.
+    Module,
+    /// A fresh machine for the test alone.
+    Test,
+}
+
+/// One `#[nspawn::test]`, as the macro describes it.
+#[derive(Debug)]
+pub struct TestInfo {
+    /// `module_path!()` of the test.
+    pub module: &'static str,
+    /// The function's name.
+    pub name: &'static str,
+    /// The chroot to boot.
+    pub chroot: &'static str,
+    /// How the machine is shared.
+    pub scope: Scope,
+    /// Marked `#[ignore]`.
+    pub ignored: bool,
+    /// `CARGO_MANIFEST_DIR` of the crate, to find the workspace's chroots.
+    pub manifest_dir: &'static str,
+}
+
+inventory::collect!(TestInfo);
+
+impl TestInfo {
+    /// The name libtest knows the test by: the module path without the crate, then the name.
+    pub fn test_name(&self) -> String {
+        match self.module.split_once("::") {
+            Some((_, path)) => format!("{path}::{}", self.name),
+            None => self.name.to_string(),
+        }
+    }
+
+    /// Whether this test is one the running binary will execute.
+    pub fn selected(&self, filter: &Filter) -> bool {
+        filter.selects(&self.test_name(), self.ignored)
+    }
+}
+
+/// Every registered test of the binary.
+pub fn registered() -> impl Iterator<Item = &'static TestInfo> {
+    inventory::iter::<TestInfo>.into_iter()
+}
+
+/// Drops root before `main`; the macro puts this in `.init_array`.
+pub extern "C" fn init_privileges() {
+    crate::privs::init();
+}
+
+/// Runs a test body against its machine. A machine that fails to boot fails the test with the
+/// boot error.
+pub fn run<R>(info: &'static TestInfo, body: fn(&Machine) -> R) -> R {
+    crate::privs::init();
+    match info.scope {
+        Scope::Test => {
+            let started = std::time::Instant::now();
+            let machine = boot(info).unwrap_or_else(|e| panic!("{e}"));
+            crate::registry::event(&format!(
+                "test-boot {} {}",
+                info.test_name(),
+                machine.name()
+            ));
+            crate::registry::announce(&format!(
+                "booted {} ({}) for {} in {:.2} s",
+                machine.name(),
+                info.chroot,
+                info.test_name(),
+                started.elapsed().as_secs_f64()
+            ));
+            let result = body(&machine);
+            if let Err(e) = machine.stop() {
+                panic!("{e}");
+            }
+            result
+        }
+        Scope::Module => {
+            let lease = sharing::Lease::acquire(info).unwrap_or_else(|e| panic!("{e}"));
+            body(lease.machine())
+        }
+    }
+}
+
+/// Boots the machine a test asks for.
+pub(crate) fn boot(info: &TestInfo) -> crate::Result<Machine> {
+    Machine::builder(info.chroot)
+        .workspace(info.manifest_dir)
+        .start()
+}
+
+/// A boot error shared by every test that needed the machine.
+pub(crate) type SharedError = Arc<str>;

@@ -1,0 +1,143 @@
+//! Every machine this process runs, so that none outlives it: they are stopped when the
+//! process exits (`exit`, the end of `main`, `std::process::exit`) and on SIGINT, SIGTERM and
+//! SIGHUP, after which the process dies of that signal.
+//!
+//! (SIGKILL cannot be caught: `PR_SET_PDEATHSIG` on nspawn covers it, see `backend`.)
+
+use std::io::Write;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use nix::sys::signal::{self, SigHandler, Signal};
+
+use crate::backend::Running;
+
+/// A machine's host side, shared between the [`crate::Machine`] and this registry.
+pub(crate) type Handle = Arc<Mutex<Option<Running>>>;
+
+static LIVE: Mutex<Vec<(String, Handle)>> = Mutex::new(Vec::new());
+static HOOKS: Once = Once::new();
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+const SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+/// Records a running machine.
+pub(crate) fn register(name: &str, handle: Handle) {
+    HOOKS.call_once(install_hooks);
+    lock().push((name.to_string(), handle));
+}
+
+/// Forgets a machine that has been stopped.
+pub(crate) fn unregister(name: &str) {
+    lock().retain(|(n, _)| n != name);
+}
+
+fn lock() -> std::sync::MutexGuard<'static, Vec<(String, Handle)>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The names of the machines running now.
+pub fn running() -> Vec<String> {
+    lock().iter().map(|(n, _)| n.clone()).collect()
+}
+
+/// Stops every machine still running; returns how many there were. Their leaders are all
+/// killed first, so the machines go down in parallel.
+pub fn stop_all() -> usize {
+    let live: Vec<(String, Handle)> = std::mem::take(&mut *lock());
+    let mut taken: Vec<(String, Running)> = live
+        .into_iter()
+        .filter_map(|(name, h)| {
+            h.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .map(|r| (name, r))
+        })
+        .collect();
+    for (_, running) in &taken {
+        running.kill_leader();
+    }
+    for (name, running) in &mut taken {
+        if let Err(e) = running.stop(Duration::from_secs(10)) {
+            eprintln!("nspawn: stopping {name} at exit: {e}");
+        }
+        event(&format!("stopped-at-exit {name}"));
+    }
+    taken.len()
+}
+
+fn install_hooks() {
+    // SAFETY: registering a plain extern "C" function.
+    unsafe { libc::atexit(at_exit) };
+    install_signal_watcher();
+}
+
+extern "C" fn at_exit() {
+    stop_all();
+}
+
+/// Signal handlers may only do async-signal-safe work: they write the signal to a pipe, and
+/// a thread does the stopping, then dies of the signal.
+fn install_signal_watcher() {
+    let Ok((read, write)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+        return;
+    };
+    use std::os::fd::IntoRawFd;
+    SIGNAL_PIPE.store(write.into_raw_fd(), Ordering::SeqCst);
+    let spawned = std::thread::Builder::new()
+        .name("nspawn-signals".into())
+        .spawn(move || watch_signals(std::fs::File::from(read)));
+    if spawned.is_err() {
+        return;
+    }
+    for sig in SIGNALS {
+        // SAFETY: the handler only writes to a pipe.
+        let _ = unsafe { signal::signal(sig, SigHandler::Handler(on_signal)) };
+    }
+}
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(Ordering::SeqCst);
+    let byte = sig as u8;
+    // SAFETY: write(2) is async-signal-safe.
+    unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+}
+
+fn watch_signals(mut pipe: std::fs::File) {
+    use std::io::Read;
+    let mut byte = [0u8; 1];
+    if pipe.read_exact(&mut byte).is_err() {
+        return;
+    }
+    let sig = Signal::try_from(byte[0] as libc::c_int).unwrap_or(Signal::SIGTERM);
+    let n = stop_all();
+    let _ = writeln!(std::io::stderr(), "nspawn: {sig}: stopped {n} machine(s)");
+    // SAFETY: back to the default disposition, then die of the signal as we would have.
+    unsafe {
+        let _ = signal::signal(sig, SigHandler::SigDfl);
+    }
+    let _ = signal::raise(sig);
+}
+
+/// A one-line summary on stderr (not captured by the test harness), unless `NSPAWN_QUIET` is
+/// set.
+pub(crate) fn announce(line: &str) {
+    if std::env::var_os("NSPAWN_QUIET").is_none() {
+        let _ = writeln!(std::io::stderr(), "nspawn: {line}");
+    }
+}
+
+/// Appends a line to `$NSPAWN_EVENT_LOG`, if set: the runtime's boots and stops, for tests
+/// that count them.
+pub(crate) fn event(line: &str) {
+    let Some(path) = std::env::var_os("NSPAWN_EVENT_LOG") else {
+        return;
+    };
+    let file = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(path);
+    if let Ok(mut f) = file {
+        let _ = f.write_all(format!("{line}\n").as_bytes());
+    }
+}

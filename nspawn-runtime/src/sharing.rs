@@ -1,0 +1,167 @@
+//! One machine per (module, chroot), shared by the module's tests like `setUpClass`: the first
+//! test boots it, tests arriving meanwhile wait for that boot, and the machine stops when the
+//! last of the module's selected tests has finished. A boot failure is kept and given to every
+//! test that needed the machine, without booting again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::filter::Filter;
+use crate::harness::{self, Scope, SharedError, TestInfo};
+use crate::machine::Machine;
+use crate::registry;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    module: &'static str,
+    chroot: &'static str,
+}
+
+impl Key {
+    fn of(info: &TestInfo) -> Key {
+        Key {
+            module: info.module,
+            chroot: info.chroot,
+        }
+    }
+}
+
+enum Phase {
+    Idle,
+    Booting,
+    Up(Arc<Machine>),
+    Failed(SharedError),
+}
+
+struct State {
+    phase: Phase,
+    /// Selected tests of the module that have not finished yet.
+    remaining: usize,
+    /// Tests running on the machine now.
+    active: usize,
+}
+
+struct Slot {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+static SLOTS: LazyLock<Mutex<HashMap<Key, Arc<Slot>>>> = LazyLock::new(Default::default);
+
+/// How many selected tests each (module, chroot) has in this run.
+static EXPECTED: LazyLock<HashMap<Key, usize>> = LazyLock::new(|| {
+    let filter = Filter::from_env();
+    let mut counts = HashMap::new();
+    for info in harness::registered().filter(|i| i.scope == Scope::Module && i.selected(&filter)) {
+        *counts.entry(Key::of(info)).or_insert(0) += 1;
+    }
+    counts
+});
+
+fn slot(key: Key) -> Arc<Slot> {
+    let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    slots
+        .entry(key)
+        .or_insert_with(|| {
+            Arc::new(Slot {
+                state: Mutex::new(State {
+                    phase: Phase::Idle,
+                    remaining: EXPECTED.get(&key).copied().unwrap_or(1),
+                    active: 0,
+                }),
+                changed: Condvar::new(),
+            })
+        })
+        .clone()
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A test's use of its module's machine; finishing the last one stops the machine.
+pub(crate) struct Lease {
+    slot: Arc<Slot>,
+    machine: Arc<Machine>,
+}
+
+impl Lease {
+    /// The machine of the test's module, booting it if this test is the first.
+    pub(crate) fn acquire(info: &'static TestInfo) -> Result<Lease, SharedError> {
+        let slot = slot(Key::of(info));
+        let mut state = slot.lock();
+        loop {
+            match &state.phase {
+                Phase::Up(machine) => {
+                    let machine = machine.clone();
+                    state.active += 1;
+                    drop(state);
+                    return Ok(Lease { slot, machine });
+                }
+                Phase::Failed(e) => return Err(e.clone()),
+                Phase::Booting => {
+                    state = slot.changed.wait(state).unwrap_or_else(|p| p.into_inner())
+                }
+                Phase::Idle => {
+                    state.phase = Phase::Booting;
+                    drop(state);
+                    let phase = boot(info);
+                    state = slot.lock();
+                    state.phase = phase;
+                    slot.changed.notify_all();
+                }
+            }
+        }
+    }
+
+    pub(crate) fn machine(&self) -> &Machine {
+        &self.machine
+    }
+}
+
+fn boot(info: &'static TestInfo) -> Phase {
+    let started = Instant::now();
+    match harness::boot(info) {
+        Ok(machine) => {
+            registry::event(&format!(
+                "module-boot {} {} {}",
+                info.module,
+                info.chroot,
+                machine.name()
+            ));
+            registry::announce(&format!(
+                "booted {} ({}) for {} in {:.2} s",
+                machine.name(),
+                info.chroot,
+                info.module,
+                started.elapsed().as_secs_f64()
+            ));
+            Phase::Up(Arc::new(machine))
+        }
+        Err(e) => Phase::Failed(e.to_string().into()),
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut state = self.slot.lock();
+        state.active -= 1;
+        state.remaining = state.remaining.saturating_sub(1);
+        if state.active > 0 || state.remaining > 0 {
+            return;
+        }
+        let phase = std::mem::replace(&mut state.phase, Phase::Idle);
+        drop(state);
+        if let Phase::Up(machine) = phase {
+            if let Err(e) = machine.shutdown() {
+                tracing::error!(
+                    machine = machine.name(),
+                    "stopping after the module's last test: {e}"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Machines shared per module, scopes, failures and exit cleanup, observed by running the
+//! fixture suite (`tests/fixture`) and reading the runtime's event log.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Events;
+
+struct Run {
+    output: Output,
+    events: Events,
+}
+
+impl Run {
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+}
+
+fn fixture(args: &[&str], env: &[(&str, &str)]) -> (Child, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let log = dir.path().join("events");
+    let child = Command::new(common::fixture_binary())
+        .args(args)
+        .env("NSPAWN_EVENT_LOG", &log)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (child, log, dir)
+}
+
+fn run_fixture(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let (child, log, _dir) = fixture(args, env);
+    let output = child.wait_with_output().unwrap();
+    Run {
+        output,
+        events: Events::read(&log),
+    }
+}
+
+#[test]
+fn a_whole_run_boots_once_per_module_and_stops_each_machine_after_its_last_test() {
+    let run = run_fixture(&[], &[]);
+    assert!(run.output.status.success(), "{}", run.stdout());
+    let ev = &run.events;
+    for module in ["fixture::alpha", "fixture::beta", "fixture::slow"] {
+        assert_eq!(ev.module_boots(module).len(), 1, "{module}: {:?}", ev.lines);
+    }
+    assert_eq!(
+        ev.test_boots().len(),
+        2,
+        "scope = \"test\" boots per test: {:?}",
+        ev.lines
+    );
+    assert_eq!(ev.machines().len(), 5);
+    // Every machine was stopped by its module's end, none was left for the exit cleanup.
+    let mut stopped = ev.stopped();
+    stopped.sort();
+    let mut machines = ev.machines();
+    machines.sort();
+    assert_eq!(stopped, machines);
+    assert_eq!(ev.stopped_at_exit(), Vec::<String>::new());
+    common::assert_nothing_left(&machines);
+}
+
+#[test]
+fn a_failing_test_fails_alone() {
+    let run = run_fixture(&["alpha"], &[("FIXTURE_FAIL", "1")]);
+    let out = run.stdout();
+    assert_eq!(run.output.status.code(), Some(101), "{out}");
+    assert!(
+        out.contains("test alpha::fails_when_asked ... FAILED"),
+        "{out}"
+    );
+    assert!(
+        out.contains("test alpha::panics_when_asked ... FAILED"),
+        "{out}"
+    );
+    for sibling in ["one", "two", "three"] {
+        assert!(
+            out.contains(&format!("test alpha::{sibling} ... ok")),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("exit status: 1"),
+        "the error shows the command's status: {out}"
+    );
+    assert_eq!(run.events.module_boots("fixture::alpha").len(), 1);
+    common::assert_nothing_left(&run.events.machines());
+}
+
+#[test]
+fn filtered_runs_stop_their_machines_and_leave_nothing() {
+    for args in [
+        &["alpha::one"][..],
+        &["--exact", "beta::two"],
+        &["alpha", "--skip", "alpha::t"],
+    ] {
+        let run = run_fixture(args, &[]);
+        assert!(run.output.status.success(), "{args:?}: {}", run.stdout());
+        assert_eq!(
+            run.events.machines().len(),
+            1,
+            "{args:?}: {:?}",
+            run.events.lines
+        );
+        assert_eq!(run.events.stopped(), run.events.machines(), "{args:?}");
+        common::assert_nothing_left(&run.events.machines());
+    }
+}
+
+#[test]
+fn sigint_mid_run_stops_the_machines_and_kills_the_process_with_sigint() {
+    let (mut child, log, _dir) = fixture(&["slow"], &[("FIXTURE_HANG", "1")]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let machine = loop {
+        if let Some(m) = Events::read(&log).module_boots("fixture::slow").pop() {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "the fixture never booted");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status}");
+    assert_eq!(Events::read(&log).stopped_at_exit(), vec![machine.clone()]);
+    common::assert_nothing_left(&[machine]);
+}
