@@ -68,7 +68,7 @@ pub extern "C" fn init_privileges() {
 
 /// Runs a test body against its machine. A machine that fails to boot fails the test with the
 /// boot error.
-pub fn run<R>(info: &'static TestInfo, body: fn(&Machine) -> R) -> R {
+pub fn run<R>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R) -> R {
     crate::privs::init();
     match info.scope {
         Scope::Test => {

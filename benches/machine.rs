@@ -1,0 +1,380 @@
+//! `cargo bench --bench machine`: the runtime beside raw `systemd-nspawn`, in one run.
+//!
+//! For each storage mode (the plain-directory chroot of the workspace, and a btrfs copy of it
+//! on a loop device), alternating ours and raw for every sample:
+//! - start-to-ready: `Machine::start` against `systemd-nspawn` started with the same command
+//!   line, to `READY=1`;
+//! - exec: `machine.run(["/bin/true"])` against `nsenter -t <leader> -a /bin/true`;
+//! - `exists()`;
+//! - stop-to-gone: `Machine::stop` (returns once nspawn has removed the snapshot or overlay)
+//!   against SIGKILL to the raw leader and waiting for nspawn to exit.
+//!
+//! Then the framework's overhead per test on a shared machine, and a suite of 8 modules x 5
+//! tests against the raw boot time of 8 machines. Needs root; `NSPAWN_BENCH_SAMPLES` sets
+//! the sample count (default 11).
+
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nspawn::Machine;
+use nspawn_runtime::cgroup::MachineCgroup;
+use nspawn_runtime::pidfd::PidFd;
+use nspawn_runtime::storage::{storage_of, Storage};
+
+fn samples() -> usize {
+    std::env::var("NSPAWN_BENCH_SAMPLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(11)
+}
+
+/// Median and spread of a set of durations.
+struct Stats(Vec<Duration>);
+
+impl Stats {
+    fn sorted(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = self.0.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+    fn median(&self) -> f64 {
+        let v = self.sorted();
+        v[v.len() / 2]
+    }
+    fn show(&self) -> String {
+        let v = self.sorted();
+        let fmt = |x: f64| {
+            if x < 1.0 {
+                format!("{:.3}", x)
+            } else {
+                format!("{:.1}", x)
+            }
+        };
+        format!(
+            "{} ms [{}-{}]",
+            fmt(self.median()),
+            fmt(v[0]),
+            fmt(v[v.len() - 1])
+        )
+    }
+}
+
+fn row(what: &str, ours: &Stats, raw: Option<&Stats>) {
+    match raw {
+        Some(raw) => println!(
+            "| {what:<24} | {:<26} | {:<26} | {:.2}x |",
+            ours.show(),
+            raw.show(),
+            ours.median() / raw.median()
+        ),
+        None => println!("| {what:<24} | {:<26} | {:<26} | |", ours.show(), "-"),
+    }
+}
+
+/// A machine booted by hand with the runtime's command line.
+struct Raw {
+    child: std::process::Child,
+    nspawn: PidFd,
+    leader: PidFd,
+    cgroup: MachineCgroup,
+}
+
+fn raw_boot(dir: &Path, n: usize) -> (Raw, Duration) {
+    let name = format!("rawbench-{}-{n}", std::process::id());
+    let sock_path = std::env::temp_dir().join(format!("{name}.sock"));
+    let _ = std::fs::remove_file(&sock_path);
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let cgroup = MachineCgroup::create(&name);
+    let mut cmd = Command::new("systemd-nspawn");
+    cmd.args([
+        "--quiet",
+        "--boot",
+        "--notify-ready=yes",
+        "--register=no",
+        "--keep-unit",
+    ])
+    .arg(format!("--machine={name}"))
+    .arg(format!("--directory={}", dir.display()));
+    match storage_of(dir) {
+        Storage::Subvolume => cmd.arg("--ephemeral"),
+        Storage::Directory => cmd.args(["--volatile=overlay", "--read-only"]),
+    };
+    let procs: Vec<PathBuf> = cgroup
+        .dirs()
+        .iter()
+        .map(|d| d.join("cgroup.procs"))
+        .collect();
+    // SAFETY: only writes to cgroup files (allocation is acceptable in a benchmark).
+    unsafe {
+        cmd.pre_exec(move || {
+            for p in &procs {
+                let _ = std::fs::write(p, "0");
+            }
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let child = cmd
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut leader = None;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sock.recv(&mut buf).unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        for line in text.lines() {
+            if let Some(pid) = line.strip_prefix("X_NSPAWN_LEADER_PID=") {
+                leader = Some(pid.trim().parse::<u32>().unwrap());
+            }
+        }
+        if text.lines().any(|l| l == "READY=1") && leader.is_some() {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    let _ = std::fs::remove_file(&sock_path);
+    let raw = Raw {
+        nspawn: PidFd::open(child.id()).unwrap(),
+        leader: PidFd::open(leader.unwrap()).unwrap(),
+        child,
+        cgroup,
+    };
+    (raw, elapsed)
+}
+
+impl Raw {
+    fn stop(mut self) -> Duration {
+        let started = Instant::now();
+        self.leader.signal(libc::SIGKILL).unwrap();
+        assert!(self.nspawn.wait(Duration::from_secs(10)));
+        let elapsed = started.elapsed();
+        self.child.wait().unwrap();
+        self.cgroup.remove();
+        elapsed
+    }
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let started = Instant::now();
+    let r = f();
+    (r, started.elapsed())
+}
+
+fn bench_storage(label: &str, dir: &Path) {
+    let n = samples();
+    let (mut ours_boot, mut raw_boot_t, mut ours_stop, mut raw_stop) =
+        (vec![], vec![], vec![], vec![]);
+    let (mut ours_exec, mut raw_exec, mut exists) = (vec![], vec![], vec![]);
+    for i in 0..n {
+        let (m, t) = time(|| Machine::start(dir.to_str().unwrap()).unwrap());
+        ours_boot.push(t);
+        let (raw, t) = raw_boot(dir, i);
+        raw_boot_t.push(t);
+        for _ in 0..5 {
+            ours_exec.push(time(|| m.run(["/bin/true"]).unwrap()).1);
+            let leader = raw.leader.pid().to_string();
+            raw_exec.push(
+                time(|| {
+                    let s = Command::new("nsenter")
+                        .args(["-t", &leader, "-a", "/bin/true"])
+                        .status()
+                        .unwrap();
+                    assert!(s.success());
+                })
+                .1,
+            );
+        }
+        let (_, t) = time(|| {
+            for _ in 0..100 {
+                assert!(m.exists("/etc/os-release"));
+            }
+        });
+        exists.push(t / 100);
+        ours_stop.push(time(|| m.stop().unwrap()).1);
+        raw_stop.push(raw.stop());
+    }
+    println!("\n{label} ({n} samples; median [min-max])\n");
+    println!(
+        "| {:<24} | {:<26} | {:<26} | ratio |",
+        "", "nspawn (ours)", "raw systemd-nspawn / nsenter"
+    );
+    println!("|{:-<26}|{:-<28}|{:-<28}|-------|", "", "", "");
+    row(
+        "start to READY=1",
+        &Stats(ours_boot),
+        Some(&Stats(raw_boot_t)),
+    );
+    row("exec /bin/true", &Stats(ours_exec), Some(&Stats(raw_exec)));
+    row("exists()", &Stats(exists), None);
+    row("stop to gone", &Stats(ours_stop), Some(&Stats(raw_stop)));
+}
+
+/// A loop-mounted btrfs holding a subvolume copy of the chroot, removed on drop.
+struct Btrfs(tempfile::TempDir);
+
+impl Btrfs {
+    fn new(source: &Path) -> Btrfs {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let (img, mnt) = (dir.path().join("img"), dir.path().join("mnt"));
+        std::fs::create_dir(&mnt).unwrap();
+        let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
+        ok(Command::new("fallocate").args(["-l", "1G"]).arg(&img));
+        ok(Command::new("mkfs.btrfs").arg("-q").arg(&img));
+        ok(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt));
+        let b = Btrfs(dir);
+        ok(Command::new("btrfs")
+            .args(["-q", "subvolume", "create"])
+            .arg(b.chroot()));
+        ok(Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", source.display()))
+            .arg(b.chroot()));
+        b
+    }
+    fn chroot(&self) -> PathBuf {
+        self.0.path().join("mnt/chroot")
+    }
+}
+
+impl Drop for Btrfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg(self.0.path().join("mnt"))
+            .status();
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let chroot = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_chroots/bookworm");
+    bench_storage("bookworm, plain directory (read-only overlay)", &chroot);
+    let btrfs = Btrfs::new(&chroot);
+    bench_storage(
+        "bookworm, btrfs subvolume (ephemeral snapshot)",
+        &btrfs.chroot(),
+    );
+    drop(btrfs);
+    overhead::per_test();
+    overhead::suite(&chroot);
+}
+
+mod overhead {
+    use super::*;
+    use nspawn::__private::{run, Scope, TestInfo};
+    use std::sync::mpsc;
+
+    static INFO: TestInfo = TestInfo {
+        module: "bench::shared",
+        name: "noop",
+        chroot: "bookworm",
+        scope: Scope::Module,
+        ignored: false,
+        manifest_dir: env!("CARGO_MANIFEST_DIR"),
+    };
+
+    /// What `#[nspawn::test]` adds to a test that does nothing, on an already-booted shared
+    /// machine, against calling a plain function.
+    pub fn per_test() {
+        let (hold, release) = mpsc::channel::<()>();
+        let (up, is_up) = mpsc::channel::<()>();
+        let keeper = std::thread::spawn(move || {
+            run(&INFO, |_m| {
+                up.send(()).unwrap();
+                release.recv().unwrap();
+            })
+        });
+        is_up.recv().unwrap();
+        let n = 10_000;
+        let (_, ours) = time(|| {
+            for _ in 0..n {
+                run(&INFO, |m| std::hint::black_box(m.name().len()));
+            }
+        });
+        let (_, plain) = time(|| {
+            for _ in 0..n {
+                std::hint::black_box(noop());
+            }
+        });
+        hold.send(()).unwrap();
+        keeper.join().unwrap();
+        println!(
+            "\nper-test overhead on a shared machine: {:.2} us (plain call: {:.3} us), {n} calls",
+            ours.as_secs_f64() * 1e6 / n as f64,
+            plain.as_secs_f64() * 1e6 / n as f64
+        );
+    }
+
+    #[inline(never)]
+    fn noop() -> usize {
+        7
+    }
+
+    /// 8 modules x 5 tests, each running one command, against booting 8 raw machines.
+    pub fn suite(chroot: &Path) {
+        let bin = suite_binary();
+        let (out, wall) = time(|| {
+            Command::new(&bin)
+                .env("NSPAWN_QUIET", "1")
+                .output()
+                .unwrap()
+        });
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let mut raw_total = Duration::ZERO;
+        for i in 0..8 {
+            let (raw, t) = raw_boot(chroot, 100 + i);
+            raw_total += t;
+            raw.stop();
+        }
+        println!(
+            "suite of 8 modules x 5 tests (2 test threads): {:.2} s wall; 8 raw boots one after another: {:.2} s ({:.2}x)",
+            wall.as_secs_f64(),
+            raw_total.as_secs_f64(),
+            wall.as_secs_f64() / raw_total.as_secs_f64()
+        );
+    }
+
+    fn suite_binary() -> PathBuf {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "test",
+                "--release",
+                "--test",
+                "suite8x5",
+                "--no-run",
+                "--message-format=json",
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"]["name"] == "suite8x5")
+            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+            .unwrap()
+    }
+}
