@@ -300,7 +300,9 @@ mod overhead {
         let n = 10_000;
         let (_, ours) = time(|| {
             for _ in 0..n {
-                run(&INFO, |m| std::hint::black_box(m.name().len()));
+                run(&INFO, |m| {
+                    std::hint::black_box(m.name().len());
+                });
             }
         });
         let (_, plain) = time(|| {

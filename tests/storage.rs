@@ -4,67 +4,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nspawn::{Machine, Storage};
-
-fn sh(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A loop-mounted btrfs image holding a copy of the bookworm chroot as a subvolume; unmounted
-/// and removed on drop.
-struct BtrfsCopy {
-    dir: tempfile::TempDir,
-}
-
-impl BtrfsCopy {
-    fn new() -> BtrfsCopy {
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-        let (img, mnt) = (dir.path().join("img"), dir.path().join("mnt"));
-        std::fs::create_dir(&mnt).unwrap();
-        sh(Command::new("fallocate").args(["-l", "1G"]).arg(&img));
-        sh(Command::new("mkfs.btrfs").arg("-q").arg(&img));
-        sh(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&img)
-            .arg(&mnt));
-        let copy = BtrfsCopy { dir };
-        sh(Command::new("btrfs")
-            .args(["-q", "subvolume", "create"])
-            .arg(copy.chroot()));
-        let source = common::chroots_dir().join("bookworm");
-        sh(Command::new("cp")
-            .arg("-a")
-            .arg(format!("{}/.", source.display()))
-            .arg(copy.chroot()));
-        copy
-    }
-
-    fn mnt(&self) -> PathBuf {
-        self.dir.path().join("mnt")
-    }
-
-    fn chroot(&self) -> PathBuf {
-        self.mnt().join("bookworm")
-    }
-}
-
-impl Drop for BtrfsCopy {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.mnt()).status();
-    }
-}
 
 #[test]
 fn btrfs_subvolumes_boot_as_ephemeral_snapshots() {
     let _root = nspawn::privs::root().unwrap();
-    let copy = BtrfsCopy::new();
+    let copy = common::BtrfsCopy::new();
     let m = Machine::start(copy.chroot().to_str().unwrap()).unwrap();
     assert_eq!(m.storage(), Storage::Subvolume);
     assert_eq!(

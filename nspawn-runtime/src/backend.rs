@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::notify::{Message, NotifySocket};
 use crate::pidfd::PidFd;
 use crate::privs::{self, ThreadRoot};
+use crate::state::{self, ProcessId, Record};
 use crate::storage::Storage;
 
 /// A bind mount into the machine.
@@ -39,6 +40,8 @@ pub(crate) struct BootSpec {
     pub chroot: String,
     pub dir: PathBuf,
     pub storage: Storage,
+    /// nspawn shuts down when the test process dies (not for machines kept for debugging).
+    pub tied_to_process: bool,
     pub boot_timeout: Duration,
     pub private_network: bool,
     pub binds: Vec<Bind>,
@@ -122,8 +125,8 @@ pub(crate) fn boot(
                 .map_err(|e| Error::io("duplicating the log fd", e))?,
         )
         .stdout(log_file);
-    let spawned =
-        spawn_supervised(cmd, &cgroup).and_then(|child| Ok((PidFd::open(child.id())?, child)));
+    let spawned = spawn_supervised(cmd, &cgroup, spec.tied_to_process)
+        .and_then(|child| Ok((PidFd::open(child.id())?, child)));
     let (nspawn, child) = match spawned {
         Ok(pair) => pair,
         Err(e) => {
@@ -137,10 +140,13 @@ pub(crate) fn boot(
         cgroup,
         notify,
     };
+    // Recorded before the boot completes, so that a crash during boot is swept too.
+    let _ = proc.record(name, &spec.dir, None).save();
     match proc.wait_ready(spec, name, log) {
         Ok(leader) => Ok(Running { proc, leader }),
         Err((leader, failure)) => {
             let _ = proc.stop(leader.as_ref(), Duration::from_secs(10));
+            Record::remove(name);
             Err(match failure {
                 Failure::Inotify => Error::InotifyExhausted {
                     machine: name.into(),
@@ -159,6 +165,23 @@ enum Failure {
 }
 
 impl Proc {
+    fn record(&self, name: &str, chroot: &Path, leader: Option<&PidFd>) -> Record {
+        let id = |pid: u32| ProcessId::of(pid).unwrap_or(ProcessId { pid, start: 0 });
+        let snapshot = ThreadRoot::acquire()
+            .ok()
+            .and_then(|_root| state::snapshot_of(self.nspawn.pid()));
+        Record {
+            name: name.into(),
+            owner: id(std::process::id()),
+            nspawn: id(self.nspawn.pid()),
+            leader: leader.map_or(ProcessId { pid: 0, start: 0 }, |l| id(l.pid())),
+            chroot: chroot.into(),
+            snapshot,
+            cgroups: self.cgroup.dirs().to_vec(),
+            kept: false,
+        }
+    }
+
     /// Waits for the leader PID and `READY=1`. On failure, returns the leader if it was known.
     fn wait_ready(
         &mut self,
@@ -267,6 +290,11 @@ impl Running {
         }
     }
 
+    /// The ownership record of this machine (see [`crate::state`]).
+    pub(crate) fn record(&self, name: &str, chroot: &Path) -> Record {
+        self.proc.record(name, chroot, Some(&self.leader))
+    }
+
     /// nspawn's PID.
     pub(crate) fn nspawn_pid(&self) -> u32 {
         self.proc.nspawn.pid()
@@ -291,7 +319,11 @@ type SpawnJob = Box<dyn FnOnce() + Send>;
 
 /// Spawns nspawn from a thread that lives as long as the process: `PR_SET_PDEATHSIG` fires on
 /// the death of the *thread* that forked, and test threads come and go.
-fn spawn_supervised(mut cmd: Command, cgroup: &MachineCgroup) -> std::io::Result<Child> {
+fn spawn_supervised(
+    mut cmd: Command,
+    cgroup: &MachineCgroup,
+    tied: bool,
+) -> std::io::Result<Child> {
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnJob>>> = OnceLock::new();
     let sender = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnJob>();
@@ -312,12 +344,15 @@ fn spawn_supervised(mut cmd: Command, cgroup: &MachineCgroup) -> std::io::Result
         cmd.pre_exec(move || {
             privs::regain_in_child(regain)?;
             enter_cgroup();
-            // After the credential change, which would clear it.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                libc::_exit(1);
+            // After the credential change, which would clear it. SIGTERM, not SIGKILL: nspawn
+            // then stops the container and removes the snapshot itself.
+            if tied {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
             }
             Ok(())
         });
@@ -345,6 +380,7 @@ mod tests {
             chroot: "bookworm".into(),
             dir: "/c/bookworm".into(),
             storage,
+            tied_to_process: true,
             boot_timeout: Duration::from_secs(60),
             private_network: false,
             binds: vec![],

@@ -56,7 +56,7 @@ impl MachineCgroup {
 
     /// Whether any process is still in the machine's cgroups.
     pub fn is_populated(&self) -> bool {
-        self.dirs.iter().any(|d| populated(d))
+        self.dirs.iter().any(|d| is_populated_dir(d))
     }
 
     /// Kills every process of the machine (cgroup v2 `cgroup.kill`). Returns false when the
@@ -93,7 +93,8 @@ fn enter(procs: &[CString]) {
     }
 }
 
-fn populated(dir: &Path) -> bool {
+/// Whether a process is in the cgroup at `dir` or below.
+pub fn is_populated_dir(dir: &Path) -> bool {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let busy =

@@ -7,9 +7,11 @@
 //! function at a time). The test binary's own filter arguments say which of them will run
 //! ([`crate::filter`]).
 
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::filter::Filter;
+use crate::keep::{self, Outcome};
 use crate::machine::Machine;
 use crate::sharing;
 
@@ -61,42 +63,53 @@ pub fn registered() -> impl Iterator<Item = &'static TestInfo> {
     inventory::iter::<TestInfo>.into_iter()
 }
 
-/// Drops root before `main`; the macro puts this in `.init_array`.
+/// Runs before `main` (the macro puts it in `.init_array`): becomes the watchdog in a
+/// watchdog process (see [`crate::watchdog`]), otherwise drops root.
 pub extern "C" fn init_privileges() {
+    crate::watchdog::run_if_requested();
     crate::privs::init();
 }
 
 /// Runs a test body against its machine. A machine that fails to boot fails the test with the
 /// boot error.
-pub fn run<R>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R) -> R {
+pub fn run<R: Outcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R) -> R {
     crate::privs::init();
     match info.scope {
-        Scope::Test => {
-            let started = std::time::Instant::now();
-            let machine = boot(info).unwrap_or_else(|e| panic!("{e}"));
-            crate::registry::event(&format!(
-                "test-boot {} {}",
-                info.test_name(),
-                machine.name()
-            ));
-            crate::registry::announce(&format!(
-                "booted {} ({}) for {} in {:.2} s",
-                machine.name(),
-                info.chroot,
-                info.test_name(),
-                started.elapsed().as_secs_f64()
-            ));
-            let result = body(&machine);
-            if let Err(e) = machine.stop() {
-                panic!("{e}");
-            }
-            result
-        }
+        Scope::Test => run_alone(info, body),
         Scope::Module => {
-            let lease = sharing::Lease::acquire(info).unwrap_or_else(|e| panic!("{e}"));
-            body(lease.machine())
+            let mut lease = sharing::Lease::acquire(info).unwrap_or_else(|e| panic!("{e}"));
+            let result = catch_unwind(AssertUnwindSafe(|| body(lease.machine())));
+            if result.as_ref().map_or(true, Outcome::failed) {
+                lease.set_failed();
+            }
+            result.unwrap_or_else(|panic| resume_unwind(panic))
         }
     }
+}
+
+fn run_alone<R: Outcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R) -> R {
+    let started = std::time::Instant::now();
+    let machine = boot(info).unwrap_or_else(|e| panic!("{e}"));
+    crate::registry::event(&format!(
+        "test-boot {} {}",
+        info.test_name(),
+        machine.name()
+    ));
+    crate::registry::announce(&format!(
+        "booted {} ({}) for {} in {:.2} s",
+        machine.name(),
+        info.chroot,
+        info.test_name(),
+        started.elapsed().as_secs_f64()
+    ));
+    let result = catch_unwind(AssertUnwindSafe(|| body(&machine)));
+    let failed = result.as_ref().map_or(true, Outcome::failed);
+    if keep::wanted(failed) {
+        machine.keep(&format!("test {}", info.test_name()));
+    } else if let Err(e) = machine.stop() {
+        panic!("{e}");
+    }
+    result.unwrap_or_else(|panic| resume_unwind(panic))
 }
 
 /// Boots the machine a test asks for.

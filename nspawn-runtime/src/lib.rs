@@ -16,13 +16,18 @@ mod guest;
 #[doc(hidden)]
 pub mod harness;
 pub mod host;
+pub mod keep;
 mod machine;
 pub mod notify;
 pub mod pidfd;
 pub mod privs;
 pub mod registry;
 mod sharing;
+pub mod slots;
+pub mod state;
 pub mod storage;
+pub mod sweep;
+mod watchdog;
 
 #[doc(hidden)]
 pub use inventory;

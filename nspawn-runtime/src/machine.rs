@@ -14,13 +14,21 @@ use crate::console;
 use crate::error::{Error, Result};
 use crate::exec::Command;
 use crate::guest;
+use crate::keep;
 use crate::pidfd::PidFd;
 use crate::privs;
 use crate::registry;
+use crate::sharing;
+use crate::slots;
+use crate::state::Record;
 use crate::storage::{self, Storage};
+use crate::sweep;
+use crate::watchdog;
 
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for a free machine slot (see [`crate::slots`]).
+const SLOT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A running, ephemeral copy of a master chroot, booted with systemd.
 ///
@@ -44,6 +52,7 @@ pub struct Machine {
     log: PathBuf,
     leader: PidFd,
     running: registry::Handle,
+    slot: Mutex<Option<slots::Slot>>,
     stop_timeout: Duration,
     span: tracing::Span,
 }
@@ -165,7 +174,9 @@ impl MachineBuilder {
     pub fn start(self) -> Result<Machine> {
         privs::require_root("booting a machine")?;
         let dir = chroot::locate(&self.chroot, self.workspace.as_deref())?;
-        let storage = storage::storage_of(&dir);
+        sweep::at_startup(dir.parent());
+        watchdog::ensure_started();
+        let slot = slots::acquire(SLOT_TIMEOUT, &sharing::evict_idle)?;
         let name = format!(
             "nspawn-{}-{}",
             std::process::id(),
@@ -174,9 +185,14 @@ impl MachineBuilder {
         let span = tracing::info_span!("machine", name = %name, chroot = %self.chroot);
         let started = Instant::now();
         let (log, log_file) = console::create_log(&name)?;
-        let spec = self.spec(dir, storage);
-        span.in_scope(|| tracing::debug!(storage = %storage, log = %log.display(), "starting"));
+        let spec = self.spec(dir);
+        span.in_scope(
+            || tracing::debug!(storage = %spec.storage, log = %log.display(), "starting"),
+        );
         let running = backend::boot(&spec, &name, &log, log_file)?;
+        if let Err(e) = running.record(&name, &spec.dir).save() {
+            tracing::warn!(machine = %name, "no ownership record, a crash would leave it to `cargo xtask gc`: {e}");
+        }
         let leader = running.leader.try_clone();
         let handle: registry::Handle = Arc::new(Mutex::new(Some(running)));
         registry::register(&name, handle.clone());
@@ -184,9 +200,10 @@ impl MachineBuilder {
             leader: leader.map_err(|e| Error::io("duplicating the leader pidfd", e))?,
             name,
             chroot: self.chroot.clone(),
-            storage,
+            storage: spec.storage,
             log,
             running: handle,
+            slot: Mutex::new(Some(slot)),
             stop_timeout: self.stop_timeout,
             span,
         };
@@ -204,11 +221,12 @@ impl MachineBuilder {
         Ok(machine)
     }
 
-    fn spec(&self, dir: PathBuf, storage: Storage) -> BootSpec {
+    fn spec(&self, dir: PathBuf) -> BootSpec {
         BootSpec {
             chroot: self.chroot.clone(),
+            storage: storage::storage_of(&dir),
             dir,
-            storage,
+            tied_to_process: keep::mode() == keep::Keep::Never,
             boot_timeout: self.boot_timeout,
             private_network: self.private_network,
             binds: self
@@ -452,6 +470,35 @@ impl Machine {
         })
     }
 
+    /// Leaves the machine running after the test process ends, for debugging, and says how
+    /// to get in. `cargo xtask gc --kept` removes it.
+    pub(crate) fn keep(&self, why: &str) {
+        let Some(running) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        registry::unregister(&self.name);
+        let mut record = running.record(&self.name, Path::new(""));
+        if let Some(saved) = Record::all().into_iter().find(|r| r.name == self.name) {
+            record = saved;
+        }
+        record.kept = true;
+        let _ = record.save();
+        drop(running);
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        registry::event(&format!("kept {}", self.name));
+        registry::announce(&format!(
+            "kept machine {} ({why}). Get in with: sudo nsenter -t {} -a /bin/bash -l   \
+             Remove it with: cargo xtask gc --kept",
+            self.name,
+            self.leader_pid()
+        ));
+    }
+
     /// Stops the machine: its container is killed and nspawn removes the snapshot or overlay.
     pub fn stop(self) -> Result<()> {
         self.shutdown()
@@ -479,6 +526,10 @@ impl Machine {
             )
         });
         registry::event(&format!("stopped {}", self.name));
+        if result.is_ok() {
+            Record::remove(&self.name);
+        }
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
         result
     }
 }

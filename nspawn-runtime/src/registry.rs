@@ -61,6 +61,7 @@ pub fn stop_all() -> usize {
         if let Err(e) = running.stop(Duration::from_secs(10)) {
             eprintln!("nspawn: stopping {name} at exit: {e}");
         }
+        crate::state::Record::remove(name);
         event(&format!("stopped-at-exit {name}"));
     }
     taken.len()

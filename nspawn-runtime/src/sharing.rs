@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::filter::Filter;
 use crate::harness::{self, Scope, SharedError, TestInfo};
+use crate::keep;
 use crate::machine::Machine;
 use crate::registry;
 
@@ -40,6 +41,8 @@ struct State {
     remaining: usize,
     /// Tests running on the machine now.
     active: usize,
+    /// Whether one of its tests failed (for `NSPAWN_KEEP=failed`).
+    failed: bool,
 }
 
 struct Slot {
@@ -69,6 +72,7 @@ fn slot(key: Key) -> Arc<Slot> {
                     phase: Phase::Idle,
                     remaining: EXPECTED.get(&key).copied().unwrap_or(1),
                     active: 0,
+                    failed: false,
                 }),
                 changed: Condvar::new(),
             })
@@ -86,6 +90,7 @@ impl Slot {
 pub(crate) struct Lease {
     slot: Arc<Slot>,
     machine: Arc<Machine>,
+    failed: bool,
 }
 
 impl Lease {
@@ -99,7 +104,11 @@ impl Lease {
                     let machine = machine.clone();
                     state.active += 1;
                     drop(state);
-                    return Ok(Lease { slot, machine });
+                    return Ok(Lease {
+                        slot,
+                        machine,
+                        failed: false,
+                    });
                 }
                 Phase::Failed(e) => return Err(e.clone()),
                 Phase::Booting => {
@@ -119,6 +128,11 @@ impl Lease {
 
     pub(crate) fn machine(&self) -> &Machine {
         &self.machine
+    }
+
+    /// Records that the test failed (its result, or a panic).
+    pub(crate) fn set_failed(&mut self) {
+        self.failed = true;
     }
 }
 
@@ -148,15 +162,24 @@ fn boot(info: &'static TestInfo) -> Phase {
 impl Drop for Lease {
     fn drop(&mut self) {
         let mut state = self.slot.lock();
+        state.failed |= self.failed;
         state.active -= 1;
         state.remaining = state.remaining.saturating_sub(1);
         if state.active > 0 || state.remaining > 0 {
             return;
         }
         let phase = std::mem::replace(&mut state.phase, Phase::Idle);
+        let failed = state.failed;
         drop(state);
         if let Phase::Up(machine) = phase {
-            if let Err(e) = machine.shutdown() {
+            if keep::wanted(failed) {
+                let why = if failed {
+                    "a test of its module failed"
+                } else {
+                    "NSPAWN_KEEP=all"
+                };
+                machine.keep(why);
+            } else if let Err(e) = machine.shutdown() {
                 tracing::error!(
                     machine = machine.name(),
                     "stopping after the module's last test: {e}"
@@ -164,4 +187,32 @@ impl Drop for Lease {
             }
         }
     }
+}
+
+/// Stops one machine of this process that no test is using, to free a slot for a test that
+/// waits. Its module boots it again if it has tests left. Without this, test threads that all
+/// wait for slots held by idle machines of modules with tests still to come would wait forever.
+pub(crate) fn evict_idle() -> bool {
+    let slots: Vec<Arc<Slot>> = SLOTS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    for slot in slots {
+        let mut state = slot.lock();
+        if state.active > 0 || !matches!(state.phase, Phase::Up(_)) {
+            continue;
+        }
+        let phase = std::mem::replace(&mut state.phase, Phase::Idle);
+        drop(state);
+        if let Phase::Up(machine) = phase {
+            registry::event(&format!("evicted {}", machine.name()));
+            if let Err(e) = machine.shutdown() {
+                tracing::error!(machine = machine.name(), "stopping an idle machine: {e}");
+            }
+        }
+        return true;
+    }
+    false
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// The workspace's chroots directory, as the runtime sees it.
 pub fn chroots_dir() -> PathBuf {
@@ -118,6 +119,20 @@ impl Events {
             .collect()
     }
 
+    /// The most machines that ran at once.
+    pub fn max_concurrent(&self) -> usize {
+        let (mut now, mut max) = (0i64, 0i64);
+        for line in &self.lines {
+            match line.split(' ').next() {
+                Some("ready") => now += 1,
+                Some("stopped" | "stopped-at-exit" | "kept") => now -= 1,
+                _ => {}
+            }
+            max = max.max(now);
+        }
+        max as usize
+    }
+
     /// Machines the exit cleanup had to stop.
     pub fn stopped_at_exit(&self) -> Vec<String> {
         self.with("stopped-at-exit")
@@ -130,39 +145,97 @@ impl Events {
 /// Builds the fixture suite (`tests/fixture`) once and returns its test binary.
 pub fn fixture_binary() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = std::process::Command::new(cargo)
-            .args([
-                "test",
-                "--test",
-                "fixture",
-                "--no-run",
-                "--message-format=json",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["target"]["name"] == "fixture")
-            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reports the fixture's executable")
-    })
-    .clone()
+    BIN.get_or_init(|| test_binary("fixture")).clone()
+}
+
+/// Builds a `test = false` test target of this package and returns its binary.
+pub fn test_binary(name: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["test", "--test", name, "--no-run", "--message-format=json"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"]["name"] == name)
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .expect("cargo reports the executable")
 }
 
 /// Asserts that none of the machines left anything behind.
 pub fn assert_nothing_left(machines: &[String]) {
-    for m in machines {
-        assert_eq!(leftovers_of(m), Vec::<String>::new(), "machine {m}");
+    assert_eq!(leftovers(machines, &chroots_dir()), Vec::<String>::new());
+}
+
+/// Everything the machines left: processes, propagate dirs, cgroups, records, and any
+/// snapshot in the chroots directory.
+pub fn leftovers(machines: &[String], chroots: &Path) -> Vec<String> {
+    let mut left: Vec<String> = machines.iter().flat_map(|m| leftovers_of(m)).collect();
+    left.extend(
+        snapshots_in(chroots)
+            .iter()
+            .map(|s| s.display().to_string()),
+    );
+    left
+}
+
+fn sh(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A loop-mounted btrfs image holding a copy of the bookworm chroot as a subvolume; unmounted
+/// and removed on drop.
+pub struct BtrfsCopy {
+    dir: tempfile::TempDir,
+}
+
+impl BtrfsCopy {
+    pub fn new() -> BtrfsCopy {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let (img, mnt) = (dir.path().join("img"), dir.path().join("mnt"));
+        std::fs::create_dir(&mnt).unwrap();
+        sh(Command::new("fallocate").args(["-l", "1G"]).arg(&img));
+        sh(Command::new("mkfs.btrfs").arg("-q").arg(&img));
+        sh(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt));
+        let copy = BtrfsCopy { dir };
+        sh(Command::new("btrfs")
+            .args(["-q", "subvolume", "create"])
+            .arg(copy.chroot()));
+        let source = chroots_dir().join("bookworm");
+        sh(Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", source.display()))
+            .arg(copy.chroot()));
+        copy
     }
-    assert_eq!(snapshots_in(&chroots_dir()), Vec::<PathBuf>::new());
+
+    pub fn mnt(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    pub fn chroot(&self) -> PathBuf {
+        self.mnt().join("bookworm")
+    }
+}
+
+impl Drop for BtrfsCopy {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.mnt()).status();
+    }
 }

@@ -6,7 +6,7 @@ use std::process::{Command, ExitCode};
 use clap::{Parser, Subcommand};
 use nspawn_runtime::chroot::{self, Bootstrapper, BuildOptions, Outcome, Status};
 use nspawn_runtime::config::Workspace;
-use nspawn_runtime::{host, storage, Error};
+use nspawn_runtime::{host, storage, sweep, Error};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +26,13 @@ enum Cmd {
     Test,
     /// Set up everything and run the example suite: the quick start's main job.
     Demo,
+    /// Remove what crashed test runs left: machines whose owner is dead, stale snapshots,
+    /// propagate directories and cgroups.
+    Gc {
+        /// Also remove machines kept for debugging (NSPAWN_KEEP).
+        #[arg(long)]
+        kept: bool,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -56,6 +63,7 @@ fn main() -> ExitCode {
         Cmd::MakeChroots(args) => make_chroots(&args),
         Cmd::Test => test(),
         Cmd::Demo => demo(),
+        Cmd::Gc { kept } => gc(kept),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -107,6 +115,25 @@ fn list(ws: &Workspace) -> Result<(), Error> {
             def.include.join(","),
             dir.join(&def.name).display()
         );
+    }
+    Ok(())
+}
+
+fn gc(kept: bool) -> Result<(), Error> {
+    if !host::is_root() {
+        return Err(not_root("removing leftovers"));
+    }
+    let ws = Workspace::from_env()?;
+    let options = sweep::Options {
+        chroot_dirs: vec![ws.chroots_dir()],
+        kept,
+    };
+    let removed = sweep::sweep(&options)?;
+    if removed.is_empty() {
+        println!("nothing to remove");
+    }
+    for line in removed {
+        println!("removed {line}");
     }
     Ok(())
 }

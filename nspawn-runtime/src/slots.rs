@@ -1,0 +1,162 @@
+//! A host-wide cap on machines running at once, across processes (parallel `cargo test` runs,
+//! nextest's process per test): each machine holds a `flock` on one of `cap` slot files, which
+//! the kernel releases however its process ends.
+//!
+//! The default cap comes from `fs.inotify.max_user_instances` (a booted container takes about
+//! ten; 128, a common default, is exhausted by about twelve and boots then stall) and from
+//! memory. `NSPAWN_MAX_MACHINES` overrides it.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::error::{Error, Result};
+use crate::privs::ThreadRoot;
+use crate::state::run_dir;
+
+/// Inotify instances a booted container takes, roughly (measured: 128 allow about 12).
+const INOTIFY_PER_MACHINE: u64 = 10;
+/// Instances left for everything else root runs.
+const INOTIFY_RESERVE: u64 = 20;
+/// Memory to allow per machine (a booted minbase container uses about 10 MB; tests add more).
+const MEMORY_PER_MACHINE: u64 = 256 << 20;
+
+/// How a cap was decided, for `cargo xtask doctor` and error messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cap {
+    /// The number of machines allowed at once.
+    pub machines: usize,
+    /// Where the number comes from.
+    pub reason: String,
+}
+
+/// The cap in force.
+pub fn cap() -> Cap {
+    if let Some(n) = std::env::var("NSPAWN_MAX_MACHINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Cap {
+            machines: std::cmp::max(n, 1),
+            reason: "NSPAWN_MAX_MACHINES".into(),
+        };
+    }
+    let inotify = read_u64("/proc/sys/fs/inotify/max_user_instances").unwrap_or(128);
+    let by_inotify = inotify.saturating_sub(INOTIFY_RESERVE) / INOTIFY_PER_MACHINE;
+    let by_memory = mem_available().map_or(u64::MAX, |m| m / MEMORY_PER_MACHINE);
+    let machines = by_inotify.min(by_memory).max(1) as usize;
+    let reason = if by_inotify <= by_memory {
+        format!(
+            "fs.inotify.max_user_instances = {inotify}, about {INOTIFY_PER_MACHINE} per machine"
+        )
+    } else {
+        "available memory, 256 MiB per machine".into()
+    };
+    Cap { machines, reason }
+}
+
+fn read_u64(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn mem_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// A held slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Slot {
+    _lock: Flock<File>,
+    /// The slot's number.
+    pub index: usize,
+}
+
+/// Takes a free slot, waiting for one up to `timeout`. While waiting, `make_room` is called:
+/// it may stop idle machines of this process to free a slot (see `sharing`).
+pub fn acquire(timeout: Duration, make_room: &dyn Fn() -> bool) -> Result<Slot> {
+    let cap = cap();
+    let dir = slots_dir()?;
+    let started = Instant::now();
+    let mut announced = false;
+    loop {
+        for index in 0..cap.machines {
+            if let Some(slot) = try_slot(&dir, index)? {
+                return Ok(slot);
+            }
+        }
+        if make_room() {
+            continue;
+        }
+        if started.elapsed() >= timeout {
+            return Err(Error::Timeout {
+                what: format!("waiting for one of the {} machine slots", cap.machines),
+                secs: timeout.as_secs_f64(),
+                hint: format!(
+                    "the cap comes from {}; other runs hold the slots. Set NSPAWN_MAX_MACHINES, or wait for them",
+                    cap.reason
+                ),
+            });
+        }
+        if !announced && started.elapsed() > Duration::from_secs(2) {
+            crate::registry::announce(&format!(
+                "waiting for a machine slot: all {} are in use ({})",
+                cap.machines, cap.reason
+            ));
+            announced = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn slots_dir() -> Result<PathBuf> {
+    let dir = run_dir().join("slots");
+    if !dir.is_dir() {
+        let _root = ThreadRoot::acquire()?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    Ok(dir)
+}
+
+fn try_slot(dir: &std::path::Path, index: usize) -> Result<Option<Slot>> {
+    let path = dir.join(format!("{index}.lock"));
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let _root = ThreadRoot::acquire()?;
+            File::options()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| Error::io(format!("creating {}", path.display()), e))?
+        }
+        Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(Slot { _lock: lock, index })),
+        Err(_) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_cap_follows_inotify_and_memory() {
+        let cap = cap();
+        assert!(cap.machines >= 1);
+        if std::env::var_os("NSPAWN_MAX_MACHINES").is_none() {
+            let inotify = read_u64("/proc/sys/fs/inotify/max_user_instances").unwrap();
+            assert!(
+                cap.machines as u64 <= inotify / INOTIFY_PER_MACHINE,
+                "{cap:?}"
+            );
+        }
+    }
+}

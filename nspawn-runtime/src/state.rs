@@ -1,0 +1,195 @@
+//! Ownership records: one file per running machine under `/run/nspawn-rs/machines/`, naming
+//! the process that owns it by PID *and* start time (PIDs are reused), so that a sweep can
+//! prove a machine's owner is dead before it removes anything. `/run` is a tmpfs: the
+//! records go away with a reboot, like the machines themselves.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::privs::ThreadRoot;
+
+/// Where the runtime keeps host-wide state.
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("NSPAWN_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/nspawn-rs"))
+}
+
+fn records_dir() -> PathBuf {
+    run_dir().join("machines")
+}
+
+/// A process, identified beyond its PID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessId {
+    /// The PID.
+    pub pid: u32,
+    /// Its start time, in clock ticks after boot (`/proc/<pid>/stat`, field 22).
+    pub start: u64,
+}
+
+impl ProcessId {
+    /// The identity of a running process.
+    pub fn of(pid: u32) -> Option<ProcessId> {
+        start_time(pid).map(|start| ProcessId { pid, start })
+    }
+
+    /// This process.
+    pub fn current() -> Option<ProcessId> {
+        ProcessId::of(std::process::id())
+    }
+
+    /// Whether this very process still runs: a reused PID does not count, nor does a zombie
+    /// (dead, not yet reaped by its parent).
+    pub fn is_alive(&self) -> bool {
+        stat(self.pid)
+            .is_some_and(|(state, start)| start == self.start && state != 'Z' && state != 'X')
+    }
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    stat(pid).map(|(_, start)| start)
+}
+
+/// The state letter and start time of a process, from `/proc/<pid>/stat`.
+fn stat(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields resume after the last ')'.
+    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
+}
+
+/// What the runtime knows of a machine it started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Machine name.
+    pub name: String,
+    /// The test process that started it.
+    pub owner: ProcessId,
+    /// `systemd-nspawn`.
+    pub nspawn: ProcessId,
+    /// The container's PID 1.
+    pub leader: ProcessId,
+    /// The master chroot's directory.
+    pub chroot: PathBuf,
+    /// The ephemeral snapshot, when the chroot is a subvolume.
+    pub snapshot: Option<PathBuf>,
+    /// The machine's cgroup directories.
+    pub cgroups: Vec<PathBuf>,
+    /// Left running on purpose (`NSPAWN_KEEP`); only `cargo xtask gc --kept` removes it.
+    #[serde(default)]
+    pub kept: bool,
+}
+
+impl Record {
+    fn path(name: &str) -> PathBuf {
+        records_dir().join(format!("{name}.toml"))
+    }
+
+    /// Writes the record (as root: `/run` belongs to root).
+    pub fn save(&self) -> Result<()> {
+        let text = toml::to_string(self)
+            .map_err(|e| Error::io("serializing a machine record", std::io::Error::other(e)))?;
+        let path = Record::path(&self.name);
+        let _root = ThreadRoot::acquire()?;
+        std::fs::create_dir_all(records_dir())
+            .and_then(|()| std::fs::write(&path, text))
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    }
+
+    /// Removes the record of machine `name`.
+    pub fn remove(name: &str) {
+        if let Ok(_root) = ThreadRoot::acquire() {
+            let _ = std::fs::remove_file(Record::path(name));
+        }
+    }
+
+    /// Every record on the host.
+    pub fn all() -> Vec<Record> {
+        let Ok(entries) = std::fs::read_dir(records_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|t| toml::from_str(&t).ok())
+            .collect()
+    }
+}
+
+/// The snapshot an `--ephemeral` nspawn works on: it holds a lock on `.#<snapshot>.lck` beside
+/// it, and the lock's name gives the snapshot's.
+pub fn snapshot_of(nspawn_pid: u32) -> Option<PathBuf> {
+    let fds = std::fs::read_dir(format!("/proc/{nspawn_pid}/fd")).ok()?;
+    fds.flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .find_map(|target| snapshot_from_lock(&target))
+}
+
+/// `/c/.#.#machine.x.lck` names the snapshot `/c/.#machine.x`.
+pub fn snapshot_from_lock(lock: &Path) -> Option<PathBuf> {
+    let name = lock.file_name()?.to_str()?;
+    let snapshot = name.strip_prefix(".#")?.strip_suffix(".lck")?;
+    snapshot
+        .starts_with(".#machine.")
+        .then(|| lock.with_file_name(snapshot))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processes_are_known_by_pid_and_start_time() {
+        let me = ProcessId::current().unwrap();
+        assert!(me.is_alive());
+        let reused = ProcessId {
+            pid: me.pid,
+            start: me.start + 1,
+        };
+        assert!(
+            !reused.is_alive(),
+            "the same PID with another start time is another process"
+        );
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let id = ProcessId::of(child.id()).unwrap();
+        // Dead but not reaped yet: a zombie is not alive.
+        while std::fs::read_to_string(format!("/proc/{}/stat", id.pid))
+            .is_ok_and(|s| !s.contains(") Z "))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!id.is_alive());
+        child.wait().unwrap();
+        assert!(!id.is_alive());
+    }
+
+    #[test]
+    fn lock_files_name_their_snapshot() {
+        assert_eq!(
+            snapshot_from_lock(Path::new("/c/.#.#machine.bw80b85ce2.lck")),
+            Some(PathBuf::from("/c/.#machine.bw80b85ce2"))
+        );
+        assert_eq!(snapshot_from_lock(Path::new("/c/other.lck")), None);
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let me = ProcessId::current().unwrap();
+        let r = Record {
+            name: "nspawn-1-abc".into(),
+            owner: me,
+            nspawn: me,
+            leader: me,
+            chroot: "/c/bookworm".into(),
+            snapshot: Some("/c/.#machine.x".into()),
+            cgroups: vec!["/sys/fs/cgroup/unified/nspawn-nspawn-1-abc".into()],
+            kept: false,
+        };
+        let text = toml::to_string(&r).unwrap();
+        assert_eq!(toml::from_str::<Record>(&text).unwrap(), r);
+    }
+}

@@ -1,0 +1,234 @@
+//! Sweeping what crashed runs left behind: machines whose owner is dead, snapshots no nspawn
+//! holds, propagate directories and cgroups of machines that are gone.
+//!
+//! A sweep never touches the machines of a run that is still alive: records name their owner by
+//! PID and start time ([`ProcessId`]), live nspawn processes hold a lock on their snapshot, and
+//! live machines have a process whose command line names them.
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::cgroup;
+use crate::privs::ThreadRoot;
+use crate::state::{ProcessId, Record};
+use crate::storage;
+
+const PROPAGATE: &str = "/run/systemd/nspawn/propagate";
+/// A snapshot younger than this may belong to an nspawn that has not taken its lock yet.
+const SNAPSHOT_GRACE: Duration = Duration::from_secs(30);
+
+/// What to sweep.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Directories holding master chroots, whose `.#machine.*` snapshots are checked.
+    pub chroot_dirs: Vec<PathBuf>,
+    /// Also remove machines kept for debugging (`NSPAWN_KEEP`).
+    pub kept: bool,
+}
+
+/// Removes every leftover of dead runs and returns a line for each thing removed. Needs root.
+pub fn sweep(options: &Options) -> crate::Result<Vec<String>> {
+    let _root = ThreadRoot::acquire()?;
+    let mut removed = Vec::new();
+    let records = Record::all();
+    let mut chroot_dirs = options.chroot_dirs.clone();
+    for record in &records {
+        if let Some(parent) = record.chroot.parent() {
+            chroot_dirs.push(parent.into());
+        }
+        let owned = !record.kept && record.owner.is_alive();
+        if !owned && (!record.kept || options.kept) {
+            removed.extend(end_machine(record));
+        }
+    }
+    chroot_dirs.sort();
+    chroot_dirs.dedup();
+    for dir in &chroot_dirs {
+        removed.extend(stale_snapshots(dir));
+    }
+    let live = live_machine_names();
+    removed.extend(stale_propagate_dirs(&live));
+    removed.extend(stale_cgroups(&live));
+    Ok(removed)
+}
+
+/// Sweeps once per process, before its first machine boots.
+pub(crate) fn at_startup(chroot_dir: Option<&Path>) {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let options = Options {
+            chroot_dirs: chroot_dir.map(Path::to_path_buf).into_iter().collect(),
+            kept: false,
+        };
+        match sweep(&options) {
+            Ok(removed) if !removed.is_empty() => crate::registry::announce(&format!(
+                "removed {} leftover(s) of earlier runs: {}",
+                removed.len(),
+                removed.join("; ")
+            )),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("sweeping leftovers failed: {e}"),
+        }
+    });
+}
+
+/// Ends a machine whose owner is gone: kills its leader so nspawn removes the snapshot, then
+/// removes whatever is still there.
+fn end_machine(r: &Record) -> Vec<String> {
+    let mut removed = Vec::new();
+    if r.nspawn.is_alive() {
+        // Killing the leader lets nspawn remove the snapshot itself; killing nspawn would not.
+        let (target, signal) = if r.leader.is_alive() {
+            (&r.leader, Signal::SIGKILL)
+        } else {
+            (&r.nspawn, Signal::SIGTERM)
+        };
+        let _ = kill(Pid::from_raw(target.pid as i32), signal);
+        if !wait_gone(&r.nspawn, Duration::from_secs(5)) {
+            let _ = kill(Pid::from_raw(r.nspawn.pid as i32), Signal::SIGKILL);
+            wait_gone(&r.nspawn, Duration::from_secs(5));
+        }
+        removed.push(format!("machine {} (nspawn {})", r.name, r.nspawn.pid));
+    }
+    if let Some(snapshot) = r.snapshot.as_deref().filter(|s| s.exists()) {
+        if storage::remove_tree(snapshot).is_ok() {
+            removed.push(format!("snapshot {}", snapshot.display()));
+        }
+    }
+    let propagate = Path::new(PROPAGATE).join(&r.name);
+    if propagate.exists() && storage::remove_tree(&propagate).is_ok() {
+        removed.push(format!("{}", propagate.display()));
+    }
+    for dir in r.cgroups.iter().filter(|d| d.exists()) {
+        cgroup::remove_tree(dir);
+    }
+    Record::remove(&r.name);
+    removed.push(format!("record of {}", r.name));
+    removed
+}
+
+fn wait_gone(process: &ProcessId, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while process.is_alive() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// `.#machine.*` snapshots in `dir` whose lock no nspawn holds.
+fn stale_snapshots(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(".#machine.") || name.ends_with(".lck") {
+            continue;
+        }
+        let lock = dir.join(format!(".#{name}.lck"));
+        let young = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age < SNAPSHOT_GRACE);
+        if is_locked(&lock) || (young && !lock.exists()) {
+            continue;
+        }
+        if storage::remove_tree(&entry.path()).is_ok() {
+            let _ = std::fs::remove_file(&lock);
+            removed.push(format!("snapshot {}", entry.path().display()));
+        }
+    }
+    removed
+}
+
+/// Whether some process holds a lock on `path` (nspawn takes an OFD write lock).
+fn is_locked(path: &Path) -> bool {
+    let Ok(file) = std::fs::File::options().read(true).write(true).open(path) else {
+        return false;
+    };
+    let mut lock = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    // SAFETY: F_OFD_GETLK with a valid flock struct on an open fd.
+    let ret = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
+    ret == 0 && lock.l_type != libc::F_UNLCK as libc::c_short
+}
+
+/// Names of machines some process is running (`--machine=<name>` on a command line).
+pub fn live_machine_names() -> Vec<String> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .flat_map(|cmdline| {
+            cmdline
+                .split(|b| *b == 0)
+                .filter_map(|arg| arg.strip_prefix(b"--machine="))
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn is_ours(name: &str) -> bool {
+    name.starts_with("nspawn-")
+}
+
+fn stale_propagate_dirs(live: &[String]) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(PROPAGATE) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            is_ours(&name) && !live.contains(&name)
+        })
+        .filter(|e| storage::remove_tree(&e.path()).is_ok())
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+fn stale_cgroups(live: &[String]) -> Vec<String> {
+    let mut removed = Vec::new();
+    for base in cgroup::own_cgroups() {
+        let Ok(entries) = std::fs::read_dir(&base) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(machine) = name.strip_prefix("nspawn-") else {
+                continue;
+            };
+            let busy = live.iter().any(|l| l == machine) || cgroup::is_populated_dir(&entry.path());
+            if is_ours(machine) && !busy {
+                cgroup::remove_tree(&entry.path());
+                removed.push(entry.path().display().to_string());
+            }
+        }
+    }
+    removed
+}

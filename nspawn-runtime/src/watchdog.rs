@@ -1,0 +1,96 @@
+//! A watchdog process that outlives the test process, so that not even SIGKILL leaves a
+//! machine behind.
+//!
+//! The test process starts it once, from its own executable with `NSPAWN_WATCHDOG` set, in a
+//! session of its own, holding the read end of a pipe whose write end only the test process
+//! has. When the test process dies, however it dies, the pipe reports end-of-file and the
+//! watchdog sweeps: it kills the leaders of the machines whose owner is dead (nspawn then
+//! removes their snapshots in 50-90 ms) and removes their records and cgroups.
+//!
+//! The watchdog takes over before `main`: `#[nspawn::test]` puts [`crate::harness::init_privileges`]
+//! in `.init_array`, and it calls [`run_if_requested`]. Binaries without that hook (plain
+//! `Machine::start` in a custom harness) have no watchdog; `PR_SET_PDEATHSIG` still asks their
+//! nspawn processes to shut down, and the next run sweeps.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, Once};
+
+use crate::privs;
+
+const ENV: &str = "NSPAWN_WATCHDOG";
+
+/// Set by the pre-`main` hook: re-running this executable reaches [`run_if_requested`].
+static HOOKED: AtomicBool = AtomicBool::new(false);
+/// The write end of the pipe; never closed while the process lives.
+static PIPE: Mutex<Option<OwnedFd>> = Mutex::new(None);
+
+/// Called before `main`. In a watchdog process, this is where it does its work and exits;
+/// elsewhere it notes that the watchdog can be started.
+pub fn run_if_requested() {
+    if std::env::var_os(ENV).is_none() {
+        HOOKED.store(true, Ordering::SeqCst);
+        return;
+    }
+    watch();
+    // SAFETY: ending the process without running the test harness.
+    unsafe { libc::_exit(0) };
+}
+
+fn watch() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
+        // SAFETY: ignoring signals.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+    let mut buf = [0u8; 64];
+    // Returns 0 (end-of-file) once every copy of the write end is closed: the owner is gone.
+    // SAFETY: reading into a stack buffer.
+    while unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) } != 0 {}
+    let options = crate::sweep::Options::default();
+    if let Ok(removed) = crate::sweep::sweep(&options) {
+        for line in removed {
+            crate::registry::event(&format!("watchdog-removed {line}"));
+        }
+    }
+}
+
+/// Starts the watchdog once, if this executable has the pre-`main` hook.
+pub(crate) fn ensure_started() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if !HOOKED.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = start() {
+            tracing::warn!("no watchdog: {e}; a SIGKILLed test process may leave machines to the next run's sweep");
+        }
+    });
+}
+
+fn start() -> std::io::Result<()> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let exe = std::env::current_exe()?;
+    let regain = privs::child_needs_root();
+    let mut cmd = Command::new(exe);
+    cmd.env(ENV, std::process::id().to_string())
+        .stdin(Stdio::from(read))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: raw system calls only.
+    unsafe {
+        cmd.pre_exec(move || {
+            privs::regain_in_child(regain)?;
+            // Out of the test's process group and session: a Ctrl-C must not reach it.
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    tracing::debug!(pid = child.id(), fd = write.as_raw_fd(), "watchdog started");
+    *PIPE.lock().unwrap_or_else(|p| p.into_inner()) = Some(write);
+    // Not waited for: it must outlive us, and init reaps it.
+    std::mem::forget(child);
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! Never leak, never hang: concurrent runs, sweeping what dead runs left, the machine cap,
+//! and machines kept for debugging.
+
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::Events;
+use nspawn::Machine;
+use nspawn_runtime::cgroup::MachineCgroup;
+use nspawn_runtime::state::{ProcessId, Record};
+use nspawn_runtime::sweep;
+
+fn run(bin: &Path, args: &[&str], env: &[(&str, &str)], log: &Path) -> Output {
+    Command::new(bin)
+        .args(args)
+        .env("NSPAWN_EVENT_LOG", log)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn two_concurrent_runs_both_pass_and_neither_sweeps_the_other() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let bin = common::fixture_binary();
+    let logs = [dir.path().join("a"), dir.path().join("b")];
+    let runs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = logs
+            .iter()
+            .map(|log| s.spawn(|| run(&bin, &[], &[], log)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (out, log) in runs.iter().zip(&logs) {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let ev = Events::read(log);
+        let mut stopped = ev.stopped();
+        let mut machines = ev.machines();
+        stopped.sort();
+        machines.sort();
+        assert_eq!(
+            stopped, machines,
+            "each run stopped its own machines itself"
+        );
+        common::assert_nothing_left(&machines);
+    }
+}
+
+#[test]
+fn a_low_cap_is_never_exceeded_and_does_not_deadlock() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let log = dir.path().join("events");
+    let bin = common::test_binary("suite8x5");
+    let out = run(
+        &bin,
+        &["--test-threads=4"],
+        &[("NSPAWN_MAX_MACHINES", "2")],
+        &log,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("40 passed"));
+    let ev = Events::read(&log);
+    assert!(ev.max_concurrent() <= 2, "{:?}", ev.lines);
+    assert!(ev.machines().len() >= 8, "every module booted");
+    common::assert_nothing_left(&ev.machines());
+}
+
+#[test]
+fn failed_machines_are_kept_when_asked_and_removed_by_gc() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let log = dir.path().join("events");
+    let out = run(
+        &common::fixture_binary(),
+        &["alpha", "beta"],
+        &[("FIXTURE_FAIL", "1"), ("NSPAWN_KEEP", "failed")],
+        &log,
+    );
+    assert_eq!(out.status.code(), Some(101));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ev = Events::read(&log);
+    let [alpha] = &ev.module_boots("fixture::alpha")[..] else {
+        panic!("{:?}", ev.lines)
+    };
+    let [beta] = &ev.module_boots("fixture::beta")[..] else {
+        panic!("{:?}", ev.lines)
+    };
+    assert!(
+        stderr.contains(&format!("kept machine {alpha}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nsenter -t"), "{stderr}");
+    assert!(
+        !common::processes_of(alpha).is_empty(),
+        "the failed module's machine runs on"
+    );
+    assert_eq!(
+        common::leftovers_of(beta),
+        Vec::<String>::new(),
+        "the passing module's machine is gone"
+    );
+
+    let _root = nspawn::privs::root().unwrap();
+    let plain = sweep::sweep(&sweep::Options::default()).unwrap();
+    assert!(
+        !plain.iter().any(|l| l.contains(alpha.as_str())),
+        "an ordinary sweep keeps it: {plain:?}"
+    );
+    let removed = sweep::sweep(&sweep::Options {
+        kept: true,
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(
+        removed.iter().any(|l| l.contains(alpha.as_str())),
+        "{removed:?}"
+    );
+    common::assert_nothing_left(std::slice::from_ref(alpha));
+}
+
+/// A raw nspawn machine, as a crashed run would have left it, with a record naming an owner
+/// that is dead.
+fn plant_orphan(name: &str) -> std::process::Child {
+    let dead = {
+        let mut c = Command::new("true").spawn().unwrap();
+        let id = ProcessId::of(c.id()).unwrap();
+        c.wait().unwrap();
+        id
+    };
+    let cgroup = MachineCgroup::create(name);
+    let procs: Vec<_> = cgroup
+        .dirs()
+        .iter()
+        .map(|d| d.join("cgroup.procs"))
+        .collect();
+    let chroot = common::chroots_dir().join("bookworm");
+    let mut cmd = Command::new("systemd-nspawn");
+    cmd.args([
+        "--quiet",
+        "--boot",
+        "--register=no",
+        "--keep-unit",
+        "--volatile=overlay",
+        "--read-only",
+    ])
+    .arg(format!("--machine={name}"))
+    .arg(format!("--directory={}", chroot.display()))
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .process_group(0);
+    // SAFETY: writes to cgroup files before exec; allocation is acceptable in a test.
+    unsafe {
+        cmd.pre_exec(move || {
+            procs.iter().for_each(|p| drop(std::fs::write(p, "0")));
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    Record {
+        name: name.into(),
+        owner: dead,
+        nspawn: ProcessId::of(child.id()).unwrap(),
+        leader: ProcessId { pid: 0, start: 0 },
+        chroot,
+        snapshot: None,
+        cgroups: cgroup.dirs().to_vec(),
+        kept: false,
+    }
+    .save()
+    .unwrap();
+    child
+}
+
+#[test]
+fn the_sweep_removes_leftovers_of_dead_owners_only() {
+    let live = Machine::start("bookworm").unwrap();
+    let _root = nspawn::privs::root().unwrap();
+    let mut orphan = plant_orphan("nspawn-1-orphan01");
+    let chroots = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let stale = chroots.path().join(".#machine.stale");
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(chroots.path().join(".#.#machine.stale.lck"), "").unwrap();
+    // A snapshot whose lock is held belongs to a live nspawn: it stays.
+    let held = chroots.path().join(".#machine.held");
+    std::fs::create_dir(&held).unwrap();
+    let lock = std::fs::File::create(chroots.path().join(".#.#machine.held.lck")).unwrap();
+    let mut fl = libc::flock {
+        l_type: libc::F_WRLCK as i16,
+        l_whence: 0,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    // SAFETY: an OFD lock on an open file, as nspawn takes.
+    assert_eq!(
+        unsafe { libc::fcntl(lock.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) },
+        0
+    );
+    let propagate = Path::new("/run/systemd/nspawn/propagate/nspawn-1-stale02");
+    std::fs::create_dir_all(propagate).unwrap();
+    let cgroups = MachineCgroup::create("nspawn-1-stale03");
+
+    let removed = sweep::sweep(&sweep::Options {
+        chroot_dirs: vec![chroots.path().into()],
+        kept: false,
+    })
+    .unwrap();
+    let text = removed.join("\n");
+    assert!(text.contains("machine nspawn-1-orphan01"), "{text}");
+    assert!(text.contains(".#machine.stale"), "{text}");
+    assert!(text.contains("nspawn-1-stale02"), "{text}");
+    assert!(text.contains("nspawn-1-stale03"), "{text}");
+    orphan.wait().unwrap();
+    assert_eq!(
+        common::leftovers_of("nspawn-1-orphan01"),
+        Vec::<String>::new()
+    );
+    assert!(!stale.exists() && !propagate.exists());
+    assert!(cgroups.dirs().iter().all(|d| !d.exists()));
+    assert!(held.exists(), "a locked snapshot is not touched");
+    assert!(
+        live.is_running(),
+        "the machine of a live run is not touched"
+    );
+    assert!(!text.contains(live.name()), "{text}");
+    assert_eq!(live.sh("echo alive").unwrap(), "alive\n");
+}
