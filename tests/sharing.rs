@@ -49,7 +49,7 @@ fn a_whole_run_boots_once_per_module_and_stops_each_machine_after_its_last_test(
     let run = run_fixture(&[], &[]);
     assert!(run.output.status.success(), "{}", run.stdout());
     let ev = &run.events;
-    for module in ["fixture::alpha", "fixture::beta", "fixture::slow"] {
+    for module in ["fixture::alpha", "fixture::beta", "fixture::slow", "fixture::slow2", "fixture::crash"] {
         assert_eq!(ev.module_boots(module).len(), 1, "{module}: {:?}", ev.lines);
     }
     assert_eq!(
@@ -58,7 +58,7 @@ fn a_whole_run_boots_once_per_module_and_stops_each_machine_after_its_last_test(
         "scope = \"test\" boots per test: {:?}",
         ev.lines
     );
-    assert_eq!(ev.machines().len(), 5);
+    assert_eq!(ev.machines().len(), 7);
     // Every machine was stopped by its module's end, none was left for the exit cleanup.
     let mut stopped = ev.stopped();
     stopped.sort();
@@ -118,7 +118,7 @@ fn filtered_runs_stop_their_machines_and_leave_nothing() {
 
 #[test]
 fn sigint_mid_run_stops_the_machines_and_kills_the_process_with_sigint() {
-    let (mut child, log, _dir) = fixture(&["slow"], &[("FIXTURE_HANG", "1")]);
+    let (mut child, log, _dir) = fixture(&["slow::"], &[("FIXTURE_HANG", "1")]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let machine = loop {
         if let Some(m) = Events::read(&log).module_boots("fixture::slow").pop() {
