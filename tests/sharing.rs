@@ -49,7 +49,13 @@ fn a_whole_run_boots_once_per_module_and_stops_each_machine_after_its_last_test(
     let run = run_fixture(&[], &[]);
     assert!(run.output.status.success(), "{}", run.stdout());
     let ev = &run.events;
-    for module in ["fixture::alpha", "fixture::beta", "fixture::slow", "fixture::slow2", "fixture::crash"] {
+    for module in [
+        "fixture::alpha",
+        "fixture::beta",
+        "fixture::slow",
+        "fixture::slow2",
+        "fixture::crash",
+    ] {
         assert_eq!(ev.module_boots(module).len(), 1, "{module}: {:?}", ev.lines);
     }
     assert_eq!(
