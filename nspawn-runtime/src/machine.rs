@@ -211,6 +211,7 @@ impl MachineBuilder {
             machine.wait_running(self.boot_timeout.saturating_sub(started.elapsed()))?;
         }
         let boot_ms = (started.elapsed().as_secs_f64() * 1e3).round();
+        registry::count_boot(boot_ms);
         machine
             .span
             .in_scope(|| tracing::info!(boot_ms, leader = machine.leader_pid(), "ready"));

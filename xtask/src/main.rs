@@ -154,7 +154,7 @@ fn test() -> Result<(), Error> {
 
 fn demo() -> Result<(), Error> {
     setup()?;
-    cargo(&["test", "--package", "nspawn", "--test", "machine"])
+    cargo(&["test", "--package", "provisioning-example"])
 }
 
 /// Host packages and chroots: everything the tests need.
