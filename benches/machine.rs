@@ -256,8 +256,18 @@ impl Drop for Btrfs {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
         return;
+    }
+    if args.iter().any(|a| a == "--backend-run") {
+        return backends::measure();
+    }
+    if args.iter().any(|a| a == "--backends-inside") {
+        return backends::compare();
+    }
+    if args.iter().any(|a| a == "--backends") {
+        return backends::in_a_systemd_host();
     }
     let chroot = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_chroots/bookworm");
     bench_storage("bookworm, plain directory (read-only overlay)", &chroot);
@@ -269,6 +279,124 @@ fn main() {
     drop(btrfs);
     overhead::per_test();
     overhead::suite(&chroot);
+    backends::in_a_systemd_host();
+}
+
+/// Both backends side by side, inside a container that boots systemd as PID 1 (the `host`
+/// chroot): the systemd backend needs one, and our hosts do not boot systemd.
+mod backends {
+    use super::*;
+
+    /// Boots the `host` chroot and runs this benchmark inside it with `--backends-inside`.
+    pub fn in_a_systemd_host() {
+        let ws = env!("CARGO_MANIFEST_DIR");
+        let host = Machine::builder("host")
+            .arg("--capability=all")
+            .bind(ws, ws)
+            .wait_until_running(true)
+            .start()
+            .unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let out = host
+            .command(&exe)
+            .arg("--backends-inside")
+            .env("NSPAWN_QUIET", "1")
+            .env("NSPAWN_BENCH_SAMPLES", samples().to_string())
+            .output()
+            .unwrap();
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Inside the systemd host: one process per backend (the choice is made once per process).
+    pub fn compare() {
+        let mut rows: Vec<(String, String, String)> = Vec::new();
+        for backend in ["direct", "systemd"] {
+            let out = Command::new(std::env::current_exe().unwrap())
+                .arg("--backend-run")
+                .env("NSPAWN_BACKEND", backend)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some((what, value)) = line.split_once('\t') {
+                    rows.push((backend.into(), what.into(), value.into()));
+                }
+            }
+        }
+        println!(
+            "\nbackends, inside a container booting systemd ({} samples; median [min-max])\n",
+            samples()
+        );
+        println!(
+            "| {:<34} | {:<26} | {:<26} |",
+            "", "direct", "systemd (systemd-run + machined)"
+        );
+        println!("|{:-<36}|{:-<28}|{:-<28}|", "", "", "");
+        let whats: Vec<String> = rows
+            .iter()
+            .filter(|r| r.0 == "systemd")
+            .map(|r| r.1.clone())
+            .collect();
+        for what in whats {
+            let cell = |b: &str| {
+                rows.iter()
+                    .find(|r| r.0 == b && r.1 == what)
+                    .map_or("-".to_string(), |r| r.2.clone())
+            };
+            println!(
+                "| {what:<34} | {:<26} | {:<26} |",
+                cell("direct"),
+                cell("systemd")
+            );
+        }
+    }
+
+    /// One backend: start, exec, stop; on systemd also `systemd-run -M NAME --wait --pipe`.
+    pub fn measure() {
+        let (kind, _) = nspawn_runtime::backend::selected().unwrap();
+        let systemd = kind == nspawn_runtime::backend::Kind::Systemd;
+        let (mut boot, mut exec, mut pipe, mut stop) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..samples() {
+            let (m, t) = time(|| {
+                Machine::builder("bookworm")
+                    .workspace(env!("CARGO_MANIFEST_DIR"))
+                    .start()
+                    .unwrap()
+            });
+            boot.push(t);
+            for _ in 0..5 {
+                exec.push(time(|| m.run(["/bin/true"]).unwrap()).1);
+                if systemd {
+                    let (s, t) = time(|| {
+                        Command::new("systemd-run")
+                            .args(["-M", m.name(), "--wait", "--pipe", "--quiet", "/bin/true"])
+                            .status()
+                            .unwrap()
+                    });
+                    assert!(s.success());
+                    pipe.push(t);
+                }
+            }
+            stop.push(time(|| m.stop().unwrap()).1);
+        }
+        println!("start to ready\t{}", Stats(boot).show());
+        println!("exec /bin/true (setns, ours)\t{}", Stats(exec).show());
+        if systemd {
+            println!("exec: systemd-run -M --wait --pipe\t{}", Stats(pipe).show());
+        } else {
+            println!("exec: systemd-run -M --wait --pipe\t-");
+        }
+        println!("stop to gone\t{}", Stats(stop).show());
+    }
 }
 
 mod overhead {

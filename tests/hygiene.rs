@@ -176,6 +176,7 @@ fn plant_orphan(name: &str) -> std::process::Child {
         chroot,
         snapshot: None,
         cgroups: cgroup.dirs().to_vec(),
+        unit: None,
         kept: false,
     }
     .save()

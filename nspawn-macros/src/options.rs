@@ -15,6 +15,9 @@ pub struct Raw {
     pub chroot: Option<LitStr>,
     pub scope: Option<LitStr>,
     pub krate: Option<LitStr>,
+    /// `chroot` was written, even if with a bad value, or the arguments did not parse: an
+    /// omitted chroot is then not worth a second error.
+    pub chroot_attempted: bool,
     pub errors: Vec<syn::Error>,
 }
 
@@ -33,6 +36,7 @@ pub fn parse(args: TokenStream) -> Raw {
                     NAMES.join(", ")
                 ),
             ));
+            raw.chroot_attempted = true;
             return raw;
         }
     };
@@ -42,6 +46,7 @@ pub fn parse(args: TokenStream) -> Raw {
             .get_ident()
             .map(ToString::to_string)
             .unwrap_or_default();
+        raw.chroot_attempted |= name == "chroot";
         let slot = match name.as_str() {
             "chroot" => &mut raw.chroot,
             "scope" => &mut raw.scope,

@@ -30,7 +30,12 @@ pub fn validate(raw: Raw, func: syn::Result<ItemFn>) -> syn::Result<(Options, It
     let scope = scope(raw.scope.as_ref(), &mut errors);
     let krate = krate(raw.krate.as_ref(), &mut errors);
     let declared = workspace::declared();
-    let chroot = chroot(raw.chroot, declared.as_ref(), &mut errors);
+    let chroot = chroot(
+        raw.chroot,
+        raw.chroot_attempted,
+        declared.as_ref(),
+        &mut errors,
+    );
     let func = func.inspect(|f| check_function(f, &mut errors));
     match func {
         Ok(func) if errors.is_empty() => {
@@ -85,6 +90,7 @@ fn krate(value: Option<&LitStr>, errors: &mut Vec<syn::Error>) -> syn::Path {
 
 fn chroot(
     value: Option<LitStr>,
+    attempted: bool,
     declared: Option<&workspace::Declared>,
     errors: &mut Vec<syn::Error>,
 ) -> LitStr {
@@ -93,6 +99,7 @@ fn chroot(
         return match names.as_deref() {
             None => literal("bookworm"),
             Some([only]) => literal(only),
+            Some(many) if attempted => literal(&many[0]),
             Some(many) => {
                 let msg = format!(
                     "the workspace declares several chroots; choose one with chroot = \"...\": {}",

@@ -146,6 +146,11 @@ pub fn own_cgroups() -> Vec<PathBuf> {
                 controllers
             };
             let (_, mount) = mounts.iter().find(|(k, _)| k == key)?;
+            // "/../.." : we were moved into a container's cgroup namespace without moving our
+            // cgroup (a command run in a machine); the namespace's root is as near as we get.
+            if path.starts_with("/..") {
+                return Some(mount.clone());
+            }
             Some(mount.join(path.trim_start_matches('/')))
         })
         .collect()

@@ -210,6 +210,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The backend asked for with `NSPAWN_BACKEND` cannot run here.
+    #[error("the {backend} backend cannot be used: {reason}")]
+    BackendUnavailable {
+        /// The backend asked for.
+        backend: String,
+        /// Why it is unavailable.
+        reason: String,
+    },
+
     /// The machine was already stopped, or its boot failed earlier.
     #[error("machine {machine} is not running: {reason}")]
     NotRunning {

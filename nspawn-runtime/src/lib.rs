@@ -4,7 +4,7 @@
 //! Users depend on the `nspawn` facade crate; this crate's public items are also the building
 //! blocks of a project's own xtask (see [`chroot::build`]).
 
-mod backend;
+pub mod backend;
 pub mod cgroup;
 pub mod chroot;
 pub mod config;
@@ -21,6 +21,7 @@ mod machine;
 pub mod notify;
 pub mod pidfd;
 pub mod privs;
+pub mod probe;
 pub mod registry;
 mod sharing;
 pub mod slots;

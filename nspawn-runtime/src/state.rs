@@ -77,8 +77,11 @@ pub struct Record {
     pub chroot: PathBuf,
     /// The ephemeral snapshot, when the chroot is a subvolume.
     pub snapshot: Option<PathBuf>,
-    /// The machine's cgroup directories.
+    /// The machine's cgroup directories (direct backend).
     pub cgroups: Vec<PathBuf>,
+    /// The machine's unit (systemd backend).
+    #[serde(default)]
+    pub unit: Option<String>,
     /// Left running on purpose (`NSPAWN_KEEP`); only `cargo xtask gc --kept` removes it.
     #[serde(default)]
     pub kept: bool,
@@ -187,6 +190,7 @@ mod tests {
             chroot: "/c/bookworm".into(),
             snapshot: Some("/c/.#machine.x".into()),
             cgroups: vec!["/sys/fs/cgroup/unified/nspawn-nspawn-1-abc".into()],
+            unit: None,
             kept: false,
         };
         let text = toml::to_string(&r).unwrap();

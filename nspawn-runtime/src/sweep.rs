@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::backend::systemd;
 use crate::cgroup;
 use crate::privs::ThreadRoot;
 use crate::state::{ProcessId, Record};
@@ -51,6 +52,7 @@ pub fn sweep(options: &Options) -> crate::Result<Vec<String>> {
     for dir in &chroot_dirs {
         removed.extend(stale_snapshots(dir));
     }
+    removed.extend(stale_registrations(&records));
     let live = live_machine_names();
     removed.extend(stale_propagate_dirs(&live));
     removed.extend(stale_cgroups(&live));
@@ -94,6 +96,12 @@ fn end_machine(r: &Record) -> Vec<String> {
             wait_gone(&r.nspawn, Duration::from_secs(5));
         }
         removed.push(format!("machine {} (nspawn {})", r.name, r.nspawn.pid));
+    }
+    if let Some(unit) = r.unit.as_deref().filter(|_| systemd::unit_loaded(&r.name)) {
+        let _ = std::process::Command::new("systemctl")
+            .args(["stop", unit])
+            .output();
+        removed.push(format!("unit {unit}"));
     }
     if let Some(snapshot) = r.snapshot.as_deref().filter(|s| s.exists()) {
         if storage::remove_tree(snapshot).is_ok() {
@@ -190,6 +198,36 @@ pub fn live_machine_names() -> Vec<String> {
                 .map(|n| String::from_utf8_lossy(n).into_owned())
                 .collect::<Vec<_>>()
         })
+        .collect()
+}
+
+/// Machines machined knows (systemd backend) that are ours, have no record and whose owner,
+/// by the PID in their name, is gone.
+fn stale_registrations(records: &[Record]) -> Vec<String> {
+    if systemd::available().is_err() {
+        return Vec::new();
+    }
+    let Ok(out) = std::process::Command::new("machinectl")
+        .args(["list", "--no-legend"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| is_ours(name) && !records.iter().any(|r| r.name == *name))
+        .filter(|name| {
+            let owner = name.split('-').nth(1).unwrap_or_default();
+            !Path::new("/proc").join(owner).exists()
+        })
+        .filter(|name| {
+            std::process::Command::new("machinectl")
+                .args(["terminate", name])
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|name| format!("machine {name} (machined)"))
         .collect()
 }
 

@@ -6,7 +6,7 @@ use std::process::{Command, ExitCode};
 use clap::{Parser, Subcommand};
 use nspawn_runtime::chroot::{self, Bootstrapper, BuildOptions, Outcome, Status};
 use nspawn_runtime::config::Workspace;
-use nspawn_runtime::{host, storage, sweep, Error};
+use nspawn_runtime::{backend, console, host, probe, slots, state, storage, sweep, Error};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +26,8 @@ enum Cmd {
     Test,
     /// Set up everything and run the example suite: the quick start's main job.
     Demo,
+    /// Report how machines will run here: backend, privileges, nspawn, chroots, limits.
+    Doctor,
     /// Remove what crashed test runs left: machines whose owner is dead, stale snapshots,
     /// propagate directories and cgroups.
     Gc {
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Cmd::Test => test(),
         Cmd::Demo => demo(),
         Cmd::Gc { kept } => gc(kept),
+        Cmd::Doctor => doctor(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -116,6 +119,60 @@ fn list(ws: &Workspace) -> Result<(), Error> {
             dir.join(&def.name).display()
         );
     }
+    Ok(())
+}
+
+fn doctor() -> Result<(), Error> {
+    match backend::selected() {
+        Ok((kind, why)) => println!("backend:    {kind} ({why})"),
+        Err(e) => println!("backend:    none: {e}"),
+    }
+    let who = match (host::is_root(), std::env::var("SUDO_USER")) {
+        (true, Ok(user)) => format!("root under sudo (tests will run as {user})"),
+        (true, Err(_)) => "root, not under sudo (tests run as root)".into(),
+        (false, _) => "not root: run tests with sudo -E cargo test".into(),
+    };
+    println!("privileges: {who}");
+    match probe::nspawn_version() {
+        Some(v) => println!(
+            "nspawn:     systemd-nspawn {v}{}",
+            if probe::nspawn_has_suppress_sync() {
+                ", --suppress-sync available"
+            } else {
+                ""
+            }
+        ),
+        None => println!("nspawn:     not installed (apt-get install systemd-container)"),
+    }
+    let ws = Workspace::from_env()?;
+    let dir = ws.chroots_dir();
+    println!("chroots:    {}", dir.display());
+    for def in ws.chroots()? {
+        let state = match chroot::status(&dir, &def) {
+            Status::Missing => "missing: cargo xtask make-chroots".to_string(),
+            Status::Ready(s) => format!("ready, {s}"),
+            Status::Outdated(s) => format!(
+                "outdated, {s}: cargo xtask make-chroots --force {}",
+                def.name
+            ),
+        };
+        println!("  {:<10} {state}", def.name);
+    }
+    let cap = slots::cap();
+    println!(
+        "inotify:    fs.inotify.max_user_instances = {}",
+        console::inotify_limit()
+    );
+    println!(
+        "cap:        {} machines at once ({})",
+        cap.machines, cap.reason
+    );
+    let records = state::Record::all();
+    let kept = records.iter().filter(|r| r.kept).count();
+    println!(
+        "machines:   {} running from tests, {kept} kept for debugging",
+        records.len() - kept
+    );
     Ok(())
 }
 

@@ -52,7 +52,9 @@ fn an_undeclared_name_lists_the_declared_ones() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("chroot \"jessie\" is not declared; declared chroots: bookworm, trixie"),
+        stderr.contains(
+            "chroot \"jessie\" is not declared; declared chroots: bookworm, host, trixie"
+        ),
         "{stderr}"
     );
 }

@@ -6,7 +6,6 @@
 //! to a log file. It is spawned from one long-lived thread with `PR_SET_PDEATHSIG`, so that it
 //! is told to shut down when the test process dies, however it dies.
 
-use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,62 +20,15 @@ use crate::notify::{Message, NotifySocket};
 use crate::pidfd::PidFd;
 use crate::privs::{self, ThreadRoot};
 use crate::state::{self, ProcessId, Record};
-use crate::storage::Storage;
 
-/// A bind mount into the machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bind {
-    /// Path on the host.
-    pub host: PathBuf,
-    /// Path in the machine.
-    pub guest: PathBuf,
-    /// Read-only.
-    pub read_only: bool,
-}
+use super::{nspawn_args, BootSpec};
 
-/// Everything needed to boot one machine.
-#[derive(Debug, Clone)]
-pub(crate) struct BootSpec {
-    pub chroot: String,
-    pub dir: PathBuf,
-    pub storage: Storage,
-    /// nspawn shuts down when the test process dies (not for machines kept for debugging).
-    pub tied_to_process: bool,
-    pub boot_timeout: Duration,
-    pub private_network: bool,
-    pub binds: Vec<Bind>,
-    pub env: Vec<(String, String)>,
-    pub extra_args: Vec<OsString>,
-}
-
-/// The `systemd-nspawn` command line for `spec`.
+/// The `systemd-nspawn` command line for `spec`: not registered with machined, in the
+/// caller's unit (there is none), readiness reported to us.
 pub(crate) fn nspawn_command(spec: &BootSpec, name: &str) -> Command {
     let mut cmd = Command::new("systemd-nspawn");
-    cmd.args([
-        "--quiet",
-        "--boot",
-        "--notify-ready=yes",
-        "--register=no",
-        "--keep-unit",
-    ]);
-    cmd.arg(format!("--machine={name}"));
-    cmd.arg(format!("--directory={}", spec.dir.display()));
-    match spec.storage {
-        Storage::Subvolume => cmd.arg("--ephemeral"),
-        // --volatile=overlay alone locks the tree: parallel boots of one chroot would hang.
-        Storage::Directory => cmd.args(["--volatile=overlay", "--read-only"]),
-    };
-    if spec.private_network {
-        cmd.arg("--private-network");
-    }
-    for b in &spec.binds {
-        let flag = if b.read_only { "--bind-ro" } else { "--bind" };
-        cmd.arg(format!("{flag}={}:{}", b.host.display(), b.guest.display()));
-    }
-    for (k, v) in &spec.env {
-        cmd.arg(format!("--setenv={k}={v}"));
-    }
-    cmd.args(&spec.extra_args);
+    cmd.args(["--register=no", "--keep-unit"]);
+    cmd.args(nspawn_args(spec, name));
     cmd
 }
 
@@ -111,6 +63,13 @@ pub(crate) fn boot(
         log: log.into(),
         tail: console::tail(log, 20).into(),
     };
+    if !spec.properties.is_empty() {
+        tracing::warn!(
+            machine = name,
+            "unit properties {:?} need the systemd backend; ignored",
+            spec.properties
+        );
+    }
     let notify = NotifySocket::bind(&runtime_dir()?, name)?;
     let cgroup = {
         let _root = ThreadRoot::acquire()?;
@@ -178,6 +137,7 @@ impl Proc {
             chroot: chroot.into(),
             snapshot,
             cgroups: self.cgroup.dirs().to_vec(),
+            unit: None,
             kept: false,
         }
     }
@@ -283,13 +243,6 @@ impl Running {
         self.proc.stop(Some(&self.leader), timeout)
     }
 
-    /// Kills the container's init without waiting, to stop many machines in parallel.
-    pub(crate) fn kill_leader(&self) {
-        if let Ok(_root) = ThreadRoot::acquire() {
-            let _ = self.leader.signal(libc::SIGKILL);
-        }
-    }
-
     /// The ownership record of this machine (see [`crate::state`]).
     pub(crate) fn record(&self, name: &str, chroot: &Path) -> Record {
         self.proc.record(name, chroot, Some(&self.leader))
@@ -374,6 +327,7 @@ fn spawn_supervised(
 mod tests {
     use super::*;
     use crate::host::command_line;
+    use crate::storage::Storage;
 
     fn spec(storage: Storage) -> BootSpec {
         BootSpec {
@@ -386,6 +340,8 @@ mod tests {
             binds: vec![],
             env: vec![],
             extra_args: vec![],
+            suppress_sync: false,
+            properties: vec![],
         }
     }
 
@@ -394,7 +350,7 @@ mod tests {
         let line = command_line(&nspawn_command(&spec(Storage::Subvolume), "nspawn-x"));
         assert_eq!(
             line,
-            "systemd-nspawn --quiet --boot --notify-ready=yes --register=no --keep-unit \
+            "systemd-nspawn --register=no --keep-unit --quiet --boot --notify-ready=yes \
              --machine=nspawn-x --directory=/c/bookworm --ephemeral"
         );
     }
@@ -403,7 +359,7 @@ mod tests {
     fn directories_boot_on_a_read_only_overlay_with_options() {
         let mut s = spec(Storage::Directory);
         s.private_network = true;
-        s.binds.push(Bind {
+        s.binds.push(crate::backend::Bind {
             host: "/h".into(),
             guest: "/g".into(),
             read_only: true,

@@ -1,0 +1,89 @@
+//! The systemd backend's tests. They run inside a container that boots systemd as PID 1 (the
+//! `host` chroot), started by `tests/systemd_backend.rs`; not by `cargo test` directly
+//! (`test = false`): on a host without systemd the backend cannot run.
+
+use std::process::Command;
+
+use nspawn::Machine;
+use nspawn_runtime::backend::{selected, Kind};
+
+fn host(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn auto_detection_picks_the_systemd_backend() {
+    let (kind, why) = selected().unwrap();
+    assert_eq!(kind, Kind::Systemd, "{why}");
+}
+
+mod registered {
+    use super::*;
+
+    #[nspawn::test(chroot = "bookworm")]
+    fn machinectl_lists_the_machine(m: &Machine) {
+        let list = host("machinectl list --no-legend");
+        assert!(list.contains(m.name()), "{list}");
+        assert_eq!(
+            host(&format!("machinectl show {} -p Leader --value", m.name())).trim(),
+            m.leader_pid().to_string()
+        );
+    }
+
+    #[nspawn::test(chroot = "bookworm")]
+    fn the_unit_has_the_blog_posts_properties(m: &Machine) {
+        let show = host(&format!(
+            "systemctl show {}.service -p Slice -p KillMode -p Type -p Delegate -p TasksMax -p WatchdogUSec",
+            m.name()
+        ));
+        for expected in [
+            "Slice=machine.slice",
+            "KillMode=mixed",
+            "Type=notify",
+            "Delegate=yes",
+            "TasksMax=16384",
+            "WatchdogUSec=3min",
+        ] {
+            assert!(show.contains(expected), "{expected} in {show}");
+        }
+    }
+
+    #[nspawn::test(chroot = "bookworm")]
+    fn commands_and_files_work(m: &Machine) -> nspawn::Result<()> {
+        assert_eq!(m.sh("cat /proc/1/comm")?, "systemd\n");
+        m.write("/root/shared", m.name())?;
+        assert_eq!(m.read_to_string("/root/shared")?, m.name());
+        Ok(())
+    }
+
+    #[nspawn::test(chroot = "bookworm")]
+    fn the_module_shares_one_machine(m: &Machine) {
+        m.write(format!("/root/seen-{}", std::process::id()), "")
+            .unwrap();
+        let seen = m.sh("ls /root | grep -c seen-").unwrap();
+        assert_eq!(seen.trim(), "1", "one process, one module, one machine");
+    }
+}
+
+mod fresh {
+    use super::*;
+
+    #[nspawn::test(chroot = "bookworm", scope = "test")]
+    fn a_machine_of_its_own(m: &Machine) {
+        assert!(host("machinectl list --no-legend").contains(m.name()));
+    }
+}
+
+mod hang {
+    use super::*;
+
+    /// Hangs when asked, for the SIGKILL test.
+    #[nspawn::test(chroot = "bookworm")]
+    fn hangs_when_asked(m: &Machine) {
+        if std::env::var_os("INNER_HANG").is_some() {
+            m.write("/root/hanging", "").unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(600));
+        }
+    }
+}
