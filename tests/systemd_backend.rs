@@ -98,9 +98,15 @@ fn forcing_a_backend_that_cannot_run_is_a_clear_error() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let bogus = run("docker");
-    assert!(bogus.contains("NSPAWN_BACKEND accepts \"direct\" or \"systemd\""), "{bogus}");
+    assert!(
+        bogus.contains("NSPAWN_BACKEND accepts \"direct\" or \"systemd\""),
+        "{bogus}"
+    );
     if std::fs::read_to_string("/proc/1/comm").unwrap().trim() != "systemd" {
         let forced = run("systemd");
-        assert!(forced.contains("the systemd backend cannot be used: PID 1 is"), "{forced}");
+        assert!(
+            forced.contains("the systemd backend cannot be used: PID 1 is"),
+            "{forced}"
+        );
     }
 }
