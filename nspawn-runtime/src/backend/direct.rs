@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::notify::{Message, NotifySocket};
 use crate::pidfd::PidFd;
 use crate::privs::{self, ThreadRoot};
-use crate::state::{self, ProcessId, Record};
+use crate::state::Record;
 
 use super::{nspawn_args, BootSpec};
 
@@ -56,13 +56,7 @@ pub(crate) fn boot(
     log: &Path,
     log_file: std::fs::File,
 ) -> Result<Running> {
-    let boot_error = |reason: String| Error::Boot {
-        machine: name.into(),
-        chroot: spec.chroot.clone(),
-        reason,
-        log: log.into(),
-        tail: console::tail(log, 20).into(),
-    };
+    let boot_error = |reason: String| spec.boot_error(name, log, reason);
     if !spec.properties.is_empty() {
         tracing::warn!(
             machine = name,
@@ -125,20 +119,9 @@ enum Failure {
 
 impl Proc {
     fn record(&self, name: &str, chroot: &Path, leader: Option<&PidFd>) -> Record {
-        let id = |pid: u32| ProcessId::of(pid).unwrap_or(ProcessId { pid, start: 0 });
-        let snapshot = ThreadRoot::acquire()
-            .ok()
-            .and_then(|_root| state::snapshot_of(self.nspawn.pid()));
         Record {
-            name: name.into(),
-            owner: id(std::process::id()),
-            nspawn: id(self.nspawn.pid()),
-            leader: leader.map_or(ProcessId { pid: 0, start: 0 }, |l| id(l.pid())),
-            chroot: chroot.into(),
-            snapshot,
             cgroups: self.cgroup.dirs().to_vec(),
-            unit: None,
-            kept: false,
+            ..super::record(name, chroot, &self.nspawn, leader)
         }
     }
 

@@ -54,6 +54,40 @@ pub(crate) struct BootSpec {
     pub properties: Vec<String>,
 }
 
+impl BootSpec {
+    /// A boot failure of machine `name`, with the console tail.
+    pub(crate) fn boot_error(&self, name: &str, log: &Path, reason: String) -> Error {
+        Error::Boot {
+            machine: name.into(),
+            chroot: self.chroot.clone(),
+            reason,
+            log: log.into(),
+            tail: crate::console::tail(log, 20).into(),
+        }
+    }
+}
+
+/// The ownership record of a machine (see [`crate::state`]); `leader` is unknown while it
+/// boots.
+pub(crate) fn record(name: &str, chroot: &Path, nspawn: &PidFd, leader: Option<&PidFd>) -> Record {
+    use crate::state::ProcessId;
+    let id = |pid: u32| ProcessId::of(pid).unwrap_or(ProcessId { pid, start: 0 });
+    let snapshot = crate::privs::ThreadRoot::acquire()
+        .ok()
+        .and_then(|_root| crate::state::snapshot_of(nspawn.pid()));
+    Record {
+        name: name.into(),
+        owner: id(std::process::id()),
+        nspawn: id(nspawn.pid()),
+        leader: leader.map_or(ProcessId { pid: 0, start: 0 }, |l| id(l.pid())),
+        chroot: chroot.into(),
+        snapshot,
+        cgroups: Vec::new(),
+        unit: None,
+        kept: false,
+    }
+}
+
 /// The nspawn arguments both backends share.
 pub(crate) fn nspawn_args(spec: &BootSpec, name: &str) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["--quiet", "--boot", "--notify-ready=yes"]

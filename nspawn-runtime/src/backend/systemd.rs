@@ -11,13 +11,12 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::console;
 use crate::error::{Error, Result};
 use crate::host;
 use crate::pidfd::PidFd;
 use crate::privs::{self, ThreadRoot};
 use crate::probe;
-use crate::state::{self, ProcessId, Record};
+use crate::state::Record;
 
 use super::{nspawn_args, BootSpec};
 
@@ -108,13 +107,7 @@ pub(crate) fn boot(
     log: &Path,
     _log_file: std::fs::File,
 ) -> Result<Running> {
-    let boot_error = |reason: String| Error::Boot {
-        machine: name.into(),
-        chroot: spec.chroot.clone(),
-        reason,
-        log: log.into(),
-        tail: console::tail(log, 20).into(),
-    };
+    let boot_error = |reason: String| spec.boot_error(name, log, reason);
     let out = as_root(
         &mut run_command(spec, name, log),
         spec.boot_timeout + Duration::from_secs(10),
@@ -192,20 +185,9 @@ impl Running {
     }
 
     pub(crate) fn record(&self, name: &str, chroot: &Path) -> Record {
-        let id = |pid: u32| ProcessId::of(pid).unwrap_or(ProcessId { pid, start: 0 });
-        let snapshot = ThreadRoot::acquire()
-            .ok()
-            .and_then(|_root| state::snapshot_of(self.nspawn.pid()));
         Record {
-            name: name.into(),
-            owner: id(std::process::id()),
-            nspawn: id(self.nspawn.pid()),
-            leader: id(self.leader.pid()),
-            chroot: chroot.into(),
-            snapshot,
-            cgroups: Vec::new(),
             unit: Some(format!("{name}.service")),
-            kept: false,
+            ..super::record(name, chroot, &self.nspawn, Some(&self.leader))
         }
     }
 
