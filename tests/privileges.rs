@@ -66,11 +66,16 @@ fn sudo_user_runs_test_code_unprivileged() {
     assert_eq!(std::fs::metadata(&created).unwrap().uid(), uid, "{report}");
 }
 
-/// Runs inside the re-executed binary only (see above).
+/// Puts the runtime's pre-`main` hook in this binary, as any `#[nspawn::test]` does.
+#[nspawn::test(chroot = "bookworm")]
+#[ignore = "only here for its pre-main hook"]
+fn links_the_pre_main_hook() {}
+
+/// Runs inside the re-executed binary only (see above). A plain `#[test]` that calls nothing
+/// of the runtime first: root was already dropped before `main`.
 #[test]
 #[ignore = "run by sudo_user_runs_test_code_unprivileged"]
 fn probe() {
-    nspawn::privs::init();
     let Some(dir) = std::env::var_os(PROBE_DIR) else {
         return;
     };

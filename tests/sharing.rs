@@ -144,3 +144,29 @@ fn sigint_mid_run_stops_the_machines_and_kills_the_process_with_sigint() {
     assert_eq!(Events::read(&log).stopped_at_exit(), vec![machine.clone()]);
     common::assert_nothing_left(&[machine]);
 }
+
+#[test]
+fn a_boot_failure_fails_every_test_of_the_module_after_one_attempt() {
+    let run = run_fixture(&["--ignored", "broken"], &[]);
+    let out = run.stdout();
+    assert_eq!(run.output.status.code(), Some(101), "{out}");
+    assert!(out.contains("test broken::first ... FAILED"), "{out}");
+    assert!(out.contains("test broken::second ... FAILED"), "{out}");
+    assert_eq!(
+        out.matches("did not boot").count(),
+        2,
+        "each test shows the boot error: {out}"
+    );
+    assert_eq!(out.matches("last console lines of").count(), 2, "{out}");
+    let attempts = run
+        .events
+        .lines
+        .iter()
+        .filter(|l| l.starts_with("module-boot-failed fixture::broken"))
+        .count();
+    assert_eq!(
+        attempts, 1,
+        "one boot attempt for the module: {:?}",
+        run.events.lines
+    );
+}

@@ -155,7 +155,13 @@ fn boot(info: &'static TestInfo) -> Phase {
             ));
             Phase::Up(Arc::new(machine))
         }
-        Err(e) => Phase::Failed(e.to_string().into()),
+        Err(e) => {
+            registry::event(&format!(
+                "module-boot-failed {} {}",
+                info.module, info.chroot
+            ));
+            Phase::Failed(e.to_string().into())
+        }
     }
 }
 

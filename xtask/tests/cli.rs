@@ -155,3 +155,81 @@ fn ctrl_c_during_a_build_leaves_no_chroot_and_no_partial_tree() {
         "nothing left mounted"
     );
 }
+
+/// The built chroot is usable as it is, before and without the runtime: plain systemd-nspawn
+/// runs a command in it.
+#[test]
+fn the_built_chroot_runs_a_command_under_plain_systemd_nspawn() {
+    use std::os::unix::process::CommandExt;
+    let chroot = workspace().join("test_chroots/bookworm");
+    // Without systemd on the host, nspawn puts its payload under our cgroup: give it its own.
+    let cgroup = nspawn_runtime::cgroup::MachineCgroup::create("nspawn-cli-plain");
+    let procs: Vec<PathBuf> = cgroup
+        .dirs()
+        .iter()
+        .map(|d| d.join("cgroup.procs"))
+        .collect();
+    let mut cmd = Command::new("systemd-nspawn");
+    cmd.args([
+        "--quiet",
+        "--register=no",
+        "--keep-unit",
+        "--console=pipe",
+        "--volatile=overlay",
+        "--read-only",
+    ])
+    .arg(format!("--directory={}", chroot.display()))
+    .args([
+        "--",
+        "/bin/sh",
+        "-c",
+        ". /etc/os-release; echo $VERSION_CODENAME; ls /lib/systemd/systemd",
+    ]);
+    // SAFETY: writes to cgroup files before exec; allocation is acceptable in a test.
+    unsafe {
+        cmd.pre_exec(move || {
+            procs.iter().for_each(|p| drop(std::fs::write(p, "0")));
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    cgroup.remove();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "bookworm\n/lib/systemd/systemd\n"
+    );
+}
+
+#[test]
+fn btrfs_image_puts_the_chroots_on_subvolumes() {
+    let ws = scratch_workspace("[workspace]\n[workspace.metadata.nspawn.chroots.bookworm]\n");
+    let chroots = ws.path().join("test_chroots");
+    let out = xtask()
+        .args(["make-chroots", "--btrfs-image", "2G"])
+        .env("NSPAWN_WORKSPACE", ws.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let storage = nspawn_runtime::storage::storage_of(&chroots.join("bookworm"));
+    let on_btrfs = nspawn_runtime::storage::is_btrfs(&chroots);
+    let _ = Command::new("umount").arg(&chroots).status();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        on_btrfs,
+        "the image is mounted on the chroots directory: {stderr}"
+    );
+    assert!(
+        stderr.contains("does not survive a reboot; remount it with: mount -o loop"),
+        "{stderr}"
+    );
+    assert_eq!(
+        storage,
+        nspawn_runtime::storage::Storage::Subvolume,
+        "{stderr}"
+    );
+}

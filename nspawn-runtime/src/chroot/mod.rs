@@ -66,11 +66,15 @@ pub fn write_cachedir_tag(dir: &Path) -> Result<()> {
 
 /// The directory of a chroot the runtime is asked to boot, checked to exist.
 ///
-/// `name` may also be a path (containing `/`) to any tree. `workspace` is a directory in the
-/// Cargo workspace; by default it is found from the environment.
+/// `name` may also be a path (containing `/`) to any tree, relative to `workspace` when given.
+/// `workspace` is a directory in the Cargo workspace; by default it is found from the
+/// environment.
 pub fn locate(name: &str, workspace: Option<&Path>) -> Result<PathBuf> {
     let path = if name.contains('/') {
-        PathBuf::from(name)
+        match workspace {
+            Some(dir) if Path::new(name).is_relative() => dir.join(name),
+            _ => PathBuf::from(name),
+        }
     } else {
         let ws = match workspace {
             Some(dir) => Workspace::discover(dir)?,
