@@ -88,19 +88,11 @@ pub fn run<R: Outcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R
 }
 
 fn run_alone<R: Outcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R) -> R {
-    let started = std::time::Instant::now();
-    let machine = boot(info).unwrap_or_else(|e| panic!("{e}"));
+    let machine = boot(info, &info.test_name()).unwrap_or_else(|e| panic!("{e}"));
     crate::registry::event(&format!(
         "test-boot {} {}",
         info.test_name(),
         machine.name()
-    ));
-    crate::registry::announce(&format!(
-        "booted {} ({}) for {} in {:.2} s",
-        machine.name(),
-        info.chroot,
-        info.test_name(),
-        started.elapsed().as_secs_f64()
     ));
     let result = catch_unwind(AssertUnwindSafe(|| body(&machine)));
     let failed = result.as_ref().map_or(true, Outcome::failed);
@@ -112,11 +104,19 @@ fn run_alone<R: Outcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) ->
     result.unwrap_or_else(|panic| resume_unwind(panic))
 }
 
-/// Boots the machine a test asks for.
-pub(crate) fn boot(info: &TestInfo) -> crate::Result<Machine> {
-    Machine::builder(info.chroot)
+/// Boots the machine a test asks for, saying so on stderr with the boot time.
+pub(crate) fn boot(info: &TestInfo, purpose: &str) -> crate::Result<Machine> {
+    let started = std::time::Instant::now();
+    let machine = Machine::builder(info.chroot)
         .workspace(info.manifest_dir)
-        .start()
+        .start()?;
+    crate::registry::announce(&format!(
+        "booted {} ({}) for {purpose} in {:.2} s",
+        machine.name(),
+        info.chroot,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(machine)
 }
 
 /// A boot error shared by every test that needed the machine.

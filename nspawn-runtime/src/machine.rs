@@ -506,10 +506,10 @@ impl Machine {
             return;
         };
         registry::unregister(&self.name);
-        let mut record = running.record(&self.name, Path::new(""));
-        if let Some(saved) = Record::all().into_iter().find(|r| r.name == self.name) {
-            record = saved;
-        }
+        let mut record = Record::all()
+            .into_iter()
+            .find(|r| r.name == self.name)
+            .unwrap_or_else(|| running.record(&self.name, Path::new("")));
         record.kept = true;
         let _ = record.save();
         drop(running);

@@ -246,23 +246,3 @@ impl Drop for RootGuard {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn thread_root_is_per_thread() {
-        // Without a drop there is nothing to observe; the sudo integration test covers it.
-        if init() == Mode::Unprivileged {
-            assert!(ThreadRoot::acquire().is_err());
-            return;
-        }
-        let before = Uid::effective();
-        {
-            let _g = ThreadRoot::acquire().unwrap();
-            assert!(Uid::effective().is_root());
-        }
-        assert_eq!(Uid::effective(), before);
-    }
-}

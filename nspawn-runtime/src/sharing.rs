@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
-use std::time::Instant;
 
 use crate::filter::Filter;
 use crate::harness::{self, Scope, SharedError, TestInfo};
@@ -137,21 +136,13 @@ impl Lease {
 }
 
 fn boot(info: &'static TestInfo) -> Phase {
-    let started = Instant::now();
-    match harness::boot(info) {
+    match harness::boot(info, info.module) {
         Ok(machine) => {
             registry::event(&format!(
                 "module-boot {} {} {}",
                 info.module,
                 info.chroot,
                 machine.name()
-            ));
-            registry::announce(&format!(
-                "booted {} ({}) for {} in {:.2} s",
-                machine.name(),
-                info.chroot,
-                info.module,
-                started.elapsed().as_secs_f64()
             ));
             Phase::Up(Arc::new(machine))
         }

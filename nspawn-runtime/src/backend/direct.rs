@@ -260,15 +260,18 @@ fn spawn_supervised(
     cgroup: &MachineCgroup,
     tied: bool,
 ) -> std::io::Result<Child> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnJob>>> = OnceLock::new();
+    static SPAWNER: OnceLock<Option<Mutex<mpsc::Sender<SpawnJob>>>> = OnceLock::new();
     let sender = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<SpawnJob>();
         std::thread::Builder::new()
             .name("nspawn-spawner".into())
             .spawn(move || rx.into_iter().for_each(|job| job()))
-            .expect("spawning the nspawn spawner thread");
-        Mutex::new(tx)
+            .ok()
+            .map(|_| Mutex::new(tx))
     });
+    let sender = sender
+        .as_ref()
+        .ok_or_else(|| std::io::Error::other("could not start the thread that spawns nspawn"))?;
     let regain = privs::child_needs_root();
     let enter_cgroup = cgroup.child_hook();
     let parent = std::process::id() as libc::pid_t;
