@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use nspawn::Machine;
 use nspawn_runtime::cgroup::MachineCgroup;
 use nspawn_runtime::pidfd::PidFd;
@@ -454,7 +457,7 @@ mod overhead {
 
     /// 8 modules x 5 tests, each running one command, against booting 8 raw machines.
     pub fn suite(chroot: &Path) {
-        let bin = suite_binary();
+        let bin = common::test_binary_with("suite8x5", &["--release"]);
         let (out, wall) = time(|| {
             Command::new(&bin)
                 .env("NSPAWN_QUIET", "1")
@@ -478,33 +481,5 @@ mod overhead {
             raw_total.as_secs_f64(),
             wall.as_secs_f64() / raw_total.as_secs_f64()
         );
-    }
-
-    fn suite_binary() -> PathBuf {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = Command::new(cargo)
-            .args([
-                "test",
-                "--release",
-                "--test",
-                "suite8x5",
-                "--no-run",
-                "--message-format=json",
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["target"]["name"] == "suite8x5")
-            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
-            .unwrap()
     }
 }

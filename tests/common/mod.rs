@@ -150,9 +150,15 @@ pub fn fixture_binary() -> PathBuf {
 
 /// Builds a `test = false` test target of this package and returns its binary.
 pub fn test_binary(name: &str) -> PathBuf {
+    test_binary_with(name, &[])
+}
+
+/// [`test_binary`] with more cargo arguments, e.g. `--release`.
+pub fn test_binary_with(name: &str, cargo_args: &[&str]) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
         .args(["test", "--test", name, "--no-run", "--message-format=json"])
+        .args(cargo_args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();

@@ -316,19 +316,7 @@ mod tests {
     use crate::storage::Storage;
 
     fn spec(storage: Storage) -> BootSpec {
-        BootSpec {
-            chroot: "bookworm".into(),
-            dir: "/c/bookworm".into(),
-            storage,
-            tied_to_process: true,
-            boot_timeout: Duration::from_secs(60),
-            private_network: false,
-            binds: vec![],
-            env: vec![],
-            extra_args: vec![],
-            suppress_sync: false,
-            properties: vec![],
-        }
+        BootSpec::example(storage)
     }
 
     #[test]

@@ -67,6 +67,26 @@ impl BootSpec {
     }
 }
 
+#[cfg(test)]
+impl BootSpec {
+    /// A spec for command-line tests: bookworm at `/c/bookworm`, default options.
+    pub(crate) fn example(storage: Storage) -> BootSpec {
+        BootSpec {
+            chroot: "bookworm".into(),
+            dir: "/c/bookworm".into(),
+            storage,
+            tied_to_process: true,
+            boot_timeout: Duration::from_secs(60),
+            private_network: false,
+            binds: vec![],
+            env: vec![],
+            extra_args: vec![],
+            suppress_sync: false,
+            properties: vec![],
+        }
+    }
+}
+
 /// The ownership record of a machine (see [`crate::state`]); `leader` is unknown while it
 /// boots.
 pub(crate) fn record(name: &str, chroot: &Path, nspawn: &PidFd, leader: Option<&PidFd>) -> Record {

@@ -243,19 +243,8 @@ mod tests {
 
     #[test]
     fn the_unit_carries_the_blog_posts_properties() {
-        let spec = BootSpec {
-            chroot: "bookworm".into(),
-            dir: "/c/bookworm".into(),
-            storage: Storage::Subvolume,
-            tied_to_process: true,
-            boot_timeout: Duration::from_secs(60),
-            private_network: false,
-            binds: vec![],
-            env: vec![],
-            extra_args: vec![],
-            suppress_sync: false,
-            properties: vec!["CPUWeight=50".into()],
-        };
+        let mut spec = BootSpec::example(Storage::Subvolume);
+        spec.properties.push("CPUWeight=50".into());
         let line = host::command_line(&run_command(&spec, "nspawn-1-a", Path::new("/l/x.log")));
         assert!(line.starts_with("systemd-run --unit=nspawn-1-a --collect --quiet --property=KillMode=mixed --property=Type=notify \
              --property=RestartForceExitStatus=133 --property=SuccessExitStatus=133 --property=Slice=machine.slice \
