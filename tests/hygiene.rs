@@ -134,7 +134,7 @@ fn orphan_alive(child: &std::process::Child) -> bool {
 }
 
 /// A raw nspawn machine, as a crashed run would have left it, with a record naming an owner
-/// that is dead.
+/// that is dead. Planted names carry PID 4194305, above the kernel's limit: never alive.
 fn plant_orphan(name: &str) -> std::process::Child {
     let dead = {
         let mut c = Command::new("true").spawn().unwrap();
@@ -192,7 +192,7 @@ fn plant_orphan(name: &str) -> std::process::Child {
 fn the_sweep_removes_leftovers_of_dead_owners_only() {
     let live = Machine::start("bookworm").unwrap();
     let _root = nspawn::privs::root().unwrap();
-    let mut orphan = plant_orphan("nspawn-1-orphan01");
+    let mut orphan = plant_orphan("nspawn-4194305-orphan01");
     let chroots = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let stale = chroots.path().join(".#machine.stale");
     std::fs::create_dir(&stale).unwrap();
@@ -213,9 +213,9 @@ fn the_sweep_removes_leftovers_of_dead_owners_only() {
         unsafe { libc::fcntl(lock.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) },
         0
     );
-    let propagate = Path::new("/run/systemd/nspawn/propagate/nspawn-1-stale02");
+    let propagate = Path::new("/run/systemd/nspawn/propagate/nspawn-4194305-stale02");
     std::fs::create_dir_all(propagate).unwrap();
-    let cgroups = MachineCgroup::create("nspawn-1-stale03");
+    let cgroups = MachineCgroup::create("nspawn-4194305-stale03");
 
     let removed = sweep::sweep(&sweep::Options {
         chroot_dirs: vec![chroots.path().into()],
@@ -226,7 +226,7 @@ fn the_sweep_removes_leftovers_of_dead_owners_only() {
     // Tests of this binary run fixture processes meanwhile, and each sweeps when it starts:
     // a planted leftover may be gone before our sweep looks. It must be gone either way.
     assert!(
-        text.contains("machine nspawn-1-orphan01") || !orphan_alive(&orphan),
+        text.contains("machine nspawn-4194305-orphan01") || !orphan_alive(&orphan),
         "{text}"
     );
     assert!(
@@ -235,7 +235,7 @@ fn the_sweep_removes_leftovers_of_dead_owners_only() {
     );
     orphan.wait().unwrap();
     assert_eq!(
-        common::leftovers_of("nspawn-1-orphan01"),
+        common::leftovers_of("nspawn-4194305-orphan01"),
         Vec::<String>::new()
     );
     assert!(!stale.exists() && !propagate.exists());

@@ -56,6 +56,7 @@ pub fn sweep(options: &Options) -> crate::Result<Vec<String>> {
     let live = live_machine_names();
     removed.extend(stale_propagate_dirs(&live));
     removed.extend(stale_cgroups(&live));
+    removed.extend(stale_notify_sockets(&live));
     Ok(removed)
 }
 
@@ -216,11 +217,7 @@ fn stale_registrations(records: &[Record]) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|name| is_ours(name) && !records.iter().any(|r| r.name == *name))
-        .filter(|name| {
-            let owner = name.split('-').nth(1).unwrap_or_default();
-            !Path::new("/proc").join(owner).exists()
-        })
+        .filter(|name| is_orphan(name, &[]) && !records.iter().any(|r| r.name == *name))
         .filter(|name| {
             std::process::Command::new("machinectl")
                 .args(["terminate", name])
@@ -235,17 +232,44 @@ fn is_ours(name: &str) -> bool {
     name.starts_with("nspawn-")
 }
 
+/// Whether a machine name (`nspawn-<owner pid>-<id>`) is ours, not running, and its owner gone.
+/// The owner check matters: a live run creates a machine's cgroup and propagate directory
+/// before its nspawn has started, and those must not be swept from under it.
+fn is_orphan(name: &str, live: &[String]) -> bool {
+    let owner = name.split('-').nth(1).unwrap_or_default();
+    let owner_alive = owner
+        .parse::<u32>()
+        .is_ok_and(|pid| Path::new("/proc").join(pid.to_string()).exists());
+    is_ours(name) && !owner_alive && !live.iter().any(|l| l == name)
+}
+
 fn stale_propagate_dirs(live: &[String]) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(PROPAGATE) else {
         return Vec::new();
     };
     entries
         .flatten()
+        .filter(|e| is_orphan(&e.file_name().to_string_lossy(), live))
+        .filter(|e| storage::remove_tree(&e.path()).is_ok())
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+/// Notify sockets (`<tmp>/nspawn-rs-<uid>/<machine>.notify`) of runs that were killed.
+fn stale_notify_sockets(live: &[String]) -> Vec<String> {
+    let Ok(dirs) = std::fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    dirs.flatten()
+        .filter(|d| d.file_name().to_string_lossy().starts_with("nspawn-rs-"))
+        .filter_map(|d| std::fs::read_dir(d.path()).ok())
+        .flat_map(|entries| entries.flatten())
         .filter(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            is_ours(&name) && !live.contains(&name)
+            name.strip_suffix(".notify")
+                .is_some_and(|machine| is_orphan(machine, live))
         })
-        .filter(|e| storage::remove_tree(&e.path()).is_ok())
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
         .map(|e| e.path().display().to_string())
         .collect()
 }
@@ -261,8 +285,7 @@ fn stale_cgroups(live: &[String]) -> Vec<String> {
             let Some(machine) = name.strip_prefix("nspawn-") else {
                 continue;
             };
-            let busy = live.iter().any(|l| l == machine) || cgroup::is_populated_dir(&entry.path());
-            if is_ours(machine) && !busy {
+            if is_orphan(machine, live) && !cgroup::is_populated_dir(&entry.path()) {
                 cgroup::remove_tree(&entry.path());
                 removed.push(entry.path().display().to_string());
             }
