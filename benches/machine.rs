@@ -225,7 +225,7 @@ struct Btrfs(tempfile::TempDir);
 
 impl Btrfs {
     fn new(source: &Path) -> Btrfs {
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let dir = common::scratch_dir();
         let (img, mnt) = (dir.path().join("img"), dir.path().join("mnt"));
         std::fs::create_dir(&mnt).unwrap();
         let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");

@@ -15,8 +15,9 @@ use nspawn_runtime::state::{ProcessId, Record};
 use nspawn_runtime::sweep;
 
 fn run(bin: &Path, args: &[&str], env: &[(&str, &str)], log: &Path) -> Output {
-    Command::new(bin)
-        .args(args)
+    let mut cmd = Command::new(bin);
+    nspawn::privs::start_as_root(&mut cmd);
+    cmd.args(args)
         .env("NSPAWN_EVENT_LOG", log)
         .envs(env.iter().copied())
         .output()
@@ -25,7 +26,7 @@ fn run(bin: &Path, args: &[&str], env: &[(&str, &str)], log: &Path) -> Output {
 
 #[test]
 fn two_concurrent_runs_both_pass_and_neither_sweeps_the_other() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = common::scratch_dir();
     let bin = common::fixture_binary();
     let logs = [dir.path().join("a"), dir.path().join("b")];
     let runs: Vec<Output> = std::thread::scope(|s| {
@@ -56,7 +57,7 @@ fn two_concurrent_runs_both_pass_and_neither_sweeps_the_other() {
 
 #[test]
 fn a_low_cap_is_never_exceeded_and_does_not_deadlock() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = common::scratch_dir();
     let log = dir.path().join("events");
     let bin = common::test_binary("suite8x5");
     let out = run(
@@ -79,7 +80,7 @@ fn a_low_cap_is_never_exceeded_and_does_not_deadlock() {
 
 #[test]
 fn failed_machines_are_kept_when_asked_and_removed_by_gc() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = common::scratch_dir();
     let log = dir.path().join("events");
     let out = run(
         &common::fixture_binary(),
@@ -193,7 +194,7 @@ fn the_sweep_removes_leftovers_of_dead_owners_only() {
     let live = Machine::start("bookworm").unwrap();
     let _root = nspawn::privs::root().unwrap();
     let mut orphan = plant_orphan("nspawn-4194305-orphan01");
-    let chroots = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let chroots = common::scratch_dir();
     let stale = chroots.path().join(".#machine.stale");
     std::fs::create_dir(&stale).unwrap();
     std::fs::write(chroots.path().join(".#.#machine.stale.lck"), "").unwrap();

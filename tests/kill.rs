@@ -46,7 +46,7 @@ struct Case {
 }
 
 fn start(end: End, chroots: &Path) -> Case {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = common::scratch_dir();
     let log = dir.path().join("events");
     let mut cmd = match end {
         End::NextestTimeout => {
@@ -76,6 +76,7 @@ fn start(end: End, chroots: &Path) -> Case {
             c
         }
     };
+    nspawn::privs::start_as_root(&mut cmd);
     let child = cmd
         .env("FIXTURE_HANG", "1")
         .env("NSPAWN_EVENT_LOG", &log)

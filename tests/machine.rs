@@ -117,7 +117,7 @@ fn files_go_in_and_out() {
     m.run(["ln", "-s", "/etc/os-release", "/tmp/link"]).unwrap();
     assert!(m.read_to_string("/tmp/link").unwrap().contains("bookworm"));
 
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = common::scratch_dir();
     let script = dir.path().join("script.sh");
     std::fs::write(&script, "#!/bin/sh\necho from-host\n").unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -164,7 +164,7 @@ fn machines_are_isolated_from_each_other_and_from_the_chroot() {
 
 #[test]
 fn builder_options_reach_the_machine() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = common::scratch_dir();
     std::fs::write(dir.path().join("shared"), "from the host").unwrap();
     let m = Machine::builder(CHROOT)
         .private_network(true)
@@ -203,7 +203,7 @@ fn a_missing_chroot_names_the_xtask() {
 
 #[test]
 fn a_tree_without_systemd_fails_to_boot_with_the_console_tail() {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = common::scratch_dir();
     let tree = dir.path().join("broken");
     std::fs::create_dir_all(tree.join("usr/lib")).unwrap();
     std::fs::create_dir_all(tree.join("etc")).unwrap();

@@ -39,7 +39,7 @@ fn sudo_user_runs_test_code_unprivileged() {
         assert!(status.success());
     }
     let (uid, gid) = (id("-u"), id("-g"));
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = common::scratch_dir();
     std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
     let out = Command::new(std::env::current_exe().unwrap())
         .args([

@@ -22,9 +22,11 @@ impl Run {
 }
 
 fn fixture(args: &[&str], env: &[(&str, &str)]) -> (Child, PathBuf, tempfile::TempDir) {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let dir = common::scratch_dir();
     let log = dir.path().join("events");
-    let child = Command::new(common::fixture_binary())
+    let mut cmd = Command::new(common::fixture_binary());
+    nspawn::privs::start_as_root(&mut cmd);
+    let child = cmd
         .args(args)
         .env("NSPAWN_EVENT_LOG", &log)
         .envs(env.iter().copied())

@@ -89,7 +89,9 @@ fn sigkill_of_the_test_process_leaves_no_unit_machine_or_snapshot() {
 #[test]
 fn forcing_a_backend_that_cannot_run_is_a_clear_error() {
     let run = |backend: &str| {
-        let out = std::process::Command::new(common::fixture_binary())
+        let mut cmd = std::process::Command::new(common::fixture_binary());
+        nspawn::privs::start_as_root(&mut cmd);
+        let out = cmd
             .args(["--exact", "alpha::one"])
             .env("NSPAWN_BACKEND", backend)
             .output()

@@ -148,6 +148,25 @@ pub(crate) fn regain_in_child(needed: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Makes `cmd` start its program as root, with root regained in the forked child only.
+///
+/// A dropped process's children cannot regain root (exec resets the saved uid), so a test
+/// that starts another test binary, or any program that boots machines, needs this. The
+/// program sees `SUDO_UID` and drops again itself if it uses nspawn.
+///
+/// ```no_run
+/// let mut cmd = std::process::Command::new("target/debug/deps/my_suite-0123");
+/// nspawn_runtime::privs::start_as_root(&mut cmd);
+/// let status = cmd.status()?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn start_as_root(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let regain = child_needs_root();
+    // SAFETY: the hook makes raw system calls only.
+    unsafe { cmd.pre_exec(move || regain_in_child(regain)) };
+}
+
 /// Whether forked children must regain root (see [`regain_in_child`]).
 pub(crate) fn child_needs_root() -> bool {
     matches!(init(), Mode::Dropped { .. })
@@ -176,6 +195,8 @@ impl ThreadRoot {
                 action: "accessing a machine".into(),
                 command: "sudo -E cargo test".into(),
             }),
+            // Already root (inside a `root()` guard): nothing to take, nothing to give back.
+            Mode::Dropped { .. } if Uid::effective().is_root() => Ok(ThreadRoot { restore: None }),
             Mode::Dropped { uid, gid } => {
                 // SAFETY: raw calls change the calling thread's credentials only.
                 let res = unsafe {

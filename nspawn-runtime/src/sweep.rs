@@ -53,6 +53,7 @@ pub fn sweep(options: &Options) -> crate::Result<Vec<String>> {
         removed.extend(stale_snapshots(dir));
     }
     removed.extend(stale_registrations(&records));
+    removed.extend(stale_processes(&Record::all()));
     let live = live_machine_names();
     removed.extend(stale_propagate_dirs(&live));
     removed.extend(stale_cgroups(&live));
@@ -180,26 +181,45 @@ fn is_locked(path: &Path) -> bool {
 
 /// Names of machines some process is running (`--machine=<name>` on a command line).
 pub fn live_machine_names() -> Vec<String> {
+    live_machines().into_iter().map(|(name, _)| name).collect()
+}
+
+/// Machines some process is running, with that process's PID.
+fn live_machines() -> Vec<(String, u32)> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     procs
         .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .flat_map(|cmdline| {
-            cmdline
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, std::fs::read(format!("/proc/{pid}/cmdline")).ok()?)))
+        .filter_map(|(pid, cmdline)| {
+            let name = cmdline
                 .split(|b| *b == 0)
-                .filter_map(|arg| arg.strip_prefix(b"--machine="))
-                .map(|n| String::from_utf8_lossy(n).into_owned())
-                .collect::<Vec<_>>()
+                .find_map(|arg| arg.strip_prefix(b"--machine="))?;
+            Some((String::from_utf8_lossy(name).into_owned(), pid))
         })
         .collect()
+}
+
+/// nspawn processes of ours with no record whose owner is dead (a record can be lost, e.g.
+/// overwritten): asked to stop with SIGTERM, which lets nspawn remove its snapshot.
+fn stale_processes(records: &[Record]) -> Vec<String> {
+    let mut removed = Vec::new();
+    for (name, pid) in live_machines() {
+        if records.iter().any(|r| r.name == name) || !is_orphan(&name, &[]) {
+            continue;
+        }
+        let Some(process) = ProcessId::of(pid) else {
+            continue;
+        };
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        if !wait_gone(&process, Duration::from_secs(5)) {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        removed.push(format!("machine {name} (nspawn {pid}, no record)"));
+    }
+    removed
 }
 
 /// Machines machined knows (systemd backend) that are ours, have no record and whose owner,

@@ -4,6 +4,18 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A temporary directory anyone may write to: under `sudo -E cargo test` the test process
+/// and the fixture processes it starts run as the invoking user, and some helpers as root.
+pub fn scratch_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("nspawn-test-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
+}
+
 /// The workspace's chroots directory, as the runtime sees it.
 pub fn chroots_dir() -> PathBuf {
     std::env::var_os("NSPAWN_CHROOTS_DIR")
@@ -156,7 +168,10 @@ pub fn test_binary(name: &str) -> PathBuf {
 /// [`test_binary`] with more cargo arguments, e.g. `--release`.
 pub fn test_binary_with(name: &str, cargo_args: &[&str]) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = std::process::Command::new(cargo)
+    let mut cmd = std::process::Command::new(cargo);
+    // Under sudo, cargo and the target directory belong to root.
+    nspawn::privs::start_as_root(&mut cmd);
+    let out = cmd
         .args(["test", "--test", name, "--no-run", "--message-format=json"])
         .args(cargo_args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -210,7 +225,7 @@ pub struct BtrfsCopy {
 
 impl BtrfsCopy {
     pub fn new() -> BtrfsCopy {
-        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let dir = scratch_dir();
         let (img, mnt) = (dir.path().join("img"), dir.path().join("mnt"));
         std::fs::create_dir(&mnt).unwrap();
         sh(Command::new("fallocate").args(["-l", "1G"]).arg(&img));
