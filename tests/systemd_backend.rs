@@ -45,7 +45,7 @@ fn the_backend_suite_passes_inside_a_systemd_host_and_cleans_up() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{report}");
-    assert!(report.contains("7 passed"), "{report}");
+    assert!(report.contains("8 passed"), "{report}");
     assert_eq!(
         ours_left(&host),
         "",

@@ -87,3 +87,41 @@ mod hang {
         }
     }
 }
+
+/// A machine registered with machined as this backend starts them, with no record, named for
+/// an owner that cannot be alive (PID 4194305 is above the kernel's limit): a sweep ends it.
+#[test]
+fn the_sweep_terminates_registered_machines_of_dead_owners() {
+    let name = "nspawn-4194305-machined";
+    let chroot = format!("{}/test_chroots/bookworm", env!("CARGO_MANIFEST_DIR"));
+    let started = Command::new("systemd-run")
+        .args([
+            &format!("--unit={name}"),
+            "--collect",
+            "--quiet",
+            "--property=Type=notify",
+        ])
+        .args([
+            "systemd-nspawn",
+            "--quiet",
+            "--boot",
+            "--notify-ready=yes",
+            "--volatile=overlay",
+            "--read-only",
+        ])
+        .args([format!("--directory={chroot}"), format!("--machine={name}")])
+        .status()
+        .unwrap();
+    assert!(started.success());
+    assert!(host("machinectl list --no-legend").contains(name));
+    // Other tests of this process sweep when they boot; whichever sweep it is, it must go.
+    let removed = nspawn_runtime::sweep::sweep(&Default::default()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while host("machinectl list --no-legend").contains(name) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still registered; the sweep said {removed:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

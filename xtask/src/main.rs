@@ -196,7 +196,7 @@ fn gc(kept: bool) -> Result<(), Error> {
 }
 
 fn test() -> Result<(), Error> {
-    setup()?;
+    setup(&[])?;
     cargo(&["fmt", "--all", "--check"])?;
     cargo(&[
         "clippy",
@@ -209,13 +209,16 @@ fn test() -> Result<(), Error> {
     cargo(&["test", "--workspace"])
 }
 
+/// The chroots the example suite boots.
+const DEMO_CHROOTS: &[&str] = &["bookworm", "trixie"];
+
 fn demo() -> Result<(), Error> {
-    setup()?;
+    setup(DEMO_CHROOTS)?;
     cargo(&["test", "--package", "provisioning-example"])
 }
 
-/// Host packages and chroots: everything the tests need.
-fn setup() -> Result<(), Error> {
+/// Host packages and chroots (the named ones, or all declared): everything the tests need.
+fn setup(chroots: &[&str]) -> Result<(), Error> {
     if !host::is_root() {
         return Err(not_root("setting up"));
     }
@@ -224,6 +227,7 @@ fn setup() -> Result<(), Error> {
         eprintln!("{m}")
     })?;
     make_chroots(&MakeChroots {
+        names: chroots.iter().map(|c| c.to_string()).collect(),
         jobs: 2,
         ..MakeChroots::default()
     })
