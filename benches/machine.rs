@@ -220,44 +220,6 @@ fn bench_storage(label: &str, dir: &Path) {
     row("stop to gone", &Stats(ours_stop), Some(&Stats(raw_stop)));
 }
 
-/// A loop-mounted btrfs holding a subvolume copy of the chroot, removed on drop.
-struct Btrfs(tempfile::TempDir);
-
-impl Btrfs {
-    fn new(source: &Path) -> Btrfs {
-        let dir = common::scratch_dir();
-        let (img, mnt) = (dir.path().join("img"), dir.path().join("mnt"));
-        std::fs::create_dir(&mnt).unwrap();
-        let ok = |c: &mut Command| assert!(c.status().unwrap().success(), "{c:?}");
-        ok(Command::new("fallocate").args(["-l", "1G"]).arg(&img));
-        ok(Command::new("mkfs.btrfs").arg("-q").arg(&img));
-        ok(Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&img)
-            .arg(&mnt));
-        let b = Btrfs(dir);
-        ok(Command::new("btrfs")
-            .args(["-q", "subvolume", "create"])
-            .arg(b.chroot()));
-        ok(Command::new("cp")
-            .arg("-a")
-            .arg(format!("{}/.", source.display()))
-            .arg(b.chroot()));
-        b
-    }
-    fn chroot(&self) -> PathBuf {
-        self.0.path().join("mnt/chroot")
-    }
-}
-
-impl Drop for Btrfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg(self.0.path().join("mnt"))
-            .status();
-    }
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
@@ -274,7 +236,7 @@ fn main() {
     }
     let chroot = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_chroots/bookworm");
     bench_storage("bookworm, plain directory (read-only overlay)", &chroot);
-    let btrfs = Btrfs::new(&chroot);
+    let btrfs = common::BtrfsCopy::new();
     bench_storage(
         "bookworm, btrfs subvolume (ephemeral snapshot)",
         &btrfs.chroot(),

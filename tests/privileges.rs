@@ -55,11 +55,7 @@ fn sudo_user_runs_test_code_unprivileged() {
         .env(PROBE_DIR, dir.path())
         .output()
         .unwrap();
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = common::report(&out);
     assert!(out.status.success(), "{report}");
     assert!(report.contains("1 passed"), "{report}");
     let created = dir.path().join("by-the-test-body");

@@ -39,11 +39,7 @@ fn the_backend_suite_passes_inside_a_systemd_host_and_cleans_up() {
         .timeout(Duration::from_secs(300))
         .output()
         .unwrap();
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = common::report(&out);
     assert!(out.status.success(), "{report}");
     assert!(report.contains("8 passed"), "{report}");
     assert_eq!(

@@ -16,6 +16,15 @@ pub fn scratch_dir() -> tempfile::TempDir {
     dir
 }
 
+/// A finished program's output, stdout then stderr, for assertion messages.
+pub fn report(out: &std::process::Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// The workspace's chroots directory, as the runtime sees it.
 pub fn chroots_dir() -> PathBuf {
     std::env::var_os("NSPAWN_CHROOTS_DIR")
