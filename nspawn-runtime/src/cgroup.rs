@@ -54,11 +54,6 @@ impl MachineCgroup {
             .map(PathBuf::as_path)
     }
 
-    /// Whether any process is still in the machine's cgroups.
-    pub fn is_populated(&self) -> bool {
-        self.dirs.iter().any(|d| is_populated_dir(d))
-    }
-
     /// Kills every process of the machine (cgroup v2 `cgroup.kill`). Returns false when the
     /// kernel lacks it.
     pub fn kill_all(&self) -> bool {

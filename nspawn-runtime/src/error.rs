@@ -156,7 +156,10 @@ pub enum Error {
     },
 
     /// A program to run inside the machine does not exist there.
-    #[error("`{program}` was not found in machine {machine} (PATH={path})")]
+    #[error(
+        "`{program}` was not found in machine {machine} (PATH={path}); add its package to the \
+         chroot's `include`, or install it in the test first"
+    )]
     ProgramNotFound {
         /// Machine name.
         machine: String,

@@ -216,9 +216,9 @@ impl<'m> Command<'m> {
                     let _ = pipe.write_all(&bytes);
                 })
             });
-        let watchdog = self.timeout.map(|t| Watchdog::arm(&child, t));
+        let timer = self.timeout.map(|t| KillTimer::arm(&child, t));
         let output = child.wait_with_output();
-        let timed_out = watchdog.is_some_and(Watchdog::disarm);
+        let timed_out = timer.is_some_and(KillTimer::disarm);
         if let Some(f) = feeder {
             let _ = f.join();
         }
@@ -238,13 +238,13 @@ impl<'m> Command<'m> {
 }
 
 /// Kills a child that outlives its timeout.
-struct Watchdog {
+struct KillTimer {
     cancel: mpsc::Sender<()>,
     thread: std::thread::JoinHandle<bool>,
 }
 
-impl Watchdog {
-    fn arm(child: &std::process::Child, timeout: Duration) -> Watchdog {
+impl KillTimer {
+    fn arm(child: &std::process::Child, timeout: Duration) -> KillTimer {
         let pidfd = PidFd::open(child.id()).ok();
         let (cancel, cancelled) = mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -255,10 +255,10 @@ impl Watchdog {
             let _root = privs::ThreadRoot::acquire();
             pidfd.is_some_and(|p| p.signal(libc::SIGKILL).is_ok())
         });
-        Watchdog { cancel, thread }
+        KillTimer { cancel, thread }
     }
 
-    /// Stops the watchdog; true if it had fired.
+    /// Stops the timer; true if it had fired.
     fn disarm(self) -> bool {
         let _ = self.cancel.send(());
         self.thread.join().unwrap_or(false)

@@ -64,7 +64,7 @@ pub fn registered() -> impl Iterator<Item = &'static TestInfo> {
 }
 
 /// Runs before `main` (the macro puts it in `.init_array`): becomes the watchdog in a
-/// watchdog process (see [`crate::watchdog`]), otherwise drops root.
+/// watchdog process (see the `watchdog` module), otherwise drops root.
 pub extern "C" fn init_privileges() {
     crate::watchdog::run_if_requested();
     crate::privs::init();

@@ -81,6 +81,7 @@ pub fn ensure(tools: &[Tool], report: &dyn Fn(&str)) -> Result<()> {
         .filter(|t| !has(**t))
         .map(|t| t.package.to_string())
         .collect();
+    missing.sort();
     missing.dedup();
     if missing.is_empty() {
         return Ok(());

@@ -427,12 +427,14 @@ impl Machine {
     pub fn copy_out(&self, guest: impl AsRef<Path>, host: impl AsRef<Path>) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let (guest, host) = (guest.as_ref(), host.as_ref());
-        let file = self.open(guest, libc::O_RDONLY, 0, "reading")?;
+        let mut file = self.open(guest, libc::O_RDONLY, 0, "reading")?;
         let mode = file
             .metadata()
             .map(|m| m.permissions().mode() & 0o777)
             .unwrap_or(0o644);
-        let bytes = self.read(guest)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| self.guest_error("reading", guest, e))?;
         let context = || {
             format!(
                 "writing {} copied out of machine {}",

@@ -3,9 +3,9 @@
 //! Under `sudo` the test process switches to the invoking user (`SUDO_UID`/`SUDO_GID`) before
 //! `main`, keeping saved-uid 0. Root comes back in three places only:
 //!
-//! - in forked children, before they exec a privileged program ([`regain_in_child`]); no other
+//! - in forked children, before they exec a privileged program (`regain_in_child`); no other
 //!   thread of the test process ever sees it;
-//! - on one thread for a few system calls ([`ThreadRoot`]): Linux keeps credentials per
+//! - on one thread for a few system calls (`ThreadRoot`): Linux keeps credentials per
 //!   thread, and the raw system calls change only the calling one;
 //! - in-process for every thread, through the serialized [`root`] guard, for callers who need
 //!   it.
@@ -44,11 +44,6 @@ static PROCESS_ROOT: Mutex<()> = Mutex::new(());
 /// `#[nspawn::test]` calls it before `main`; call it yourself first thing in a custom harness.
 pub fn init() -> Mode {
     *MODE.get_or_init(decide_and_drop)
-}
-
-/// The privilege mode, initializing it if needed.
-pub fn mode() -> Mode {
-    init()
 }
 
 fn decide_and_drop() -> Mode {

@@ -45,11 +45,6 @@ fn lock() -> std::sync::MutexGuard<'static, Vec<(String, Handle)>> {
     LIVE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The names of the machines running now.
-pub fn running() -> Vec<String> {
-    lock().iter().map(|(n, _)| n.clone()).collect()
-}
-
 /// Stops every machine still running; returns how many there were. Their leaders are all
 /// killed first, so the machines go down in parallel.
 pub fn stop_all() -> usize {

@@ -53,7 +53,7 @@ pub fn sweep(options: &Options) -> crate::Result<Vec<String>> {
         removed.extend(stale_snapshots(dir));
     }
     removed.extend(stale_registrations(&records));
-    removed.extend(stale_processes(&Record::all()));
+    removed.extend(stale_processes(&records));
     let live = live_machine_names();
     removed.extend(stale_propagate_dirs(&live));
     removed.extend(stale_cgroups(&live));

@@ -107,6 +107,11 @@ impl Events {
             .collect()
     }
 
+    /// Field `i` of every line of `kind`.
+    fn field(&self, kind: &str, i: usize) -> Vec<String> {
+        self.with(kind).into_iter().map(|f| f[i].clone()).collect()
+    }
+
     /// Machines booted for a module (`fixture::alpha`).
     pub fn module_boots(&self, module: &str) -> Vec<String> {
         self.with("module-boot")
@@ -118,26 +123,17 @@ impl Events {
 
     /// Machines booted for single tests.
     pub fn test_boots(&self) -> Vec<String> {
-        self.with("test-boot")
-            .into_iter()
-            .map(|f| f[2].clone())
-            .collect()
+        self.field("test-boot", 2)
     }
 
     /// Every machine that became ready.
     pub fn machines(&self) -> Vec<String> {
-        self.with("ready")
-            .into_iter()
-            .map(|f| f[1].clone())
-            .collect()
+        self.field("ready", 1)
     }
 
     /// Machines stopped while the tests ran (not by the exit cleanup).
     pub fn stopped(&self) -> Vec<String> {
-        self.with("stopped")
-            .into_iter()
-            .map(|f| f[1].clone())
-            .collect()
+        self.field("stopped", 1)
     }
 
     /// The most machines that ran at once.
@@ -156,10 +152,7 @@ impl Events {
 
     /// Machines the exit cleanup had to stop.
     pub fn stopped_at_exit(&self) -> Vec<String> {
-        self.with("stopped-at-exit")
-            .into_iter()
-            .map(|f| f[1].clone())
-            .collect()
+        self.field("stopped-at-exit", 1)
     }
 }
 

@@ -1,10 +1,10 @@
 //! How machines are run. Two backends, chosen automatically:
 //!
-//! - [`systemd`]: on hosts where PID 1 is systemd and machined answers, machines are units
+//! - `systemd`: on hosts where PID 1 is systemd and machined answers, machines are units
 //!   started with `systemd-run` under `machine.slice` and registered with machined, as the blog
 //!   post this project grew from does it (`machinectl list`, `machinectl shell`,
 //!   `journalctl -M` work on them);
-//! - [`direct`]: elsewhere (CI containers, hosts without systemd), `systemd-nspawn` is a child
+//! - `direct`: elsewhere (CI containers, hosts without systemd), `systemd-nspawn` is a child
 //!   of the test process.
 //!
 //! `NSPAWN_BACKEND=direct|systemd` forces one. Everything else (exec, files, sharing, exit

@@ -134,15 +134,11 @@ pub fn build(
 ) -> Result<Vec<(String, Outcome)>> {
     let defs = select(ws, names)?;
     let dir = ws.chroots_dir();
-    let todo: Vec<&ChrootDef> = defs
+    let (todo, ready): (Vec<&ChrootDef>, Vec<&ChrootDef>) = defs
         .iter()
-        .filter(|d| {
-            opts.force || status(&dir, d) != Status::Ready(storage::storage_of(&dir.join(&d.name)))
-        })
-        .collect();
-    let mut done: Vec<(String, Outcome)> = defs
+        .partition(|d| opts.force || !matches!(status(&dir, d), Status::Ready(_)));
+    let mut done: Vec<(String, Outcome)> = ready
         .iter()
-        .filter(|d| !todo.iter().any(|t| t.name == d.name))
         .map(|d| (d.name.clone(), Outcome::UpToDate))
         .collect();
     if todo.is_empty() {
