@@ -44,8 +44,11 @@ impl Stats {
         v
     }
     fn median(&self) -> f64 {
+        self.quantile(0.5)
+    }
+    fn quantile(&self, q: f64) -> f64 {
         let v = self.sorted();
-        v[v.len() / 2]
+        v[((v.len() - 1) as f64 * q).round() as usize]
     }
     fn show(&self) -> String {
         let v = self.sorted();
@@ -175,10 +178,11 @@ fn bench_storage(label: &str, dir: &Path) {
     let n = samples();
     let (mut ours_boot, mut raw_boot_t, mut ours_stop, mut raw_stop) =
         (vec![], vec![], vec![], vec![]);
-    let (mut ours_exec, mut raw_exec, mut exists) = (vec![], vec![], vec![]);
+    let (mut ours_exec, mut raw_exec, mut exists, mut agent) = (vec![], vec![], vec![], vec![]);
     for i in 0..n {
         let (m, t) = time(|| Machine::start(dir.to_str().unwrap()).unwrap());
         ours_boot.push(t);
+        agent.push(time(|| m.agent_pid().unwrap()).1);
         let (raw, t) = raw_boot(dir, i);
         raw_boot_t.push(t);
         for _ in 0..5 {
@@ -217,6 +221,7 @@ fn bench_storage(label: &str, dir: &Path) {
     );
     row("exec /bin/true", &Stats(ours_exec), Some(&Stats(raw_exec)));
     row("exists()", &Stats(exists), None);
+    row("agent start (per machine)", &Stats(agent), None);
     row("stop to gone", &Stats(ours_stop), Some(&Stats(raw_stop)));
 }
 
@@ -235,6 +240,10 @@ fn main() {
         return backends::in_a_systemd_host();
     }
     let chroot = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_chroots/bookworm");
+    calls::table(&chroot);
+    if args.iter().any(|a| a == "--calls") {
+        return;
+    }
     bench_storage("bookworm, plain directory (read-only overlay)", &chroot);
     let btrfs = common::BtrfsCopy::new();
     bench_storage(
@@ -361,6 +370,81 @@ mod backends {
             println!("exec: systemd-run -M --wait --pipe\t-");
         }
         println!("stop to gone\t{}", Stats(stop).show());
+    }
+}
+
+/// The agent's calls one by one, each beside `nsenter -t <leader> -a /bin/true`, on one
+/// machine, interleaved so that both see the same noise.
+mod calls {
+    use super::*;
+
+    fn count() -> usize {
+        std::env::var("NSPAWN_BENCH_CALLS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(300)
+    }
+
+    type Op<'a> = (&'static str, Box<dyn Fn() + 'a>);
+
+    pub fn table(chroot: &Path) {
+        let m = Machine::start(chroot.to_str().unwrap()).unwrap();
+        m.write("/tmp/small", "hello\n").unwrap();
+        let leader = m.leader_pid().to_string();
+        let ops: Vec<Op> = vec![
+            (
+                "exists()",
+                Box::new(|| assert!(m.exists("/etc/os-release"))),
+            ),
+            (
+                "read_to_string() 6 B",
+                Box::new(|| assert_eq!(m.read_to_string("/tmp/small").unwrap(), "hello\n")),
+            ),
+            (
+                "write() 6 B",
+                Box::new(|| m.write("/tmp/w", "hello\n").unwrap()),
+            ),
+            (
+                "run([\"/bin/true\"])",
+                Box::new(|| drop(m.run(["/bin/true"]).unwrap())),
+            ),
+            (
+                "sh(\"echo hi\")",
+                Box::new(|| assert_eq!(m.sh("echo hi").unwrap(), "hi\n")),
+            ),
+            (
+                "nsenter -t <leader> -a /bin/true",
+                Box::new(|| {
+                    let s = Command::new("nsenter")
+                        .args(["-t", &leader, "-a", "/bin/true"])
+                        .status()
+                        .unwrap();
+                    assert!(s.success());
+                }),
+            ),
+        ];
+        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); ops.len()];
+        for _ in 0..count() {
+            for (i, (_, op)) in ops.iter().enumerate() {
+                times[i].push(time(op).1);
+            }
+        }
+        println!("\nagent calls, {} each, interleaved (ms)\n", count());
+        println!("| {:<34} | median | p90 | min | max |", "");
+        println!("|{:-<36}|--------|-----|-----|-----|", "");
+        for ((what, _), t) in ops.iter().zip(times) {
+            let s = Stats(t);
+            let v = s.sorted();
+            println!(
+                "| {what:<34} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                s.median(),
+                s.quantile(0.9),
+                v[0],
+                v[v.len() - 1]
+            );
+        }
+        drop(ops);
+        m.stop().unwrap();
     }
 }
 

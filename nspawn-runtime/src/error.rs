@@ -203,6 +203,20 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The machine's agent (the process that serves its files and commands) failed.
+    #[error(
+        "the agent of machine {machine} failed {during}: {reason}. The next call on the \
+         machine starts a new agent"
+    )]
+    Agent {
+        /// Machine name.
+        machine: String,
+        /// The call that failed, e.g. "running `sleep 60`".
+        during: String,
+        /// What happened to it.
+        reason: String,
+    },
+
     /// A host I/O operation failed.
     #[error("{context}: {source}")]
     Io {

@@ -1,31 +1,30 @@
 //! Running programs inside a machine: a `std::process::Command`-like builder.
 //!
-//! The forked child regains root, enters all the leader's namespaces with one
-//! `setns(pidfd, ...)`, chroots into its root and forks once more, so that the program is
-//! inside the container's PID namespace. The middle process closes every descriptor, waits and
-//! exits with the program's status. That is one exec fewer than `nsenter` (see the benchmark).
+//! The machine's agent forks and execs the program, already inside every namespace and the
+//! root of the machine (see [`crate::agent`]). The program's stdin, stdout and stderr are
+//! pipes of this process (or its own stdout and stderr), passed to the agent with the
+//! request, so output flows straight here, however large it is.
 
-use std::ffi::{CString, OsStr, OsString};
-use std::io::Write;
-use std::os::unix::process::CommandExt;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{ExitStatus, Output};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use crate::agent::user::PATH;
+use crate::agent::wire::{Exec, RecvError, Request, Response, Step};
+use crate::agent::Conn;
 use crate::error::{Error, Result};
 use crate::host::shell_word;
 use crate::machine::Machine;
-use crate::pidfd::{self, PidFd};
-use crate::privs;
 
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const NAMESPACES: libc::c_int = libc::CLONE_NEWNS
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWNET
-    | libc::CLONE_NEWPID
-    | libc::CLONE_NEWCGROUP;
+/// How much longer than a command's timeout the agent may take to report it.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(10);
 
 /// A program to run inside a machine, built like [`std::process::Command`].
 ///
@@ -132,315 +131,256 @@ impl<'m> Command<'m> {
 
     fn execute(&self, capture: bool) -> Result<Output> {
         let started = Instant::now();
-        let leader = self.machine.leader()?;
-        let identity = match &self.user {
-            Some(name) => lookup_user(self.machine, name)?,
-            None => Identity::root(),
+        let agent = self.machine.agent()?;
+        let during = format!("running `{}`", self.command_line());
+        let lost = |e| self.machine.agent_lost(&agent, &during, e);
+        let mut conn = agent.connect().map_err(lost)?;
+        let pipes = Pipes::new(self.stdin.is_some(), capture)
+            .map_err(|e| Error::io(format!("making pipes for {during}"), e))?;
+        conn.send(&Request::Exec(self.request()), &pipes.theirs())
+            .map_err(lost)?;
+        let ours = pipes.into_ours();
+        let deadline = self.timeout.map(|t| Instant::now() + t + TIMEOUT_GRACE);
+        let (reply, stdout, stderr) =
+            pump(&mut conn, ours, self.stdin.as_deref(), deadline).map_err(lost)?;
+        let status = match reply {
+            Response::Exited { status } => ExitStatus::from_raw(status),
+            other => return Err(self.failure(other)),
         };
-        let cwd = self.cwd.clone().unwrap_or_else(|| identity.home.clone());
-        if self.cwd.is_some() && !self.machine.is_dir(&cwd) {
-            return Err(self.machine.guest_error(
-                "changing directory to",
-                &cwd,
-                std::io::ErrorKind::NotFound.into(),
-            ));
-        }
-        let mut cmd = self.std_command(&identity, capture);
-        let plan = EnterPlan::new(leader, &cwd, &identity)?;
-        // SAFETY: the hook makes only raw, async-signal-safe system calls.
-        unsafe { cmd.pre_exec(move || plan.enter()) };
-        let child = cmd.spawn().map_err(|e| self.spawn_error(e))?;
-        let output = self.collect(child)?;
+        conn.release();
         tracing::debug!(
             machine = self.machine.name(),
             command = self.command_line(),
-            status = %output.status,
+            status = %status,
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "exec"
         );
-        Ok(output)
-    }
-
-    fn std_command(&self, id: &Identity, capture: bool) -> std::process::Command {
-        let mut cmd = std::process::Command::new(&self.program);
-        cmd.args(&self.args)
-            .env_clear()
-            .env("PATH", PATH)
-            .env("HOME", &id.home)
-            .env("USER", &id.name)
-            .env("LOGNAME", &id.name)
-            .env("SHELL", &id.shell)
-            .env("container", "systemd-nspawn")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(if self.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            });
-        if capture {
-            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        }
-        cmd
-    }
-
-    fn spawn_error(&self, e: std::io::Error) -> Error {
-        match e.raw_os_error() {
-            Some(libc::ENOENT) => Error::ProgramNotFound {
-                machine: self.machine.name().into(),
-                program: self.program.to_string_lossy().into(),
-                path: PATH.into(),
-            },
-            Some(libc::ESRCH) => Error::NotRunning {
-                machine: self.machine.name().into(),
-                reason: "its container has exited".into(),
-            },
-            _ => Error::io(
-                format!(
-                    "running `{}` in machine {}",
-                    self.command_line(),
-                    self.machine.name()
-                ),
-                e,
-            ),
-        }
-    }
-
-    /// Feeds stdin, gathers output, and enforces the timeout.
-    fn collect(&self, mut child: std::process::Child) -> Result<Output> {
-        let feeder = child
-            .stdin
-            .take()
-            .zip(self.stdin.clone())
-            .map(|(mut pipe, bytes)| {
-                std::thread::spawn(move || {
-                    let _ = pipe.write_all(&bytes);
-                })
-            });
-        let timer = self.timeout.map(|t| KillTimer::arm(&child, t));
-        let output = child.wait_with_output();
-        let timed_out = timer.is_some_and(KillTimer::disarm);
-        if let Some(f) = feeder {
-            let _ = f.join();
-        }
-        if timed_out {
-            return Err(Error::Timeout {
-                what: format!(
-                    "`{}` in machine {}",
-                    self.command_line(),
-                    self.machine.name()
-                ),
-                secs: self.timeout.unwrap_or_default().as_secs_f64(),
-                hint: "the command was killed".into(),
-            });
-        }
-        output.map_err(|e| Error::io(format!("waiting for `{}`", self.command_line()), e))
-    }
-}
-
-/// Kills a child that outlives its timeout.
-struct KillTimer {
-    cancel: mpsc::Sender<()>,
-    thread: std::thread::JoinHandle<bool>,
-}
-
-impl KillTimer {
-    fn arm(child: &std::process::Child, timeout: Duration) -> KillTimer {
-        let pidfd = PidFd::open(child.id()).ok();
-        let (cancel, cancelled) = mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            if cancelled.recv_timeout(timeout) != Err(mpsc::RecvTimeoutError::Timeout) {
-                return false;
-            }
-            // The middle process runs as root; its death takes the program with it.
-            let _root = privs::ThreadRoot::acquire();
-            pidfd.is_some_and(|p| p.signal(libc::SIGKILL).is_ok())
-        });
-        KillTimer { cancel, thread }
-    }
-
-    /// Stops the timer; true if it had fired.
-    fn disarm(self) -> bool {
-        let _ = self.cancel.send(());
-        self.thread.join().unwrap_or(false)
-    }
-}
-
-/// Who a command runs as inside the machine.
-#[derive(Debug, Clone)]
-struct Identity {
-    name: String,
-    uid: u32,
-    gid: u32,
-    groups: Vec<u32>,
-    home: PathBuf,
-    shell: String,
-}
-
-impl Identity {
-    fn root() -> Identity {
-        Identity {
-            name: "root".into(),
-            uid: 0,
-            gid: 0,
-            groups: vec![],
-            home: "/root".into(),
-            shell: "/bin/sh".into(),
-        }
-    }
-}
-
-fn lookup_user(machine: &Machine, name: &str) -> Result<Identity> {
-    let passwd = machine.read_to_string("/etc/passwd")?;
-    let group = machine.read_to_string("/etc/group").unwrap_or_default();
-    parse_user(&passwd, &group, name).ok_or_else(|| Error::NoSuchUser {
-        machine: machine.name().into(),
-        user: name.into(),
-    })
-}
-
-fn parse_user(passwd: &str, group: &str, name: &str) -> Option<Identity> {
-    let fields: Vec<&str> = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() >= 7 && f[0] == name)?;
-    let gid: u32 = fields[3].parse().ok()?;
-    let groups = group
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|f| f.len() >= 4 && f[3].split(',').any(|m| m == name))
-        .filter_map(|f| f[2].parse().ok())
-        .chain(std::iter::once(gid))
-        .collect();
-    Some(Identity {
-        name: name.into(),
-        uid: fields[2].parse().ok()?,
-        gid,
-        groups,
-        home: fields[5].into(),
-        shell: fields[6].into(),
-    })
-}
-
-/// What the forked child needs, prepared before the fork (no allocation after it).
-struct EnterPlan {
-    regain: bool,
-    pidfd: libc::c_int,
-    root: CString,
-    cwd: CString,
-    cwd_fallback: CString,
-    uid: libc::uid_t,
-    gid: libc::gid_t,
-    groups: Vec<libc::gid_t>,
-}
-
-impl EnterPlan {
-    fn new(leader: &PidFd, cwd: &Path, id: &Identity) -> Result<EnterPlan> {
-        let c = |s: &[u8]| {
-            CString::new(s).map_err(|_| {
-                Error::io(
-                    "a path with a NUL byte",
-                    std::io::ErrorKind::InvalidInput.into(),
-                )
-            })
-        };
-        Ok(EnterPlan {
-            regain: privs::child_needs_root(),
-            pidfd: leader.raw(),
-            root: c(format!("/proc/{}/root", leader.pid()).as_bytes())?,
-            cwd: c(cwd.as_os_str().as_encoded_bytes())?,
-            cwd_fallback: c(b"/")?,
-            uid: id.uid,
-            gid: id.gid,
-            groups: id.groups.clone(),
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
         })
     }
 
-    /// Runs in the forked child. Returns only in the process that will exec the program.
-    fn enter(&self) -> std::io::Result<()> {
-        privs::regain_in_child(self.regain)?;
-        // SAFETY: raw system calls with valid pointers; this is the only thread of the child.
-        unsafe {
-            let root = libc::open(
-                self.root.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            );
-            if root < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            pidfd::send_signal(self.pidfd, 0)?;
-            ok(libc::setns(self.pidfd, NAMESPACES))?;
-            ok(libc::fchdir(root))?;
-            ok(libc::chroot(c".".as_ptr()))?;
-            libc::close(root);
-            fork_into_pid_namespace()?;
-            if self.uid != 0 || self.gid != 0 {
-                ok(libc::setgroups(self.groups.len(), self.groups.as_ptr()))?;
-                ok(libc::setresgid(self.gid, self.gid, self.gid))?;
-                ok(libc::setresuid(self.uid, self.uid, self.uid))?;
-            }
-            if libc::chdir(self.cwd.as_ptr()) != 0 {
-                // A home that does not exist: start in / as machinectl shell would.
-                ok(libc::chdir(self.cwd_fallback.as_ptr()))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn ok(ret: libc::c_int) -> std::io::Result<()> {
-    if ret < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// `setns(CLONE_NEWPID)` applies to children only: fork once more. The middle process
-/// closes everything (so the parent sees EOF and exec errors from the grandchild), waits, and
-/// exits as the grandchild did. The grandchild dies with the middle process.
-///
-/// # Safety
-/// Only in a forked child, before exec.
-unsafe fn fork_into_pid_namespace() -> std::io::Result<()> {
-    let pid = libc::fork();
-    if pid < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if pid == 0 {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-        return Ok(());
-    }
-    libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
-    let mut status = 0;
-    while libc::waitpid(pid, &mut status, 0) < 0 {
-        if *libc::__errno_location() != libc::EINTR {
-            libc::_exit(127);
+    fn request(&self) -> Exec {
+        let bytes = |s: &OsStr| s.as_bytes().to_vec();
+        Exec {
+            program: bytes(&self.program),
+            args: self.args.iter().map(|a| bytes(a)).collect(),
+            env: self.env.iter().map(|(k, v)| (bytes(k), bytes(v))).collect(),
+            cwd: self.cwd.as_ref().map(|c| bytes(c.as_os_str())),
+            user: self.user.clone(),
+            timeout_ms: self
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            stdin: self.stdin.is_some(),
         }
     }
-    if libc::WIFSIGNALED(status) {
-        let sig = libc::WTERMSIG(status);
-        libc::signal(sig, libc::SIG_DFL);
-        libc::kill(libc::getpid(), sig);
-        libc::_exit(128 + sig);
+
+    /// The error for an answer other than "exited".
+    fn failure(&self, reply: Response) -> Error {
+        let machine = self.machine.name().to_string();
+        match reply {
+            Response::TimedOut => Error::Timeout {
+                what: format!("`{}` in machine {machine}", self.command_line()),
+                secs: self.timeout.unwrap_or_default().as_secs_f64(),
+                hint: "the command was killed, with its process group".into(),
+            },
+            Response::Failed { step, errno } => self.step_error(step, errno),
+            other => self.machine.agent_confused("running a command", &other),
+        }
     }
-    libc::_exit(libc::WEXITSTATUS(status));
+
+    fn step_error(&self, step: Step, errno: i32) -> Error {
+        let machine = self.machine.name().to_string();
+        let source = std::io::Error::from_raw_os_error(errno);
+        match step {
+            Step::User => Error::NoSuchUser {
+                machine,
+                user: self.user.clone().unwrap_or_default(),
+            },
+            Step::Cwd => self.machine.guest_error(
+                "changing directory to",
+                self.cwd.as_deref().unwrap_or(Path::new("/")),
+                source,
+            ),
+            Step::Spawn if errno == libc::ENOENT => Error::ProgramNotFound {
+                machine,
+                program: self.program.to_string_lossy().into(),
+                path: PATH.into(),
+            },
+            _ => Error::io(
+                format!("running `{}` in machine {machine}", self.command_line()),
+                source,
+            ),
+        }
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The program's standard streams: pipes, or this process's own stdout and stderr.
+struct Pipes {
+    stdin: Option<(OwnedFd, OwnedFd)>,
+    output: Option<[(OwnedFd, OwnedFd); 2]>,
+}
 
-    const PASSWD: &str =
-        "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000:Alice:/home/alice:/bin/sh\n";
-    const GROUP: &str = "root:x:0:\nsudo:x:27:alice\nalice:x:1000:\nadm:x:4:bob,alice\n";
+/// This side of the pipes.
+struct Ours {
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+}
 
-    #[test]
-    fn users_are_read_from_the_guest_files() {
-        let id = parse_user(PASSWD, GROUP, "alice").unwrap();
-        assert_eq!((id.uid, id.gid), (1000, 1000));
-        assert_eq!(id.groups, vec![27, 4, 1000]);
-        assert_eq!(id.home, Path::new("/home/alice"));
-        assert_eq!(id.shell, "/bin/sh");
-        assert!(parse_user(PASSWD, GROUP, "bob").is_none());
+impl Pipes {
+    fn new(stdin: bool, capture: bool) -> std::io::Result<Pipes> {
+        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from);
+        Ok(Pipes {
+            stdin: stdin.then(pipe).transpose()?,
+            output: if capture {
+                Some([pipe()?, pipe()?])
+            } else {
+                None
+            },
+        })
     }
+
+    /// The ends the program gets: `[stdin], stdout, stderr`.
+    fn theirs(&self) -> Vec<RawFd> {
+        let stdin = self.stdin.iter().map(|(read, _)| read.as_raw_fd());
+        let output: Vec<RawFd> = match &self.output {
+            Some(pipes) => pipes.iter().map(|(_, write)| write.as_raw_fd()).collect(),
+            None => vec![libc::STDOUT_FILENO, libc::STDERR_FILENO],
+        };
+        stdin.chain(output).collect()
+    }
+
+    /// Closes the program's ends here, so that its exit is seen as end-of-file.
+    fn into_ours(self) -> Ours {
+        let [stdout, stderr] = match self.output {
+            Some([(out, _), (err, _)]) => [Some(out), Some(err)],
+            None => [None, None],
+        };
+        Ours {
+            stdin: self.stdin.map(|(_, write)| write),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// Feeds stdin and gathers stdout and stderr until the agent says how the program ended and
+/// both outputs reached end-of-file (as `std::process::Child::wait_with_output` would). A
+/// timeout or a failure is returned at once.
+fn pump(
+    conn: &mut Conn,
+    mut ours: Ours,
+    mut input: Option<&[u8]>,
+    deadline: Option<Instant>,
+) -> std::result::Result<(Response, Vec<u8>, Vec<u8>), RecvError> {
+    if let Some(fd) = &ours.stdin {
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+            .map_err(std::io::Error::from)?;
+    }
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut reply = None;
+    loop {
+        if let Some(r) = reply.take() {
+            if !matches!(r, Response::Exited { .. })
+                || (ours.stdout.is_none() && ours.stderr.is_none())
+            {
+                return Ok((r, stdout, stderr));
+            }
+            reply = Some(r);
+        }
+        let ready = poll(conn.fd(), &ours, reply.is_none(), deadline)?;
+        if ready.stdin {
+            feed(&mut ours.stdin, &mut input);
+        }
+        if ready.stdout {
+            drain(&mut ours.stdout, &mut stdout)?;
+        }
+        if ready.stderr {
+            drain(&mut ours.stderr, &mut stderr)?;
+        }
+        if ready.conn {
+            reply = Some(conn.recv(None)?.0);
+            // The program is gone: whatever it did not read, it never will.
+            ours.stdin = None;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Ready {
+    conn: bool,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+}
+
+fn poll(
+    conn: BorrowedFd,
+    ours: &Ours,
+    want_reply: bool,
+    deadline: Option<Instant>,
+) -> std::result::Result<Ready, RecvError> {
+    let wanted = [
+        (want_reply.then_some(conn), PollFlags::POLLIN),
+        (ours.stdin.as_ref().map(|f| f.as_fd()), PollFlags::POLLOUT),
+        (ours.stdout.as_ref().map(|f| f.as_fd()), PollFlags::POLLIN),
+        (ours.stderr.as_ref().map(|f| f.as_fd()), PollFlags::POLLIN),
+    ];
+    let which: Vec<usize> = (0..4).filter(|i| wanted[*i].0.is_some()).collect();
+    let mut fds: Vec<PollFd> = wanted
+        .iter()
+        .filter_map(|(fd, flags)| fd.map(|fd| PollFd::new(fd, *flags)))
+        .collect();
+    let timeout = match deadline {
+        None => PollTimeout::NONE,
+        Some(d) => match d.checked_duration_since(Instant::now()) {
+            Some(left) => {
+                PollTimeout::try_from(left.as_millis().max(1)).unwrap_or(PollTimeout::MAX)
+            }
+            None => return Err(RecvError::TimedOut),
+        },
+    };
+    match nix::poll::poll(&mut fds, timeout) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        Err(e) => return Err(RecvError::Io(e.into())),
+    }
+    let mut ready = Ready::default();
+    for (fd, tag) in fds.iter().zip(which) {
+        if fd.any().unwrap_or(false) {
+            match tag {
+                0 => ready.conn = true,
+                1 => ready.stdin = true,
+                2 => ready.stdout = true,
+                _ => ready.stderr = true,
+            }
+        }
+    }
+    Ok(ready)
+}
+
+/// Writes what the pipe takes; closes it when all is written or the program stopped reading.
+fn feed(pipe: &mut Option<OwnedFd>, input: &mut Option<&[u8]>) {
+    let Some(fd) = pipe else { return };
+    let rest = input.unwrap_or_default();
+    match nix::unistd::write(fd.as_fd(), rest) {
+        Ok(n) if n < rest.len() => *input = Some(&rest[n..]),
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+        _ => *pipe = None,
+    }
+}
+
+/// Reads what is there; closes the pipe at end-of-file.
+fn drain(pipe: &mut Option<OwnedFd>, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let Some(fd) = pipe else { return Ok(()) };
+    let mut buf = [0u8; 64 * 1024];
+    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+        Ok(0) => *pipe = None,
+        Ok(n) => out.extend_from_slice(&buf[..n]),
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
 }

@@ -1,118 +1,131 @@
-//! Opening files inside a machine from the test process, without spawning anything.
+//! The machine's files, from the test process.
 //!
-//! The container's root is `/proc/<leader>/root`. Paths are resolved with `openat2(2)` and
-//! `RESOLVE_IN_ROOT`, so absolute symlinks inside the machine (`/etc/resolv.conf`, ...) stay
-//! inside it. Root is taken for the calling thread only ([`ThreadRoot`]); other test threads
-//! never see it.
+//! The machine's agent opens and `stat`s them inside the machine, as its root, and hands
+//! back descriptors (see [`crate::agent`]). Paths resolve as they would inside: absolute
+//! symlinks (`/etc/resolv.conf`, ...) stay inside the machine. The bytes are read and
+//! written here, straight through the descriptor, whatever their size.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::pidfd::PidFd;
-use crate::privs::ThreadRoot;
+use crate::agent::wire::{Meta, Request, Response};
+use crate::error::{Error, Result};
+use crate::machine::Machine;
 
-/// The path of `guest` as seen from the host, through the leader's root.
-pub fn host_path(leader_pid: u32, guest: &Path) -> PathBuf {
-    PathBuf::from(format!("/proc/{leader_pid}/root")).join(relative(guest))
-}
+impl Machine {
+    /// Whether `path` exists in the machine (following symlinks inside it).
+    pub fn exists(&self, path: impl AsRef<Path>) -> bool {
+        self.stat(path.as_ref()).is_some()
+    }
 
-/// `guest` made relative to the machine's root.
-pub fn relative(guest: &Path) -> PathBuf {
-    let rel: PathBuf = guest
-        .components()
-        .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
-        .collect();
-    if rel.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        rel
-    }
-}
-
-/// Opens `guest` in the machine whose leader is `leader`, with `open(2)` flags and mode.
-pub fn open(
-    leader: &PidFd,
-    guest: &Path,
-    flags: libc::c_int,
-    mode: libc::mode_t,
-) -> std::io::Result<OwnedFd> {
-    let root = cstring(&format!("/proc/{}/root", leader.pid()))?;
-    let rel = cstring_path(&relative(guest))?;
-    let _root = ThreadRoot::acquire().map_err(std::io::Error::other)?;
-    // SAFETY: a valid C string; the fd is owned below.
-    let dir = unsafe {
-        libc::open(
-            root.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if dir < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: dir is a fresh fd.
-    let dir = unsafe { OwnedFd::from_raw_fd(dir) };
-    // The leader still being alive proves `dir` is its root, not a reused PID's.
-    leader.signal(0)?;
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: mode as u64,
-        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
-    };
-    // SAFETY: openat2 with a valid dir fd, path and open_how of the size we pass.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            rel.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh fd.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
-    if flags & libc::O_CREAT != 0 {
-        // The exact mode, whatever the umask, and for files that existed already.
-        // SAFETY: fchmod on an fd we own.
-        if unsafe { libc::fchmod(fd.as_raw_fd(), mode) } != 0 {
-            return Err(std::io::Error::last_os_error());
+    pub(crate) fn stat(&self, path: &Path) -> Option<Meta> {
+        let request = Request::Stat {
+            path: path.as_os_str().as_bytes().to_vec(),
+        };
+        match self.ask(&request, "checking a path") {
+            Ok((Response::Stat(meta), _)) => Some(meta),
+            _ => None,
         }
     }
-    Ok(fd)
-}
 
-/// `struct open_how` of `openat2(2)` (libc's is non-exhaustive).
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
+    /// Reads a file of the machine.
+    pub fn read(&self, path: impl AsRef<Path>) -> Result<Vec<u8>> {
+        let path = path.as_ref();
+        let mut file = self.open(path, libc::O_RDONLY, 0, "reading")?;
+        let mut buf = Vec::new();
+        file.read_to_end(&mut buf)
+            .map_err(|e| self.guest_error("reading", path, e))?;
+        Ok(buf)
+    }
 
-fn cstring(s: &str) -> std::io::Result<CString> {
-    CString::new(s).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
-}
+    /// Reads a UTF-8 file of the machine.
+    pub fn read_to_string(&self, path: impl AsRef<Path>) -> Result<String> {
+        let path = path.as_ref();
+        let bytes = self.read(path)?;
+        String::from_utf8(bytes)
+            .map_err(|e| self.guest_error("decoding", path, std::io::Error::other(e)))
+    }
 
-fn cstring_path(p: &Path) -> std::io::Result<CString> {
-    CString::new(p.as_os_str().as_encoded_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
-}
+    /// Writes a file of the machine (mode 0644, owned by root), replacing it.
+    pub fn write(&self, path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> Result<()> {
+        self.write_mode(path.as_ref(), contents.as_ref(), 0o644)
+    }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    fn write_mode(&self, path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+        let mut file = self.open(path, flags, mode, "writing")?;
+        file.write_all(contents)
+            .map_err(|e| self.guest_error("writing", path, e))
+    }
 
-    #[test]
-    fn guest_paths_are_made_relative() {
-        assert_eq!(relative(Path::new("/etc/passwd")), Path::new("etc/passwd"));
-        assert_eq!(relative(Path::new("/")), Path::new("."));
-        assert_eq!(relative(Path::new("tmp/x")), Path::new("tmp/x"));
-        assert_eq!(
-            host_path(42, Path::new("/etc/os-release")),
-            Path::new("/proc/42/root/etc/os-release")
-        );
+    /// Copies a host file into the machine, keeping its permission bits.
+    pub fn copy_in(&self, host: impl AsRef<Path>, guest: impl AsRef<Path>) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let host = host.as_ref();
+        let context = || {
+            format!(
+                "reading {} to copy it into machine {}",
+                host.display(),
+                self.name()
+            )
+        };
+        let bytes = std::fs::read(host).map_err(|e| Error::io(context(), e))?;
+        let mode = std::fs::metadata(host)
+            .map_err(|e| Error::io(context(), e))?
+            .permissions()
+            .mode();
+        self.write_mode(guest.as_ref(), &bytes, mode & 0o7777)
+    }
+
+    /// Copies a file of the machine to the host, as the test's user, keeping its permission bits.
+    pub fn copy_out(&self, guest: impl AsRef<Path>, host: impl AsRef<Path>) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let (guest, host) = (guest.as_ref(), host.as_ref());
+        let mut file = self.open(guest, libc::O_RDONLY, 0, "reading")?;
+        let mode = file
+            .metadata()
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0o644);
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| self.guest_error("reading", guest, e))?;
+        let context = || {
+            format!(
+                "writing {} copied out of machine {}",
+                host.display(),
+                self.name()
+            )
+        };
+        std::fs::write(host, bytes).map_err(|e| Error::io(context(), e))?;
+        std::fs::set_permissions(host, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(context(), e))
+    }
+
+    /// The host path of a path in the machine (`/proc/<leader>/root/...`). Only root can follow
+    /// it; prefer [`Machine::read`] and friends, which work from unprivileged test code.
+    pub fn host_path(&self, guest: impl AsRef<Path>) -> PathBuf {
+        let relative: PathBuf = guest
+            .as_ref()
+            .components()
+            .filter(|c| !matches!(c, Component::RootDir | Component::Prefix(_)))
+            .collect();
+        PathBuf::from(format!("/proc/{}/root", self.leader_pid())).join(relative)
+    }
+
+    fn open(&self, path: &Path, flags: libc::c_int, mode: u32, op: &'static str) -> Result<File> {
+        let request = Request::Open {
+            path: path.as_os_str().as_bytes().to_vec(),
+            flags,
+            mode,
+        };
+        match self.ask(&request, op)? {
+            (Response::Opened, mut fds) if fds.len() == 1 => Ok(File::from(fds.remove(0))),
+            (Response::Failed { errno, .. }, _) => {
+                Err(self.guest_error(op, path, std::io::Error::from_raw_os_error(errno)))
+            }
+            (other, _) => Err(self.agent_confused(op, &other)),
+        }
     }
 }

@@ -63,9 +63,10 @@ pub fn registered() -> impl Iterator<Item = &'static TestInfo> {
     inventory::iter::<TestInfo>.into_iter()
 }
 
-/// Runs before `main` (the macro puts it in `.init_array`): becomes the watchdog in a
-/// watchdog process (see the `watchdog` module), otherwise drops root.
+/// Runs before `main` (the macro puts it in `.init_array`): becomes the agent or the watchdog
+/// in their processes (see the `agent` and `watchdog` modules), otherwise drops root.
 pub extern "C" fn init_privileges() {
+    crate::agent::run_if_requested();
     crate::watchdog::run_if_requested();
     crate::privs::init();
 }

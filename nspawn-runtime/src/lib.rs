@@ -4,6 +4,7 @@
 //! Users depend on the `nspawn` facade crate; this crate's public items are also the building
 //! blocks of a project's own xtask (see [`chroot::build`]).
 
+mod agent;
 pub mod backend;
 pub mod cgroup;
 pub mod chroot;

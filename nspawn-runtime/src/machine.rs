@@ -1,19 +1,19 @@
 //! [`Machine`]: one ephemeral, systemd-booted container, and its [`MachineBuilder`].
 
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
-use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::agent::wire::{RecvError, Request, Response};
+use crate::agent::Agent;
 use crate::backend::{self, Bind, BootSpec};
 use crate::chroot;
 use crate::console;
 use crate::error::{Error, Result};
 use crate::exec::Command;
-use crate::guest;
 use crate::keep;
 use crate::pidfd::PidFd;
 use crate::privs;
@@ -52,6 +52,7 @@ pub struct Machine {
     log: PathBuf,
     leader: PidFd,
     running: registry::Handle,
+    agent: Mutex<Option<Arc<Agent>>>,
     slot: Mutex<Option<slots::Slot>>,
     stop_timeout: Duration,
     span: tracing::Span,
@@ -224,6 +225,7 @@ impl MachineBuilder {
             storage: spec.storage,
             log,
             running: handle,
+            agent: Mutex::new(None),
             slot: Mutex::new(Some(slot)),
             stop_timeout: self.stop_timeout,
             span,
@@ -365,99 +367,69 @@ impl Machine {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Whether `path` exists in the machine (following symlinks inside it).
-    pub fn exists(&self, path: impl AsRef<Path>) -> bool {
-        guest::open(&self.leader, path.as_ref(), libc::O_PATH, 0).is_ok()
-    }
-
-    pub(crate) fn is_dir(&self, path: &Path) -> bool {
-        guest::open(&self.leader, path, libc::O_PATH | libc::O_DIRECTORY, 0).is_ok()
-    }
-
-    /// Reads a file of the machine.
-    pub fn read(&self, path: impl AsRef<Path>) -> Result<Vec<u8>> {
-        let path = path.as_ref();
-        let mut file = self.open(path, libc::O_RDONLY, 0, "reading")?;
-        let mut buf = Vec::new();
-        file.read_to_end(&mut buf)
-            .map_err(|e| self.guest_error("reading", path, e))?;
-        Ok(buf)
-    }
-
-    /// Reads a UTF-8 file of the machine.
-    pub fn read_to_string(&self, path: impl AsRef<Path>) -> Result<String> {
-        let path = path.as_ref();
-        let bytes = self.read(path)?;
-        String::from_utf8(bytes)
-            .map_err(|e| self.guest_error("decoding", path, std::io::Error::other(e)))
-    }
-
-    /// Writes a file of the machine (mode 0644, owned by root), replacing it.
-    pub fn write(&self, path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> Result<()> {
-        self.write_mode(path.as_ref(), contents.as_ref(), 0o644)
-    }
-
-    fn write_mode(&self, path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
-        let mut file = self.open(path, flags, mode, "writing")?;
-        file.write_all(contents)
-            .map_err(|e| self.guest_error("writing", path, e))
-    }
-
-    /// Copies a host file into the machine, keeping its permission bits.
-    pub fn copy_in(&self, host: impl AsRef<Path>, guest: impl AsRef<Path>) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let host = host.as_ref();
-        let context = || {
-            format!(
-                "reading {} to copy it into machine {}",
-                host.display(),
-                self.name
+    /// The machine's agent, started on first use, and again if it died.
+    pub(crate) fn agent(&self) -> Result<Arc<Agent>> {
+        let mut slot = self.agent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(agent) = slot.as_ref().filter(|a| a.is_alive()) {
+            return Ok(agent.clone());
+        }
+        let leader = self.leader()?;
+        let started = Instant::now();
+        let agent = Agent::start(leader).map_err(|e| Error::Agent {
+            machine: self.name.clone(),
+            during: "to start".into(),
+            reason: e.to_string(),
+        })?;
+        self.span.in_scope(|| {
+            tracing::debug!(
+                pid = agent.pid(),
+                start_ms = started.elapsed().as_secs_f64() * 1e3,
+                "agent ready"
             )
+        });
+        let agent = Arc::new(agent);
+        *slot = Some(agent.clone());
+        Ok(agent)
+    }
+
+    /// The agent's PID on the host, starting it if needed: for tests of the runtime.
+    #[doc(hidden)]
+    pub fn agent_pid(&self) -> Result<u32> {
+        self.agent().map(|a| a.pid())
+    }
+
+    /// One request to the agent, for `op` (what the caller was doing, for messages).
+    pub(crate) fn ask(&self, request: &Request, op: &str) -> Result<(Response, Vec<OwnedFd>)> {
+        let agent = self.agent()?;
+        agent
+            .call(request)
+            .map_err(|e| self.agent_lost(&agent, op, e))
+    }
+
+    /// The error for a call the agent did not answer.
+    pub(crate) fn agent_lost(&self, agent: &Agent, during: &str, e: RecvError) -> Error {
+        if let Err(stopped) = self.leader() {
+            return stopped;
+        }
+        let reason = match e {
+            RecvError::Closed => agent.exit_description(),
+            RecvError::TimedOut => "it did not answer in time".into(),
+            RecvError::Io(e) => e.to_string(),
         };
-        let bytes = std::fs::read(host).map_err(|e| Error::io(context(), e))?;
-        let mode = std::fs::metadata(host)
-            .map_err(|e| Error::io(context(), e))?
-            .permissions()
-            .mode();
-        self.write_mode(guest.as_ref(), &bytes, mode & 0o7777)
+        Error::Agent {
+            machine: self.name.clone(),
+            during: during.into(),
+            reason,
+        }
     }
 
-    /// Copies a file of the machine to the host, as the test's user, keeping its permission bits.
-    pub fn copy_out(&self, guest: impl AsRef<Path>, host: impl AsRef<Path>) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let (guest, host) = (guest.as_ref(), host.as_ref());
-        let mut file = self.open(guest, libc::O_RDONLY, 0, "reading")?;
-        let mode = file
-            .metadata()
-            .map(|m| m.permissions().mode() & 0o777)
-            .unwrap_or(0o644);
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| self.guest_error("reading", guest, e))?;
-        let context = || {
-            format!(
-                "writing {} copied out of machine {}",
-                host.display(),
-                self.name
-            )
-        };
-        std::fs::write(host, bytes).map_err(|e| Error::io(context(), e))?;
-        std::fs::set_permissions(host, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io(context(), e))
-    }
-
-    /// The host path of a path in the machine (`/proc/<leader>/root/...`). Only root can follow
-    /// it; prefer [`Machine::read`] and friends, which work from unprivileged test code.
-    pub fn host_path(&self, guest: impl AsRef<Path>) -> PathBuf {
-        guest::host_path(self.leader_pid(), guest.as_ref())
-    }
-
-    fn open(&self, path: &Path, flags: libc::c_int, mode: u32, op: &'static str) -> Result<File> {
-        self.leader()?;
-        guest::open(&self.leader, path, flags, mode)
-            .map(File::from)
-            .map_err(|e| self.guest_error(op, path, e))
+    /// The error for an answer that does not fit the question.
+    pub(crate) fn agent_confused(&self, during: &str, answer: &Response) -> Error {
+        Error::Agent {
+            machine: self.name.clone(),
+            during: during.into(),
+            reason: format!("unexpected answer {answer:?}"),
+        }
     }
 
     pub(crate) fn guest_error(
@@ -541,6 +513,7 @@ impl Machine {
             return Ok(());
         };
         registry::unregister(&self.name);
+        self.agent.lock().unwrap_or_else(|p| p.into_inner()).take();
         let started = Instant::now();
         let result = running.stop(self.stop_timeout);
         self.span.in_scope(|| {

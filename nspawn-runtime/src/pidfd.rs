@@ -1,7 +1,7 @@
 //! Process handles that cannot be fooled by PID reuse (`pidfd_open(2)`), used to signal a
 //! container's leader, to enter its namespaces and to wait for a process with a timeout.
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -24,6 +24,11 @@ impl PidFd {
         // SAFETY: ret is a fresh fd that we own.
         let fd = unsafe { OwnedFd::from_raw_fd(ret as RawFd) };
         Ok(PidFd { fd, pid })
+    }
+
+    /// Takes over a pidfd received from elsewhere, for the process `pid`.
+    pub fn from_owned(fd: OwnedFd, pid: u32) -> PidFd {
+        PidFd { fd, pid }
     }
 
     /// A second handle on the same process.
@@ -59,6 +64,12 @@ impl PidFd {
         let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
         matches!(nix::poll::poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
+    }
+}
+
+impl AsFd for PidFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

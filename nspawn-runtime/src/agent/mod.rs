@@ -1,0 +1,255 @@
+//! The in-machine agent: one persistent process per machine that serves the [`Machine`]
+//! methods, so that checking a file forks nothing and a command is one `fork` + `exec`.
+//!
+//! The agent is the test binary itself, re-executed from `/proc/self/exe` with `NSPAWN_AGENT`
+//! set. A hook in `.init_array` recognises it before `main` and enters the machine after
+//! `exec`, so the machine's libc never matters (see [`server`]). It runs as root, so file
+//! operations work while the test body runs as the sudo user.
+//!
+//! The runtime talks to it over Unix stream sockets ([`wire`]). A control socket, the
+//! agent's stdin, carries new connections; each connection is served by its own thread in
+//! the agent and is used by one test thread at a time, then pooled. Test threads sharing a
+//! machine therefore never wait for each other. Files are opened by the agent and their
+//! descriptors handed back; a command writes straight into the pipes it was given.
+//!
+//! The agent exits when its control socket closes (the test process is gone, however it
+//! died) or when the machine's leader exits. Its commands die with it (`PR_SET_PDEATHSIG`).
+//! If it dies anyway, the call in flight fails with [`Error::Agent`](crate::Error::Agent)
+//! and the next call starts a new agent.
+//!
+//! [`Machine`]: crate::Machine
+
+mod server;
+mod spawn;
+pub(crate) mod user;
+pub(crate) mod wire;
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::pidfd::PidFd;
+use crate::privs;
+use wire::{RecvError, Request, Response};
+
+/// How long an agent may take to enter its machine.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Set by the pre-`main` hook: re-running this executable reaches [`run_if_requested`].
+static HOOKED: AtomicBool = AtomicBool::new(false);
+
+/// The hook, in every binary that starts agents: this static sits in the module whose code
+/// starts them, so the linker cannot leave it out.
+#[used]
+#[link_section = ".init_array"]
+static HOOK: extern "C" fn() = hook;
+
+extern "C" fn hook() {
+    run_if_requested();
+}
+
+/// Called before `main`: in an agent process, serves the machine and exits; elsewhere notes
+/// that agents can be started. `#[nspawn::test]`'s hook calls it first too, so that the agent
+/// takes over before anything else runs, whatever the order of the hooks.
+pub fn run_if_requested() {
+    if !server::run_if_requested() {
+        HOOKED.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The runtime's handle on one machine's agent.
+#[derive(Debug)]
+pub(crate) struct Agent {
+    process: Mutex<Child>,
+    pidfd: PidFd,
+    control: Mutex<Option<OwnedFd>>,
+    idle: Mutex<Vec<OwnedFd>>,
+}
+
+impl Agent {
+    /// Starts an agent in the machine whose leader is `leader`, and waits until it is in.
+    pub(crate) fn start(leader: &PidFd) -> std::io::Result<Agent> {
+        if !HOOKED.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other(
+                "this executable lacks the runtime's start-up hook",
+            ));
+        }
+        let (ours, theirs) = UnixStream::pair()?;
+        let child = spawn(leader, theirs.into())?;
+        let agent = Agent {
+            pidfd: PidFd::open(child.id())?,
+            process: Mutex::new(child),
+            control: Mutex::new(Some(ours.into())),
+            idle: Mutex::new(Vec::new()),
+        };
+        let control = agent.control.lock().unwrap_or_else(|p| p.into_inner());
+        let fd = control.as_ref().map(|c| c.as_fd());
+        let answer = fd.map(|fd| wire::recv::<Response>(fd, Some(Instant::now() + START_TIMEOUT)));
+        drop(control);
+        match answer {
+            Some(Ok((Response::Ready, _))) => Ok(agent),
+            Some(Ok((Response::Failed { errno, .. }, _))) => Err(std::io::Error::new(
+                std::io::Error::from_raw_os_error(errno).kind(),
+                format!(
+                    "entering the machine: {}",
+                    std::io::Error::from_raw_os_error(errno)
+                ),
+            )),
+            Some(Err(RecvError::TimedOut)) => Err(std::io::Error::other(format!(
+                "it did not enter the machine within {} s",
+                START_TIMEOUT.as_secs()
+            ))),
+            _ => Err(std::io::Error::other(agent.exit_description())),
+        }
+    }
+
+    /// The agent's PID on the host.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pidfd.pid()
+    }
+
+    /// Whether the agent process still runs.
+    pub(crate) fn is_alive(&self) -> bool {
+        self.pidfd.is_alive()
+    }
+
+    /// A connection of this thread's own, from the pool or new.
+    pub(crate) fn connect(&self) -> Result<Conn<'_>, RecvError> {
+        if let Some(sock) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(Conn { agent: self, sock });
+        }
+        let (ours, theirs) = UnixStream::pair()?;
+        let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let control = control.as_ref().ok_or(RecvError::Closed)?;
+        wire::send(control.as_fd(), &(), &[theirs.as_raw_fd()]).map_err(lost)?;
+        Ok(Conn {
+            agent: self,
+            sock: ours.into(),
+        })
+    }
+
+    /// One request without descriptors, and its answer.
+    pub(crate) fn call(&self, request: &Request) -> Result<(Response, Vec<OwnedFd>), RecvError> {
+        let mut conn = self.connect()?;
+        conn.send(request, &[])?;
+        let answer = conn.recv(None)?;
+        conn.release();
+        Ok(answer)
+    }
+
+    /// How the agent ended, for messages; waits a moment for it to finish dying.
+    pub(crate) fn exit_description(&self) -> String {
+        self.pidfd.wait(Duration::from_millis(500));
+        let status = self
+            .process
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .try_wait();
+        match status {
+            Ok(Some(s)) => match s.signal() {
+                Some(sig) => format!("the agent was killed by signal {sig}"),
+                None => format!("the agent exited ({s})"),
+            },
+            _ => format!("the agent (pid {}) closed its connection", self.pid()),
+        }
+    }
+}
+
+/// Starts the agent process: this executable, as root, in a session of its own so that a
+/// Ctrl-C reaches the test process only, with the leader's pidfd as descriptor 3.
+fn spawn(leader: &PidFd, control: OwnedFd) -> std::io::Result<Child> {
+    let regain = privs::child_needs_root();
+    let leader_fd = leader.raw();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("nspawn-agent")
+        .env(server::ENV, leader.pid().to_string())
+        .env_remove("NSPAWN_WATCHDOG")
+        .stdin(Stdio::from(control))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: raw system calls only.
+    unsafe {
+        cmd.pre_exec(move || {
+            privs::regain_in_child(regain)?;
+            let moved = if leader_fd == server::LEADER_FD {
+                libc::fcntl(leader_fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(leader_fd, server::LEADER_FD)
+            };
+            if moved < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// A broken pipe or reset connection means the agent is gone.
+fn lost(e: std::io::Error) -> RecvError {
+    match e.raw_os_error() {
+        Some(libc::EPIPE | libc::ECONNRESET) => RecvError::Closed,
+        _ => RecvError::Io(e),
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        // Closing every socket tells the agent to exit.
+        self.control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        if !self.pidfd.wait(Duration::from_secs(2)) {
+            let _root = privs::ThreadRoot::acquire();
+            let _ = self.pidfd.signal(libc::SIGKILL);
+        }
+        let _ = self
+            .process
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .wait();
+    }
+}
+
+/// A connection to the agent, used by one thread at a time.
+pub(crate) struct Conn<'a> {
+    agent: &'a Agent,
+    sock: OwnedFd,
+}
+
+impl Conn<'_> {
+    /// The socket, to poll it beside other descriptors.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+
+    /// Sends a request, with descriptors for the agent.
+    pub(crate) fn send(&mut self, request: &Request, fds: &[i32]) -> Result<(), RecvError> {
+        wire::send(self.fd(), request, fds).map_err(lost)
+    }
+
+    /// Receives the answer.
+    pub(crate) fn recv(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<(Response, Vec<OwnedFd>), RecvError> {
+        wire::recv(self.fd(), deadline)
+    }
+
+    /// Puts the connection back in the pool: its exchange is complete. A connection dropped
+    /// without this is closed, which also tells the agent to kill a command still running.
+    pub(crate) fn release(self) {
+        self.agent
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(self.sock);
+    }
+}

@@ -1,0 +1,218 @@
+//! The agent process: the test binary re-executed, which enters the machine before `main` and
+//! serves the runtime until the machine or the test process goes away.
+//!
+//! Start-up runs while the process is still single-threaded, as `setns(CLONE_NEWNS)` needs:
+//! it joins the leader's mount, UTS, IPC, network and cgroup namespaces and `chroot`s into
+//! its root. Only then does it start threads, one per connection, so a slow command never
+//! holds up anything else; each enters the PID namespace for its commands (see
+//! [`super::spawn`]). The main thread
+//! watches two things, and exits as soon as either ends: the control socket (the test
+//! process) and the leader's pidfd (the machine).
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use super::spawn;
+use super::wire::{self, Meta, RecvError, Request, Response, Step};
+use crate::pidfd::PidFd;
+
+/// Set in the agent's environment to the leader's PID.
+pub const ENV: &str = "NSPAWN_AGENT";
+/// The control socket, as the agent receives it.
+pub const CONTROL_FD: RawFd = 0;
+/// The leader's pidfd, as the agent receives it.
+pub const LEADER_FD: RawFd = 3;
+
+/// The namespaces joined at start-up; the PID namespace is the spawner's alone.
+const NAMESPACES: libc::c_int = libc::CLONE_NEWNS
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWCGROUP;
+
+/// Called before `main`: in an agent process, serves and exits; elsewhere returns false.
+pub fn run_if_requested() -> bool {
+    let Some(leader) = std::env::var(ENV).ok().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    let code = serve(leader);
+    // SAFETY: ending the process without running the test harness or exit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+fn serve(leader_pid: u32) -> i32 {
+    // SAFETY: naming the process, and taking over the descriptors it was started with.
+    let (control, leader) = unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"nspawn-agent".as_ptr());
+        match (adopt(CONTROL_FD), adopt(LEADER_FD)) {
+            (Ok(c), Ok(l)) => (c, PidFd::from_owned(l, leader_pid)),
+            _ => return 2,
+        }
+    };
+    if let Err(e) = enter(&leader) {
+        let failed = Response::Failed {
+            step: Step::Enter,
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        };
+        let _ = wire::send(control.as_fd(), &failed, &[]);
+        return 1;
+    }
+    if wire::send(control.as_fd(), &Response::Ready, &[]).is_err() {
+        return 1;
+    }
+    accept(control.as_fd(), leader);
+    0
+}
+
+/// Moves an inherited descriptor out of the way (close-on-exec, so commands never see it),
+/// and puts `/dev/null` where it was.
+///
+/// # Safety
+/// `fd` must be an open descriptor that nothing else owns.
+unsafe fn adopt(fd: RawFd) -> std::io::Result<OwnedFd> {
+    let new = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+    if new < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+    if null >= 0 {
+        libc::dup2(null, fd);
+        libc::close(null);
+    }
+    Ok(OwnedFd::from_raw_fd(new))
+}
+
+/// Joins the machine: every namespace but the PID one, and its root.
+fn enter(leader: &PidFd) -> std::io::Result<()> {
+    let root = std::fs::File::open(format!("/proc/{}/root", leader.pid()))?;
+    // The leader still being alive proves `root` is its root, not a reused PID's.
+    leader.signal(0)?;
+    // SAFETY: plain system calls with descriptors we own; the process has one thread.
+    unsafe {
+        check(libc::setns(leader.raw(), NAMESPACES))?;
+        check(libc::fchdir(root.as_raw_fd()))?;
+        check(libc::chroot(c".".as_ptr()))?;
+        check(libc::chdir(c"/".as_ptr()))?;
+    }
+    Ok(())
+}
+
+fn check(ret: libc::c_int) -> std::io::Result<()> {
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Takes new connections until the test process or the machine is gone.
+fn accept(control: BorrowedFd, leader: PidFd) {
+    let leader = std::sync::Arc::new(leader);
+    loop {
+        let mut fds = [
+            PollFd::new(control, PollFlags::POLLIN),
+            PollFd::new(leader.as_fd(), PollFlags::POLLIN),
+        ];
+        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        if fds[1].any().unwrap_or(true) {
+            return;
+        }
+        let conns = match wire::recv::<()>(control, None) {
+            Ok(((), conns)) => conns,
+            Err(_) => return,
+        };
+        for conn in conns {
+            let leader = leader.clone();
+            let serving = std::thread::Builder::new()
+                .name("connection".into())
+                .spawn(move || serve_connection(conn, &leader));
+            if serving.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Answers one connection's requests, one at a time, until the runtime closes it.
+fn serve_connection(conn: OwnedFd, leader: &PidFd) {
+    let in_pid_namespace = spawn::enter_pid_namespace(leader);
+    loop {
+        let (request, fds) = match wire::recv::<Request>(conn.as_fd(), None) {
+            Ok(got) => got,
+            Err(RecvError::Io(_)) => {
+                let reply = Response::Failed {
+                    step: Step::Protocol,
+                    errno: libc::EPROTO,
+                };
+                let _ = wire::send(conn.as_fd(), &reply, &[]);
+                return;
+            }
+            Err(_) => return,
+        };
+        let (reply, file) = match request {
+            Request::Stat { path } => (stat(&path), None),
+            Request::Open { path, flags, mode } => match open(&path, flags, mode) {
+                Ok(file) => (Response::Opened, Some(file)),
+                Err(e) => (path_error(e), None),
+            },
+            Request::Exec(exec) => match &in_pid_namespace {
+                Err(e) => (
+                    Response::Failed {
+                        step: Step::Enter,
+                        errno: e.raw_os_error().unwrap_or(libc::EIO),
+                    },
+                    None,
+                ),
+                Ok(()) => match spawn::run(exec, fds, conn.as_fd()) {
+                    Some(reply) => (reply, None),
+                    None => return,
+                },
+            },
+        };
+        let passed: Vec<RawFd> = file.iter().map(|f| f.as_raw_fd()).collect();
+        if wire::send(conn.as_fd(), &reply, &passed).is_err() {
+            return;
+        }
+    }
+}
+
+fn path_error(e: std::io::Error) -> Response {
+    Response::Failed {
+        step: Step::Path,
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+    }
+}
+
+fn stat(path: &[u8]) -> Response {
+    match std::fs::metadata(std::ffi::OsStr::from_bytes(path)) {
+        Ok(meta) => Response::Stat(Meta {
+            mode: std::os::unix::fs::MetadataExt::mode(&meta),
+        }),
+        Err(e) => path_error(e),
+    }
+}
+
+/// Opens a file of the machine. Absolute symlinks resolve inside it: this is its root.
+fn open(path: &[u8], flags: i32, mode: u32) -> std::io::Result<OwnedFd> {
+    let path = std::ffi::CString::new(path)
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a valid C string; the descriptor is owned below.
+    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if flags & libc::O_CREAT != 0 {
+        // The exact mode, whatever the umask, and for files that existed already.
+        // SAFETY: fchmod on a descriptor we own.
+        check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })?;
+    }
+    Ok(fd)
+}
