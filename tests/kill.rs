@@ -1,7 +1,8 @@
 //! The kill-test harness: the fixture suite is started, its machines come up, and then it is
 //! ended by SIGINT, SIGTERM, SIGKILL, an abort (what `panic = "abort"` does) or cargo-nextest's
 //! timeout (SIGTERM, then SIGKILL after the grace period). After each, nothing may be left
-//! within 5 s: no process, snapshot, overlay, propagate dir, cgroup or record.
+//! within 5 s: no process (nspawn, the machine's agent, a command still running inside),
+//! snapshot, overlay, propagate dir, cgroup or record.
 //!
 //! Every path runs `NSPAWN_KILL_REPEAT` times (default 3) on both storage modes.
 
@@ -9,6 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::Events;
@@ -42,6 +44,8 @@ fn repeat() -> usize {
 struct Case {
     child: Child,
     log: PathBuf,
+    /// The argument of the `sleep` the fixture runs inside a machine, unique to the case.
+    sleep: String,
     _dir: tempfile::TempDir,
 }
 
@@ -77,8 +81,15 @@ fn start(end: End, chroots: &Path) -> Case {
         }
     };
     nspawn::privs::start_as_root(&mut cmd);
+    static CASES: AtomicUsize = AtomicUsize::new(0);
+    let sleep = format!(
+        "600.{}{}",
+        std::process::id(),
+        CASES.fetch_add(1, Ordering::SeqCst)
+    );
     let child = cmd
         .env("FIXTURE_HANG", "1")
+        .env("FIXTURE_SLEEP", &sleep)
         .env("NSPAWN_EVENT_LOG", &log)
         .env("NSPAWN_CHROOTS_DIR", chroots)
         .stdout(Stdio::null())
@@ -88,6 +99,7 @@ fn start(end: End, chroots: &Path) -> Case {
     Case {
         child,
         log,
+        sleep,
         _dir: dir,
     }
 }
@@ -108,7 +120,14 @@ fn run_case(end: End, chroots: &Path) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Let the tests reach their hang (or abort).
+    // Let the tests reach their hang (or abort): one of them in a command inside its machine.
+    while end != End::Abort && common::processes_with_arg(&case.sleep).is_empty() {
+        if Instant::now() > deadline {
+            let _ = case.child.kill();
+            return Err(format!("{end:?}: the command inside never started"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::sleep(Duration::from_millis(300));
     let pid = Pid::from_raw(case.child.id() as i32);
     match end {
@@ -128,7 +147,12 @@ fn run_case(end: End, chroots: &Path) -> Result<(), String> {
     let machines = machines(&case.log);
     let gone_by = Instant::now() + Duration::from_secs(5);
     loop {
-        let left = common::leftovers(&machines, chroots);
+        let mut left = common::leftovers(&machines, chroots);
+        left.extend(
+            common::processes_with_arg(&case.sleep)
+                .iter()
+                .map(|p| format!("command `sleep {}` (pid {p})", case.sleep)),
+        );
         if left.is_empty() {
             return Ok(());
         }

@@ -375,7 +375,7 @@ impl Machine {
         }
         let leader = self.leader()?;
         let started = Instant::now();
-        let agent = Agent::start(leader).map_err(|e| Error::Agent {
+        let agent = Agent::start(&self.name, leader).map_err(|e| Error::Agent {
             machine: self.name.clone(),
             during: "to start".into(),
             reason: e.to_string(),

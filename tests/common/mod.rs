@@ -32,9 +32,13 @@ pub fn chroots_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("test_chroots"))
 }
 
-/// PIDs of processes whose command line names the machine.
+/// PIDs of processes whose command line names the machine: nspawn and the machine's agent.
 pub fn processes_of(machine: &str) -> Vec<u32> {
-    let needle = format!("--machine={machine}");
+    processes_with_arg(&format!("--machine={machine}"))
+}
+
+/// PIDs of processes with `needle` as one of their arguments.
+pub fn processes_with_arg(needle: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()

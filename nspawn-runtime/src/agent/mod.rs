@@ -71,15 +71,16 @@ pub(crate) struct Agent {
 }
 
 impl Agent {
-    /// Starts an agent in the machine whose leader is `leader`, and waits until it is in.
-    pub(crate) fn start(leader: &PidFd) -> std::io::Result<Agent> {
+    /// Starts an agent in machine `machine`, whose leader is `leader`, and waits until it is
+    /// in.
+    pub(crate) fn start(machine: &str, leader: &PidFd) -> std::io::Result<Agent> {
         if !HOOKED.load(Ordering::SeqCst) {
             return Err(std::io::Error::other(
                 "this executable lacks the runtime's start-up hook",
             ));
         }
         let (ours, theirs) = UnixStream::pair()?;
-        let child = spawn(leader, theirs.into())?;
+        let child = spawn(machine, leader, theirs.into())?;
         let agent = Agent {
             pidfd: PidFd::open(child.id())?,
             process: Mutex::new(child),
@@ -160,12 +161,14 @@ impl Agent {
 }
 
 /// Starts the agent process: this executable, as root, in a session of its own so that a
-/// Ctrl-C reaches the test process only, with the leader's pidfd as descriptor 3.
-fn spawn(leader: &PidFd, control: OwnedFd) -> std::io::Result<Child> {
+/// Ctrl-C reaches the test process only, with the leader's pidfd as descriptor 3. Its command
+/// line, `nspawn-agent --machine=NAME`, says what it is in `ps`.
+fn spawn(machine: &str, leader: &PidFd, control: OwnedFd) -> std::io::Result<Child> {
     let regain = privs::child_needs_root();
     let leader_fd = leader.raw();
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0("nspawn-agent")
+        .arg(format!("--machine={machine}"))
         .env(server::ENV, leader.pid().to_string())
         .env_remove("NSPAWN_WATCHDOG")
         .stdin(Stdio::from(control))
