@@ -19,6 +19,7 @@
 //!
 //! [`Machine`]: crate::Machine
 
+mod launch;
 mod server;
 mod spawn;
 pub(crate) mod user;

@@ -1,4 +1,5 @@
-//! Commands, inside the agent: one `fork` + `exec`, already in every namespace of the machine.
+//! Commands, inside the agent: one `clone` + `exec` ([`super::launch`]), already in every
+//! namespace of the machine, then waiting for the program or its timeout.
 //!
 //! `setns(CLONE_NEWPID)` only changes the PID namespace of the calling thread's future
 //! children, and a thread whose children go to another PID namespace can no longer create
@@ -7,15 +8,14 @@
 //! the connection threads, never does. The connection thread waits for its command, so it is
 //! a sound parent for `PR_SET_PDEATHSIG`: the command dies if the thread or the agent does.
 
-use std::ffi::{CString, OsStr, OsString};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
+use super::launch::{Context, Launch};
 use super::user::Identity;
 use super::wire::{Exec, Response, Step};
 use crate::pidfd::PidFd;
@@ -52,17 +52,18 @@ pub fn run(exec: Exec, fds: Vec<OwnedFd>, conn: BorrowedFd) -> Option<Response> 
             return failed(Step::Cwd, e);
         }
     }
-    let mut cmd = match command(&exec, &id, fds) {
-        Ok(cmd) => cmd,
+    let (launch, stdio) = match prepare(&exec, &id, fds) {
+        Ok(prepared) => prepared,
         Err(e) => return failed(Step::Protocol, e),
     };
-    let child = match cmd.spawn() {
-        Ok(child) => child,
+    let pid = match launch.spawn() {
+        Ok(pid) => pid,
         Err(e) => return failed(Step::Spawn, e),
     };
-    drop(cmd);
+    // The program has its own copies now; ours must go, or its readers never see EOF.
+    drop(stdio);
     let timeout = exec.timeout_ms.map(Duration::from_millis);
-    wait(child, conn, timeout)
+    wait(pid, conn, timeout)
 }
 
 trait IntoIo {
@@ -84,98 +85,49 @@ fn check_dir(path: &[u8]) -> std::io::Result<()> {
     }
 }
 
-/// The command, with its descriptors: `[stdin], stdout, stderr`.
-fn command(
+/// The program ready to start, and the descriptors it gets: `[stdin], stdout, stderr`
+/// (`/dev/null` for stdin unless one came).
+fn prepare(
     exec: &Exec,
     id: &Identity,
     fds: Vec<OwnedFd>,
-) -> std::io::Result<std::process::Command> {
+) -> std::io::Result<(Launch, Vec<OwnedFd>)> {
     let mut fds = fds.into_iter();
     let stdin = if exec.stdin {
-        fds.next().map(Stdio::from)
+        fds.next()
     } else {
-        Some(Stdio::null())
+        Some(std::fs::File::open("/dev/null")?.into())
     };
     let (Some(stdin), Some(stdout), Some(stderr)) = (stdin, fds.next(), fds.next()) else {
         return Err(libc::EBADF.into_io());
     };
-    let os = |b: &Vec<u8>| OsString::from(OsStr::from_bytes(b));
-    let mut cmd = std::process::Command::new(os(&exec.program));
-    cmd.args(exec.args.iter().map(os))
-        .env_clear()
-        .envs(id.environment())
-        .envs(exec.env.iter().map(|(k, v)| (os(k), os(v))))
-        .stdin(stdin)
-        .stdout(stdout)
-        .stderr(stderr);
+    let bytes = |s: &std::ffi::OsString| s.as_bytes().to_vec();
+    let env: Vec<(Vec<u8>, Vec<u8>)> = id
+        .environment()
+        .iter()
+        .map(|(k, v)| (bytes(k), bytes(v)))
+        .chain(exec.env.iter().cloned())
+        .collect();
     let home = id.home.as_os_str().as_bytes();
-    let setup = ChildSetup::new(id, exec.cwd.as_deref().unwrap_or(home))?;
-    // SAFETY: the hook makes only raw, async-signal-safe system calls.
-    unsafe { cmd.pre_exec(move || setup.apply()) };
-    Ok(cmd)
-}
-
-/// What the forked child does before exec, prepared before the fork.
-struct ChildSetup {
-    uid: libc::uid_t,
-    gid: libc::gid_t,
-    groups: Vec<libc::gid_t>,
-    cwd: CString,
-}
-
-impl ChildSetup {
-    fn new(id: &Identity, cwd: &[u8]) -> std::io::Result<ChildSetup> {
-        Ok(ChildSetup {
-            uid: id.uid,
-            gid: id.gid,
-            groups: id.groups.clone(),
-            cwd: CString::new(cwd).map_err(|_| libc::EINVAL.into_io())?,
-        })
-    }
-
-    fn apply(&self) -> std::io::Result<()> {
-        // SAFETY: raw system calls in the forked child, before exec.
-        unsafe {
-            // Its own process group, so that a timeout kills what it started too.
-            libc::setpgid(0, 0);
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-            // The agent, outside the machine's PID namespace, is parent 0 here. Anything else
-            // means it died before the line above, too early for the signal to be sent.
-            if libc::getppid() != 0 {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            if self.uid != 0 || self.gid != 0 {
-                ok(libc::setgroups(self.groups.len(), self.groups.as_ptr()))?;
-                ok(libc::setresgid(self.gid, self.gid, self.gid))?;
-                ok(libc::setresuid(self.uid, self.uid, self.uid))?;
-            }
-            if libc::chdir(self.cwd.as_ptr()) != 0 {
-                // A home that does not exist: start in / as `machinectl shell` would.
-                ok(libc::chdir(c"/".as_ptr()))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn ok(ret: libc::c_int) -> std::io::Result<()> {
-    if ret < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    let context = Context {
+        ids: (id.uid, id.gid, &id.groups),
+        cwd: exec.cwd.as_deref().unwrap_or(home),
+    };
+    let stdio = [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
+    let launch = Launch::new(&exec.program, &exec.args, &env, stdio, context)?;
+    Ok((launch, vec![stdin, stdout, stderr]))
 }
 
 /// Waits for the program, its timeout, or the runtime hanging up, whichever comes first.
-fn wait(mut child: Child, conn: BorrowedFd, timeout: Option<Duration>) -> Option<Response> {
+fn wait(pid: u32, conn: BorrowedFd, timeout: Option<Duration>) -> Option<Response> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    let Ok(handle) = PidFd::open(child.id()) else {
-        return Some(reap(&mut child));
+    let Ok(handle) = PidFd::open(pid) else {
+        return Some(reap(pid));
     };
     loop {
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         if left.is_some_and(|l| l.is_zero()) {
-            kill_group(&mut child);
+            kill_group(pid);
             return Some(Response::TimedOut);
         }
         let ms = left.map_or(PollTimeout::NONE, |l| {
@@ -187,38 +139,47 @@ fn wait(mut child: Child, conn: BorrowedFd, timeout: Option<Duration>) -> Option
         ];
         match nix::poll::poll(&mut fds, ms) {
             Err(nix::errno::Errno::EINTR) | Ok(0) => continue,
-            Err(_) => return Some(reap(&mut child)),
+            Err(_) => return Some(reap(pid)),
             Ok(_) => {}
         }
         if fds[0].any().unwrap_or(false) {
-            return Some(reap(&mut child));
+            return Some(reap(pid));
         }
         if fds[1].any().unwrap_or(false) {
             // The runtime sends nothing during a command: this is its end of the socket closing.
-            kill_group(&mut child);
+            kill_group(pid);
             return None;
         }
     }
 }
 
-fn reap(child: &mut Child) -> Response {
-    match child.wait() {
-        Ok(status) => Response::Exited {
-            status: status.into_raw(),
-        },
-        Err(e) => Response::Failed {
-            step: Step::Spawn,
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
-        },
+fn reap(pid: u32) -> Response {
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for our own child.
+        let ret = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        if ret >= 0 {
+            return Response::Exited { status };
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Response::Failed {
+                step: Step::Spawn,
+                errno: e.raw_os_error().unwrap_or(libc::EIO),
+            };
+        }
     }
 }
 
-fn kill_group(child: &mut Child) {
-    // The program is not reaped yet, so its PID (and group) cannot have been reused.
+fn kill_group(pid: u32) {
+    // The program is not reaped yet, so its PID (and group) cannot have been reused. It may
+    // not have made its group yet: kill it by PID too.
     // SAFETY: plain kill.
-    unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
-    let _ = child.kill();
-    let _ = child.wait();
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+    reap(pid);
 }
 
 #[cfg(test)]
@@ -237,7 +198,7 @@ mod tests {
             stdin: true,
         };
         let one = std::fs::File::open("/dev/null").unwrap();
-        let err = command(&exec, &Identity::root(), vec![one.into()]).unwrap_err();
+        let err = prepare(&exec, &Identity::root(), vec![one.into()]).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EBADF));
     }
 
