@@ -88,25 +88,29 @@ impl Agent {
             control: Mutex::new(Some(ours.into())),
             idle: Mutex::new(Vec::new()),
         };
-        let control = agent.control.lock().unwrap_or_else(|p| p.into_inner());
-        let fd = control.as_ref().map(|c| c.as_fd());
-        let answer = fd.map(|fd| wire::recv::<Response>(fd, Some(Instant::now() + START_TIMEOUT)));
-        drop(control);
-        match answer {
-            Some(Ok((Response::Ready, _))) => Ok(agent),
-            Some(Ok((Response::Failed { errno, .. }, _))) => Err(std::io::Error::new(
+        match agent.handshake() {
+            Ok(Response::Ready) => Ok(agent),
+            Ok(Response::Failed { errno, .. }) => Err(std::io::Error::new(
                 std::io::Error::from_raw_os_error(errno).kind(),
                 format!(
                     "entering the machine: {}",
                     std::io::Error::from_raw_os_error(errno)
                 ),
             )),
-            Some(Err(RecvError::TimedOut)) => Err(std::io::Error::other(format!(
+            Err(RecvError::TimedOut) => Err(std::io::Error::other(format!(
                 "it did not enter the machine within {} s",
                 START_TIMEOUT.as_secs()
             ))),
             _ => Err(std::io::Error::other(agent.exit_description())),
         }
+    }
+
+    /// The agent's first word: whether it got into the machine.
+    fn handshake(&self) -> Result<Response, RecvError> {
+        let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        let control = control.as_ref().ok_or(RecvError::Closed)?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        wire::recv::<Response>(control.as_fd(), Some(deadline)).map(|(answer, _)| answer)
     }
 
     /// The agent's PID on the host.
