@@ -363,7 +363,7 @@ mod backends {
             stop.push(time(|| m.stop().unwrap()).1);
         }
         println!("start to ready\t{}", Stats(boot).show());
-        println!("exec /bin/true (setns, ours)\t{}", Stats(exec).show());
+        println!("exec /bin/true (agent, ours)\t{}", Stats(exec).show());
         if systemd {
             println!("exec: systemd-run -M --wait --pipe\t{}", Stats(pipe).show());
         } else {
