@@ -428,10 +428,13 @@ mod calls {
             ),
         ];
         let mut times: Vec<Vec<Duration>> = vec![Vec::new(); ops.len()];
-        // Each round starts one further along, so no operation always follows `nsenter`.
-        for round in 0..count() {
-            for k in 0..ops.len() {
-                let i = (round + k) % ops.len();
+        // A new random order each round, so that no operation always follows the same one
+        // (after `nsenter`, caches are cold).
+        for _ in 0..count() {
+            let seed = std::collections::hash_map::RandomState::new();
+            let mut order: Vec<usize> = (0..ops.len()).collect();
+            order.sort_by_key(|i| std::hash::BuildHasher::hash_one(&seed, i));
+            for i in order {
                 times[i].push(time(&ops[i].1).1);
             }
         }
