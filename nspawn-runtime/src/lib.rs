@@ -27,6 +27,7 @@ pub mod registry;
 mod sharing;
 pub mod slots;
 pub mod state;
+mod stdio;
 pub mod storage;
 pub mod sweep;
 mod watchdog;

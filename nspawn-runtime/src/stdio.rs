@@ -1,0 +1,179 @@
+//! A command's standard streams, on the test process's side: the pipes it gets, and the loop
+//! that feeds its stdin and gathers its output while waiting for the agent's answer.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use crate::agent::wire::{RecvError, Response};
+use crate::agent::Conn;
+
+/// The program's standard streams: pipes, or this process's own stdout and stderr.
+pub(crate) struct Pipes {
+    stdin: Option<(OwnedFd, OwnedFd)>,
+    output: Option<[(OwnedFd, OwnedFd); 2]>,
+}
+
+/// This side of the pipes.
+pub(crate) struct Ours {
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+}
+
+impl Pipes {
+    pub(crate) fn new(stdin: bool, capture: bool) -> std::io::Result<Pipes> {
+        let pipe = || nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(std::io::Error::from);
+        Ok(Pipes {
+            stdin: stdin.then(pipe).transpose()?,
+            output: if capture {
+                Some([pipe()?, pipe()?])
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The ends the program gets: `[stdin], stdout, stderr`.
+    pub(crate) fn theirs(&self) -> Vec<RawFd> {
+        let stdin = self.stdin.iter().map(|(read, _)| read.as_raw_fd());
+        let output: Vec<RawFd> = match &self.output {
+            Some(pipes) => pipes.iter().map(|(_, write)| write.as_raw_fd()).collect(),
+            None => vec![libc::STDOUT_FILENO, libc::STDERR_FILENO],
+        };
+        stdin.chain(output).collect()
+    }
+
+    /// Closes the program's ends here, so that its exit is seen as end-of-file.
+    pub(crate) fn into_ours(self) -> Ours {
+        let [stdout, stderr] = match self.output {
+            Some([(out, _), (err, _)]) => [Some(out), Some(err)],
+            None => [None, None],
+        };
+        Ours {
+            stdin: self.stdin.map(|(_, write)| write),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// Feeds stdin and gathers stdout and stderr until the agent says how the program ended and
+/// both outputs reached end-of-file (as `std::process::Child::wait_with_output` would). A
+/// timeout or a failure is returned at once.
+pub(crate) fn pump(
+    conn: &mut Conn,
+    mut ours: Ours,
+    mut input: Option<&[u8]>,
+    deadline: Option<Instant>,
+) -> std::result::Result<(Response, Vec<u8>, Vec<u8>), RecvError> {
+    if let Some(fd) = &ours.stdin {
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+            .map_err(std::io::Error::from)?;
+    }
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let mut reply = None;
+    loop {
+        if let Some(r) = reply.take() {
+            if !matches!(r, Response::Exited { .. })
+                || (ours.stdout.is_none() && ours.stderr.is_none())
+            {
+                return Ok((r, stdout, stderr));
+            }
+            reply = Some(r);
+        }
+        let ready = poll(conn.fd(), &ours, reply.is_none(), deadline)?;
+        if ready.stdin {
+            feed(&mut ours.stdin, &mut input);
+        }
+        if ready.stdout {
+            drain(&mut ours.stdout, &mut stdout)?;
+        }
+        if ready.stderr {
+            drain(&mut ours.stderr, &mut stderr)?;
+        }
+        if ready.conn {
+            reply = Some(conn.recv(None)?.0);
+            // The program is gone: whatever it did not read, it never will.
+            ours.stdin = None;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Ready {
+    conn: bool,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+}
+
+fn poll(
+    conn: BorrowedFd,
+    ours: &Ours,
+    want_reply: bool,
+    deadline: Option<Instant>,
+) -> std::result::Result<Ready, RecvError> {
+    let wanted = [
+        (want_reply.then_some(conn), PollFlags::POLLIN),
+        (ours.stdin.as_ref().map(|f| f.as_fd()), PollFlags::POLLOUT),
+        (ours.stdout.as_ref().map(|f| f.as_fd()), PollFlags::POLLIN),
+        (ours.stderr.as_ref().map(|f| f.as_fd()), PollFlags::POLLIN),
+    ];
+    let which: Vec<usize> = (0..4).filter(|i| wanted[*i].0.is_some()).collect();
+    let mut fds: Vec<PollFd> = wanted
+        .iter()
+        .filter_map(|(fd, flags)| fd.map(|fd| PollFd::new(fd, *flags)))
+        .collect();
+    let timeout = match deadline {
+        None => PollTimeout::NONE,
+        Some(d) => match d.checked_duration_since(Instant::now()) {
+            Some(left) => {
+                PollTimeout::try_from(left.as_millis().max(1)).unwrap_or(PollTimeout::MAX)
+            }
+            None => return Err(RecvError::TimedOut),
+        },
+    };
+    match nix::poll::poll(&mut fds, timeout) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        Err(e) => return Err(RecvError::Io(e.into())),
+    }
+    let mut ready = Ready::default();
+    for (fd, tag) in fds.iter().zip(which) {
+        if fd.any().unwrap_or(false) {
+            match tag {
+                0 => ready.conn = true,
+                1 => ready.stdin = true,
+                2 => ready.stdout = true,
+                _ => ready.stderr = true,
+            }
+        }
+    }
+    Ok(ready)
+}
+
+/// Writes what the pipe takes; closes it when all is written or the program stopped reading.
+fn feed(pipe: &mut Option<OwnedFd>, input: &mut Option<&[u8]>) {
+    let Some(fd) = pipe else { return };
+    let rest = input.unwrap_or_default();
+    match nix::unistd::write(fd.as_fd(), rest) {
+        Ok(n) if n < rest.len() => *input = Some(&rest[n..]),
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+        _ => *pipe = None,
+    }
+}
+
+/// Reads what is there; closes the pipe at end-of-file.
+fn drain(pipe: &mut Option<OwnedFd>, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let Some(fd) = pipe else { return Ok(()) };
+    let mut buf = [0u8; 64 * 1024];
+    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+        Ok(0) => *pipe = None,
+        Ok(n) => out.extend_from_slice(&buf[..n]),
+        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
