@@ -243,3 +243,23 @@ fn status_reports_exit_codes_and_signals() {
         Some(libc::SIGTERM)
     );
 }
+
+#[test]
+fn a_stopped_agent_is_an_error_not_a_hang() {
+    use nix::sys::signal::{kill, Signal};
+    let m = Machine::start(CHROOT).unwrap();
+    let agent = nix::unistd::Pid::from_raw(m.agent_pid().unwrap() as i32);
+    kill(agent, Signal::SIGSTOP).unwrap();
+    // The agent cannot even start the command: the runtime gives up after the timeout and a
+    // grace period (10 s), instead of waiting forever.
+    let err = m
+        .command("true")
+        .timeout(Duration::from_millis(100))
+        .output()
+        .unwrap_err();
+    kill(agent, Signal::SIGCONT).unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Agent { .. }), "{msg}");
+    assert!(msg.contains("did not answer in time"), "{msg}");
+    assert_eq!(m.sh("echo fine").unwrap(), "fine\n");
+}

@@ -413,7 +413,10 @@ impl Machine {
         }
         let reason = match e {
             RecvError::Closed => agent.exit_description(),
-            RecvError::TimedOut => "it did not answer in time".into(),
+            RecvError::TimedOut => format!(
+                "it did not answer in time (agent pid {}, stopped or stuck?)",
+                agent.pid()
+            ),
             RecvError::Io(e) => e.to_string(),
         };
         Error::Agent {

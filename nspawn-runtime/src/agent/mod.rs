@@ -39,6 +39,9 @@ use wire::{RecvError, Request, Response};
 
 /// How long an agent may take to enter its machine.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a `stat` or `open` may take: only a stopped or deadlocked agent takes that long
+/// (or a FIFO nobody writes to).
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Set by the pre-`main` hook: re-running this executable reaches [`run_if_requested`].
 static HOOKED: AtomicBool = AtomicBool::new(false);
@@ -138,11 +141,11 @@ impl Agent {
         })
     }
 
-    /// One request without descriptors, and its answer.
+    /// One request without descriptors, and its answer, within [`CALL_TIMEOUT`].
     pub(crate) fn call(&self, request: &Request) -> Result<(Response, Vec<OwnedFd>), RecvError> {
         let mut conn = self.connect()?;
         conn.send(request, &[])?;
-        let answer = conn.recv(None)?;
+        let answer = conn.recv(Some(Instant::now() + CALL_TIMEOUT))?;
         conn.release();
         Ok(answer)
     }
