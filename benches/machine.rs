@@ -279,11 +279,7 @@ mod backends {
             .output()
             .unwrap();
         print!("{}", String::from_utf8_lossy(&out.stdout));
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", common::report(&out));
     }
 
     /// Inside the systemd host: one process per backend (the choice is made once per process).
@@ -295,11 +291,7 @@ mod backends {
                 .env("NSPAWN_BACKEND", backend)
                 .output()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "{}", common::report(&out));
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 if let Some((what, value)) = line.split_once('\t') {
                     rows.push((backend.into(), what.into(), value.into()));
@@ -519,11 +511,7 @@ mod overhead {
                 .output()
                 .unwrap()
         });
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert!(out.status.success(), "{}", common::report(&out));
         let mut raw_total = Duration::ZERO;
         for i in 0..8 {
             let (raw, t) = raw_boot(chroot, 100 + i);

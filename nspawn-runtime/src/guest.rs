@@ -20,7 +20,7 @@ impl Machine {
         self.stat(path.as_ref()).is_some()
     }
 
-    pub(crate) fn stat(&self, path: &Path) -> Option<Meta> {
+    fn stat(&self, path: &Path) -> Option<Meta> {
         let request = Request::Stat {
             path: path.as_os_str().as_bytes().to_vec(),
         };

@@ -16,6 +16,7 @@ pub mod filter;
 mod guest;
 #[doc(hidden)]
 pub mod harness;
+mod helper;
 pub mod host;
 pub mod keep;
 mod machine;

@@ -73,8 +73,8 @@ impl AsFd for PidFd {
     }
 }
 
-/// `pidfd_send_signal(2)`; async-signal-safe, usable in forked children.
-pub(crate) fn send_signal(pidfd: RawFd, signal: libc::c_int) -> std::io::Result<()> {
+/// `pidfd_send_signal(2)`.
+fn send_signal(pidfd: RawFd, signal: libc::c_int) -> std::io::Result<()> {
     // SAFETY: plain system call.
     let ret = unsafe {
         libc::syscall(

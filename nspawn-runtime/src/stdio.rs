@@ -5,9 +5,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags};
 
-use crate::agent::wire::{RecvError, Response};
+use crate::agent::wire::{poll_timeout, RecvError, Response};
 use crate::agent::Conn;
 
 /// The program's standard streams: pipes, or this process's own stdout and stderr.
@@ -102,7 +102,7 @@ pub(crate) fn pump(
     }
 }
 
-#[derive(Default)]
+/// Which descriptors `poll` found ready.
 struct Ready {
     conn: bool,
     stdin: bool,
@@ -127,31 +127,22 @@ fn poll(
         .iter()
         .filter_map(|(fd, flags)| fd.map(|fd| PollFd::new(fd, *flags)))
         .collect();
-    let timeout = match deadline {
-        None => PollTimeout::NONE,
-        Some(d) => match d.checked_duration_since(Instant::now()) {
-            Some(left) => {
-                PollTimeout::try_from(left.as_millis().max(1)).unwrap_or(PollTimeout::MAX)
-            }
-            None => return Err(RecvError::TimedOut),
-        },
-    };
+    let timeout = poll_timeout(deadline).ok_or(RecvError::TimedOut)?;
     match nix::poll::poll(&mut fds, timeout) {
         Ok(_) | Err(nix::errno::Errno::EINTR) => {}
         Err(e) => return Err(RecvError::Io(e.into())),
     }
-    let mut ready = Ready::default();
-    for (fd, tag) in fds.iter().zip(which) {
-        if fd.any().unwrap_or(false) {
-            match tag {
-                0 => ready.conn = true,
-                1 => ready.stdin = true,
-                2 => ready.stdout = true,
-                _ => ready.stderr = true,
-            }
-        }
+    let mut got = [false; 4];
+    for (fd, slot) in fds.iter().zip(which) {
+        got[slot] = fd.any().unwrap_or(false);
     }
-    Ok(ready)
+    let [conn, stdin, stdout, stderr] = got;
+    Ok(Ready {
+        conn,
+        stdin,
+        stdout,
+        stderr,
+    })
 }
 
 /// Writes what the pipe takes; closes it when all is written or the program stopped reading.

@@ -13,14 +13,12 @@
 //! nspawn processes to shut down, and the next run sweeps.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 
-use crate::privs;
+use crate::helper;
 
-const ENV: &str = "NSPAWN_WATCHDOG";
+pub(crate) const ENV: &str = "NSPAWN_WATCHDOG";
 
 /// Set by the pre-`main` hook: re-running this executable reaches [`run_if_requested`].
 static HOOKED: AtomicBool = AtomicBool::new(false);
@@ -71,22 +69,7 @@ pub(crate) fn ensure_started() {
 
 fn start() -> std::io::Result<()> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let exe = std::env::current_exe()?;
-    let regain = privs::child_needs_root();
-    let mut cmd = Command::new(exe);
-    cmd.env(ENV, std::process::id().to_string())
-        .stdin(Stdio::from(read))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: raw system calls only.
-    unsafe {
-        cmd.pre_exec(move || {
-            privs::regain_in_child(regain)?;
-            // Out of the test's process group and session: a Ctrl-C must not reach it.
-            libc::setsid();
-            Ok(())
-        });
-    }
+    let mut cmd = helper::command(ENV, std::process::id().to_string(), read);
     let child = cmd.spawn()?;
     tracing::debug!(pid = child.id(), fd = write.as_raw_fd(), "watchdog started");
     *PIPE.lock().unwrap_or_else(|p| p.into_inner()) = Some(write);

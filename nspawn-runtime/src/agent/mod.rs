@@ -19,6 +19,8 @@
 //!
 //! [`Machine`]: crate::Machine
 
+pub(crate) use server::ENV;
+
 mod launch;
 mod server;
 mod spawn;
@@ -28,11 +30,12 @@ pub(crate) mod wire;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::helper;
 use crate::pidfd::PidFd;
 use crate::privs;
 use wire::{RecvError, Request, Response};
@@ -80,7 +83,8 @@ impl Agent {
     pub(crate) fn start(machine: &str, leader: &PidFd) -> std::io::Result<Agent> {
         if !HOOKED.load(Ordering::SeqCst) {
             return Err(std::io::Error::other(
-                "this executable lacks the runtime's start-up hook",
+                "this executable lacks the runtime's start-up hook (its `.init_array` entry \
+                 was not linked in); please report it with the linker and build settings used",
             ));
         }
         let (ours, theirs) = UnixStream::pair()?;
@@ -168,24 +172,15 @@ impl Agent {
     }
 }
 
-/// Starts the agent process: this executable, as root, in a session of its own so that a
-/// Ctrl-C reaches the test process only, with the leader's pidfd as descriptor 3. Its command
-/// line, `nspawn-agent --machine=NAME`, says what it is in `ps`.
+/// Starts the agent process (see [`crate::helper`]) with the leader's pidfd as descriptor 3.
+/// Its command line, `nspawn-agent --machine=NAME`, says what it is in `ps`.
 fn spawn(machine: &str, leader: &PidFd, control: OwnedFd) -> std::io::Result<Child> {
-    let regain = privs::child_needs_root();
     let leader_fd = leader.raw();
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0("nspawn-agent")
-        .arg(format!("--machine={machine}"))
-        .env(server::ENV, leader.pid().to_string())
-        .env_remove("NSPAWN_WATCHDOG")
-        .stdin(Stdio::from(control))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: raw system calls only.
+    let mut cmd = helper::command(server::ENV, leader.pid().to_string(), control);
+    cmd.arg0("nspawn-agent").arg(format!("--machine={machine}"));
+    // SAFETY: raw system calls only; this runs after the helper's own hook.
     unsafe {
         cmd.pre_exec(move || {
-            privs::regain_in_child(regain)?;
             let moved = if leader_fd == server::LEADER_FD {
                 libc::fcntl(leader_fd, libc::F_SETFD, 0)
             } else {
@@ -194,7 +189,6 @@ fn spawn(machine: &str, leader: &PidFd, control: OwnedFd) -> std::io::Result<Chi
             if moved < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            libc::setsid();
             Ok(())
         });
     }

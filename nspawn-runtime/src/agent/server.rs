@@ -52,11 +52,7 @@ fn serve(leader_pid: u32) -> i32 {
         }
     };
     if let Err(e) = enter(&leader) {
-        let failed = Response::Failed {
-            step: Step::Enter,
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
-        };
-        let _ = wire::send(control.as_fd(), &failed, &[]);
+        let _ = wire::send(control.as_fd(), &Response::failed(Step::Enter, &e), &[]);
         return 1;
     }
     if wire::send(control.as_fd(), &Response::Ready, &[]).is_err() {
@@ -146,34 +142,18 @@ fn serve_connection(conn: OwnedFd, leader: &PidFd) {
         let (request, fds) = match wire::recv::<Request>(conn.as_fd(), None) {
             Ok(got) => got,
             Err(RecvError::Io(_)) => {
-                let reply = Response::Failed {
-                    step: Step::Protocol,
-                    errno: libc::EPROTO,
-                };
-                let _ = wire::send(conn.as_fd(), &reply, &[]);
+                let garbled = std::io::Error::from_raw_os_error(libc::EPROTO);
+                let _ = wire::send(
+                    conn.as_fd(),
+                    &Response::failed(Step::Protocol, &garbled),
+                    &[],
+                );
                 return;
             }
             Err(_) => return,
         };
-        let (reply, file) = match request {
-            Request::Stat { path } => (stat(&path), None),
-            Request::Open { path, flags, mode } => match open(&path, flags, mode) {
-                Ok(file) => (Response::Opened, Some(file)),
-                Err(e) => (path_error(e), None),
-            },
-            Request::Exec(exec) => match &in_pid_namespace {
-                Err(e) => (
-                    Response::Failed {
-                        step: Step::Enter,
-                        errno: e.raw_os_error().unwrap_or(libc::EIO),
-                    },
-                    None,
-                ),
-                Ok(()) => match spawn::run(exec, fds, conn.as_fd()) {
-                    Some(reply) => (reply, None),
-                    None => return,
-                },
-            },
+        let Some((reply, file)) = answer(request, fds, conn.as_fd(), &in_pid_namespace) else {
+            return;
         };
         let passed: Vec<RawFd> = file.iter().map(|f| f.as_raw_fd()).collect();
         if wire::send(conn.as_fd(), &reply, &passed).is_err() {
@@ -182,11 +162,23 @@ fn serve_connection(conn: OwnedFd, leader: &PidFd) {
     }
 }
 
-fn path_error(e: std::io::Error) -> Response {
-    Response::Failed {
-        step: Step::Path,
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
-    }
+/// The answer to one request, with the descriptor it hands back; `None` when the runtime hung
+/// up during a command.
+fn answer(
+    request: Request,
+    fds: Vec<OwnedFd>,
+    conn: BorrowedFd,
+    in_pid_namespace: &std::io::Result<()>,
+) -> Option<(Response, Option<OwnedFd>)> {
+    Some(match (request, in_pid_namespace) {
+        (Request::Stat { path }, _) => (stat(&path), None),
+        (Request::Open { path, flags, mode }, _) => match open(&path, flags, mode) {
+            Ok(file) => (Response::Opened, Some(file)),
+            Err(e) => (Response::failed(Step::Path, &e), None),
+        },
+        (Request::Exec(_), Err(e)) => (Response::failed(Step::Enter, e), None),
+        (Request::Exec(exec), Ok(())) => (spawn::run(exec, fds, conn)?, None),
+    })
 }
 
 fn stat(path: &[u8]) -> Response {
@@ -194,7 +186,7 @@ fn stat(path: &[u8]) -> Response {
         Ok(meta) => Response::Stat(Meta {
             mode: std::os::unix::fs::MetadataExt::mode(&meta),
         }),
-        Err(e) => path_error(e),
+        Err(e) => Response::failed(Step::Path, &e),
     }
 }
 

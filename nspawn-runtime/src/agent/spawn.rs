@@ -13,11 +13,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags};
 
 use super::launch::{Context, Launch};
 use super::user::Identity;
-use super::wire::{Exec, Response, Step};
+use super::wire::{poll_timeout, Exec, Response, Step};
 use crate::pidfd::PidFd;
 
 /// Makes the calling thread's children start in the PID namespace of `leader`.
@@ -34,23 +34,16 @@ pub fn enter_pid_namespace(leader: &PidFd) -> std::io::Result<()> {
 /// the runtime hung up meanwhile (the program is then killed). The calling thread must have
 /// entered the PID namespace.
 pub fn run(exec: Exec, fds: Vec<OwnedFd>, conn: BorrowedFd) -> Option<Response> {
-    let failed = |step, e: std::io::Error| {
-        Some(Response::Failed {
-            step,
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
-        })
-    };
+    let failed = |step, e| Some(Response::failed(step, &e));
     let id = match &exec.user {
         None => Identity::root(),
         Some(name) => match Identity::lookup(name) {
             Some(id) => id,
-            None => return failed(Step::User, libc::ENOENT.into_io()),
+            None => return failed(Step::User, errno(libc::ENOENT)),
         },
     };
-    if let Some(cwd) = &exec.cwd {
-        if let Err(e) = check_dir(cwd) {
-            return failed(Step::Cwd, e);
-        }
+    if let Some(Err(e)) = exec.cwd.as_deref().map(check_dir) {
+        return failed(Step::Cwd, e);
     }
     let (launch, stdio) = match prepare(&exec, &id, fds) {
         Ok(prepared) => prepared,
@@ -66,14 +59,8 @@ pub fn run(exec: Exec, fds: Vec<OwnedFd>, conn: BorrowedFd) -> Option<Response> 
     wait(pid, conn, timeout)
 }
 
-trait IntoIo {
-    fn into_io(self) -> std::io::Error;
-}
-
-impl IntoIo for i32 {
-    fn into_io(self) -> std::io::Error {
-        std::io::Error::from_raw_os_error(self)
-    }
+fn errno(code: i32) -> std::io::Error {
+    std::io::Error::from_raw_os_error(code)
 }
 
 fn check_dir(path: &[u8]) -> std::io::Result<()> {
@@ -81,7 +68,7 @@ fn check_dir(path: &[u8]) -> std::io::Result<()> {
     if meta.is_dir() {
         Ok(())
     } else {
-        Err(libc::ENOTDIR.into_io())
+        Err(errno(libc::ENOTDIR))
     }
 }
 
@@ -99,7 +86,7 @@ fn prepare(
         Some(std::fs::File::open("/dev/null")?.into())
     };
     let (Some(stdin), Some(stdout), Some(stderr)) = (stdin, fds.next(), fds.next()) else {
-        return Err(libc::EBADF.into_io());
+        return Err(errno(libc::EBADF));
     };
     let bytes = |s: &std::ffi::OsString| s.as_bytes().to_vec();
     let env: Vec<(Vec<u8>, Vec<u8>)> = id
@@ -125,14 +112,10 @@ fn wait(pid: u32, conn: BorrowedFd, timeout: Option<Duration>) -> Option<Respons
         return Some(reap(pid));
     };
     loop {
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        if left.is_some_and(|l| l.is_zero()) {
+        let Some(ms) = poll_timeout(deadline) else {
             kill_group(pid);
             return Some(Response::TimedOut);
-        }
-        let ms = left.map_or(PollTimeout::NONE, |l| {
-            PollTimeout::try_from(l.as_millis().max(1)).unwrap_or(PollTimeout::MAX)
-        });
+        };
         let mut fds = [
             PollFd::new(handle.as_fd(), PollFlags::POLLIN),
             PollFd::new(conn.as_fd(), PollFlags::POLLIN),
@@ -163,10 +146,7 @@ fn reap(pid: u32) -> Response {
         }
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EINTR) {
-            return Response::Failed {
-                step: Step::Spawn,
-                errno: e.raw_os_error().unwrap_or(libc::EIO),
-            };
+            return Response::failed(Step::Spawn, &e);
         }
     }
 }

@@ -88,6 +88,16 @@ pub enum Response {
     },
 }
 
+impl Response {
+    /// A failure at `step`, with the errno of `e`.
+    pub fn failed(step: Step, e: &std::io::Error) -> Response {
+        Response::Failed {
+            step,
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+}
+
 /// Metadata of a file inside the machine.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Meta {
@@ -196,16 +206,7 @@ pub fn recv<T: DeserializeOwned>(
 /// Waits until `fd` can be read, or fails at `deadline`.
 pub fn wait_readable(fd: BorrowedFd, deadline: Option<Instant>) -> Result<(), RecvError> {
     loop {
-        let timeout = match deadline {
-            None => PollTimeout::NONE,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(RecvError::TimedOut);
-                }
-                PollTimeout::try_from(left.as_millis().max(1)).unwrap_or(PollTimeout::MAX)
-            }
-        };
+        let timeout = poll_timeout(deadline).ok_or(RecvError::TimedOut)?;
         let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
         match nix::poll::poll(&mut fds, timeout) {
             Ok(0) => continue,
@@ -214,6 +215,18 @@ pub fn wait_readable(fd: BorrowedFd, deadline: Option<Instant>) -> Result<(), Re
             Err(e) => return Err(RecvError::Io(e.into())),
         }
     }
+}
+
+/// The `poll(2)` timeout that ends at `deadline` (none: forever); `None` once it has passed.
+pub fn poll_timeout(deadline: Option<Instant>) -> Option<PollTimeout> {
+    let Some(deadline) = deadline else {
+        return Some(PollTimeout::NONE);
+    };
+    let left = deadline.checked_duration_since(Instant::now())?;
+    if left.is_zero() {
+        return None;
+    }
+    Some(PollTimeout::try_from(left.as_millis().max(1)).unwrap_or(PollTimeout::MAX))
 }
 
 fn read_exact(sock: BorrowedFd, mut buf: &mut [u8]) -> Result<(), RecvError> {

@@ -1,0 +1,36 @@
+//! Helper processes re-executed from the test binary itself: a machine's agent and the
+//! watchdog. Hooks that run before `main` recognise each by its environment marker, so the
+//! test harness never starts in them.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use crate::privs;
+
+/// Every marker; a helper gets its own and none of the others.
+const MARKERS: [&str; 2] = [crate::agent::ENV, crate::watchdog::ENV];
+
+/// This executable (`/proc/self/exe`, which still works if cargo rebuilt the file) with
+/// `marker=value`, `stdin` as its standard input and no output. It starts as root, and in a
+/// session of its own, so that a Ctrl-C reaches the test process only.
+pub(crate) fn command(marker: &str, value: String, stdin: OwnedFd) -> Command {
+    let mut cmd = Command::new("/proc/self/exe");
+    for other in MARKERS {
+        cmd.env_remove(other);
+    }
+    cmd.env(marker, value)
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let regain = privs::child_needs_root();
+    // SAFETY: raw system calls only.
+    unsafe {
+        cmd.pre_exec(move || {
+            privs::regain_in_child(regain)?;
+            libc::setsid();
+            Ok(())
+        });
+    }
+    cmd
+}
