@@ -151,6 +151,100 @@ pub fn own_cgroups() -> Vec<PathBuf> {
         .collect()
 }
 
+/// The cgroup directories of process `pid` on this host, one per hierarchy, controllers
+/// included. The file is read as if a hostile process had named its cgroups: a line that does
+/// not parse, a hierarchy listed twice or missing, or a path that climbs out of the mount is
+/// an error, never a directory elsewhere.
+pub fn of_process(pid: u32) -> std::io::Result<Vec<PathBuf>> {
+    let theirs = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+    let ours = std::fs::read_to_string("/proc/self/cgroup")?;
+    let ids = |text: &str| -> Vec<String> {
+        let mut ids: Vec<String> = text
+            .lines()
+            .map(|l| l.split(':').next().unwrap_or("").to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut unique = ids(&theirs);
+    unique.dedup();
+    if ids(&theirs) != ids(&ours) || unique.len() != ids(&theirs).len() {
+        return Err(bad_cgroup(pid, "its hierarchies are not this host's"));
+    }
+    let mounts = all_mounts();
+    theirs
+        .lines()
+        .map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+            let (Some(controllers), Some(path)) = (controllers, path) else {
+                return Err(bad_cgroup(pid, "a line does not parse"));
+            };
+            if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+                return Err(bad_cgroup(pid, "a path leaves its hierarchy"));
+            }
+            let mount = mounts
+                .iter()
+                .find(|m| m.serves(controllers))
+                .ok_or_else(|| bad_cgroup(pid, "a hierarchy is not mounted here"))?;
+            let dir = mount.path.join(path.trim_start_matches('/'));
+            if !dir.join("cgroup.procs").exists() {
+                return Err(bad_cgroup(pid, "a cgroup does not exist"));
+            }
+            Ok(dir)
+        })
+        .collect()
+}
+
+fn bad_cgroup(pid: u32, why: &str) -> std::io::Error {
+    std::io::Error::other(format!("the cgroups of process {pid} are unusable: {why}"))
+}
+
+/// A mounted cgroup hierarchy.
+struct Mount {
+    path: PathBuf,
+    /// Empty for the unified hierarchy; else the mount options (controllers, `name=`).
+    options: Vec<String>,
+}
+
+impl Mount {
+    /// Whether this is the hierarchy a `/proc/PID/cgroup` line with `controllers` names.
+    fn serves(&self, controllers: &str) -> bool {
+        if controllers.is_empty() {
+            return self.options.is_empty();
+        }
+        !self.options.is_empty()
+            && controllers
+                .split(',')
+                .all(|c| self.options.iter().any(|o| o == c))
+    }
+}
+
+/// Every cgroup mount of this mount namespace.
+fn all_mounts() -> Vec<Mount> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let path = PathBuf::from(pre.split(' ').nth(4)?);
+            let mut fields = post.split(' ');
+            let fstype = fields.next()?;
+            let options = fields.nth(1).unwrap_or("");
+            match fstype {
+                "cgroup2" => Some(Mount {
+                    path,
+                    options: Vec::new(),
+                }),
+                "cgroup" => Some(Mount {
+                    path,
+                    options: options.split(',').map(str::to_string).collect(),
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// Mount points of the unified hierarchy (`cgroup2`) and of `name=systemd`.
 fn cgroup_mounts() -> Vec<(String, PathBuf)> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -175,6 +269,18 @@ fn cgroup_mounts() -> Vec<(String, PathBuf)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_cgroups_are_found_in_every_hierarchy() {
+        let dirs = of_process(std::process::id()).unwrap();
+        let lines = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        assert_eq!(dirs.len(), lines.lines().count());
+        for dir in dirs {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+            let me = std::process::id().to_string();
+            assert!(procs.lines().any(|p| p == me), "{}", dir.display());
+        }
+    }
 
     #[test]
     fn our_cgroups_exist() {

@@ -82,6 +82,26 @@ pub fn shows_inotify_exhaustion(path: &Path) -> bool {
         || (text.contains("inotify") && text.contains("Too many open files"))
 }
 
+/// Whether root, the user the containers run as, can create no more inotify instances now.
+///
+/// A machine that hit the limit during boot still sends `READY=1` (systemd logs the failure
+/// and carries on with broken units), and its console lines may reach the log after READY.
+/// Asking the kernel does not depend on that timing: a booted machine holds its instances
+/// for as long as it runs, so an exhausted limit at READY means the boot ran into it.
+pub fn inotify_exhausted_for_root() -> bool {
+    let Ok(_root) = ThreadRoot::acquire() else {
+        return false;
+    };
+    // SAFETY: a plain system call; the descriptor is closed at once.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::EMFILE);
+    }
+    // SAFETY: closing the descriptor just created.
+    unsafe { libc::close(fd) };
+    false
+}
+
 /// The current `fs.inotify.max_user_instances`.
 pub fn inotify_limit() -> String {
     std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")

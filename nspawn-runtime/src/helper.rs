@@ -2,7 +2,7 @@
 //! watchdog. Hooks that run before `main` recognise each by its environment marker, so the
 //! test harness never starts in them.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -33,4 +33,24 @@ pub(crate) fn command(marker: &str, value: String, stdin: OwnedFd) -> Command {
         });
     }
     cmd
+}
+
+/// Closes every descriptor from 3 up, except those in `keep`: a test runner, make's jobserver
+/// or `flock dir cargo test` may have handed the test process descriptors that must never
+/// reach the machine (a directory descriptor is a way out of any chroot).
+pub fn close_inherited(keep: &[RawFd]) {
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .filter(|fd| **fd > 2)
+        .map(|fd| *fd as u32)
+        .collect();
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for fd in keep.into_iter().chain(std::iter::once(u32::MAX)) {
+        if fd > from {
+            // SAFETY: closing descriptors that nothing in this process owns yet (start-up).
+            unsafe { libc::syscall(libc::SYS_close_range, from, fd - 1, 0) };
+        }
+        from = fd.saturating_add(1);
+    }
 }

@@ -38,6 +38,8 @@ pub fn run_if_requested() {
 }
 
 fn watch() {
+    // Its pipe is its standard input; anything else it inherited is not its to hold.
+    helper::close_inherited(&[]);
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
         // SAFETY: ignoring signals.
         unsafe { libc::signal(sig, libc::SIG_IGN) };

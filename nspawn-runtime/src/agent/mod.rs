@@ -21,7 +21,9 @@
 
 pub(crate) use server::ENV;
 
+mod confine;
 mod launch;
+mod seccomp;
 mod server;
 mod spawn;
 pub(crate) mod user;

@@ -14,8 +14,9 @@ use std::os::unix::ffi::OsStrExt;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use super::spawn;
+use super::confine::Walls;
 use super::wire::{self, Meta, RecvError, Request, Response, Step};
+use super::{seccomp, spawn};
 use crate::pidfd::PidFd;
 
 /// Set in the agent's environment to the leader's PID.
@@ -51,6 +52,7 @@ fn serve(leader_pid: u32) -> i32 {
             _ => return 2,
         }
     };
+    crate::helper::close_inherited(&[control.as_raw_fd(), leader.raw()]);
     if let Err(e) = enter(&leader) {
         let _ = wire::send(control.as_fd(), &Response::failed(Step::Enter, &e), &[]);
         return 1;
@@ -80,11 +82,15 @@ unsafe fn adopt(fd: RawFd) -> std::io::Result<OwnedFd> {
     Ok(OwnedFd::from_raw_fd(new))
 }
 
-/// Joins the machine: every namespace but the PID one, and its root.
+/// Joins the machine: its cgroups, every namespace but the PID one, and its root; then takes
+/// on its walls (see [`confine`]). Nothing is served before all of it has succeeded.
 fn enter(leader: &PidFd) -> std::io::Result<()> {
+    let walls = Walls::of(leader)?;
+    let filters = seccomp::programs(walls.bounding)?;
     let root = std::fs::File::open(format!("/proc/{}/root", leader.pid()))?;
     // The leader still being alive proves `root` is its root, not a reused PID's.
     leader.signal(0)?;
+    walls.join_cgroups()?;
     // SAFETY: plain system calls with descriptors we own; the process has one thread.
     unsafe {
         check(libc::setns(leader.raw(), NAMESPACES))?;
@@ -92,7 +98,9 @@ fn enter(leader: &PidFd) -> std::io::Result<()> {
         check(libc::chroot(c".".as_ptr()))?;
         check(libc::chdir(c"/".as_ptr()))?;
     }
-    Ok(())
+    drop(root);
+    walls.drop_capabilities()?;
+    seccomp::install(&filters)
 }
 
 fn check(ret: libc::c_int) -> std::io::Result<()> {

@@ -148,7 +148,11 @@ impl Proc {
                     Message::Status(s) => tracing::trace!(machine = name, "nspawn status: {s}"),
                 }
             }
-            if ready {
+            if ready && leader.is_some() {
+                // READY=1 alone does not prove a working machine: see `broken_by_inotify`.
+                if broken_by_inotify(log) {
+                    return Err((leader, Failure::Inotify));
+                }
                 if let Some(leader) = leader.take() {
                     return Ok(leader);
                 }
@@ -235,6 +239,13 @@ impl Running {
     pub(crate) fn nspawn_pid(&self) -> u32 {
         self.proc.nspawn.pid()
     }
+}
+
+/// A machine that ran out of inotify instances while booting still reports `READY=1`, with
+/// broken units. Checked once at READY, whatever the timing: the console (which may lag) and
+/// the kernel's own answer for root.
+fn broken_by_inotify(log: &Path) -> bool {
+    console::shows_inotify_exhaustion(log) || console::inotify_exhausted_for_root()
 }
 
 fn remove_cgroup(cgroup: &MachineCgroup) {

@@ -1,0 +1,194 @@
+//! A machine is a sandbox: what runs in it through the agent is confined like the container's
+//! own processes, and nothing it does reaches the host. Real machines, hostile commands.
+
+mod common;
+
+use nspawn::Machine;
+
+const CHROOT: &str = "bookworm";
+
+/// The confinement lines of a `/proc/PID/status`.
+fn walls(status: &str) -> Vec<String> {
+    // Seccomp_filters is left out: the container's systemd adds filters of its own to what it
+    // starts (5 against nspawn's 2 here), on top of the same policy.
+    const KEYS: [&str; 7] = [
+        "CapInh:",
+        "CapPrm:",
+        "CapEff:",
+        "CapBnd:",
+        "CapAmb:",
+        "NoNewPrivs:",
+        "Seccomp:",
+    ];
+    status
+        .lines()
+        .filter(|l| KEYS.iter().any(|k| l.starts_with(k)))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+const PROBE: &str = "cat /proc/self/status; echo ==; cat /proc/self/cgroup";
+
+/// What a probe printed: its status walls and its unified cgroup (as the machine sees it).
+fn probe(out: &str) -> (Vec<String>, String) {
+    let (status, cgroup) = out.split_once("==").expect("the probe prints both parts");
+    let unified = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_default()
+        .to_string();
+    (walls(status), unified)
+}
+
+#[test]
+fn commands_are_confined_like_the_containers_own_services() {
+    let m = Machine::start(CHROOT).unwrap();
+    let (ours, our_cgroup) = probe(&m.sh(PROBE).unwrap());
+    let service = m
+        .run([
+            "systemd-run",
+            "--wait",
+            "--pipe",
+            "--quiet",
+            "/bin/sh",
+            "-c",
+            PROBE,
+        ])
+        .unwrap();
+    let (theirs, their_cgroup) = probe(&String::from_utf8_lossy(&service.stdout));
+    assert_eq!(ours, theirs, "a command's walls are a service's");
+    assert!(ours.contains(&"Seccomp: 2".to_string()), "{ours:?}");
+    assert!(
+        !ours.iter().any(|l| l == "CapBnd: 000001ffffffffff"),
+        "{ours:?}"
+    );
+    for cgroup in [&our_cgroup, &their_cgroup] {
+        assert!(
+            cgroup.starts_with('/') && !cgroup.starts_with("/.."),
+            "inside the machine's cgroup tree: {cgroup}"
+        );
+    }
+    let leader = std::fs::read_to_string(format!("/proc/{}/status", m.leader_pid())).unwrap();
+    let leader = walls(&leader);
+    assert_eq!(ours[3], leader[3], "the leader's bounding set");
+}
+
+/// System calls (x86-64 numbers, arguments that make an allowed call fail harmlessly) whose
+/// outcome tells nspawn's filter apart from none: keyring, bpf, perf, modules, the clock,
+/// handles, swap, memory locks, the kernel log, audit sockets, io_uring; `getpid` as control.
+#[cfg(target_arch = "x86_64")]
+const SYSCALLS: &[&str] = &[
+    "250,0,-3,0",    // keyctl(GET_KEYRING_ID, session)
+    "248,0,0,0,0",   // add_key
+    "321,-1,0,0",    // bpf
+    "298,0,0,0,0,0", // perf_event_open
+    "313,-1,0,0",    // finit_module
+    "227,0,1",       // clock_settime(REALTIME, bad pointer)
+    "304,-1,0,0",    // open_by_handle_at
+    "167,0,0",       // swapon
+    "149,0,4096",    // mlock
+    "103,3,0,0",     // syslog(READ_ALL)
+    "41,16,3,9",     // socket(AF_NETLINK, SOCK_RAW, NETLINK_AUDIT)
+    "425,0,0",       // io_uring_setup
+    "101,-1,0,0,0",  // ptrace
+    "169,0,0,0,0",   // reboot(bad magic)
+    "39",            // getpid
+];
+
+/// Runs every call of [`SYSCALLS`] with perl (in every Debian, as perl-base) and prints
+/// `number:errno` or `number:ok`.
+#[cfg(target_arch = "x86_64")]
+fn syscall_outcomes(argv_prefix: &[&str], m: &Machine) -> String {
+    let script = r#"for (@ARGV) { my ($n, @a) = map { $_ + 0 } split /,/; $! = 0; my $r = syscall($n, @a); print "$n:", ($r < 0 ? $! + 0 : "ok"), "\n" }"#;
+    let mut argv: Vec<&str> = argv_prefix.to_vec();
+    argv.extend(["perl", "-e", script]);
+    argv.extend(SYSCALLS);
+    let out = m.run(argv).unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn system_calls_fare_as_in_the_containers_own_services() {
+    let m = Machine::start(CHROOT).unwrap();
+    let ours = syscall_outcomes(&[], &m);
+    let theirs = syscall_outcomes(&["systemd-run", "--wait", "--pipe", "--quiet"], &m);
+    assert_eq!(ours, theirs);
+    let eperm = libc::EPERM.to_string();
+    for refused in ["250", "321", "298", "227", "304", "syslog:103"] {
+        let nr = refused.rsplit(':').next().unwrap();
+        let line = ours
+            .lines()
+            .find(|l| l.starts_with(&format!("{nr}:")))
+            .unwrap();
+        assert_eq!(line, format!("{nr}:{eperm}"), "{ours}");
+    }
+    assert!(
+        ours.contains(&format!("41:{}", libc::EAFNOSUPPORT)),
+        "{ours}"
+    );
+    assert!(ours.contains("39:ok"), "{ours}");
+}
+
+/// The machine shares the host's network by default: a command must not be able to add an
+/// interface to it, read the host's kernel log, or mount anything the host sees.
+#[test]
+fn commands_cannot_change_the_host() {
+    let m = Machine::start(CHROOT).unwrap();
+    let name = format!("nsbx{}", std::process::id() % 100_000);
+    // TUNSETIFF on /dev/net/tun creates an interface; it takes CAP_NET_ADMIN.
+    let tun = format!(
+        r#"open(my $f, "+<", "/dev/net/tun") or die "open: $!\n"; my $req = pack("Z16 s x22", "{name}", 0x1001); print ioctl($f, 0x400454ca, $req) ? "created" : $! + 0"#
+    );
+    let out = m.run(["perl", "-e", &tun]).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        libc::EPERM.to_string()
+    );
+    assert!(!std::path::Path::new("/sys/class/net").join(&name).exists());
+
+    let dmesg = m.command("dmesg").output().unwrap();
+    assert!(!dmesg.status.success(), "{}", common::report(&dmesg));
+    assert!(
+        String::from_utf8_lossy(&dmesg.stderr).contains("Operation not permitted"),
+        "{}",
+        common::report(&dmesg)
+    );
+
+    let source = format!("nspawn-sandbox-{}", std::process::id());
+    m.run(["mount", "-t", "tmpfs", &source, "/mnt"]).unwrap();
+    assert!(m.sh("cat /proc/self/mountinfo").unwrap().contains(&source));
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!host.contains(&source), "the host's mounts are unchanged");
+}
+
+/// A directory descriptor the test process inherited (a CI runner, `flock dir cargo test`)
+/// is a way out of any chroot: neither the agent nor a command may hold it.
+#[test]
+fn inherited_descriptors_reach_nothing_in_the_machine() {
+    let dir = common::scratch_dir();
+    // Without O_CLOEXEC, as an inherited descriptor would be.
+    let fd = nix::fcntl::open(
+        dir.path(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap();
+    let m = Machine::start(CHROOT).unwrap();
+    // `test -e` opens nothing, unlike a glob or `ls`, which would list their own descriptor.
+    let listing = m
+        .sh("for i in $(seq 0 1023); do [ -e /proc/$$/fd/$i ] && echo $i; done; true")
+        .unwrap();
+    let fds: Vec<&str> = listing.lines().collect();
+    assert_eq!(fds, ["0", "1", "2"], "a command holds only its stdio");
+    let agent = m.agent_pid().unwrap();
+    for entry in std::fs::read_dir(format!("/proc/{agent}/fd")).unwrap() {
+        let target = std::fs::read_link(entry.unwrap().path()).unwrap_or_default();
+        assert_ne!(
+            target,
+            dir.path(),
+            "the agent holds the inherited directory"
+        );
+    }
+    nix::unistd::close(fd).unwrap();
+}
