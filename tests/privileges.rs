@@ -107,3 +107,36 @@ fn probe() {
     m.stop().unwrap();
     assert_eq!(common::leftovers_of(&name), Vec::<String>::new());
 }
+
+/// A malformed privilege setting stops the run before any test, never leaving test code root.
+#[test]
+fn malformed_privilege_settings_refuse_to_run() {
+    let cases: [&[(&str, &str)]; 5] = [
+        &[("NSPAWN_USER", "1003")],
+        &[("NSPAWN_USER", "name:name")],
+        &[("NSPAWN_USER", "bad")],
+        &[("SUDO_UID", "1000"), ("SUDO_GID", "abc")],
+        &[("SUDO_UID", "1000")],
+    ];
+    for env in cases {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "probe", "--ignored"])
+            .env_remove("NSPAWN_USER")
+            .env_remove("SUDO_UID")
+            .env_remove("SUDO_GID");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // Under `sudo -E cargo test` this process has dropped root; the child must start as
+        // root to reach the decision at all.
+        nspawn::privs::start_as_root(&mut cmd);
+        let out = cmd.output().unwrap();
+        let report = common::report(&out);
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {report}");
+        assert!(
+            report.contains("refusing to run the tests as root"),
+            "{report}"
+        );
+        assert!(!report.contains("running 1 test"), "no test ran: {report}");
+    }
+}

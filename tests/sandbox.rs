@@ -192,3 +192,55 @@ fn inherited_descriptors_reach_nothing_in_the_machine() {
     }
     nix::unistd::close(fd).unwrap();
 }
+
+/// Answers that could mislead are errors: a dead machine is not "no such file", relative
+/// paths go nowhere, and FIFOs and devices are refused at once instead of hanging or filling
+/// the test process's memory.
+#[test]
+fn file_calls_answer_truthfully_and_never_hang() {
+    let m = Machine::builder(CHROOT)
+        .boot_timeout(std::time::Duration::MAX)
+        .start()
+        .unwrap();
+    assert!(!m.try_exists("/no/such/file").unwrap());
+    assert!(m.try_exists("/etc/os-release").unwrap());
+    let relative = m.write("relfile", "x").unwrap_err().to_string();
+    assert!(relative.contains("must be absolute"), "{relative}");
+    assert!(m.try_exists("etc/os-release").is_err());
+
+    m.run(["mkfifo", "/run/fifo"]).unwrap();
+    for path in ["/run/fifo", "/dev/zero"] {
+        let err = m.read(path).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{path}: {err}");
+    }
+    let err = m.write("/dev/null", "x").unwrap_err().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+
+    let dir = common::scratch_dir();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "mine").unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    assert!(m.copy_out("/etc/os-release", &link).is_err());
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "mine",
+        "not followed"
+    );
+
+    let forever = m
+        .command("true")
+        .timeout(std::time::Duration::MAX)
+        .status()
+        .unwrap();
+    assert!(forever.success());
+
+    m.run(["systemctl", "poweroff"]).ok();
+    let gone = (0..500).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        m.try_exists("/etc/os-release").is_err()
+    });
+    assert!(gone, "a dead machine is an error, not `false`");
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.exists("/x")));
+    assert!(panicked.is_err(), "exists() panics when it cannot tell");
+}

@@ -136,7 +136,9 @@ impl<'m> Command<'m> {
         conn.send(&Request::Exec(self.request()), &pipes.theirs())
             .map_err(lost)?;
         let ours = pipes.into_ours();
-        let deadline = self.timeout.map(|t| Instant::now() + t + TIMEOUT_GRACE);
+        let deadline = self
+            .timeout
+            .map(|t| crate::deadline::after(t.saturating_add(TIMEOUT_GRACE)));
         let (reply, stdout, stderr) =
             pump(&mut conn, ours, self.stdin.as_deref(), deadline).map_err(lost)?;
         let status = match reply {

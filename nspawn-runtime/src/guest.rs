@@ -10,24 +10,56 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::agent::wire::{Meta, Request, Response};
+use crate::agent::wire::{Request, Response};
 use crate::error::{Error, Result};
 use crate::machine::Machine;
 
 impl Machine {
     /// Whether `path` exists in the machine (following symlinks inside it).
+    ///
+    /// # Panics
+    /// When it cannot tell (the machine is gone, the agent failed, a relative path): a wrong
+    /// `false` would make `assert!(!machine.exists(..))` pass. Use [`Machine::try_exists`] to
+    /// handle that case.
     pub fn exists(&self, path: impl AsRef<Path>) -> bool {
-        self.stat(path.as_ref()).is_some()
+        self.try_exists(path).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    fn stat(&self, path: &Path) -> Option<Meta> {
+    /// Whether `path` exists in the machine, like [`Path::try_exists`]: `Ok(false)` only when
+    /// it does not, an error when that cannot be told.
+    ///
+    /// ```no_run
+    /// # let machine = nspawn_runtime::Machine::start("bookworm")?;
+    /// assert!(!machine.try_exists("/etc/my-app.conf")?);
+    /// # Ok::<(), nspawn_runtime::Error>(())
+    /// ```
+    pub fn try_exists(&self, path: impl AsRef<Path>) -> Result<bool> {
+        let path = path.as_ref();
         let request = Request::Stat {
-            path: path.as_os_str().as_bytes().to_vec(),
+            path: self.guest_path(path, "checking")?,
         };
-        match self.ask(&request, "checking a path") {
-            Ok((Response::Stat(meta), _)) => Some(meta),
-            _ => None,
+        match self.ask(&request, "checking a path")? {
+            (Response::Stat(_), _) => Ok(true),
+            (Response::Failed { errno, .. }, _)
+                if matches!(errno, libc::ENOENT | libc::ENOTDIR) =>
+            {
+                Ok(false)
+            }
+            (Response::Failed { errno, .. }, _) => {
+                Err(self.guest_error("checking", path, std::io::Error::from_raw_os_error(errno)))
+            }
+            (other, _) => Err(self.agent_confused("checking a path", &other)),
         }
+    }
+
+    /// A guest path as bytes for the agent. Relative paths are refused: there is no working
+    /// directory to resolve them against, and nobody could tell where a file went.
+    fn guest_path(&self, path: &Path, op: &'static str) -> Result<Vec<u8>> {
+        if !path.is_absolute() {
+            let why = "paths in the machine must be absolute (start with /)";
+            return Err(self.guest_error(op, path, std::io::Error::other(why)));
+        }
+        Ok(path.as_os_str().as_bytes().to_vec())
     }
 
     /// Reads a file of the machine.
@@ -80,8 +112,11 @@ impl Machine {
     }
 
     /// Copies a file of the machine to the host, as the test's user, keeping its permission bits.
+    ///
+    /// A symlink at `host` is not followed (the copy fails instead): in a shared directory such
+    /// as `/tmp`, another user could otherwise point it at a file of yours.
     pub fn copy_out(&self, guest: impl AsRef<Path>, host: impl AsRef<Path>) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let (guest, host) = (guest.as_ref(), host.as_ref());
         let mut file = self.open(guest, libc::O_RDONLY, 0, "reading")?;
         let mode = file
@@ -93,13 +128,22 @@ impl Machine {
             .map_err(|e| self.guest_error("reading", guest, e))?;
         let context = || {
             format!(
-                "writing {} copied out of machine {}",
+                "writing {} copied out of machine {} (a symlink there is refused)",
                 host.display(),
                 self.name()
             )
         };
-        std::fs::write(host, bytes).map_err(|e| Error::io(context(), e))?;
-        std::fs::set_permissions(host, std::fs::Permissions::from_mode(mode))
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(host)
+            .map_err(|e| Error::io(context(), e))?;
+        out.write_all(&bytes).map_err(|e| Error::io(context(), e))?;
+        // Through the descriptor: the path could be swapped meanwhile.
+        out.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io(context(), e))
     }
 
@@ -114,18 +158,27 @@ impl Machine {
         PathBuf::from(format!("/proc/{}/root", self.leader_pid())).join(relative)
     }
 
+    /// Opens a regular file of the machine. The agent opens it without blocking, so a FIFO or a
+    /// device cannot hang it; anything but a regular file is refused here (reading
+    /// `/dev/zero` would never end).
     fn open(&self, path: &Path, flags: libc::c_int, mode: u32, op: &'static str) -> Result<File> {
         let request = Request::Open {
-            path: path.as_os_str().as_bytes().to_vec(),
+            path: self.guest_path(path, op)?,
             flags,
             mode,
         };
-        match self.ask(&request, op)? {
-            (Response::Opened, mut fds) if fds.len() == 1 => Ok(File::from(fds.remove(0))),
+        let file = match self.ask(&request, op)? {
+            (Response::Opened, mut fds) if fds.len() == 1 => File::from(fds.remove(0)),
             (Response::Failed { errno, .. }, _) => {
-                Err(self.guest_error(op, path, std::io::Error::from_raw_os_error(errno)))
+                return Err(self.guest_error(op, path, std::io::Error::from_raw_os_error(errno)))
             }
-            (other, _) => Err(self.agent_confused(op, &other)),
+            (other, _) => return Err(self.agent_confused(op, &other)),
+        };
+        let regular = file.metadata().is_ok_and(|m| m.file_type().is_file());
+        if !regular {
+            let why = "not a regular file (read devices, FIFOs and sockets with a command)";
+            return Err(self.guest_error(op, path, std::io::Error::other(why)));
         }
+        Ok(file)
     }
 }

@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod chroot;
 pub mod config;
 pub mod console;
+mod deadline;
 pub mod error;
 mod exec;
 pub mod filter;

@@ -60,13 +60,11 @@ fn decide_and_drop() -> Mode {
             Mode::Unprivileged
         };
     }
-    match target_user() {
+    let target = target_user().unwrap_or_else(|why| refuse(&why));
+    match target {
         Some((uid, gid)) if uid != 0 => match drop_to(uid, gid) {
             Ok(()) => Mode::Dropped { uid, gid },
-            Err(e) => {
-                tracing::warn!("could not drop root to uid {uid}: {e}; running as root");
-                Mode::Root
-            }
+            Err(e) => refuse(&format!("could not drop root to uid {uid} gid {gid}: {e}")),
         },
         _ => {
             tracing::debug!("running as root without SUDO_UID: privileges are not dropped");
@@ -75,14 +73,40 @@ fn decide_and_drop() -> Mode {
     }
 }
 
-fn target_user() -> Option<(u32, u32)> {
-    if let Ok(spec) = std::env::var("NSPAWN_USER") {
-        let (u, g) = spec.split_once(':')?;
-        return Some((u.parse().ok()?, g.parse().ok()?));
+/// Ends the process: test code must never run as root by mistake, and there is no caller to
+/// hand an error to before `main`.
+fn refuse(why: &str) -> ! {
+    eprintln!("nspawn: refusing to run the tests as root: {why}");
+    std::process::exit(2)
+}
+
+/// The user to drop to: `NSPAWN_USER=uid:gid`, else sudo's `SUDO_UID`/`SUDO_GID`; `None`
+/// for root without either. A malformed value is an error, never a silent "stay root".
+fn target_user() -> std::result::Result<Option<(u32, u32)>, String> {
+    if let Some(spec) = std::env::var_os("NSPAWN_USER") {
+        let spec = spec.to_string_lossy();
+        let parsed = spec
+            .split_once(':')
+            .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
+        return parsed.map(Some).ok_or_else(|| {
+            format!("NSPAWN_USER={spec:?} is not NUMERIC_UID:NUMERIC_GID (for example 1000:1000)")
+        });
     }
-    let uid = std::env::var("SUDO_UID").ok()?.parse().ok()?;
-    let gid = std::env::var("SUDO_GID").ok()?.parse().ok()?;
-    Some((uid, gid))
+    let number = |var: &str| -> std::result::Result<Option<u32>, String> {
+        match std::env::var_os(var) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .and_then(|v| v.parse().ok())
+                .map(Some)
+                .ok_or_else(|| format!("{var}={v:?} is not a number")),
+        }
+    };
+    match (number("SUDO_UID")?, number("SUDO_GID")?) {
+        (None, None) => Ok(None),
+        (Some(uid), Some(gid)) => Ok(Some((uid, gid))),
+        _ => Err("SUDO_UID and SUDO_GID must be set together".into()),
+    }
 }
 
 fn drop_to(uid: u32, gid: u32) -> nix::Result<()> {

@@ -47,7 +47,12 @@ impl Walls {
     /// Moves this process into the leader's cgroups.
     pub fn join_cgroups(&self) -> std::io::Result<()> {
         for dir in &self.cgroups {
-            std::fs::write(dir.join("cgroup.procs"), b"0\n")?;
+            match std::fs::write(dir.join("cgroup.procs"), b"0\n") {
+                // A hierarchy mounted read-only here (the controllers inside a container)
+                // could not have been given to the machine either: it shares ours there.
+                Err(e) if e.raw_os_error() == Some(libc::EROFS) => {}
+                other => other?,
+            }
         }
         Ok(())
     }

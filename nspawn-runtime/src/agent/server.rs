@@ -203,7 +203,10 @@ fn open(path: &[u8], flags: i32, mode: u32) -> std::io::Result<OwnedFd> {
     let path = std::ffi::CString::new(path)
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: a valid C string; the descriptor is owned below.
-    let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC, mode) };
+    // Never blocking (a FIFO without a writer), never taking a terminal; the runtime refuses
+    // anything but a regular file, for which O_NONBLOCK changes nothing.
+    let flags = flags | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let fd = unsafe { libc::open(path.as_ptr(), flags, mode) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }

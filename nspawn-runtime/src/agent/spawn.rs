@@ -11,7 +11,7 @@
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags};
 
@@ -107,7 +107,7 @@ fn prepare(
 
 /// Waits for the program, its timeout, or the runtime hanging up, whichever comes first.
 fn wait(pid: u32, conn: BorrowedFd, timeout: Option<Duration>) -> Option<Response> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.map(crate::deadline::after);
     let Ok(handle) = PidFd::open(pid) else {
         return Some(reap(pid));
     };

@@ -132,7 +132,7 @@ impl Proc {
         name: &str,
         log: &Path,
     ) -> std::result::Result<PidFd, (Option<PidFd>, Failure)> {
-        let deadline = Instant::now() + spec.boot_timeout;
+        let deadline = crate::deadline::after(spec.boot_timeout);
         let mut leader = None;
         let mut ready = false;
         let mut next_console_check = Instant::now();

@@ -110,7 +110,7 @@ pub(crate) fn boot(
     let boot_error = |reason: String| spec.boot_error(name, log, reason);
     let out = as_root(
         &mut run_command(spec, name, log),
-        spec.boot_timeout + Duration::from_secs(10),
+        spec.boot_timeout.saturating_add(Duration::from_secs(10)),
     )
     .map_err(|e| boot_error(format!("could not run systemd-run: {e}")))?;
     if !out.status.success() {
