@@ -244,3 +244,53 @@ fn file_calls_answer_truthfully_and_never_hang() {
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.exists("/x")));
     assert!(panicked.is_err(), "exists() panics when it cannot tell");
 }
+
+/// A background job that keeps the command's output open does not hold the test: the call
+/// ends soon after the command's own exit, with its status and output so far.
+#[test]
+fn background_jobs_holding_output_are_reported_not_waited_for() {
+    let m = Machine::start(CHROOT).unwrap();
+    let err = m.sh("sleep 600 &").unwrap_err();
+    assert!(matches!(err, nspawn::Error::OutputHeldOpen { .. }), "{err}");
+    let err = m
+        .command("sh")
+        .args(["-c", "setsid sleep 600 & echo started"])
+        .timeout(std::time::Duration::from_secs(2))
+        .output()
+        .unwrap_err();
+    match &err {
+        nspawn::Error::OutputHeldOpen { status, stdout, .. } => {
+            assert!(status.success(), "{err}");
+            assert_eq!(stdout, "started\n");
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(m.sh("echo fine").unwrap(), "fine\n", "the machine serves on");
+}
+
+/// A stopped agent fails a command without a timeout too, when it does not acknowledge the
+/// start within the call deadline (60 s), and says so; it serves again once continued.
+#[test]
+fn a_stopped_agent_is_reported_even_without_a_timeout() {
+    let m = Machine::start(CHROOT).unwrap();
+    let agent = m.agent_pid().unwrap();
+    {
+        let _root = nspawn::privs::root().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent as i32),
+            nix::sys::signal::SIGSTOP,
+        )
+        .unwrap();
+    }
+    let err = m.run(["true"]).unwrap_err().to_string();
+    {
+        let _root = nspawn::privs::root().unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(agent as i32),
+            nix::sys::signal::SIGCONT,
+        )
+        .unwrap();
+    }
+    assert!(err.contains("did not answer in time"), "{err}");
+    m.run(["true"]).unwrap();
+}

@@ -189,6 +189,26 @@ pub enum Error {
         hint: String,
     },
 
+    /// A command exited, but something it started in the background still held its output
+    /// open, so its output could not be read to the end.
+    #[error(
+        "`{command}` in machine {machine} exited ({status}), but a process it left running still \
+         holds its stdout or stderr open; output so far: {stdout:?}. Redirect the background \
+         job's output (`cmd >/dev/null 2>&1 &`) or start it as a unit (`systemd-run`)"
+    )]
+    OutputHeldOpen {
+        /// The command line.
+        command: String,
+        /// The machine's name.
+        machine: String,
+        /// How the command itself ended.
+        status: std::process::ExitStatus,
+        /// Its standard output up to then, lossily decoded.
+        stdout: String,
+        /// Its standard error up to then, lossily decoded.
+        stderr: String,
+    },
+
     /// A machine's guest file system could not be accessed.
     #[error("{op} {path} in machine {machine}: {source}")]
     Guest {

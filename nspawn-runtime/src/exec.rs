@@ -139,12 +139,24 @@ impl<'m> Command<'m> {
         let deadline = self
             .timeout
             .map(|t| crate::deadline::after(t.saturating_add(TIMEOUT_GRACE)));
-        let (reply, stdout, stderr) =
-            pump(&mut conn, ours, self.stdin.as_deref(), deadline).map_err(lost)?;
-        let status = match reply {
+        let start_deadline = Instant::now() + crate::agent::CALL_TIMEOUT;
+        let pumped =
+            pump(&mut conn, ours, self.stdin.as_deref(), deadline, start_deadline).map_err(lost)?;
+        let status = match pumped.reply {
             Response::Exited { status } => ExitStatus::from_raw(status),
             other => return Err(self.failure(other)),
         };
+        let (stdout, stderr) = (pumped.stdout, pumped.stderr);
+        if pumped.held_open {
+            conn.release();
+            return Err(Error::OutputHeldOpen {
+                command: self.command_line(),
+                machine: self.machine.name().to_string(),
+                status,
+                stdout: String::from_utf8_lossy(&stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            });
+        }
         conn.release();
         tracing::debug!(
             machine = self.machine.name(),

@@ -2,7 +2,7 @@
 //! that feeds its stdin and gathers its output while waiting for the agent's answer.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{PollFd, PollFlags};
@@ -60,31 +60,66 @@ impl Pipes {
     }
 }
 
+/// How long output may stay open once the program has exited: long enough for what it wrote
+/// last, short enough that a background job holding the pipe does not hold the test.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// How a command's run through the agent ended.
+pub(crate) struct Pumped {
+    /// The agent's last word on the program.
+    pub reply: Response,
+    /// Its output.
+    pub stdout: Vec<u8>,
+    /// Its error output.
+    pub stderr: Vec<u8>,
+    /// The program exited, but something still held its output open after [`DRAIN_GRACE`].
+    pub held_open: bool,
+}
+
 /// Feeds stdin and gathers stdout and stderr until the agent says how the program ended and
-/// both outputs reached end-of-file (as `std::process::Child::wait_with_output` would). A
-/// timeout or a failure is returned at once.
+/// both outputs reached end-of-file (as `std::process::Child::wait_with_output` would), or
+/// [`DRAIN_GRACE`] after the exit. The agent must acknowledge the start by `start_deadline`;
+/// a timeout or a failure is returned at once.
 pub(crate) fn pump(
     conn: &mut Conn,
     mut ours: Ours,
     mut input: Option<&[u8]>,
     deadline: Option<Instant>,
-) -> std::result::Result<(Response, Vec<u8>, Vec<u8>), RecvError> {
+    start_deadline: Instant,
+) -> std::result::Result<Pumped, RecvError> {
     if let Some(fd) = &ours.stdin {
         fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
             .map_err(std::io::Error::from)?;
     }
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-    let mut reply = None;
+    let mut reply: Option<Response> = None;
+    let mut started = false;
+    let mut drain_until = None;
     loop {
+        let outputs_open = ours.stdout.is_some() || ours.stderr.is_some();
         if let Some(r) = reply.take() {
-            if !matches!(r, Response::Exited { .. })
-                || (ours.stdout.is_none() && ours.stderr.is_none())
-            {
-                return Ok((r, stdout, stderr));
+            let exited = matches!(r, Response::Exited { .. });
+            let held_open = drain_until.is_some_and(|d| Instant::now() >= d);
+            if !exited || !outputs_open || held_open {
+                return Ok(Pumped {
+                    reply: r,
+                    stdout,
+                    stderr,
+                    held_open: exited && outputs_open,
+                });
             }
             reply = Some(r);
         }
-        let ready = poll(conn.fd(), &ours, reply.is_none(), deadline)?;
+        let wait_until = match (started, reply.is_some()) {
+            (_, true) => drain_until,
+            (false, false) => Some(deadline.map_or(start_deadline, |d| d.min(start_deadline))),
+            (true, false) => deadline,
+        };
+        let ready = poll(conn.fd(), &ours, reply.is_none(), wait_until);
+        let ready = match ready {
+            Err(RecvError::TimedOut) if reply.is_some() => continue,
+            other => other?,
+        };
         if ready.stdin {
             feed(&mut ours.stdin, &mut input);
         }
@@ -95,9 +130,15 @@ pub(crate) fn pump(
             drain(&mut ours.stderr, &mut stderr)?;
         }
         if ready.conn {
-            reply = Some(conn.recv(None)?.0);
-            // The program is gone: whatever it did not read, it never will.
-            ours.stdin = None;
+            match conn.recv(None)?.0 {
+                Response::Started => started = true,
+                r => {
+                    reply = Some(r);
+                    drain_until = Some(Instant::now() + DRAIN_GRACE);
+                    // The program is gone: whatever it did not read, it never will.
+                    ours.stdin = None;
+                }
+            }
         }
     }
 }

@@ -46,7 +46,7 @@ use wire::{RecvError, Request, Response};
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a `stat` or `open` may take: only a stopped or deadlocked agent takes that long
 /// (or a FIFO nobody writes to).
-const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Set by the pre-`main` hook: re-running this executable reaches [`run_if_requested`].
 static HOOKED: AtomicBool = AtomicBool::new(false);

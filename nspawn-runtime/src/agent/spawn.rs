@@ -55,6 +55,10 @@ pub fn run(exec: Exec, fds: Vec<OwnedFd>, conn: BorrowedFd) -> Option<Response> 
     };
     // The program has its own copies now; ours must go, or its readers never see EOF.
     drop(stdio);
+    if super::wire::send(conn, &Response::Started, &[]).is_err() {
+        kill_group(pid);
+        return None;
+    }
     let timeout = exec.timeout_ms.map(Duration::from_millis);
     wait(pid, conn, timeout)
 }

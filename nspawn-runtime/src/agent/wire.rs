@@ -72,6 +72,9 @@ pub enum Response {
     Stat(Meta),
     /// The descriptor asked for comes with this message.
     Opened,
+    /// The program has started (before its `Exited`): the runtime's proof that the agent
+    /// took the command, which it waits for with a deadline even when the command has none.
+    Started,
     /// The program ended; a raw wait status.
     Exited {
         /// As `waitpid(2)` gives it.
