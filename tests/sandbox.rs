@@ -265,7 +265,11 @@ fn background_jobs_holding_output_are_reported_not_waited_for() {
         }
         other => panic!("{other}"),
     }
-    assert_eq!(m.sh("echo fine").unwrap(), "fine\n", "the machine serves on");
+    assert_eq!(
+        m.sh("echo fine").unwrap(),
+        "fine\n",
+        "the machine serves on"
+    );
 }
 
 /// A stopped agent fails a command without a timeout too, when it does not acknowledge the
@@ -293,4 +297,53 @@ fn a_stopped_agent_is_reported_even_without_a_timeout() {
     }
     assert!(err.contains("did not answer in time"), "{err}");
     m.run(["true"]).unwrap();
+}
+
+/// A memory hog, a fork bomb and a tmpfs fill in one machine stop at its limits (here set
+/// low with unit properties, which the direct backend maps to its cgroups); another machine
+/// carries on.
+#[test]
+fn one_machines_excesses_stop_at_its_own_limits() {
+    let m = Machine::builder(CHROOT)
+        .property("MemoryMax=256M")
+        .property("TasksMax=64")
+        .start()
+        .unwrap();
+    let other = Machine::start(CHROOT).unwrap();
+
+    // `tail -c` keeps what it reads in memory; killed, it passes on nothing.
+    let hog = m.sh("head -c 600M /dev/zero | tail -c 600M | wc -c");
+    assert!(
+        hog.as_ref().map_or(true, |n| n.trim() != "629145600"),
+        "{hog:?}"
+    );
+
+    let bomb =
+        m.sh("for i in $(seq 200); do sleep 60 >/dev/null 2>&1 & done 2>/dev/null; echo done");
+    let running: usize = m
+        .sh("pgrep -c -x sleep || true")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(running < 64, "at most TasksMax tasks: {running} ({bomb:?})");
+    m.run(["pkill", "-x", "sleep"]).ok();
+
+    // Last: tmpfs pages cannot be reclaimed, so a fill up to the limit leaves the machine's
+    // memory full and its processes to the OOM killer. It is stopped; the host is not touched.
+    let fill = m
+        .command("sh")
+        .args([
+            "-c",
+            "head -c 600M /dev/zero > /dev/shm/fill && echo filled",
+        ])
+        .output();
+    assert!(
+        fill.as_ref().map_or(true, |o| !o.status.success()),
+        "the tmpfs fill was stopped: {fill:?}"
+    );
+    assert_eq!(other.sh("echo alive").unwrap(), "alive\n");
+    let odd = Machine::builder(CHROOT).property("CPUWeight=50").start();
+    let err = odd.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err.contains("needs the systemd backend"), "{err}");
 }

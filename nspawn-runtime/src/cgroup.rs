@@ -10,6 +10,8 @@
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
+use crate::limits::Limits;
+
 /// The cgroup directories of one machine, one per hierarchy.
 #[derive(Debug)]
 pub struct MachineCgroup {
@@ -21,7 +23,17 @@ impl MachineCgroup {
     /// Creates `nspawn-<name>` below our own cgroup in each hierarchy. Must run as root; a
     /// hierarchy that refuses is skipped (the machine still works, sharing our cgroup).
     pub fn create(name: &str) -> MachineCgroup {
-        let mut dirs = Vec::new();
+        Self::build(name, None)
+    }
+
+    /// As [`MachineCgroup::create`], plus `nspawn-<name>` in the `memory` and `pids`
+    /// hierarchies (cgroup v1) with `limits`; a machine joins them with the rest.
+    pub(crate) fn with_limits(name: &str, limits: Limits) -> MachineCgroup {
+        Self::build(name, Some(limits))
+    }
+
+    fn build(name: &str, limits: Option<Limits>) -> MachineCgroup {
+        let mut dirs = limits.map_or_else(Vec::new, |l| limited(name, l));
         for base in own_cgroups() {
             let dir = base.join(format!("nspawn-{name}"));
             match std::fs::create_dir(&dir) {
@@ -73,6 +85,44 @@ impl MachineCgroup {
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
     }
+}
+
+/// Cgroups `nspawn-<name>` with `limits`, next to ours in the hierarchies that enforce them.
+/// Best effort: a hierarchy we cannot write is left out, with a warning.
+fn limited(name: &str, limits: Limits) -> Vec<PathBuf> {
+    let mounts = all_mounts();
+    let Ok(ours) = of_process(std::process::id()) else {
+        return Vec::new();
+    };
+    let mut dirs = Vec::new();
+    for base in ours {
+        let mount = mounts.iter().find(|m| base.starts_with(&m.path));
+        let files: &[(&str, u64)] = match mount.map(|m| m.options.as_slice()) {
+            Some(o) if o.iter().any(|o| o == "memory") => {
+                &[("memory.limit_in_bytes", limits.memory)]
+            }
+            Some(o) if o.iter().any(|o| o == "pids") => &[("pids.max", limits.tasks)],
+            _ => continue,
+        };
+        let dir = base.join(format!("nspawn-{name}"));
+        let made = std::fs::create_dir(&dir).or_else(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Ok(()),
+            _ => Err(e),
+        });
+        let set = made.and_then(|()| {
+            files
+                .iter()
+                .try_for_each(|(file, value)| std::fs::write(dir.join(file), value.to_string()))
+        });
+        match set {
+            Ok(()) => dirs.push(dir),
+            Err(e) => {
+                tracing::warn!("no limits in {}: {e}", dir.display());
+                let _ = std::fs::remove_dir(&dir);
+            }
+        }
+    }
+    dirs
 }
 
 fn enter(procs: &[CString]) {

@@ -140,8 +140,14 @@ impl<'m> Command<'m> {
             .timeout
             .map(|t| crate::deadline::after(t.saturating_add(TIMEOUT_GRACE)));
         let start_deadline = Instant::now() + crate::agent::CALL_TIMEOUT;
-        let pumped =
-            pump(&mut conn, ours, self.stdin.as_deref(), deadline, start_deadline).map_err(lost)?;
+        let pumped = pump(
+            &mut conn,
+            ours,
+            self.stdin.as_deref(),
+            deadline,
+            start_deadline,
+        )
+        .map_err(lost)?;
         let status = match pumped.reply {
             Response::Exited { status } => ExitStatus::from_raw(status),
             other => return Err(self.failure(other)),

@@ -40,11 +40,13 @@ impl Machine {
         };
         match self.ask(&request, "checking a path")? {
             (Response::Stat(_), _) => Ok(true),
-            (Response::Failed { errno, .. }, _)
-                if matches!(errno, libc::ENOENT | libc::ENOTDIR) =>
-            {
-                Ok(false)
-            }
+            (
+                Response::Failed {
+                    errno: libc::ENOENT | libc::ENOTDIR,
+                    ..
+                },
+                _,
+            ) => Ok(false),
             (Response::Failed { errno, .. }, _) => {
                 Err(self.guest_error("checking", path, std::io::Error::from_raw_os_error(errno)))
             }

@@ -20,6 +20,7 @@ pub mod harness;
 mod helper;
 pub mod host;
 pub mod keep;
+mod limits;
 mod machine;
 pub mod notify;
 pub mod pidfd;

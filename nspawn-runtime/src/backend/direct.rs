@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use crate::cgroup::MachineCgroup;
 use crate::console;
 use crate::error::{Error, Result};
+use crate::limits::Limits;
 use crate::notify::{Message, NotifySocket};
 use crate::pidfd::PidFd;
 use crate::privs::{self, ThreadRoot};
@@ -57,17 +58,13 @@ pub(crate) fn boot(
     log_file: std::fs::File,
 ) -> Result<Running> {
     let boot_error = |reason: String| spec.boot_error(name, log, reason);
-    if !spec.properties.is_empty() {
-        tracing::warn!(
-            machine = name,
-            "unit properties {:?} need the systemd backend; ignored",
-            spec.properties
-        );
-    }
+    let limits = Limits::for_host(crate::slots::cap().machines)
+        .with_properties(&spec.properties)
+        .map_err(&boot_error)?;
     let notify = NotifySocket::bind(&runtime_dir()?, name)?;
     let cgroup = {
         let _root = ThreadRoot::acquire()?;
-        MachineCgroup::create(name)
+        MachineCgroup::with_limits(name, limits)
     };
     let mut cmd = nspawn_command(spec, name);
     cmd.env("NOTIFY_SOCKET", notify.path())

@@ -321,7 +321,8 @@ fn assemble(
     run_logged(&mut cmd, log, item).map_err(|r| fail("bootstrap", r))?;
     for (i, script) in def.setup.iter().enumerate() {
         item.phase(&format!("setup {}/{}", i + 1, def.setup.len()));
-        let cgroup = MachineCgroup::create(&format!("setup-{}", uuid::Uuid::new_v4().simple()));
+        let name = format!("setup-{}", uuid::Uuid::new_v4().simple());
+        let cgroup = MachineCgroup::with_limits(&name, crate::limits::Limits::for_host(1));
         let mut cmd = setup_command(tmp, script);
         let result = run_logged_in(&mut cmd, log, item, Some(&cgroup));
         cgroup.remove();
