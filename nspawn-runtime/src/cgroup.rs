@@ -75,7 +75,21 @@ impl MachineCgroup {
 
     /// Removes the cgroup trees, deepest first. Only empty cgroups can be removed; a busy one
     /// is left and reported.
+    ///
+    /// What is still inside (the machine's agent, which exits on its own once the leader has,
+    /// or anything that escaped the container's stop) is killed first: the machine is gone, and
+    /// a populated cgroup could never be removed.
     pub fn remove(&self) {
+        let populated = || self.dirs.iter().any(|d| is_populated_dir(d));
+        if populated() {
+            if !self.kill_all() {
+                self.dirs.iter().for_each(|d| kill_members(d));
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while populated() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
         for dir in &self.dirs {
             remove_tree(dir);
         }
@@ -135,6 +149,23 @@ fn enter(procs: &[CString]) {
                 libc::close(fd);
             }
         }
+    }
+}
+
+/// SIGKILL to every process in the cgroup at `dir` or below (for hierarchies without
+/// `cgroup.kill`).
+fn kill_members(dir: &Path) {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs
+            .lines()
+            .filter_map(|p| p.trim().parse::<libc::pid_t>().ok())
+        {
+            // SAFETY: a plain kill of a member of a machine that is being removed.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        stack.extend(subdirs(&d));
     }
 }
 

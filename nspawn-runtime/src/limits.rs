@@ -21,7 +21,7 @@ impl Limits {
     /// 512 MiB) and of half its PIDs (256 to 4096).
     pub fn for_host(machines: usize) -> Limits {
         let machines = machines.max(1) as u64;
-        let total = mem_total().unwrap_or(4096 * MIB);
+        let total = meminfo("MemTotal:").unwrap_or(4096 * MIB);
         let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
@@ -73,9 +73,10 @@ fn bytes(value: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
-fn mem_total() -> Option<u64> {
+/// A `/proc/meminfo` figure (`"MemTotal:"`, `"MemAvailable:"`), in bytes.
+pub(crate) fn meminfo(key: &str) -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let line = info.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

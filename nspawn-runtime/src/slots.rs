@@ -62,10 +62,7 @@ fn read_u64(path: &str) -> Option<u64> {
 }
 
 fn mem_available() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    crate::limits::meminfo("MemAvailable:")
 }
 
 /// A held slot; dropping it frees the slot.
