@@ -182,6 +182,8 @@ fn inherited_descriptors_reach_nothing_in_the_machine() {
     let fds: Vec<&str> = listing.lines().collect();
     assert_eq!(fds, ["0", "1", "2"], "a command holds only its stdio");
     let agent = m.agent_pid().unwrap();
+    // The agent runs as root: under sudo, only root may list its descriptors.
+    let _root = nspawn::privs::root().unwrap();
     for entry in std::fs::read_dir(format!("/proc/{agent}/fd")).unwrap() {
         let target = std::fs::read_link(entry.unwrap().path()).unwrap_or_default();
         assert_ne!(

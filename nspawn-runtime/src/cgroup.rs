@@ -36,9 +36,8 @@ impl MachineCgroup {
         let mut dirs = limits.map_or_else(Vec::new, |l| limited(name, l));
         for base in own_cgroups() {
             let dir = base.join(format!("nspawn-{name}"));
-            match std::fs::create_dir(&dir) {
+            match make_dir(&dir) {
                 Ok(()) => dirs.push(dir),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => dirs.push(dir),
                 Err(e) => tracing::debug!("no cgroup {}: {e}", dir.display()),
             }
         }
@@ -104,31 +103,20 @@ impl MachineCgroup {
 /// Cgroups `nspawn-<name>` with `limits`, next to ours in the hierarchies that enforce them.
 /// Best effort: a hierarchy we cannot write is left out, with a warning.
 fn limited(name: &str, limits: Limits) -> Vec<PathBuf> {
-    let mounts = all_mounts();
-    let Ok(ours) = of_process(std::process::id()) else {
+    let Ok(ours) = memberships(std::process::id()) else {
         return Vec::new();
     };
     let mut dirs = Vec::new();
-    for base in ours {
-        let mount = mounts.iter().find(|m| base.starts_with(&m.path));
-        let files: &[(&str, u64)] = match mount.map(|m| m.options.as_slice()) {
-            Some(o) if o.iter().any(|o| o == "memory") => {
-                &[("memory.limit_in_bytes", limits.memory)]
-            }
-            Some(o) if o.iter().any(|o| o == "pids") => &[("pids.max", limits.tasks)],
-            _ => continue,
+    for (mount, base) in ours {
+        let (file, value) = if mount.has("memory") {
+            ("memory.limit_in_bytes", limits.memory)
+        } else if mount.has("pids") {
+            ("pids.max", limits.tasks)
+        } else {
+            continue;
         };
         let dir = base.join(format!("nspawn-{name}"));
-        let made = std::fs::create_dir(&dir).or_else(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Ok(()),
-            _ => Err(e),
-        });
-        let set = made.and_then(|()| {
-            files
-                .iter()
-                .try_for_each(|(file, value)| std::fs::write(dir.join(file), value.to_string()))
-        });
-        match set {
+        match make_dir(&dir).and_then(|()| std::fs::write(dir.join(file), value.to_string())) {
             Ok(()) => dirs.push(dir),
             Err(e) => {
                 tracing::warn!("no limits in {}: {e}", dir.display());
@@ -137,6 +125,14 @@ fn limited(name: &str, limits: Limits) -> Vec<PathBuf> {
         }
     }
     dirs
+}
+
+/// Creates a cgroup directory, or finds it there already.
+fn make_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    }
 }
 
 fn enter(procs: &[CString]) {
@@ -211,23 +207,20 @@ pub fn own_cgroups() -> Vec<PathBuf> {
     let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else {
         return Vec::new();
     };
-    let mounts = cgroup_mounts();
+    let mounts = all_mounts();
     own.lines()
         .filter_map(|line| {
             let mut parts = line.splitn(3, ':');
             let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            let key = if controllers.is_empty() {
-                "cgroup2"
-            } else {
-                controllers
-            };
-            let (_, mount) = mounts.iter().find(|(k, _)| k == key)?;
+            let mount = mounts
+                .iter()
+                .find(|m| m.serves(controllers) && m.tracks())?;
             // "/../.." : we were moved into a container's cgroup namespace without moving our
             // cgroup (a command run in a machine); the namespace's root is as near as we get.
             if path.starts_with("/..") {
-                return Some(mount.clone());
+                return Some(mount.path.clone());
             }
-            Some(mount.join(path.trim_start_matches('/')))
+            Some(mount.path.join(path.trim_start_matches('/')))
         })
         .collect()
 }
@@ -237,6 +230,11 @@ pub fn own_cgroups() -> Vec<PathBuf> {
 /// not parse, a hierarchy listed twice or missing, or a path that climbs out of the mount is
 /// an error, never a directory elsewhere.
 pub fn of_process(pid: u32) -> std::io::Result<Vec<PathBuf>> {
+    Ok(memberships(pid)?.into_iter().map(|(_, dir)| dir).collect())
+}
+
+/// [`of_process`], with the hierarchy of each directory.
+fn memberships(pid: u32) -> std::io::Result<Vec<(Mount, PathBuf)>> {
     let theirs = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
     let ours = std::fs::read_to_string("/proc/self/cgroup")?;
     let ids = |text: &str| -> Vec<String> {
@@ -272,7 +270,7 @@ pub fn of_process(pid: u32) -> std::io::Result<Vec<PathBuf>> {
             if !dir.join("cgroup.procs").exists() {
                 return Err(bad_cgroup(pid, "a cgroup does not exist"));
             }
-            Ok(dir)
+            Ok((mount.clone(), dir))
         })
         .collect()
 }
@@ -282,6 +280,7 @@ fn bad_cgroup(pid: u32, why: &str) -> std::io::Error {
 }
 
 /// A mounted cgroup hierarchy.
+#[derive(Debug, Clone)]
 struct Mount {
     path: PathBuf,
     /// Empty for the unified hierarchy; else the mount options (controllers, `name=`).
@@ -294,10 +293,17 @@ impl Mount {
         if controllers.is_empty() {
             return self.options.is_empty();
         }
-        !self.options.is_empty()
-            && controllers
-                .split(',')
-                .all(|c| self.options.iter().any(|o| o == c))
+        !self.options.is_empty() && controllers.split(',').all(|c| self.has(c))
+    }
+
+    /// Whether a cgroup v1 hierarchy has this controller or `name=` option.
+    fn has(&self, option: &str) -> bool {
+        self.options.iter().any(|o| o == option)
+    }
+
+    /// The hierarchies nspawn tracks processes in: the unified one and `name=systemd`.
+    fn tracks(&self) -> bool {
+        self.options.is_empty() || self.has("name=systemd")
     }
 }
 
@@ -320,27 +326,6 @@ fn all_mounts() -> Vec<Mount> {
                     path,
                     options: options.split(',').map(str::to_string).collect(),
                 }),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-/// Mount points of the unified hierarchy (`cgroup2`) and of `name=systemd`.
-fn cgroup_mounts() -> Vec<(String, PathBuf)> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|line| {
-            let (pre, post) = line.split_once(" - ")?;
-            let mount = pre.split(' ').nth(4)?;
-            let mut fields = post.split(' ');
-            let fstype = fields.next()?;
-            let options = fields.nth(1).unwrap_or("");
-            match fstype {
-                "cgroup2" => Some(("cgroup2".to_string(), PathBuf::from(mount))),
-                "cgroup" if options.split(',').any(|o| o == "name=systemd") => {
-                    Some(("name=systemd".to_string(), PathBuf::from(mount)))
-                }
                 _ => None,
             }
         })

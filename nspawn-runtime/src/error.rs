@@ -193,8 +193,9 @@ pub enum Error {
     /// open, so its output could not be read to the end.
     #[error(
         "`{command}` in machine {machine} exited ({status}), but a process it left running still \
-         holds its stdout or stderr open; output so far: {stdout:?}. Redirect the background \
-         job's output (`cmd >/dev/null 2>&1 &`) or start it as a unit (`systemd-run`)"
+         holds its stdout or stderr open; last output lines: {:?}. Redirect the background \
+         job's output (`cmd >/dev/null 2>&1 &`) or start it as a unit (`systemd-run`)",
+        crate::host::tail(stdout, 5)
     )]
     OutputHeldOpen {
         /// The command line.

@@ -152,9 +152,9 @@ impl<'m> Command<'m> {
             Response::Exited { status } => ExitStatus::from_raw(status),
             other => return Err(self.failure(other)),
         };
+        conn.release();
         let (stdout, stderr) = (pumped.stdout, pumped.stderr);
         if pumped.held_open {
-            conn.release();
             return Err(Error::OutputHeldOpen {
                 command: self.command_line(),
                 machine: self.machine.name().to_string(),
@@ -163,7 +163,6 @@ impl<'m> Command<'m> {
                 stderr: String::from_utf8_lossy(&stderr).into_owned(),
             });
         }
-        conn.release();
         tracing::debug!(
             machine = self.machine.name(),
             command = self.command_line(),

@@ -38,7 +38,7 @@ pub(crate) fn command(marker: &str, value: String, stdin: OwnedFd) -> Command {
 /// Closes every descriptor from 3 up, except those in `keep`: a test runner, make's jobserver
 /// or `flock dir cargo test` may have handed the test process descriptors that must never
 /// reach the machine (a directory descriptor is a way out of any chroot).
-pub fn close_inherited(keep: &[RawFd]) {
+pub(crate) fn close_inherited(keep: &[RawFd]) {
     let mut keep: Vec<u32> = keep
         .iter()
         .filter(|fd| **fd > 2)
@@ -48,9 +48,27 @@ pub fn close_inherited(keep: &[RawFd]) {
     let mut from = 3u32;
     for fd in keep.into_iter().chain(std::iter::once(u32::MAX)) {
         if fd > from {
-            // SAFETY: closing descriptors that nothing in this process owns yet (start-up).
-            unsafe { libc::syscall(libc::SYS_close_range, from, fd - 1, 0) };
+            close_range(from, fd - 1);
         }
         from = fd.saturating_add(1);
+    }
+}
+
+/// `close_range(2)`, or, on kernels before 5.9, each open descriptor in the range.
+fn close_range(first: u32, last: u32) {
+    // SAFETY: closing descriptors that nothing in this process owns yet (start-up).
+    if unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) } == 0 {
+        return;
+    }
+    let open: Vec<u32> = std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    for fd in open.into_iter().filter(|fd| (first..=last).contains(fd)) {
+        // SAFETY: as above; the listing's own descriptor is closed already (EBADF).
+        unsafe { libc::close(fd as RawFd) };
     }
 }

@@ -219,3 +219,41 @@ fn audit_socket() -> std::io::Result<SeccompRule> {
     ])
     .map_err(std::io::Error::other)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The container's default bounding set on this project's hosts.
+    const NSPAWN_DEFAULT: u64 = 0xfcec_afff;
+
+    #[test]
+    fn what_the_bounding_set_keeps_is_not_refused() {
+        let default = refused(NSPAWN_DEFAULT);
+        for nr in [
+            libc::SYS_keyctl,
+            libc::SYS_bpf,
+            libc::SYS_syslog,
+            libc::SYS_init_module,
+        ] {
+            assert!(default.contains(&nr), "{nr} is refused");
+        }
+        // CAP_SYS_PTRACE and CAP_SYS_BOOT are in nspawn's default set.
+        for nr in [libc::SYS_ptrace, libc::SYS_reboot, libc::SYS_getpid] {
+            assert!(!default.contains(&nr), "{nr} is allowed");
+        }
+        assert!(refused(u64::MAX).len() < default.len());
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn x32_numbers_are_refused_too() {
+        assert!(refused(NSPAWN_DEFAULT).contains(&(libc::SYS_keyctl | X32)));
+    }
+
+    #[test]
+    fn both_filters_compile() {
+        let [refusing, audit] = programs(NSPAWN_DEFAULT).unwrap();
+        assert!(!refusing.is_empty() && !audit.is_empty());
+    }
+}
