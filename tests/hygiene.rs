@@ -249,3 +249,46 @@ fn the_sweep_removes_leftovers_of_dead_owners_only() {
     assert!(!text.contains(live.name()), "{text}");
     assert_eq!(live.sh("echo alive").unwrap(), "alive\n");
 }
+
+/// A crashed run whose nspawn died first leaves the container's processes in the machine's
+/// cgroups, and may leave no record: the sweep finds such a cgroup by its name, kills what is
+/// in it and removes it.
+#[test]
+fn the_sweep_empties_populated_orphan_cgroups_without_a_record() {
+    let _root = nspawn::privs::root().unwrap();
+    let cgroup = MachineCgroup::create("nspawn-4194305-orphan04");
+    assert!(!cgroup.dirs().is_empty(), "no cgroup could be created");
+    let procs: Vec<_> = cgroup
+        .dirs()
+        .iter()
+        .map(|d| d.join("cgroup.procs"))
+        .collect();
+    let mut cmd = Command::new("sleep");
+    cmd.arg("600.4194305");
+    // SAFETY: writes to cgroup files before exec; allocation is acceptable in a test.
+    unsafe {
+        cmd.pre_exec(move || {
+            procs.iter().for_each(|p| drop(std::fs::write(p, "0")));
+            Ok(())
+        });
+    }
+    let mut inside = cmd.spawn().unwrap();
+    let removed = sweep::sweep(&sweep::Options::default()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = inside.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            inside.kill().unwrap();
+            panic!("the process in the orphan cgroup survived the sweep: {removed:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL),
+        "{removed:?}"
+    );
+    assert!(cgroup.dirs().iter().all(|d| !d.exists()), "{removed:?}");
+}

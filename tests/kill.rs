@@ -5,6 +5,11 @@
 //! snapshot, overlay, propagate dir, cgroup or record.
 //!
 //! Every path runs `NSPAWN_KILL_REPEAT` times (default 3) on both storage modes.
+//!
+//! Two more harnesses aim at the moments a machine is least tracked: a signal to the test
+//! process 0, 5, 20 or 50 ms after an nspawn starts (the container half set up, no leader
+//! known, nspawn's own handlers maybe not installed), and `kill -9` of nspawn itself (the
+//! container loses its supervisor), then of the test process.
 
 mod common;
 
@@ -136,14 +141,7 @@ fn run_case(end: End, chroots: &Path) -> Result<(), String> {
         End::Sigkill => kill(pid, Signal::SIGKILL).unwrap(),
         End::Abort | End::NextestTimeout => {}
     }
-    let ended = Instant::now() + Duration::from_secs(60);
-    while case.child.try_wait().unwrap().is_none() {
-        if Instant::now() > ended {
-            let _ = case.child.kill();
-            return Err(format!("{end:?}: the test process did not end"));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_ended(&mut case, &format!("{end:?}"))?;
     let machines = machines(&case.log);
     let gone_by = Instant::now() + Duration::from_secs(5);
     loop {
@@ -161,6 +159,103 @@ fn run_case(end: End, chroots: &Path) -> Result<(), String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits for the case's process to end after it was signalled.
+fn wait_ended(case: &mut Case, what: &str) -> Result<(), String> {
+    let ended = Instant::now() + Duration::from_secs(60);
+    while case.child.try_wait().unwrap().is_none() {
+        if Instant::now() > ended {
+            let _ = case.child.kill();
+            return Err(format!("{what}: the test process did not end"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Within 5 s of the test process's end, nothing of any machine it started is left.
+fn nothing_left_of_spawned(case: &Case, chroots: &Path, what: &str) -> Result<(), String> {
+    let machines: Vec<String> = Events::read(&case.log)
+        .spawned()
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
+    let gone_by = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = common::leftovers(&machines, chroots);
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > gone_by {
+            return Err(format!("{what}: left after 5 s: {left:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits (polling every millisecond) until the case's first nspawn has started, and returns
+/// the machine's name and nspawn's PID.
+fn first_spawn(case: &mut Case, what: &str) -> Result<(String, u32), String> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(first) = Events::read(&case.log).spawned().into_iter().next() {
+            return Ok(first);
+        }
+        if Instant::now() > deadline {
+            let _ = case.child.kill();
+            return Err(format!("{what}: no nspawn ever started"));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// `signal` to the test process `delay` after its first nspawn started.
+fn early_signal(signal: Signal, delay: Duration, chroots: &Path) -> Result<(), String> {
+    let what = format!("{signal} at {} ms", delay.as_millis());
+    let mut case = start(End::Sigkill, chroots);
+    first_spawn(&mut case, &what)?;
+    std::thread::sleep(delay);
+    kill(Pid::from_raw(case.child.id() as i32), signal).unwrap();
+    wait_ended(&mut case, &what)?;
+    nothing_left_of_spawned(&case, chroots, &what)
+}
+
+/// `kill -9` of a running machine's nspawn, then of the test process.
+fn nspawn_then_owner_killed(chroots: &Path) -> Result<(), String> {
+    let what = "kill -9 nspawn, then the test process";
+    let mut case = start(End::Sigkill, chroots);
+    let (machine, nspawn) = first_spawn(&mut case, what)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !machines(&case.log).contains(&machine) {
+        if Instant::now() > deadline {
+            let _ = case.child.kill();
+            return Err(format!("{what}: {machine} never came up"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    kill(Pid::from_raw(nspawn as i32), Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(case.child.id() as i32), Signal::SIGKILL).unwrap();
+    wait_ended(&mut case, what)?;
+    nothing_left_of_spawned(&case, chroots, what)
+}
+
+fn every_early_signal(chroots: &Path, label: &str) {
+    let n = repeat();
+    let mut failures = Vec::new();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGKILL] {
+        for ms in [0, 5, 20, 50] {
+            let mut passed = 0;
+            for _ in 0..n {
+                match early_signal(signal, Duration::from_millis(ms), chroots) {
+                    Ok(()) => passed += 1,
+                    Err(e) => failures.push(e),
+                }
+            }
+            eprintln!("early signal, {label}: {signal} at {ms} ms {passed}/{n}");
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
 
 fn every_path(chroots: &Path, label: &str) {
@@ -189,4 +284,41 @@ fn nothing_survives_the_test_process_on_btrfs() {
     let _root = nspawn::privs::root().unwrap();
     let copy = common::BtrfsCopy::new();
     every_path(&copy.mnt(), "btrfs");
+}
+
+#[test]
+fn nothing_survives_an_early_signal_on_a_plain_directory() {
+    every_early_signal(&common::chroots_dir(), "plain directory");
+}
+
+#[test]
+fn nothing_survives_an_early_signal_on_btrfs() {
+    let _root = nspawn::privs::root().unwrap();
+    let copy = common::BtrfsCopy::new();
+    every_early_signal(&copy.mnt(), "btrfs");
+}
+
+/// The container outlives a SIGKILLed nspawn; the watchdog must take it down when the test
+/// process dies too.
+#[test]
+fn nothing_survives_a_killed_nspawn_and_test_process() {
+    let _root = nspawn::privs::root().unwrap();
+    let copy = common::BtrfsCopy::new();
+    let n = 20;
+    let mut failures = Vec::new();
+    for i in 0..n {
+        let chroots = if i % 2 == 0 {
+            common::chroots_dir()
+        } else {
+            copy.mnt()
+        };
+        if let Err(e) = nspawn_then_owner_killed(&chroots) {
+            failures.push(e);
+        }
+    }
+    eprintln!(
+        "kill -9 nspawn, then the test process: {}/{n}",
+        n - failures.len()
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
 }

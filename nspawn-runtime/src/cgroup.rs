@@ -68,8 +68,7 @@ impl MachineCgroup {
     /// Kills every process of the machine (cgroup v2 `cgroup.kill`). Returns false when the
     /// kernel lacks it.
     pub fn kill_all(&self) -> bool {
-        self.unified()
-            .is_some_and(|d| std::fs::write(d.join("cgroup.kill"), "1").is_ok())
+        self.unified().is_some_and(kill_v2)
     }
 
     /// Removes the cgroup trees, deepest first. Only empty cgroups can be removed; a busy one
@@ -79,25 +78,44 @@ impl MachineCgroup {
     /// or anything that escaped the container's stop) is killed first: the machine is gone, and
     /// a populated cgroup could never be removed.
     pub fn remove(&self) {
-        let populated = || self.dirs.iter().any(|d| is_populated_dir(d));
-        if populated() {
-            if !self.kill_all() {
-                self.dirs.iter().for_each(|d| kill_members(d));
-            }
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-            while populated() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-        }
-        for dir in &self.dirs {
-            remove_tree(dir);
-        }
+        destroy(&self.dirs, EMPTY_TIMEOUT);
     }
 
     /// The cgroup directories.
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
     }
+}
+
+/// How long [`empty`] waits for killed processes to leave.
+pub const EMPTY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Kills every process in the cgroups at `dirs` and below, and waits up to `timeout` for them
+/// to be gone. Returns whether they are empty.
+///
+/// `cgroup.kill` where a directory has it: the kernel kills the whole subtree at once, forks
+/// in flight included. Elsewhere every member gets SIGKILL, again until none is left, since a
+/// process may fork between the read and the kill.
+pub fn empty(dirs: &[PathBuf], timeout: std::time::Duration) -> bool {
+    let populated = || dirs.iter().any(|d| is_populated_dir(d));
+    let deadline = std::time::Instant::now() + timeout;
+    while populated() {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        for dir in dirs {
+            if !kill_v2(dir) {
+                kill_members(dir);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    true
+}
+
+fn kill_v2(dir: &Path) -> bool {
+    let kill = dir.join("cgroup.kill");
+    kill.exists() && std::fs::write(kill, "1").is_ok()
 }
 
 /// Cgroups `nspawn-<name>` with `limits`, next to ours in the hierarchies that enforce them.
@@ -190,20 +208,57 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
-/// Removes a cgroup directory and its children, deepest first.
-pub fn remove_tree(dir: &Path) {
-    for sub in subdirs(dir) {
-        remove_tree(&sub);
-    }
-    if let Err(e) = std::fs::remove_dir(dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!("could not remove cgroup {}: {e}", dir.display());
+/// Empties the cgroups at `dirs` ([`empty`]) and removes them, deepest first, again until
+/// they are gone or `timeout` has passed: a process may still join one after it was emptied
+/// (an agent that was starting as its machine was killed). Returns whether they are gone; what
+/// is left is logged.
+pub fn destroy(dirs: &[PathBuf], timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        empty(
+            dirs,
+            deadline.saturating_duration_since(std::time::Instant::now()),
+        );
+        let left: Vec<(&PathBuf, std::io::Error)> = dirs
+            .iter()
+            .filter_map(|d| remove_tree(d).err().map(|e| (d, e)))
+            .collect();
+        if left.is_empty() {
+            return true;
         }
+        if std::time::Instant::now() >= deadline {
+            for (dir, e) in left {
+                tracing::warn!("could not remove cgroup {}: {e}", dir.display());
+            }
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Removes a cgroup directory and its children, deepest first; one already gone is fine.
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    for sub in subdirs(dir) {
+        remove_tree(&sub)?;
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 
 /// Our own cgroup directory in the unified and `name=systemd` hierarchies.
 pub fn own_cgroups() -> Vec<PathBuf> {
+    own_where(Mount::tracks)
+}
+
+/// Our own cgroup directory in every hierarchy, where machines' cgroups are created: the
+/// sweep looks for leftovers of crashed runs there.
+pub fn own_in_every_hierarchy() -> Vec<PathBuf> {
+    own_where(|_| true)
+}
+
+fn own_where(wanted: impl Fn(&Mount) -> bool) -> Vec<PathBuf> {
     let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else {
         return Vec::new();
     };
@@ -212,9 +267,7 @@ pub fn own_cgroups() -> Vec<PathBuf> {
         .filter_map(|line| {
             let mut parts = line.splitn(3, ':');
             let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            let mount = mounts
-                .iter()
-                .find(|m| m.serves(controllers) && m.tracks())?;
+            let mount = mounts.iter().find(|m| m.serves(controllers) && wanted(m))?;
             // "/../.." : we were moved into a container's cgroup namespace without moving our
             // cgroup (a command run in a machine); the namespace's root is as near as we get.
             if path.starts_with("/..") {

@@ -90,7 +90,7 @@ pub fn run<R: Outcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R
 
 fn run_alone<R: Outcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R) -> R {
     let machine = boot(info, &info.test_name()).unwrap_or_else(|e| panic!("{e}"));
-    crate::registry::event(&format!(
+    crate::events::event(&format!(
         "test-boot {} {}",
         info.test_name(),
         machine.name()
@@ -111,7 +111,7 @@ pub(crate) fn boot(info: &TestInfo, purpose: &str) -> crate::Result<Machine> {
     let machine = Machine::builder(info.chroot)
         .workspace(info.manifest_dir)
         .start()?;
-    crate::registry::announce(&format!(
+    crate::events::announce(&format!(
         "booted {} ({}) for {purpose} in {:.2} s",
         machine.name(),
         info.chroot,

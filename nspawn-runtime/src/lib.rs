@@ -12,6 +12,7 @@ pub mod config;
 pub mod console;
 mod deadline;
 pub mod error;
+mod events;
 mod exec;
 pub mod filter;
 mod guest;

@@ -13,6 +13,7 @@ use crate::backend::{self, Bind, BootSpec};
 use crate::chroot;
 use crate::console;
 use crate::error::{Error, Result};
+use crate::events;
 use crate::exec::Command;
 use crate::keep;
 use crate::pidfd::PidFd;
@@ -238,7 +239,7 @@ impl MachineBuilder {
         machine
             .span
             .in_scope(|| tracing::info!(boot_ms, leader = machine.leader_pid(), "ready"));
-        registry::event(&format!(
+        events::event(&format!(
             "ready {} {} {boot_ms}",
             machine.name, machine.chroot
         ));
@@ -491,8 +492,8 @@ impl Machine {
         let _ = record.save();
         drop(running);
         self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-        registry::event(&format!("kept {}", self.name));
-        registry::announce(&format!(
+        events::event(&format!("kept {}", self.name));
+        events::announce(&format!(
             "kept machine {} ({why}). Get in with: sudo nsenter -t {} -a /bin/bash -l   \
              Remove it with: cargo xtask gc --kept",
             self.name,
@@ -527,7 +528,7 @@ impl Machine {
                 "stopped"
             )
         });
-        registry::event(&format!("stopped {}", self.name));
+        events::event(&format!("stopped {}", self.name));
         if result.is_ok() {
             Record::remove(&self.name);
         }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use nix::sys::signal::{self, SigHandler, Signal};
 
 use crate::backend::Running;
+use crate::events::{announce, event};
 
 /// A machine's host side, shared between the [`crate::Machine`] and this registry.
 pub(crate) type Handle = Arc<Mutex<Option<Running>>>;
@@ -129,27 +130,4 @@ fn watch_signals(mut pipe: std::fs::File) {
         let _ = signal::signal(sig, SigHandler::SigDfl);
     }
     let _ = signal::raise(sig);
-}
-
-/// A one-line summary on stderr (not captured by the test harness), unless `NSPAWN_QUIET` is
-/// set.
-pub(crate) fn announce(line: &str) {
-    if std::env::var_os("NSPAWN_QUIET").is_none() {
-        let _ = writeln!(std::io::stderr(), "nspawn: {line}");
-    }
-}
-
-/// Appends a line to `$NSPAWN_EVENT_LOG`, if set: the runtime's boots and stops, for tests
-/// that count them.
-pub(crate) fn event(line: &str) {
-    let Some(path) = std::env::var_os("NSPAWN_EVENT_LOG") else {
-        return;
-    };
-    let file = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(path);
-    if let Ok(mut f) = file {
-        let _ = f.write_all(format!("{line}\n").as_bytes());
-    }
 }

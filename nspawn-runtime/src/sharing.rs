@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 
+use crate::events;
 use crate::filter::Filter;
 use crate::harness::{self, Scope, SharedError, TestInfo};
 use crate::keep;
 use crate::machine::Machine;
-use crate::registry;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
@@ -138,7 +138,7 @@ impl Lease {
 fn boot(info: &'static TestInfo) -> Phase {
     match harness::boot(info, info.module) {
         Ok(machine) => {
-            registry::event(&format!(
+            events::event(&format!(
                 "module-boot {} {} {}",
                 info.module,
                 info.chroot,
@@ -147,7 +147,7 @@ fn boot(info: &'static TestInfo) -> Phase {
             Phase::Up(Arc::new(machine))
         }
         Err(e) => {
-            registry::event(&format!(
+            events::event(&format!(
                 "module-boot-failed {} {}",
                 info.module, info.chroot
             ));
@@ -204,7 +204,7 @@ pub(crate) fn evict_idle() -> bool {
         let phase = std::mem::replace(&mut state.phase, Phase::Idle);
         drop(state);
         if let Phase::Up(machine) = phase {
-            registry::event(&format!("evicted {}", machine.name()));
+            events::event(&format!("evicted {}", machine.name()));
             if let Err(e) = machine.shutdown() {
                 tracing::error!(machine = machine.name(), "stopping an idle machine: {e}");
             }

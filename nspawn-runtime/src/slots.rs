@@ -100,7 +100,7 @@ pub fn acquire(timeout: Duration, make_room: &dyn Fn() -> bool) -> Result<Slot> 
             });
         }
         if !announced && started.elapsed() > Duration::from_secs(2) {
-            crate::registry::announce(&format!(
+            crate::events::announce(&format!(
                 "waiting for a machine slot: all {} are in use ({})",
                 cap.machines, cap.reason
             ));

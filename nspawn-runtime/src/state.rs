@@ -132,6 +132,12 @@ pub fn snapshot_of(nspawn_pid: u32) -> Option<PathBuf> {
         .find_map(|target| snapshot_from_lock(&target))
 }
 
+/// The lock file nspawn holds for a snapshot: `/c/.#machine.x` has `/c/.#.#machine.x.lck`.
+pub fn lock_of(snapshot: &Path) -> PathBuf {
+    let name = snapshot.file_name().unwrap_or_default().to_string_lossy();
+    snapshot.with_file_name(format!(".#{name}.lck"))
+}
+
 /// `/c/.#.#machine.x.lck` names the snapshot `/c/.#machine.x`.
 pub fn snapshot_from_lock(lock: &Path) -> Option<PathBuf> {
     let name = lock.file_name()?.to_str()?;
@@ -177,6 +183,11 @@ mod tests {
             Some(PathBuf::from("/c/.#machine.bw80b85ce2"))
         );
         assert_eq!(snapshot_from_lock(Path::new("/c/other.lck")), None);
+        let snapshot = Path::new("/c/.#machine.bw80b85ce2");
+        assert_eq!(
+            snapshot_from_lock(&lock_of(snapshot)).as_deref(),
+            Some(snapshot)
+        );
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub(crate) fn at_startup(chroot_dir: Option<&Path>) {
             kept: false,
         };
         match sweep(&options) {
-            Ok(removed) if !removed.is_empty() => crate::registry::announce(&format!(
+            Ok(removed) if !removed.is_empty() => crate::events::announce(&format!(
                 "removed {} leftover(s) of earlier runs: {}",
                 removed.len(),
                 removed.join("; ")
@@ -81,22 +81,19 @@ pub(crate) fn at_startup(chroot_dir: Option<&Path>) {
     });
 }
 
-/// Ends a machine whose owner is gone: kills its leader so nspawn removes the snapshot, then
-/// removes whatever is still there.
+/// Ends a machine whose owner is gone, then removes whatever is still there. The record goes
+/// last, once its cgroups are empty: until then, the next sweep tries again.
 fn end_machine(r: &Record) -> Vec<String> {
     let mut removed = Vec::new();
+    // Read while nspawn lives: a record saved early does not name the snapshot yet.
+    let snapshot = r.snapshot.clone().or_else(|| {
+        r.nspawn
+            .is_alive()
+            .then(|| crate::state::snapshot_of(r.nspawn.pid))
+            .flatten()
+    });
     if r.nspawn.is_alive() {
-        // Killing the leader lets nspawn remove the snapshot itself; killing nspawn would not.
-        let (target, signal) = if r.leader.is_alive() {
-            (&r.leader, Signal::SIGKILL)
-        } else {
-            (&r.nspawn, Signal::SIGTERM)
-        };
-        let _ = kill(Pid::from_raw(target.pid as i32), signal);
-        if !wait_gone(&r.nspawn, Duration::from_secs(5)) {
-            let _ = kill(Pid::from_raw(r.nspawn.pid as i32), Signal::SIGKILL);
-            wait_gone(&r.nspawn, Duration::from_secs(5));
-        }
+        stop_nspawn(r);
         removed.push(format!("machine {} (nspawn {})", r.name, r.nspawn.pid));
     }
     if let Some(unit) = r.unit.as_deref().filter(|_| systemd::unit_loaded(&r.name)) {
@@ -105,8 +102,22 @@ fn end_machine(r: &Record) -> Vec<String> {
             .output();
         removed.push(format!("unit {unit}"));
     }
-    if let Some(snapshot) = r.snapshot.as_deref().filter(|s| s.exists()) {
+    // What nspawn did not take down (it was killed first, or before it could): the container
+    // still runs, in the machine's cgroups.
+    if r.leader.is_alive() {
+        let _ = kill(Pid::from_raw(r.leader.pid as i32), Signal::SIGKILL);
+    }
+    let cgroups: Vec<PathBuf> = r.cgroups.iter().filter(|d| d.exists()).cloned().collect();
+    if cgroups.iter().any(|d| cgroup::is_populated_dir(d)) {
+        removed.push(format!("processes of {}", r.name));
+    }
+    if !cgroup::empty(&cgroups, cgroup::EMPTY_TIMEOUT) {
+        tracing::warn!("{}: processes survive SIGKILL in {cgroups:?}", r.name);
+        return removed;
+    }
+    if let Some(snapshot) = snapshot.as_deref().filter(|s| s.exists()) {
         if storage::remove_tree(snapshot).is_ok() {
+            let _ = std::fs::remove_file(crate::state::lock_of(snapshot));
             removed.push(format!("snapshot {}", snapshot.display()));
         }
     }
@@ -114,12 +125,33 @@ fn end_machine(r: &Record) -> Vec<String> {
     if propagate.exists() && storage::remove_tree(&propagate).is_ok() {
         removed.push(format!("{}", propagate.display()));
     }
-    for dir in r.cgroups.iter().filter(|d| d.exists()) {
-        cgroup::remove_tree(dir);
+    if !cgroup::destroy(&cgroups, cgroup::EMPTY_TIMEOUT) {
+        return removed;
     }
     Record::remove(&r.name);
     removed.push(format!("record of {}", r.name));
     removed
+}
+
+/// Stops a machine's nspawn.
+///
+/// With the leader known, SIGKILL to it makes nspawn exit in 50-90 ms and remove the snapshot
+/// itself. Without one, nspawn is still setting the container up, and may sit on a SIGTERM for
+/// seconds: then everything in the machine's cgroups goes at once, nspawn included (it runs
+/// in them), and the sweep removes the snapshot.
+fn stop_nspawn(r: &Record) {
+    if r.leader.is_alive() {
+        let _ = kill(Pid::from_raw(r.leader.pid as i32), Signal::SIGKILL);
+        if wait_gone(&r.nspawn, Duration::from_secs(3)) {
+            return;
+        }
+    }
+    let cgroups: Vec<PathBuf> = r.cgroups.iter().filter(|d| d.exists()).cloned().collect();
+    cgroup::empty(&cgroups, cgroup::EMPTY_TIMEOUT);
+    if r.nspawn.is_alive() {
+        let _ = kill(Pid::from_raw(r.nspawn.pid as i32), Signal::SIGKILL);
+        wait_gone(&r.nspawn, Duration::from_secs(5));
+    }
 }
 
 fn wait_gone(process: &ProcessId, timeout: Duration) -> bool {
@@ -144,7 +176,7 @@ fn stale_snapshots(dir: &Path) -> Vec<String> {
         if !name.starts_with(".#machine.") || name.ends_with(".lck") {
             continue;
         }
-        let lock = dir.join(format!(".#{name}.lck"));
+        let lock = crate::state::lock_of(&entry.path());
         let young = entry
             .metadata()
             .and_then(|m| m.modified())
@@ -257,9 +289,12 @@ fn is_ours(name: &str) -> bool {
 /// before its nspawn has started, and those must not be swept from under it.
 fn is_orphan(name: &str, live: &[String]) -> bool {
     let owner = name.split('-').nth(1).unwrap_or_default();
+    // A zombie is dead: its parent may take its time to reap it.
     let owner_alive = owner
         .parse::<u32>()
-        .is_ok_and(|pid| Path::new("/proc").join(pid.to_string()).exists());
+        .ok()
+        .and_then(ProcessId::of)
+        .is_some_and(|p| p.is_alive());
     is_ours(name) && !owner_alive && !live.iter().any(|l| l == name)
 }
 
@@ -294,9 +329,11 @@ fn stale_notify_sockets(live: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Cgroups of machines whose owner is dead and that no nspawn runs, record or not: what is
+/// still in one (a container whose nspawn was killed) is killed before it is removed.
 fn stale_cgroups(live: &[String]) -> Vec<String> {
     let mut removed = Vec::new();
-    for base in cgroup::own_cgroups() {
+    for base in cgroup::own_in_every_hierarchy() {
         let Ok(entries) = std::fs::read_dir(&base) else {
             continue;
         };
@@ -305,9 +342,14 @@ fn stale_cgroups(live: &[String]) -> Vec<String> {
             let Some(machine) = name.strip_prefix("nspawn-") else {
                 continue;
             };
-            if is_orphan(machine, live) && !cgroup::is_populated_dir(&entry.path()) {
-                cgroup::remove_tree(&entry.path());
-                removed.push(entry.path().display().to_string());
+            let dir = entry.path();
+            if !is_orphan(machine, live) {
+                continue;
+            }
+            let populated = cgroup::is_populated_dir(&dir);
+            if cgroup::destroy(std::slice::from_ref(&dir), cgroup::EMPTY_TIMEOUT) {
+                let what = if populated { " and its processes" } else { "" };
+                removed.push(format!("{}{what}", dir.display()));
             }
         }
     }

@@ -17,8 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 
 use crate::helper;
+use crate::state::ProcessId;
 
 pub(crate) const ENV: &str = "NSPAWN_WATCHDOG";
+/// How long a dying owner may take to be dead (a core dump of a big process takes a while).
+const OWNER_EXIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Set by the pre-`main` hook: re-running this executable reaches [`run_if_requested`].
 static HOOKED: AtomicBool = AtomicBool::new(false);
@@ -44,14 +47,26 @@ fn watch() {
         // SAFETY: ignoring signals.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
+    let owner = std::env::var(ENV)
+        .ok()
+        .and_then(|pid| pid.parse().ok())
+        .and_then(ProcessId::of);
     let mut buf = [0u8; 64];
-    // Returns 0 (end-of-file) once every copy of the write end is closed: the owner is gone.
+    // Returns 0 (end-of-file) once every copy of the write end is closed: the owner is dying.
     // SAFETY: reading into a stack buffer.
     while unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) } != 0 {}
+    // Its descriptors close before it is dead: until it is, the sweep would count it alive
+    // and leave its machines.
+    if let Some(owner) = owner {
+        let deadline = std::time::Instant::now() + OWNER_EXIT;
+        while owner.is_alive() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
     let options = crate::sweep::Options::default();
     if let Ok(removed) = crate::sweep::sweep(&options) {
         for line in removed {
-            crate::registry::event(&format!("watchdog-removed {line}"));
+            crate::events::event(&format!("watchdog-removed {line}"));
         }
     }
 }

@@ -76,17 +76,33 @@ pub fn leftovers_of(machine: &str) -> Vec<String> {
     if propagate.exists() {
         left.push(propagate.display().to_string());
     }
-    for hierarchy in [
-        "/sys/fs/cgroup/unified",
-        "/sys/fs/cgroup/systemd",
-        "/sys/fs/cgroup",
-    ] {
-        let cg = Path::new(hierarchy).join(format!("nspawn-{machine}"));
+    for base in own_cgroups() {
+        let cg = base.join(format!("nspawn-{machine}"));
         if cg.exists() {
             left.push(cg.display().to_string());
         }
     }
     left
+}
+
+/// This process's cgroup in every hierarchy mounted under `/sys/fs/cgroup`, where the
+/// runtime creates the cgroups of the machines it starts.
+pub fn own_cgroups() -> Vec<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    own.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let mount = match controllers {
+                "" if Path::new("/sys/fs/cgroup/unified").exists() => "unified",
+                "" => "",
+                named => named.strip_prefix("name=").unwrap_or(named),
+            };
+            let dir = Path::new("/sys/fs/cgroup").join(mount);
+            Some(dir.join(path.trim_start_matches('/')))
+        })
+        .filter(|dir| dir.exists())
+        .collect()
 }
 
 /// What a run of the fixture suite did, from its event log.
@@ -128,6 +144,14 @@ impl Events {
     /// Machines booted for single tests.
     pub fn test_boots(&self) -> Vec<String> {
         self.field("test-boot", 2)
+    }
+
+    /// Every machine whose nspawn was started, with its nspawn's PID.
+    pub fn spawned(&self) -> Vec<(String, u32)> {
+        self.with("spawned")
+            .into_iter()
+            .map(|f| (f[1].clone(), f[2].parse().unwrap()))
+            .collect()
     }
 
     /// Every machine that became ready.
@@ -249,6 +273,9 @@ impl BtrfsCopy {
             .arg("-a")
             .arg(format!("{}/.", source.display()))
             .arg(copy.chroot()));
+        // Written out now: the first snapshot would otherwise commit the whole copy, and a
+        // test's first stop would take seconds for it.
+        sh(Command::new("sync").arg("-f").arg(copy.chroot()));
         copy
     }
 

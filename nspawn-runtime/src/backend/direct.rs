@@ -66,6 +66,16 @@ pub(crate) fn boot(
         let _root = ThreadRoot::acquire()?;
         MachineCgroup::with_limits(name, limits)
     };
+    // Recorded before nspawn starts, so that whatever happens from here on, a sweep finds
+    // the machine's cgroups (and what nspawn put in them) by this record.
+    let pending = Record {
+        cgroups: cgroup.dirs().to_vec(),
+        ..super::record(name, &spec.dir, None, None)
+    };
+    if let Err(e) = pending.save() {
+        remove_cgroup(&cgroup);
+        return Err(e);
+    }
     let mut cmd = nspawn_command(spec, name);
     cmd.env("NOTIFY_SOCKET", notify.path())
         .stdin(Stdio::null())
@@ -81,6 +91,7 @@ pub(crate) fn boot(
         Ok(pair) => pair,
         Err(e) => {
             remove_cgroup(&cgroup);
+            Record::remove(name);
             return Err(boot_error(format!("could not start systemd-nspawn: {e}")));
         }
     };
@@ -90,8 +101,8 @@ pub(crate) fn boot(
         cgroup,
         notify,
     };
-    // Recorded before the boot completes, so that a crash during boot is swept too.
     let _ = proc.record(name, &spec.dir, None).save();
+    crate::events::event(&format!("spawned {name} {}", proc.nspawn.pid()));
     match proc.wait_ready(spec, name, log) {
         Ok(leader) => Ok(Running { proc, leader }),
         Err((leader, failure)) => {
@@ -118,7 +129,7 @@ impl Proc {
     fn record(&self, name: &str, chroot: &Path, leader: Option<&PidFd>) -> Record {
         Record {
             cgroups: self.cgroup.dirs().to_vec(),
-            ..super::record(name, chroot, &self.nspawn, leader)
+            ..super::record(name, chroot, Some(&self.nspawn), leader)
         }
     }
 

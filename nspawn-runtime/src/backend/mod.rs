@@ -89,17 +89,25 @@ impl BootSpec {
 
 /// The ownership record of a machine (see [`crate::state`]); `leader` is unknown while it
 /// boots.
-pub(crate) fn record(name: &str, chroot: &Path, nspawn: &PidFd, leader: Option<&PidFd>) -> Record {
+pub(crate) fn record(
+    name: &str,
+    chroot: &Path,
+    nspawn: Option<&PidFd>,
+    leader: Option<&PidFd>,
+) -> Record {
     use crate::state::ProcessId;
     let id = |pid: u32| ProcessId::of(pid).unwrap_or(ProcessId { pid, start: 0 });
-    let snapshot = crate::privs::ThreadRoot::acquire()
-        .ok()
-        .and_then(|_root| crate::state::snapshot_of(nspawn.pid()));
+    // A process not started yet: PID 0 is never alive.
+    let id_of = |p: Option<&PidFd>| p.map_or(ProcessId { pid: 0, start: 0 }, |p| id(p.pid()));
+    let snapshot = nspawn.and_then(|nspawn| {
+        let _root = crate::privs::ThreadRoot::acquire().ok()?;
+        crate::state::snapshot_of(nspawn.pid())
+    });
     Record {
         name: name.into(),
         owner: id(std::process::id()),
-        nspawn: id(nspawn.pid()),
-        leader: leader.map_or(ProcessId { pid: 0, start: 0 }, |l| id(l.pid())),
+        nspawn: id_of(nspawn),
+        leader: id_of(leader),
         chroot: chroot.into(),
         snapshot,
         cgroups: Vec::new(),

@@ -187,7 +187,7 @@ impl Running {
     pub(crate) fn record(&self, name: &str, chroot: &Path) -> Record {
         Record {
             unit: Some(format!("{name}.service")),
-            ..super::record(name, chroot, &self.nspawn, Some(&self.leader))
+            ..super::record(name, chroot, Some(&self.nspawn), Some(&self.leader))
         }
     }
 
