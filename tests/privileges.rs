@@ -12,6 +12,8 @@ use std::process::Command;
 
 const USER: &str = "nspawn-probe";
 const PROBE_DIR: &str = "NSPAWN_PROBE_DIR";
+/// `<fd>:<path>` of a root-only directory the probe inherits.
+const ROOT_ONLY: &str = "NSPAWN_PROBE_ROOT_ONLY";
 
 fn id(flag: &str) -> u32 {
     let out = Command::new("id").args([flag, USER]).output().unwrap();
@@ -41,6 +43,20 @@ fn sudo_user_runs_test_code_unprivileged() {
     let (uid, gid) = (id("-u"), id("-g"));
     let dir = common::scratch_dir();
     std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+    // A directory only root may write, handed down as an inherited descriptor (what `flock
+    // dir cargo test` or a CI runner does): the body must not get a root-owned file into it.
+    let root_only = common::scratch_dir();
+    std::fs::set_permissions(
+        root_only.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let fd = nix::fcntl::open(
+        root_only.path(),
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap();
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -53,13 +69,20 @@ fn sudo_user_runs_test_code_unprivileged() {
         .env("SUDO_GID", gid.to_string())
         .env("SUDO_USER", USER)
         .env(PROBE_DIR, dir.path())
+        .env(ROOT_ONLY, format!("{fd}:{}", root_only.path().display()))
         .output()
         .unwrap();
+    nix::unistd::close(fd).unwrap();
     let report = common::report(&out);
     assert!(out.status.success(), "{report}");
     assert!(report.contains("1 passed"), "{report}");
     let created = dir.path().join("by-the-test-body");
     assert_eq!(std::fs::metadata(&created).unwrap().uid(), uid, "{report}");
+    let planted: Vec<_> = std::fs::read_dir(root_only.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(planted, Vec::<std::path::PathBuf>::new(), "{report}");
 }
 
 /// Puts the runtime's pre-`main` hook in this binary, as any `#[nspawn::test]` does.
@@ -101,6 +124,8 @@ fn probe() {
         "the console log is the user's"
     );
 
+    escape_attempts(&m);
+
     let file = Path::new(&dir).join("by-the-test-body");
     std::fs::write(&file, "mine").unwrap();
     let name = m.name().to_string();
@@ -138,5 +163,44 @@ fn malformed_privilege_settings_refuse_to_run() {
             "{report}"
         );
         assert!(!report.contains("running 1 test"), "no test ran: {report}");
+    }
+}
+
+/// What test code running as the user might try, with a machine's root at hand, to get a
+/// root-owned file onto the host; the parent checks the directory stayed empty.
+fn escape_attempts(m: &nspawn::Machine) {
+    let spec = std::env::var(ROOT_ONLY).unwrap();
+    let (fd, path) = spec.split_once(':').unwrap();
+    let through_fd = format!("/proc/self/fd/{fd}");
+    let _ = m.sh(&format!(
+        "touch {through_fd}/by-sh; touch /proc/1/fd/{fd}/by-sh-via-init; true"
+    ));
+    let _ = m.write(format!("{through_fd}/by-write"), "x");
+    assert!(
+        m.copy_out("/etc/hostname", format!("{through_fd}/by-copy-out"))
+            .is_err(),
+        "copy_out writes as the user"
+    );
+    for host in [path, through_fd.as_str()] {
+        let refused = nspawn::Machine::builder("bookworm")
+            .bind(host, "/mnt")
+            .start();
+        assert!(
+            matches!(refused, Err(nspawn::Error::BindRefused { .. })),
+            "{host}: {refused:?}"
+        );
+    }
+    // Nor can this user, like any other local user, hold a slot or reach the notify sockets.
+    for private in [
+        "/run/nspawn-rs/slots/0.lock",
+        "/run/nspawn-rs/notify",
+        "/run/nspawn-rs/machines",
+    ] {
+        let err = std::fs::File::open(private).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            std::io::ErrorKind::PermissionDenied,
+            "{private}"
+        );
     }
 }

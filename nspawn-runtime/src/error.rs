@@ -238,6 +238,28 @@ pub enum Error {
         reason: String,
     },
 
+    /// A bind asked for by test code that runs as the invoking user, of a host path that
+    /// user cannot reach.
+    #[error("refusing to bind {host} into the machine: {reason}")]
+    BindRefused {
+        /// The host path.
+        host: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
+    /// Host state of ours (under `/run/nspawn-rs`) that someone else could control.
+    #[error(
+        "refusing to use {path}: {problem}. Another local user may have made it to block or \
+         hijack runs: check it, remove it as root, and run again"
+    )]
+    UnsafeHostState {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+
     /// A host I/O operation failed.
     #[error("{context}: {source}")]
     Io {

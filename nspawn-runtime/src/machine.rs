@@ -149,6 +149,10 @@ impl MachineBuilder {
     }
 
     /// Binds a host path into the machine, read-write.
+    ///
+    /// The machine's root then writes there as root: files it creates are root's. So when test
+    /// code runs as the invoking user (under sudo), a path that user cannot write is refused at
+    /// [`start`](Self::start), and a read-only bind needs a path the user can read.
     pub fn bind(mut self, host: impl AsRef<Path>, guest: impl AsRef<Path>) -> Self {
         self.binds
             .push((host.as_ref().into(), guest.as_ref().into(), false));
@@ -196,6 +200,7 @@ impl MachineBuilder {
     /// Boots the machine.
     pub fn start(self) -> Result<Machine> {
         privs::require_root("booting a machine")?;
+        self.check_binds()?;
         let dir = chroot::locate(&self.chroot, self.workspace.as_deref())?;
         sweep::at_startup(dir.parent());
         watchdog::ensure_started();
@@ -244,6 +249,31 @@ impl MachineBuilder {
             machine.name, machine.chroot
         ));
         Ok(machine)
+    }
+
+    /// Test code running as the invoking user gets no host path through a bind that the user
+    /// could not reach: checked with the user's own credentials (this thread's).
+    fn check_binds(&self) -> Result<()> {
+        use nix::unistd::{access, AccessFlags};
+        if privs::dropped_user().is_none() || nix::unistd::Uid::effective().is_root() {
+            return Ok(());
+        }
+        for (host, _, read_only) in &self.binds {
+            let (mode, needs) = if *read_only {
+                (AccessFlags::R_OK, "read")
+            } else {
+                (AccessFlags::R_OK | AccessFlags::W_OK, "write")
+            };
+            if let Err(e) = access(host.as_path(), mode) {
+                return Err(Error::BindRefused {
+                    host: host.clone(),
+                    reason: format!(
+                        "the test's user cannot {needs} it ({e}), and the machine's root would"
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn spec(&self, dir: PathBuf) -> BootSpec {

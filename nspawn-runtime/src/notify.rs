@@ -71,6 +71,8 @@ impl NotifySocket {
 
 impl Drop for NotifySocket {
     fn drop(&mut self) {
+        // Bound as root, in a directory only root enters.
+        let _root = crate::privs::ThreadRoot::acquire();
         let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -14,7 +14,6 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{Error, Result};
 use crate::privs::ThreadRoot;
-use crate::state::run_dir;
 
 /// Inotify instances a booted container takes, roughly (measured: 128 allow about 12).
 const INOTIFY_PER_MACHINE: u64 = 10;
@@ -111,28 +110,23 @@ pub fn acquire(timeout: Duration, make_room: &dyn Fn() -> bool) -> Result<Slot> 
 }
 
 fn slots_dir() -> Result<PathBuf> {
-    let dir = run_dir().join("slots");
-    if !dir.is_dir() {
-        let _root = ThreadRoot::acquire()?;
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    }
-    Ok(dir)
+    crate::state::private_dir("slots")
 }
 
+/// Locks slot `index`, as root: slot files are root's, 0600, in a directory only root enters.
 fn try_slot(dir: &std::path::Path, index: usize) -> Result<Option<Slot>> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(format!("{index}.lock"));
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let _root = ThreadRoot::acquire()?;
-            File::options()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| Error::io(format!("creating {}", path.display()), e))?
-        }
-        Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+    let file = {
+        let _root = ThreadRoot::acquire()?;
+        File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?
     };
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(Slot { _lock: lock, index })),

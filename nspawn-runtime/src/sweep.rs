@@ -310,15 +310,13 @@ fn stale_propagate_dirs(live: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Notify sockets (`<tmp>/nspawn-rs-<uid>/<machine>.notify`) of runs that were killed.
+/// Notify sockets (`<run dir>/notify/<machine>.notify`) of runs that were killed.
 fn stale_notify_sockets(live: &[String]) -> Vec<String> {
-    let Ok(dirs) = std::fs::read_dir(std::env::temp_dir()) else {
+    let Ok(entries) = std::fs::read_dir(crate::state::run_dir().join("notify")) else {
         return Vec::new();
     };
-    dirs.flatten()
-        .filter(|d| d.file_name().to_string_lossy().starts_with("nspawn-rs-"))
-        .filter_map(|d| std::fs::read_dir(d.path()).ok())
-        .flat_map(|entries| entries.flatten())
+    entries
+        .flatten()
         .filter(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             name.strip_suffix(".notify")

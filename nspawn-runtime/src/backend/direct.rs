@@ -7,7 +7,7 @@
 //! is told to shut down when the test process dies, however it dies.
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
@@ -61,7 +61,11 @@ pub(crate) fn boot(
     let limits = Limits::for_host(crate::slots::cap().machines)
         .with_properties(&spec.properties)
         .map_err(&boot_error)?;
-    let notify = NotifySocket::bind(&runtime_dir()?, name)?;
+    let notify = {
+        let dir = crate::state::private_dir("notify")?;
+        let _root = ThreadRoot::acquire()?;
+        NotifySocket::bind(&dir, name)?
+    };
     let cgroup = {
         let _root = ThreadRoot::acquire()?;
         MachineCgroup::with_limits(name, limits)
@@ -260,14 +264,6 @@ fn remove_cgroup(cgroup: &MachineCgroup) {
     if let Ok(_root) = ThreadRoot::acquire() {
         cgroup.remove();
     }
-}
-
-/// Where notify sockets live.
-fn runtime_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("nspawn-rs-{}", nix::unistd::Uid::effective()));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    Ok(dir)
 }
 
 type SpawnJob = Box<dyn FnOnce() + Send>;
