@@ -460,6 +460,7 @@ mod overhead {
         chroot: "bookworm",
         scope: Scope::Module,
         ignored: false,
+        expects_panic: false,
         manifest_dir: env!("CARGO_MANIFEST_DIR"),
     };
 

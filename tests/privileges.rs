@@ -190,6 +190,14 @@ fn escape_attempts(m: &nspawn::Machine) {
             "{host}: {refused:?}"
         );
     }
+    // A chroot this user cannot reach is not "missing".
+    let hidden = nspawn::Machine::start(&format!("{path}/bookworm"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        hidden.contains("Permission denied") && !hidden.contains("is missing"),
+        "{hidden}"
+    );
     // Nor can this user, like any other local user, hold a slot or reach the notify sockets.
     for private in [
         "/run/nspawn-rs/slots/0.lock",

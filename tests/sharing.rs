@@ -172,3 +172,41 @@ fn a_boot_failure_fails_every_test_of_the_module_after_one_attempt() {
         run.events.lines
     );
 }
+
+#[test]
+fn a_boot_failure_does_not_pass_for_the_panic_a_test_expects() {
+    let run = run_fixture(&["--ignored", "expects_panic"], &[]);
+    let out = run.stdout();
+    assert_eq!(run.output.status.code(), Some(101), "{out}");
+    for test in ["expects_panic::shared", "expects_panic::alone"] {
+        assert!(
+            out.contains(&format!("test {test} - should panic ... FAILED")),
+            "{out}"
+        );
+    }
+    assert_eq!(out.matches("did not boot").count(), 2, "{out}");
+    assert!(!out.contains("the body ran"), "{out}");
+}
+
+#[test]
+fn invalid_settings_fail_the_run_and_say_what_is_accepted() {
+    for bad in ["abc", "-1", "0"] {
+        let run = run_fixture(
+            &["--exact", "alpha::one"],
+            &[("NSPAWN_MAX_MACHINES", bad), ("NSPAWN_KEEP", "bogus")],
+        );
+        let out = run.stdout();
+        assert_eq!(run.output.status.code(), Some(101), "{out}");
+        assert!(
+            out.contains(&format!(
+                "NSPAWN_MAX_MACHINES={bad:?}: accepted: a whole number"
+            )),
+            "{out}"
+        );
+        assert!(
+            out.contains("NSPAWN_KEEP=\"bogus\": accepted: failed, all"),
+            "{out}"
+        );
+        assert!(run.events.machines().is_empty(), "no machine booted");
+    }
+}

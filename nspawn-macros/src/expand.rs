@@ -32,6 +32,7 @@ pub fn expand(options: &Options, func: ItemFn) -> TokenStream {
     let name = &sig.ident;
     let output = &sig.output;
     let ignored = attrs.iter().any(|a| a.path().is_ident("ignore"));
+    let expects_panic = attrs.iter().any(|a| a.path().is_ident("should_panic"));
     let scope = match scope {
         Scope::Module => quote!(#krate::__private::Scope::Module),
         Scope::Test => quote!(#krate::__private::Scope::Test),
@@ -62,6 +63,7 @@ pub fn expand(options: &Options, func: ItemFn) -> TokenStream {
                 chroot: #chroot,
                 scope: #scope,
                 ignored: #ignored,
+                expects_panic: #expects_panic,
                 manifest_dir: ::core::env!("CARGO_MANIFEST_DIR"),
             };
             #krate::__private::inventory::submit! { __NSPAWN_TEST }

@@ -37,9 +37,6 @@ pub const VARIANTS: &[&str] = &["minbase", "buildd", "standard"];
 
 const KEYS: &[&str] = &["suite", "mirror", "variant", "include", "setup"];
 
-/// Environment variable that overrides where chroots live.
-pub const CHROOTS_DIR_ENV: &str = "NSPAWN_CHROOTS_DIR";
-
 /// One declared chroot, with defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChrootDef {
@@ -117,10 +114,12 @@ impl Workspace {
     /// `CARGO_MANIFEST_DIR` (set by cargo for tests, benches and `cargo run`), else from the
     /// current directory.
     pub fn from_env() -> Result<Workspace> {
-        let dir =
-            std::env::var_os("NSPAWN_WORKSPACE").or_else(|| std::env::var_os("CARGO_MANIFEST_DIR"));
+        let dir = crate::settings::lenient()
+            .workspace
+            .clone()
+            .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from));
         let start = match dir {
-            Some(dir) => PathBuf::from(dir),
+            Some(dir) => dir,
             None => std::env::current_dir().context(|| "reading the current directory".into())?,
         };
         Workspace::discover(&start)
@@ -133,10 +132,12 @@ impl Workspace {
 
     /// Where chroots live: `$NSPAWN_CHROOTS_DIR`, else `test_chroots/` in the workspace.
     pub fn chroots_dir(&self) -> PathBuf {
-        match std::env::var_os(CHROOTS_DIR_ENV) {
-            Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-            _ => self.root.join("test_chroots"),
-        }
+        self.chroots_dir_with(crate::settings::lenient().chroots_dir.as_deref())
+    }
+
+    /// Where chroots live, given the `NSPAWN_CHROOTS_DIR` override.
+    fn chroots_dir_with(&self, chosen: Option<&Path>) -> PathBuf {
+        chosen.map_or_else(|| self.root.join("test_chroots"), Path::to_path_buf)
     }
 
     /// The declared chroots, or the embedded default (`bookworm`) when none are declared.
@@ -443,11 +444,10 @@ setup = ["echo hi > /etc/hi"]
     #[test]
     fn the_environment_overrides_the_chroots_dir() {
         let ws = Workspace { root: "/w".into() };
-        // Only this test touches the variable.
-        std::env::remove_var(CHROOTS_DIR_ENV);
-        assert_eq!(ws.chroots_dir(), Path::new("/w/test_chroots"));
-        std::env::set_var(CHROOTS_DIR_ENV, "/elsewhere");
-        assert_eq!(ws.chroots_dir(), Path::new("/elsewhere"));
-        std::env::remove_var(CHROOTS_DIR_ENV);
+        assert_eq!(ws.chroots_dir_with(None), Path::new("/w/test_chroots"));
+        assert_eq!(
+            ws.chroots_dir_with(Some(Path::new("/elsewhere"))),
+            Path::new("/elsewhere")
+        );
     }
 }

@@ -12,8 +12,8 @@ use crate::privs::{self, ThreadRoot};
 /// Where console logs go: `$NSPAWN_LOG_DIR`, else `nspawn-logs/` in the cargo target
 /// directory of the running test binary, else the temporary directory.
 pub fn log_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("NSPAWN_LOG_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
+    if let Some(dir) = &crate::settings::lenient().log_dir {
+        return dir.clone();
     }
     target_dir()
         .map(|t| t.join("nspawn-logs"))

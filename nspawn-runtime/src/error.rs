@@ -238,6 +238,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// `NSPAWN_*` environment variables with values that do not parse.
+    #[error("invalid settings in the environment:\n  {}", problems.join("\n  "))]
+    Settings {
+        /// One line per variable: its value and what it accepts.
+        problems: Vec<String>,
+    },
+
     /// A bind asked for by test code that runs as the invoking user, of a host path that
     /// user cannot reach.
     #[error("refusing to bind {host} into the machine: {reason}")]

@@ -37,6 +37,8 @@ pub struct TestInfo {
     pub scope: Scope,
     /// Marked `#[ignore]`.
     pub ignored: bool,
+    /// Marked `#[should_panic]`.
+    pub expects_panic: bool,
     /// `CARGO_MANIFEST_DIR` of the crate, to find the workspace's chroots.
     pub manifest_dir: &'static str,
 }
@@ -78,7 +80,10 @@ pub fn run<R: Outcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R
     match info.scope {
         Scope::Test => run_alone(info, body),
         Scope::Module => {
-            let mut lease = sharing::Lease::acquire(info).unwrap_or_else(|e| panic!("{e}"));
+            let mut lease = match sharing::Lease::acquire(info) {
+                Ok(lease) => lease,
+                Err(e) => return fail(info, &e, None),
+            };
             let result = catch_unwind(AssertUnwindSafe(|| body(lease.machine())));
             if result.as_ref().map_or(true, Outcome::failed) {
                 lease.set_failed();
@@ -89,7 +94,10 @@ pub fn run<R: Outcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R
 }
 
 fn run_alone<R: Outcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R) -> R {
-    let machine = boot(info, &info.test_name()).unwrap_or_else(|e| panic!("{e}"));
+    let machine = match boot(info, &info.test_name()) {
+        Ok(machine) => machine,
+        Err(e) => return fail(info, &e, None),
+    };
     crate::events::event(&format!(
         "test-boot {} {}",
         info.test_name(),
@@ -97,12 +105,42 @@ fn run_alone<R: Outcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) ->
     ));
     let result = catch_unwind(AssertUnwindSafe(|| body(&machine)));
     let failed = result.as_ref().map_or(true, Outcome::failed);
-    if keep::wanted(failed) {
+    let stopped = if keep::wanted(failed) {
         machine.keep(&format!("test {}", info.test_name()));
-    } else if let Err(e) = machine.stop() {
-        panic!("{e}");
+        Ok(())
+    } else {
+        machine.stop()
+    };
+    match (result, stopped) {
+        (Ok(outcome), Ok(())) => outcome,
+        (Ok(outcome), Err(e)) => fail(info, &e, Some(outcome)),
+        (Err(panic), stopped) => {
+            if let Err(e) = stopped {
+                eprintln!(
+                    "nspawn: {}: stopping its machine failed too: {e}",
+                    info.test_name()
+                );
+            }
+            resume_unwind(panic)
+        }
     }
-    result.unwrap_or_else(|panic| resume_unwind(panic))
+}
+
+/// A failure of ours, not of the test body, fails the test: by a panic with the error, except
+/// in a `#[should_panic]` test, which a panic would pass. There the error goes to stderr and
+/// the test returns without panicking, which fails it ("did not panic as expected").
+fn fail<R: Outcome>(info: &TestInfo, error: &dyn std::fmt::Display, outcome: Option<R>) -> R {
+    if info.expects_panic {
+        if let Some(outcome) = outcome.or_else(R::not_run) {
+            eprintln!(
+                "nspawn: {} failed: {error}\n(reported without a panic: the test expects one, \
+                 and the failure of its machine must not pass for it)",
+                info.test_name()
+            );
+            return outcome;
+        }
+    }
+    panic!("{error}")
 }
 
 /// Boots the machine a test asks for, saying so on stderr with the boot time.

@@ -1,29 +1,10 @@
 //! `NSPAWN_KEEP=failed|all`: leave machines running after their tests, for debugging.
 
-/// Which machines to keep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Keep {
-    /// Stop every machine (the default).
-    Never,
-    /// Keep the machines of failed tests.
-    Failed,
-    /// Keep every machine.
-    All,
-}
+pub use crate::settings::Keep;
 
 /// The mode from `NSPAWN_KEEP`.
 pub fn mode() -> Keep {
-    match std::env::var("NSPAWN_KEEP").as_deref() {
-        Ok("failed") => Keep::Failed,
-        Ok("all") => Keep::All,
-        Ok(other) if !other.is_empty() => {
-            tracing::warn!(
-                "NSPAWN_KEEP={other:?} is neither \"failed\" nor \"all\"; keeping nothing"
-            );
-            Keep::Never
-        }
-        _ => Keep::Never,
-    }
+    crate::settings::lenient().keep
 }
 
 /// Whether a machine whose tests ended so should be kept.
@@ -36,14 +17,24 @@ pub fn wanted(failed: bool) -> bool {
 }
 
 /// What a test returned, as far as keeping its machine goes.
-pub trait Outcome {
+pub trait Outcome: Sized {
     /// Whether the test failed.
     fn failed(&self) -> bool;
+
+    /// What a test that did not run returns, for a failure to report without a panic (see
+    /// `harness`); only `()`, the one return type `#[should_panic]` allows, has one.
+    fn not_run() -> Option<Self> {
+        None
+    }
 }
 
 impl Outcome for () {
     fn failed(&self) -> bool {
         false
+    }
+
+    fn not_run() -> Option<Self> {
+        Some(())
     }
 }
 

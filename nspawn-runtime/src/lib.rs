@@ -28,6 +28,7 @@ pub mod pidfd;
 pub mod privs;
 pub mod probe;
 pub mod registry;
+pub mod settings;
 mod sharing;
 pub mod slots;
 pub mod state;

@@ -199,6 +199,7 @@ impl MachineBuilder {
 
     /// Boots the machine.
     pub fn start(self) -> Result<Machine> {
+        crate::settings::get()?;
         privs::require_root("booting a machine")?;
         self.check_binds()?;
         let dir = chroot::locate(&self.chroot, self.workspace.as_deref())?;

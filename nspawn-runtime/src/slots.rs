@@ -33,12 +33,9 @@ pub struct Cap {
 
 /// The cap in force.
 pub fn cap() -> Cap {
-    if let Some(n) = std::env::var("NSPAWN_MAX_MACHINES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
+    if let Some(n) = crate::settings::lenient().max_machines {
         return Cap {
-            machines: std::cmp::max(n, 1),
+            machines: n,
             reason: "NSPAWN_MAX_MACHINES".into(),
         };
     }
@@ -142,7 +139,7 @@ mod tests {
     fn the_default_cap_follows_inotify_and_memory() {
         let cap = cap();
         assert!(cap.machines >= 1);
-        if std::env::var_os("NSPAWN_MAX_MACHINES").is_none() {
+        if crate::settings::lenient().max_machines.is_none() {
             let inotify = read_u64("/proc/sys/fs/inotify/max_user_instances").unwrap();
             assert!(
                 cap.machines as u64 <= inotify / INOTIFY_PER_MACHINE,

@@ -12,9 +12,7 @@ use crate::privs::ThreadRoot;
 
 /// Where the runtime keeps host-wide state.
 pub fn run_dir() -> PathBuf {
-    std::env::var_os("NSPAWN_RUN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/nspawn-rs"))
+    crate::settings::lenient().run_dir.clone()
 }
 
 fn records_dir() -> PathBuf {

@@ -82,18 +82,42 @@ pub fn locate(name: &str, workspace: Option<&Path>) -> Result<PathBuf> {
         };
         ws.chroots_dir().join(name)
     };
-    if path.is_dir() {
-        return Ok(path);
+    // Only "not found" is missing: a directory the test's user cannot reach is not.
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_dir() => Ok(path),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
+            format!(
+                "looking for chroot {name:?} at {} (test code runs as the invoking user under \
+                 sudo, who must be able to reach it)",
+                path.display()
+            ),
+            e,
+        )),
+        _ => Err(Error::ChrootMissing {
+            name: name.into(),
+            path,
+        }),
     }
-    Err(Error::ChrootMissing {
-        name: name.into(),
-        path,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_chroot_is_not_reported_missing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = locate(&format!("{}/none", tmp.path().display()), None);
+        assert!(
+            matches!(missing, Err(Error::ChrootMissing { .. })),
+            "{missing:?}"
+        );
+        // A file where a directory is expected: ENOTDIR, like a path the user cannot search.
+        std::fs::write(tmp.path().join("file"), "").unwrap();
+        let blocked = locate(&format!("{}/file/tree", tmp.path().display()), None);
+        let message = blocked.unwrap_err().to_string();
+        assert!(message.contains("must be able to reach it"), "{message}");
+    }
 
     #[test]
     fn status_follows_the_stamp() {

@@ -1,0 +1,228 @@
+//! Every `NSPAWN_*` setting, read from the environment once per process, in one place.
+//!
+//! A value that does not parse is an error that names the variable and what it accepts: the
+//! first machine of a run refuses to start ([`get`]), rather than the run going on with a
+//! setting the user did not ask for. (`NSPAWN_USER` is read earlier still, before `main`: see
+//! [`crate::privs`].)
+//!
+//! A leaf module: everything may read its settings here, and it depends on nothing of ours
+//! but the error type.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+
+/// Which machines to keep running after their tests, for debugging (`NSPAWN_KEEP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keep {
+    /// Stop every machine (the default).
+    #[default]
+    Never,
+    /// Keep the machines of failed tests (`failed`).
+    Failed,
+    /// Keep every machine (`all`).
+    All,
+}
+
+/// The backend asked for (`NSPAWN_BACKEND`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// The systemd backend where it works, else the direct one (the default).
+    #[default]
+    Auto,
+    /// `direct`.
+    Direct,
+    /// `systemd`.
+    Systemd,
+}
+
+/// The settings of this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `NSPAWN_BACKEND`: `direct` or `systemd`.
+    pub backend: BackendChoice,
+    /// `NSPAWN_CHROOTS_DIR`: where chroots live instead of `test_chroots/`.
+    pub chroots_dir: Option<PathBuf>,
+    /// `NSPAWN_WORKSPACE`: the workspace whose chroots are declared.
+    pub workspace: Option<PathBuf>,
+    /// `NSPAWN_KEEP`: `failed` or `all`.
+    pub keep: Keep,
+    /// `NSPAWN_MAX_MACHINES`: machines at once, host-wide (1 or more).
+    pub max_machines: Option<usize>,
+    /// `NSPAWN_RUN_DIR`: host-wide state (an absolute path; default `/run/nspawn-rs`).
+    pub run_dir: PathBuf,
+    /// `NSPAWN_LOG_DIR`: where console logs go.
+    pub log_dir: Option<PathBuf>,
+    /// `NSPAWN_EVENT_LOG`: a file the runtime appends its boots and stops to.
+    pub event_log: Option<PathBuf>,
+    /// `NSPAWN_QUIET`: set (to anything but an empty value) silences the one-line reports.
+    pub quiet: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            backend: BackendChoice::Auto,
+            chroots_dir: None,
+            workspace: None,
+            keep: Keep::Never,
+            max_machines: None,
+            run_dir: PathBuf::from("/run/nspawn-rs"),
+            log_dir: None,
+            event_log: None,
+            quiet: false,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the settings through `var` (the environment, or a table in tests). Returns them,
+    /// with defaults where a value is invalid, and one line per invalid value.
+    pub fn parse(var: impl Fn(&str) -> Option<OsString>) -> (Settings, Vec<String>) {
+        let mut problems = Vec::new();
+        let mut s = Settings::default();
+        // Unset and empty are the same: `VAR= cargo test` is how one unsets a variable.
+        let text = |name: &str| {
+            var(name)
+                .filter(|v| !v.is_empty())
+                .map(|v| v.to_string_lossy().into_owned())
+        };
+        let path = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let mut check = |name: &str, accepted: &str, ok: bool, value: &str| {
+            if !ok {
+                problems.push(format!("{name}={value:?}: {accepted}"));
+            }
+        };
+        if let Some(v) = text("NSPAWN_BACKEND") {
+            let choice = match v.as_str() {
+                "direct" => Some(BackendChoice::Direct),
+                "systemd" => Some(BackendChoice::Systemd),
+                _ => None,
+            };
+            check(
+                "NSPAWN_BACKEND",
+                "accepted: direct, systemd",
+                choice.is_some(),
+                &v,
+            );
+            s.backend = choice.unwrap_or_default();
+        }
+        if let Some(v) = text("NSPAWN_KEEP") {
+            let keep = match v.as_str() {
+                "failed" => Some(Keep::Failed),
+                "all" => Some(Keep::All),
+                _ => None,
+            };
+            check("NSPAWN_KEEP", "accepted: failed, all", keep.is_some(), &v);
+            s.keep = keep.unwrap_or_default();
+        }
+        if let Some(v) = text("NSPAWN_MAX_MACHINES") {
+            let n = v.trim().parse::<usize>().ok().filter(|n| *n >= 1);
+            let accepted = "accepted: a whole number of machines, 1 or more";
+            check("NSPAWN_MAX_MACHINES", accepted, n.is_some(), &v);
+            s.max_machines = n;
+        }
+        if let Some(dir) = path("NSPAWN_RUN_DIR") {
+            let absolute = dir.is_absolute();
+            let shown = dir.display().to_string();
+            check(
+                "NSPAWN_RUN_DIR",
+                "accepted: an absolute path",
+                absolute,
+                &shown,
+            );
+            if absolute {
+                s.run_dir = dir;
+            }
+        }
+        s.chroots_dir = path("NSPAWN_CHROOTS_DIR");
+        s.workspace = path("NSPAWN_WORKSPACE");
+        s.log_dir = path("NSPAWN_LOG_DIR");
+        s.event_log = path("NSPAWN_EVENT_LOG");
+        s.quiet = text("NSPAWN_QUIET").is_some();
+        (s, problems)
+    }
+}
+
+fn loaded() -> &'static (Settings, Vec<String>) {
+    static SETTINGS: OnceLock<(Settings, Vec<String>)> = OnceLock::new();
+    SETTINGS.get_or_init(|| Settings::parse(|name| std::env::var_os(name)))
+}
+
+/// The settings, or an error listing every invalid value.
+pub fn get() -> Result<&'static Settings> {
+    let (settings, problems) = loaded();
+    if problems.is_empty() {
+        Ok(settings)
+    } else {
+        Err(Error::Settings {
+            problems: problems.clone(),
+        })
+    }
+}
+
+/// The settings, with defaults for invalid values: for what must go on regardless (reports,
+/// cleanup). Nothing starts a machine without [`get`] having passed.
+pub fn lenient() -> &'static Settings {
+    &loaded().0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(vars: &[(&str, &str)]) -> (Settings, Vec<String>) {
+        Settings::parse(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        })
+    }
+
+    #[test]
+    fn unset_and_empty_mean_the_defaults() {
+        assert_eq!(parse(&[]), (Settings::default(), vec![]));
+        assert_eq!(
+            parse(&[("NSPAWN_KEEP", ""), ("NSPAWN_MAX_MACHINES", "")]),
+            (Settings::default(), vec![])
+        );
+    }
+
+    #[test]
+    fn valid_values_are_taken() {
+        let (s, problems) = parse(&[
+            ("NSPAWN_BACKEND", "direct"),
+            ("NSPAWN_KEEP", "failed"),
+            ("NSPAWN_MAX_MACHINES", "3"),
+            ("NSPAWN_RUN_DIR", "/run/x"),
+            ("NSPAWN_QUIET", "1"),
+        ]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(s.backend, BackendChoice::Direct);
+        assert_eq!(s.keep, Keep::Failed);
+        assert_eq!(s.max_machines, Some(3));
+        assert_eq!(s.run_dir, PathBuf::from("/run/x"));
+        assert!(s.quiet);
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_with_what_is_accepted() {
+        for bad in ["abc", "-1", "0", "1.5"] {
+            let (s, problems) = parse(&[("NSPAWN_MAX_MACHINES", bad)]);
+            assert_eq!(s.max_machines, None);
+            assert_eq!(problems.len(), 1, "{bad}");
+            assert!(problems[0].contains("1 or more"), "{problems:?}");
+        }
+        let (_, problems) = parse(&[
+            ("NSPAWN_KEEP", "bogus"),
+            ("NSPAWN_BACKEND", "docker"),
+            ("NSPAWN_RUN_DIR", "relative"),
+        ]);
+        assert_eq!(problems.len(), 3, "all at once: {problems:?}");
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("NSPAWN_KEEP=\"bogus\"") && p.contains("failed, all")));
+    }
+}
