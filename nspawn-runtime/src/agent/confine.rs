@@ -14,6 +14,9 @@
 //!    set: a command run as root gets exactly the container's capabilities;
 //! 4. installs nspawn's system call filter ([`super::seccomp`]), which every command inherits.
 //!
+//! Once inside, and before it drops anything, it also sizes the machine's tmpfs mounts to its
+//! memory limit ([`super::tmpfs`]).
+//!
 //! The leader's settings are read from the host's `/proc` while the leader is alive; the guest
 //! controls them, but a process can only narrow its own bounding set and move within the
 //! cgroup subtree it was given, so whatever it did, copying it never widens our walls.
@@ -30,6 +33,8 @@ pub struct Walls {
     pub bounding: u64,
     /// Its cgroup directories on the host, one per hierarchy.
     pub cgroups: Vec<PathBuf>,
+    /// The memory limit of its cgroup, if it has one.
+    pub memory: Option<u64>,
 }
 
 impl Walls {
@@ -40,8 +45,13 @@ impl Walls {
         let bounding = cap_field(&status, "CapBnd:")
             .ok_or_else(|| std::io::Error::other("no CapBnd in the leader's status"))?;
         let cgroups = cgroup::of_process(leader.pid())?;
+        let memory = cgroups.iter().find_map(|d| memory_limit(d));
         leader.signal(0)?;
-        Ok(Walls { bounding, cgroups })
+        Ok(Walls {
+            bounding,
+            cgroups,
+            memory,
+        })
     }
 
     /// Moves this process into the leader's cgroups.
@@ -88,6 +98,16 @@ impl Walls {
         }
         Ok(())
     }
+}
+
+/// The memory limit of a cgroup (v1 `memory.limit_in_bytes`, v2 `memory.max`); none when the
+/// directory has no such file or the limit is "unlimited".
+fn memory_limit(dir: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("memory.limit_in_bytes"))
+        .or_else(|_| std::fs::read_to_string(dir.join("memory.max")))
+        .ok()?;
+    // v1 says "unlimited" with a number near 2^63.
+    text.trim().parse::<u64>().ok().filter(|n| *n < 1 << 60)
 }
 
 /// A `Cap*:` line of `/proc/PID/status`, in hex.

@@ -26,6 +26,7 @@ mod launch;
 mod seccomp;
 mod server;
 mod spawn;
+mod tmpfs;
 pub(crate) mod user;
 pub(crate) mod wire;
 

@@ -99,6 +99,9 @@ fn enter(leader: &PidFd) -> std::io::Result<()> {
         check(libc::chdir(c"/".as_ptr()))?;
     }
     drop(root);
+    if let Some(memory) = walls.memory {
+        super::tmpfs::bound(memory);
+    }
     walls.drop_capabilities()?;
     seccomp::install(&filters)
 }
