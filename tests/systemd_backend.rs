@@ -97,7 +97,7 @@ fn forcing_a_backend_that_cannot_run_is_a_clear_error() {
     };
     let bogus = run("docker");
     assert!(
-        bogus.contains("NSPAWN_BACKEND accepts \"direct\" or \"systemd\""),
+        bogus.contains("NSPAWN_BACKEND=\"docker\": accepted: direct, systemd"),
         "{bogus}"
     );
     if std::fs::read_to_string("/proc/1/comm").unwrap().trim() != "systemd" {

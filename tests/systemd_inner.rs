@@ -34,7 +34,7 @@ mod registered {
     #[nspawn::test(chroot = "bookworm")]
     fn the_unit_has_the_blog_posts_properties(m: &Machine) {
         let show = host(&format!(
-            "systemctl show {}.service -p Slice -p KillMode -p Type -p Delegate -p TasksMax -p WatchdogUSec",
+            "systemctl show {}.service -p Slice -p KillMode -p Type -p Delegate -p TasksMax -p MemoryMax -p WatchdogUSec",
             m.name()
         ));
         for expected in [
@@ -42,11 +42,24 @@ mod registered {
             "KillMode=mixed",
             "Type=notify",
             "Delegate=yes",
-            "TasksMax=16384",
             "WatchdogUSec=3min",
         ] {
             assert!(show.contains(expected), "{expected} in {show}");
         }
+        // The host's share per machine, as on the direct backend; not the blog's 16384.
+        let value = |key: &str| -> Option<u64> {
+            show.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        assert!(
+            value("TasksMax=").is_some_and(|t| (256..=4096).contains(&t)),
+            "{show}"
+        );
+        assert!(
+            value("MemoryMax=").is_some_and(|m| m >= 512 << 20),
+            "{show}"
+        );
     }
 
     #[nspawn::test(chroot = "bookworm")]

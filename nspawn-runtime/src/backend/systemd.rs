@@ -19,8 +19,10 @@ use crate::probe;
 use crate::state::Record;
 
 use super::{nspawn_args, BootSpec};
+use crate::limits::Limits;
 
-/// The unit properties of the blog post's `systemd-run` line.
+/// The unit properties of the blog post's `systemd-run` line, but for its `TasksMax=16384`:
+/// the machine's limits come from [`Limits::for_host`], as on the direct backend.
 pub const DEFAULT_PROPERTIES: &[&str] = &[
     "KillMode=mixed",
     "Type=notify",
@@ -28,7 +30,6 @@ pub const DEFAULT_PROPERTIES: &[&str] = &[
     "SuccessExitStatus=133",
     "Slice=machine.slice",
     "Delegate=yes",
-    "TasksMax=16384",
     "WatchdogSec=3min",
 ];
 
@@ -71,9 +72,16 @@ pub(crate) fn run_command(spec: &BootSpec, name: &str, log: &Path) -> Command {
         format!("StandardOutput=file:{}", log.display()),
         format!("StandardError=file:{}", log.display()),
     ];
+    // Before the test's own properties, which may override them.
+    let limits = Limits::for_host(crate::slots::cap().machines);
+    let limits = [
+        format!("MemoryMax={}", limits.memory),
+        format!("TasksMax={}", limits.tasks),
+    ];
     let properties = DEFAULT_PROPERTIES
         .iter()
         .map(|p| p.to_string())
+        .chain(limits)
         .chain([timeout])
         .chain(output)
         .chain(spec.properties.iter().cloned());
@@ -246,11 +254,14 @@ mod tests {
         let mut spec = BootSpec::example(Storage::Subvolume);
         spec.properties.push("CPUWeight=50".into());
         let line = host::command_line(&run_command(&spec, "nspawn-1-a", Path::new("/l/x.log")));
-        assert!(line.starts_with("systemd-run --unit=nspawn-1-a --collect --quiet --property=KillMode=mixed --property=Type=notify \
+        let limits = Limits::for_host(crate::slots::cap().machines);
+        let (memory, tasks) = (limits.memory, limits.tasks);
+        assert!(line.starts_with(&format!("systemd-run --unit=nspawn-1-a --collect --quiet --property=KillMode=mixed --property=Type=notify \
              --property=RestartForceExitStatus=133 --property=SuccessExitStatus=133 --property=Slice=machine.slice \
-             --property=Delegate=yes --property=TasksMax=16384 --property=WatchdogSec=3min --property=TimeoutStartSec=60 \
+             --property=Delegate=yes --property=WatchdogSec=3min --property=MemoryMax={memory} --property=TasksMax={tasks} \
+             --property=TimeoutStartSec=60 \
              --property=StandardOutput=file:/l/x.log --property=StandardError=file:/l/x.log --property=CPUWeight=50 \
-             systemd-nspawn --quiet --boot --notify-ready=yes --machine=nspawn-1-a --directory=/c/bookworm --ephemeral"), "{line}");
+             systemd-nspawn --quiet --boot --notify-ready=yes --machine=nspawn-1-a --directory=/c/bookworm --ephemeral")), "{line}");
         assert!(!line.contains("--register=no") && !line.contains("--keep-unit"));
     }
 }
