@@ -142,7 +142,23 @@ fn limited(name: &str, limits: Limits) -> Vec<PathBuf> {
             }
         }
     }
+    if dirs.len() < 2 {
+        unlimited_once();
+    }
     dirs
+}
+
+/// Says once per process that machines run without their memory or task limit (a host with
+/// only cgroup v2, where the controllers are not delegated to us, or hierarchies we cannot
+/// write): a runaway test can then take the host's memory.
+fn unlimited_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        crate::events::announce(
+            "machines run without a memory or task limit here (no writable cgroup v1 memory \
+             and pids hierarchies); use the systemd backend for limits",
+        )
+    });
 }
 
 /// Creates a cgroup directory, or finds it there already.
