@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 mod common;
 
 use nspawn::Machine;
-use nspawn_runtime::cgroup::MachineCgroup;
-use nspawn_runtime::pidfd::PidFd;
-use nspawn_runtime::storage::{storage_of, Storage};
+use nspawn_runtime::chroot::storage::{storage_of, Storage};
+use nspawn_runtime::testing::MachineCgroup;
+use nspawn_runtime::testing::PidFd;
 
 fn samples() -> usize {
     std::env::var("NSPAWN_BENCH_SAMPLES")

@@ -10,8 +10,9 @@
 //!
 //! See the README for setting up chroots and running tests under `sudo -E`.
 
-pub use nspawn_runtime::storage::Storage;
-pub use nspawn_runtime::{privs, Bind, Command, Error, Machine, MachineBuilder, Result};
+pub use nspawn_runtime::chroot::storage::Storage;
+pub use nspawn_runtime::host::privs;
+pub use nspawn_runtime::{Command, Error, Machine, MachineBuilder, Result};
 
 pub use nspawn_macros::test;
 

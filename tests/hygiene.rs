@@ -10,9 +10,9 @@ use std::process::{Command, Output, Stdio};
 
 use common::Events;
 use nspawn::Machine;
-use nspawn_runtime::cgroup::MachineCgroup;
-use nspawn_runtime::state::{ProcessId, Record};
-use nspawn_runtime::sweep;
+use nspawn_runtime::cleanup::records::{ProcessId, Record};
+use nspawn_runtime::cleanup::sweep;
+use nspawn_runtime::testing::MachineCgroup;
 
 fn run(bin: &Path, args: &[&str], env: &[(&str, &str)], log: &Path) -> Output {
     let mut cmd = Command::new(bin);

@@ -160,12 +160,7 @@ fn a_boot_failure_fails_every_test_of_the_module_after_one_attempt() {
         "each test shows the boot error: {out}"
     );
     assert_eq!(out.matches("last console lines of").count(), 2, "{out}");
-    let attempts = run
-        .events
-        .lines
-        .iter()
-        .filter(|l| l.starts_with("module-boot-failed fixture::broken"))
-        .count();
+    let attempts = run.events.module_boot_failures("fixture::broken");
     assert_eq!(
         attempts, 1,
         "one boot attempt for the module: {:?}",

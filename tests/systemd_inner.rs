@@ -128,7 +128,7 @@ fn the_sweep_terminates_registered_machines_of_dead_owners() {
     assert!(started.success());
     assert!(host("machinectl list --no-legend").contains(name));
     // Other tests of this process sweep when they boot; whichever sweep it is, it must go.
-    let removed = nspawn_runtime::sweep::sweep(&Default::default()).unwrap();
+    let removed = nspawn_runtime::cleanup::sweep::sweep(&Default::default()).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while host("machinectl list --no-legend").contains(name) {
         assert!(

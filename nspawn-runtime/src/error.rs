@@ -195,7 +195,7 @@ pub enum Error {
         "`{command}` in machine {machine} exited ({status}), but a process it left running still \
          holds its stdout or stderr open; last output lines: {:?}. Redirect the background \
          job's output (`cmd >/dev/null 2>&1 &`) or start it as a unit (`systemd-run`)",
-        crate::host::tail(stdout, 5)
+        crate::text::tail(stdout, 5)
     )]
     OutputHeldOpen {
         /// The command line.

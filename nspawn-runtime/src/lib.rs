@@ -3,44 +3,41 @@
 //!
 //! Users depend on the `nspawn` facade crate; this crate's public items are also the building
 //! blocks of a project's own xtask (see [`chroot::build`]).
+//!
+//! The folders are layers, each using only those below it (`tests/layers.rs` checks it):
+//!
+//! - `harness/`: what `#[nspawn::test]` calls: test descriptions, sharing a machine per module;
+//! - `machine/`: a [`Machine`], its builder, commands, files, and the machines of this process;
+//! - `backend/`: booting with `systemd-nspawn`, directly or as a systemd unit;
+//! - `agent/`: the process inside each machine that runs commands and opens files;
+//! - `cleanup/`: what makes sure nothing outlives a run: records, slots, sweep, watchdog;
+//! - `chroot/`: declarations, storage, building master chroots;
+//! - `host/`: the host's facilities: privileges, cgroups, pidfds, tools, console logs;
+//! - and at the bottom, files every layer may use: [`error`], [`settings`], [`report`].
 
 mod agent;
 pub mod backend;
-pub mod cgroup;
 pub mod chroot;
-pub mod config;
-pub mod console;
+pub mod cleanup;
 mod deadline;
 pub mod error;
-mod events;
-mod exec;
-pub mod filter;
-mod guest;
 #[doc(hidden)]
 pub mod harness;
-mod helper;
 pub mod host;
-pub mod keep;
-mod limits;
 mod machine;
-pub mod notify;
-pub mod pidfd;
-pub mod privs;
-pub mod probe;
-pub mod registry;
+pub mod report;
 pub mod settings;
-mod sharing;
-pub mod slots;
-pub mod state;
-mod stdio;
-pub mod storage;
-pub mod sweep;
-mod watchdog;
+mod text;
 
 #[doc(hidden)]
 pub use inventory;
 
-pub use backend::Bind;
 pub use error::{Error, Result};
-pub use exec::Command;
-pub use machine::{Machine, MachineBuilder};
+pub use machine::{Command, Machine, MachineBuilder};
+
+/// Building blocks the project's own tests and benchmarks reach for; not a stable API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::host::cgroup::MachineCgroup;
+    pub use crate::host::pidfd::PidFd;
+}

@@ -3,7 +3,7 @@
 //! A value that does not parse is an error that names the variable and what it accepts: the
 //! first machine of a run refuses to start ([`get`]), rather than the run going on with a
 //! setting the user did not ask for. (`NSPAWN_USER` is read earlier still, before `main`: see
-//! [`crate::privs`].)
+//! [`crate::host::privs`].)
 //!
 //! A leaf module: everything may read its settings here, and it depends on nothing of ours
 //! but the error type.

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use nspawn_runtime::report::Event;
+
 /// A temporary directory anyone may write to: under `sudo -E cargo test` the test process
 /// and the fixture processes it starts run as the invoking user, and some helpers as root.
 pub fn scratch_dir() -> tempfile::TempDir {
@@ -105,72 +107,92 @@ pub fn own_cgroups() -> Vec<PathBuf> {
         .collect()
 }
 
-/// What a run of the fixture suite did, from its event log.
+/// What a run of the fixture suite did, from its event log, read through the runtime's own
+/// [`Event`] type.
 #[derive(Debug, Default)]
 pub struct Events {
-    pub lines: Vec<String>,
+    pub lines: Vec<Event>,
 }
 
 impl Events {
     pub fn read(path: &Path) -> Events {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         Events {
-            lines: text.lines().map(str::to_string).collect(),
+            // Only whole lines: the log may be read while a line is being written.
+            lines: text
+                .split_inclusive('\n')
+                .filter_map(|l| l.strip_suffix('\n'))
+                .map(|l| Event::parse(l).unwrap_or_else(|| panic!("not an event: {l:?}")))
+                .collect(),
         }
     }
 
-    fn with(&self, kind: &str) -> Vec<Vec<String>> {
-        self.lines
-            .iter()
-            .map(|l| l.split(' ').map(str::to_string).collect::<Vec<_>>())
-            .filter(|f| f[0] == kind)
-            .collect()
-    }
-
-    /// Field `i` of every line of `kind`.
-    fn field(&self, kind: &str, i: usize) -> Vec<String> {
-        self.with(kind).into_iter().map(|f| f[i].clone()).collect()
+    fn machines_where(&self, pick: impl Fn(&Event) -> Option<&String>) -> Vec<String> {
+        self.lines.iter().filter_map(pick).cloned().collect()
     }
 
     /// Machines booted for a module (`fixture::alpha`).
-    pub fn module_boots(&self, module: &str) -> Vec<String> {
-        self.with("module-boot")
-            .into_iter()
-            .filter(|f| f[1] == module)
-            .map(|f| f[3].clone())
-            .collect()
+    pub fn module_boots(&self, of: &str) -> Vec<String> {
+        self.machines_where(|e| match e {
+            Event::ModuleBoot {
+                module, machine, ..
+            } if module == of => Some(machine),
+            _ => None,
+        })
+    }
+
+    /// Failed boot attempts for a module.
+    pub fn module_boot_failures(&self, of: &str) -> usize {
+        self.lines
+            .iter()
+            .filter(|e| matches!(e, Event::ModuleBootFailed { module, .. } if module == of))
+            .count()
     }
 
     /// Machines booted for single tests.
     pub fn test_boots(&self) -> Vec<String> {
-        self.field("test-boot", 2)
+        self.machines_where(|e| match e {
+            Event::TestBoot { machine, .. } => Some(machine),
+            _ => None,
+        })
     }
 
     /// Every machine whose nspawn was started, with its nspawn's PID.
     pub fn spawned(&self) -> Vec<(String, u32)> {
-        self.with("spawned")
-            .into_iter()
-            .map(|f| (f[1].clone(), f[2].parse().unwrap()))
+        self.lines
+            .iter()
+            .filter_map(|e| match e {
+                Event::Spawned { machine, nspawn } => Some((machine.clone(), *nspawn)),
+                _ => None,
+            })
             .collect()
     }
 
     /// Every machine that became ready.
     pub fn machines(&self) -> Vec<String> {
-        self.field("ready", 1)
+        self.machines_where(|e| match e {
+            Event::Ready { machine, .. } => Some(machine),
+            _ => None,
+        })
     }
 
     /// Machines stopped while the tests ran (not by the exit cleanup).
     pub fn stopped(&self) -> Vec<String> {
-        self.field("stopped", 1)
+        self.machines_where(|e| match e {
+            Event::Stopped { machine } => Some(machine),
+            _ => None,
+        })
     }
 
     /// The most machines that ran at once.
     pub fn max_concurrent(&self) -> usize {
         let (mut now, mut max) = (0i64, 0i64);
-        for line in &self.lines {
-            match line.split(' ').next() {
-                Some("ready") => now += 1,
-                Some("stopped" | "stopped-at-exit" | "kept") => now -= 1,
+        for event in &self.lines {
+            match event {
+                Event::Ready { .. } => now += 1,
+                Event::Stopped { .. } | Event::StoppedAtExit { .. } | Event::Kept { .. } => {
+                    now -= 1
+                }
                 _ => {}
             }
             max = max.max(now);
@@ -180,7 +202,10 @@ impl Events {
 
     /// Machines the exit cleanup had to stop.
     pub fn stopped_at_exit(&self) -> Vec<String> {
-        self.field("stopped-at-exit", 1)
+        self.machines_where(|e| match e {
+            Event::StoppedAtExit { machine } => Some(machine),
+            _ => None,
+        })
     }
 }
 

@@ -4,9 +4,12 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
+use nspawn_runtime::chroot::config::Workspace;
+use nspawn_runtime::chroot::storage;
 use nspawn_runtime::chroot::{self, Bootstrapper, BuildOptions, Outcome, Status};
-use nspawn_runtime::config::Workspace;
-use nspawn_runtime::{backend, console, host, probe, slots, state, storage, sweep, Error};
+use nspawn_runtime::cleanup::{records, slots, sweep};
+use nspawn_runtime::host::{console, probe, tools};
+use nspawn_runtime::{backend, Error};
 
 #[derive(Parser)]
 #[command(
@@ -83,10 +86,10 @@ fn make_chroots(args: &MakeChroots) -> Result<(), Error> {
         return list(&ws);
     }
     if let Some(size) = &args.btrfs_image {
-        if !host::is_root() {
+        if !tools::is_root() {
             return Err(not_root("--btrfs-image"));
         }
-        host::ensure(&[host::BTRFS, host::MKFS_BTRFS], &|m| eprintln!("{m}"))?;
+        tools::ensure(&[tools::BTRFS, tools::MKFS_BTRFS], &|m| eprintln!("{m}"))?;
         storage::mount_btrfs_image(&ws.chroots_dir(), size, &|m| eprintln!("{m}"))?;
     }
     let opts = BuildOptions {
@@ -127,7 +130,7 @@ fn doctor() -> Result<(), Error> {
         Ok((kind, why)) => println!("backend:    {kind} ({why})"),
         Err(e) => println!("backend:    none: {e}"),
     }
-    let who = match (host::is_root(), std::env::var("SUDO_USER")) {
+    let who = match (tools::is_root(), std::env::var("SUDO_USER")) {
         (true, Ok(user)) => format!("root under sudo (tests will run as {user})"),
         (true, Err(_)) => "root, not under sudo (tests run as root)".into(),
         (false, _) => "not root: run tests with sudo -E cargo test".into(),
@@ -167,7 +170,7 @@ fn doctor() -> Result<(), Error> {
         "cap:        {} machines at once ({})",
         cap.machines, cap.reason
     );
-    let records = state::Record::all();
+    let records = records::Record::all();
     let kept = records.iter().filter(|r| r.kept).count();
     println!(
         "machines:   {} running from tests, {kept} kept for debugging",
@@ -177,7 +180,7 @@ fn doctor() -> Result<(), Error> {
 }
 
 fn gc(kept: bool) -> Result<(), Error> {
-    if !host::is_root() {
+    if !tools::is_root() {
         return Err(not_root("removing leftovers"));
     }
     let ws = Workspace::from_env()?;
@@ -219,11 +222,11 @@ fn demo() -> Result<(), Error> {
 
 /// Host packages and chroots (the named ones, or all declared): everything the tests need.
 fn setup(chroots: &[&str]) -> Result<(), Error> {
-    if !host::is_root() {
+    if !tools::is_root() {
         return Err(not_root("setting up"));
     }
     // btrfs-progs: the storage tests put a chroot on a loop-mounted btrfs image.
-    host::ensure(&[host::NSPAWN, host::BTRFS, host::MKFS_BTRFS], &|m| {
+    tools::ensure(&[tools::NSPAWN, tools::BTRFS, tools::MKFS_BTRFS], &|m| {
         eprintln!("{m}")
     })?;
     make_chroots(&MakeChroots {
@@ -237,7 +240,7 @@ fn cargo(args: &[&str]) -> Result<(), Error> {
     let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
     let mut cmd = Command::new(cargo);
     cmd.args(args);
-    let line = host::command_line(&cmd);
+    let line = tools::command_line(&cmd);
     eprintln!("$ {line}");
     let status = cmd
         .status()

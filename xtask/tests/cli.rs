@@ -151,7 +151,7 @@ fn ctrl_c_during_a_build_leaves_no_chroot_and_no_partial_tree() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(
-        nspawn_runtime::storage::mounts_below(&chroots).is_empty(),
+        nspawn_runtime::chroot::storage::mounts_below(&chroots).is_empty(),
         "nothing left mounted"
     );
 }
@@ -163,7 +163,7 @@ fn the_built_chroot_runs_a_command_under_plain_systemd_nspawn() {
     use std::os::unix::process::CommandExt;
     let chroot = workspace().join("test_chroots/bookworm");
     // Without systemd on the host, nspawn puts its payload under our cgroup: give it its own.
-    let cgroup = nspawn_runtime::cgroup::MachineCgroup::create("nspawn-cli-plain");
+    let cgroup = nspawn_runtime::testing::MachineCgroup::create("nspawn-cli-plain");
     let procs: Vec<PathBuf> = cgroup
         .dirs()
         .iter()
@@ -215,8 +215,8 @@ fn btrfs_image_puts_the_chroots_on_subvolumes() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let storage = nspawn_runtime::storage::storage_of(&chroots.join("bookworm"));
-    let on_btrfs = nspawn_runtime::storage::is_btrfs(&chroots);
+    let storage = nspawn_runtime::chroot::storage::storage_of(&chroots.join("bookworm"));
+    let on_btrfs = nspawn_runtime::chroot::storage::is_btrfs(&chroots);
     let _ = Command::new("umount").arg(&chroots).status();
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -229,7 +229,7 @@ fn btrfs_image_puts_the_chroots_on_subvolumes() {
     );
     assert_eq!(
         storage,
-        nspawn_runtime::storage::Storage::Subvolume,
+        nspawn_runtime::chroot::storage::Storage::Subvolume,
         "{stderr}"
     );
 }

@@ -6,7 +6,7 @@
 //! the host as root, has none of these by birth, so before it serves anything it:
 //!
 //! 1. closes every descriptor it inherited but the two it works with
-//!    ([`crate::helper::close_inherited`]);
+//!    ([`crate::host::helper::close_inherited`]);
 //! 2. joins the leader's cgroup in every hierarchy, so the machine's limits, accounting and
 //!    `cgroup.kill` cover it and its commands;
 //! 3. after entering the machine, drops every capability outside the leader's bounding set
@@ -23,8 +23,8 @@
 
 use std::path::PathBuf;
 
-use crate::cgroup;
-use crate::pidfd::PidFd;
+use crate::host::cgroup;
+use crate::host::pidfd::PidFd;
 
 /// What the container's PID 1 is confined by.
 #[derive(Debug)]

@@ -19,8 +19,6 @@
 //!
 //! [`Machine`]: crate::Machine
 
-pub(crate) use server::ENV;
-
 mod confine;
 mod launch;
 mod seccomp;
@@ -38,9 +36,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::helper;
-use crate::pidfd::PidFd;
-use crate::privs;
+use crate::host::helper;
+use crate::host::pidfd::PidFd;
+use crate::host::privs;
 use wire::{RecvError, Request, Response};
 
 /// How long an agent may take to enter its machine.
@@ -175,7 +173,7 @@ impl Agent {
     }
 }
 
-/// Starts the agent process (see [`crate::helper`]) with the leader's pidfd as descriptor 3.
+/// Starts the agent process (see [`crate::host::helper`]) with the leader's pidfd as descriptor 3.
 /// Its command line, `nspawn-agent --machine=NAME`, says what it is in `ps`.
 fn spawn(machine: &str, leader: &PidFd, control: OwnedFd) -> std::io::Result<Child> {
     let leader_fd = leader.raw();

@@ -17,10 +17,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use super::confine::Walls;
 use super::wire::{self, Meta, RecvError, Request, Response, Step};
 use super::{seccomp, spawn};
-use crate::pidfd::PidFd;
+use crate::host::pidfd::PidFd;
 
 /// Set in the agent's environment to the leader's PID.
-pub const ENV: &str = "NSPAWN_AGENT";
+pub(crate) use crate::host::helper::AGENT as ENV;
 /// The control socket, as the agent receives it.
 pub const CONTROL_FD: RawFd = 0;
 /// The leader's pidfd, as the agent receives it.
@@ -52,7 +52,7 @@ fn serve(leader_pid: u32) -> i32 {
             _ => return 2,
         }
     };
-    crate::helper::close_inherited(&[control.as_raw_fd(), leader.raw()]);
+    crate::host::helper::close_inherited(&[control.as_raw_fd(), leader.raw()]);
     if let Err(e) = enter(&leader) {
         let _ = wire::send(control.as_fd(), &Response::failed(Step::Enter, &e), &[]);
         return 1;

@@ -18,7 +18,7 @@ use nix::poll::{PollFd, PollFlags};
 use super::launch::{Context, Launch};
 use super::user::Identity;
 use super::wire::{poll_timeout, Exec, Response, Step};
-use crate::pidfd::PidFd;
+use crate::host::pidfd::PidFd;
 
 /// Makes the calling thread's children start in the PID namespace of `leader`.
 pub fn enter_pid_namespace(leader: &PidFd) -> std::io::Result<()> {

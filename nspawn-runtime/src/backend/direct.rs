@@ -13,16 +13,17 @@ use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::cgroup::MachineCgroup;
-use crate::console;
+use crate::cleanup::records::Record;
 use crate::error::{Error, Result};
-use crate::limits::Limits;
-use crate::notify::{Message, NotifySocket};
-use crate::pidfd::PidFd;
-use crate::privs::{self, ThreadRoot};
-use crate::state::Record;
+use crate::host::cgroup::MachineCgroup;
+use crate::host::console;
+use crate::host::limits::Limits;
+use crate::host::notify::{Message, NotifySocket};
+use crate::host::pidfd::PidFd;
+use crate::host::privs::{self, ThreadRoot};
+use crate::report::{self, Event};
 
-use super::{nspawn_args, BootSpec};
+use super::spec::{nspawn_args, BootSpec};
 
 /// The `systemd-nspawn` command line for `spec`: not registered with machined, in the
 /// caller's unit (there is none), readiness reported to us.
@@ -58,11 +59,11 @@ pub(crate) fn boot(
     log_file: std::fs::File,
 ) -> Result<Running> {
     let boot_error = |reason: String| spec.boot_error(name, log, reason);
-    let limits = Limits::for_host(crate::slots::cap().machines)
+    let limits = Limits::for_host(crate::cleanup::slots::cap().machines)
         .with_properties(&spec.properties)
         .map_err(&boot_error)?;
     let notify = {
-        let dir = crate::state::private_dir("notify")?;
+        let dir = crate::cleanup::records::private_dir("notify")?;
         let _root = ThreadRoot::acquire()?;
         NotifySocket::bind(&dir, name)?
     };
@@ -74,7 +75,7 @@ pub(crate) fn boot(
     // the machine's cgroups (and what nspawn put in them) by this record.
     let pending = Record {
         cgroups: cgroup.dirs().to_vec(),
-        ..super::record(name, &spec.dir, None, None)
+        ..super::spec::record(name, &spec.dir, None, None)
     };
     if let Err(e) = pending.save() {
         remove_cgroup(&cgroup);
@@ -106,7 +107,10 @@ pub(crate) fn boot(
         notify,
     };
     let _ = proc.record(name, &spec.dir, None).save();
-    crate::events::event(&format!("spawned {name} {}", proc.nspawn.pid()));
+    report::event(Event::Spawned {
+        machine: name.into(),
+        nspawn: proc.nspawn.pid(),
+    });
     match proc.wait_ready(spec, name, log) {
         Ok(leader) => Ok(Running { proc, leader }),
         Err((leader, failure)) => {
@@ -133,7 +137,7 @@ impl Proc {
     fn record(&self, name: &str, chroot: &Path, leader: Option<&PidFd>) -> Record {
         Record {
             cgroups: self.cgroup.dirs().to_vec(),
-            ..super::record(name, chroot, Some(&self.nspawn), leader)
+            ..super::spec::record(name, chroot, Some(&self.nspawn), leader)
         }
     }
 
@@ -242,7 +246,7 @@ impl Running {
         self.proc.stop(Some(&self.leader), timeout)
     }
 
-    /// The ownership record of this machine (see [`crate::state`]).
+    /// The ownership record of this machine (see [`crate::cleanup::records`]).
     pub(crate) fn record(&self, name: &str, chroot: &Path) -> Record {
         self.proc.record(name, chroot, Some(&self.leader))
     }
@@ -327,8 +331,8 @@ fn spawn_supervised(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::command_line;
-    use crate::storage::Storage;
+    use crate::chroot::storage::Storage;
+    use crate::host::tools::command_line;
 
     fn spec(storage: Storage) -> BootSpec {
         BootSpec::example(storage)

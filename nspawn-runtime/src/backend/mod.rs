@@ -11,145 +11,19 @@
 //! cleanup, sweeping, privileges) is the same for both.
 
 pub(crate) mod direct;
+mod spec;
 pub(crate) mod systemd;
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+pub(crate) use spec::Bind;
+pub(crate) use spec::BootSpec;
+
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::cleanup::records::Record;
 use crate::error::{Error, Result};
-use crate::pidfd::PidFd;
-use crate::probe;
-use crate::state::Record;
-use crate::storage::Storage;
-
-/// A bind mount into the machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bind {
-    /// Path on the host.
-    pub host: PathBuf,
-    /// Path in the machine.
-    pub guest: PathBuf,
-    /// Read-only.
-    pub read_only: bool,
-}
-
-/// Everything needed to boot one machine.
-#[derive(Debug, Clone)]
-pub(crate) struct BootSpec {
-    pub chroot: String,
-    pub dir: PathBuf,
-    pub storage: Storage,
-    /// nspawn shuts down when the test process dies (not for machines kept for debugging).
-    pub tied_to_process: bool,
-    pub boot_timeout: Duration,
-    pub private_network: bool,
-    pub binds: Vec<Bind>,
-    pub env: Vec<(String, String)>,
-    pub extra_args: Vec<OsString>,
-    /// `--suppress-sync=yes`, when this nspawn has it.
-    pub suppress_sync: bool,
-    /// Unit properties (systemd backend), on top of the defaults.
-    pub properties: Vec<String>,
-}
-
-impl BootSpec {
-    /// A boot failure of machine `name`, with the console tail.
-    pub(crate) fn boot_error(&self, name: &str, log: &Path, reason: String) -> Error {
-        Error::Boot {
-            machine: name.into(),
-            chroot: self.chroot.clone(),
-            reason,
-            log: log.into(),
-            tail: crate::console::tail(log, 20).into(),
-        }
-    }
-}
-
-#[cfg(test)]
-impl BootSpec {
-    /// A spec for command-line tests: bookworm at `/c/bookworm`, default options.
-    pub(crate) fn example(storage: Storage) -> BootSpec {
-        BootSpec {
-            chroot: "bookworm".into(),
-            dir: "/c/bookworm".into(),
-            storage,
-            tied_to_process: true,
-            boot_timeout: Duration::from_secs(60),
-            private_network: false,
-            binds: vec![],
-            env: vec![],
-            extra_args: vec![],
-            suppress_sync: false,
-            properties: vec![],
-        }
-    }
-}
-
-/// The ownership record of a machine (see [`crate::state`]); `leader` is unknown while it
-/// boots.
-pub(crate) fn record(
-    name: &str,
-    chroot: &Path,
-    nspawn: Option<&PidFd>,
-    leader: Option<&PidFd>,
-) -> Record {
-    use crate::state::ProcessId;
-    let id = |pid: u32| ProcessId::of(pid).unwrap_or(ProcessId { pid, start: 0 });
-    // A process not started yet: PID 0 is never alive.
-    let id_of = |p: Option<&PidFd>| p.map_or(ProcessId { pid: 0, start: 0 }, |p| id(p.pid()));
-    let snapshot = nspawn.and_then(|nspawn| {
-        let _root = crate::privs::ThreadRoot::acquire().ok()?;
-        crate::state::snapshot_of(nspawn.pid())
-    });
-    Record {
-        name: name.into(),
-        owner: id(std::process::id()),
-        nspawn: id_of(nspawn),
-        leader: id_of(leader),
-        chroot: chroot.into(),
-        snapshot,
-        cgroups: Vec::new(),
-        unit: None,
-        kept: false,
-    }
-}
-
-/// The nspawn arguments both backends share.
-pub(crate) fn nspawn_args(spec: &BootSpec, name: &str) -> Vec<OsString> {
-    let mut args: Vec<OsString> = ["--quiet", "--boot", "--notify-ready=yes"]
-        .map(OsString::from)
-        .to_vec();
-    args.push(format!("--machine={name}").into());
-    args.push(format!("--directory={}", spec.dir.display()).into());
-    match spec.storage {
-        Storage::Subvolume => args.push("--ephemeral".into()),
-        // --volatile=overlay alone locks the tree: parallel boots of one chroot would hang.
-        Storage::Directory => args.extend(["--volatile=overlay".into(), "--read-only".into()]),
-    }
-    if spec.private_network {
-        args.push("--private-network".into());
-    }
-    for b in &spec.binds {
-        let flag = if b.read_only { "--bind-ro" } else { "--bind" };
-        args.push(format!("{flag}={}:{}", b.host.display(), b.guest.display()).into());
-    }
-    for (k, v) in &spec.env {
-        args.push(format!("--setenv={k}={v}").into());
-    }
-    if spec.suppress_sync {
-        if probe::nspawn_has_suppress_sync() {
-            args.push("--suppress-sync=yes".into());
-        } else {
-            tracing::warn!(
-                "this systemd-nspawn has no --suppress-sync (systemd 250 or later has it); ignored"
-            );
-        }
-    }
-    args.extend(spec.extra_args.iter().cloned());
-    args
-}
+use crate::host::pidfd::PidFd;
 
 /// Which backend runs machines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -238,12 +112,12 @@ impl Running {
 
     /// Kills the container's init without waiting, to stop many machines in parallel.
     pub(crate) fn kill_leader(&self) {
-        if let Ok(_root) = crate::privs::ThreadRoot::acquire() {
+        if let Ok(_root) = crate::host::privs::ThreadRoot::acquire() {
             let _ = self.leader().signal(libc::SIGKILL);
         }
     }
 
-    /// The ownership record of this machine (see [`crate::state`]).
+    /// The ownership record of this machine (see [`crate::cleanup::records`]).
     pub(crate) fn record(&self, name: &str, chroot: &Path) -> Record {
         match self {
             Running::Direct(r) => r.record(name, chroot),

@@ -2,7 +2,7 @@
 //! blog post's properties, and registered with machined, so `machinectl list`,
 //! `machinectl shell NAME` and `journalctl -M NAME` work on them while a test runs.
 //!
-//! Commands still run through `setns` into the leader's namespaces (see [`crate::exec`]):
+//! Commands still run through `setns` into the leader's namespaces (see [`crate::machine::command`]):
 //! measured against `systemd-run -M NAME --wait --pipe` in the benchmark, it is much faster,
 //! and it behaves the same on both backends.
 
@@ -11,15 +11,15 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::cleanup::records::Record;
 use crate::error::{Error, Result};
-use crate::host;
-use crate::pidfd::PidFd;
-use crate::privs::{self, ThreadRoot};
-use crate::probe;
-use crate::state::Record;
+use crate::host::pidfd::PidFd;
+use crate::host::privs::{self, ThreadRoot};
+use crate::host::probe;
+use crate::host::tools;
 
-use super::{nspawn_args, BootSpec};
-use crate::limits::Limits;
+use super::spec::{nspawn_args, BootSpec};
+use crate::host::limits::Limits;
 
 /// The unit properties of the blog post's `systemd-run` line, but for its `TasksMax=16384`:
 /// the machine's limits come from [`Limits::for_host`], as on the direct backend.
@@ -33,33 +33,9 @@ pub const DEFAULT_PROPERTIES: &[&str] = &[
     "WatchdogSec=3min",
 ];
 
-/// Whether this host can run the backend; the reason when not.
-pub(crate) fn available() -> std::result::Result<(), String> {
-    let init = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
-    if init.trim() != "systemd" {
-        return Err(format!("PID 1 is {:?}, not systemd", init.trim()));
-    }
-    for tool in ["systemd-run", "machinectl"] {
-        if host::which(tool).is_none() {
-            return Err(format!(
-                "{tool} is not installed (apt-get install systemd-container)"
-            ));
-        }
-    }
-    let out = Command::new("machinectl")
-        .args(["list", "--no-legend"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("machinectl: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "machined is not reachable: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
+pub(crate) use crate::host::probe::{
+    systemd_available as available, systemd_unit_loaded as unit_loaded,
+};
 
 /// The `systemd-run` command line that starts machine `name`.
 pub(crate) fn run_command(spec: &BootSpec, name: &str, log: &Path) -> Command {
@@ -73,7 +49,7 @@ pub(crate) fn run_command(spec: &BootSpec, name: &str, log: &Path) -> Command {
         format!("StandardError=file:{}", log.display()),
     ];
     // Before the test's own properties, which may override them.
-    let limits = Limits::for_host(crate::slots::cap().machines);
+    let limits = Limits::for_host(crate::cleanup::slots::cap().machines);
     let limits = [
         format!("MemoryMax={}", limits.memory),
         format!("TasksMax={}", limits.tasks),
@@ -195,27 +171,13 @@ impl Running {
     pub(crate) fn record(&self, name: &str, chroot: &Path) -> Record {
         Record {
             unit: Some(format!("{name}.service")),
-            ..super::record(name, chroot, Some(&self.nspawn), Some(&self.leader))
+            ..super::spec::record(name, chroot, Some(&self.nspawn), Some(&self.leader))
         }
     }
 
     pub(crate) fn nspawn_pid(&self) -> u32 {
         self.nspawn.pid()
     }
-}
-
-/// Whether systemd still has the machine's unit loaded.
-pub(crate) fn unit_loaded(name: &str) -> bool {
-    Command::new("systemctl")
-        .args([
-            "show",
-            &format!("{name}.service"),
-            "--property=LoadState",
-            "--value",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "loaded")
 }
 
 /// Runs a host program as root (regained in the child only), with a timeout.
@@ -236,7 +198,7 @@ fn as_root(cmd: &mut Command, timeout: Duration) -> std::io::Result<Output> {
             std::io::ErrorKind::TimedOut,
             format!(
                 "`{}` took more than {:.0} s",
-                host::command_line(cmd),
+                tools::command_line(cmd),
                 timeout.as_secs_f64()
             ),
         ));
@@ -247,14 +209,14 @@ fn as_root(cmd: &mut Command, timeout: Duration) -> std::io::Result<Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Storage;
+    use crate::chroot::storage::Storage;
 
     #[test]
     fn the_unit_carries_the_blog_posts_properties() {
         let mut spec = BootSpec::example(Storage::Subvolume);
         spec.properties.push("CPUWeight=50".into());
-        let line = host::command_line(&run_command(&spec, "nspawn-1-a", Path::new("/l/x.log")));
-        let limits = Limits::for_host(crate::slots::cap().machines);
+        let line = tools::command_line(&run_command(&spec, "nspawn-1-a", Path::new("/l/x.log")));
+        let limits = Limits::for_host(crate::cleanup::slots::cap().machines);
         let (memory, tasks) = (limits.memory, limits.tasks);
         assert!(line.starts_with(&format!("systemd-run --unit=nspawn-1-a --collect --quiet --property=KillMode=mixed --property=Type=notify \
              --property=RestartForceExitStatus=133 --property=SuccessExitStatus=133 --property=Slice=machine.slice \

@@ -15,12 +15,12 @@ use nix::sys::signal::{self, SigHandler, Signal};
 use nix::unistd::Pid;
 
 use super::progress::{Item, Progress};
-use super::{status, write_cachedir_tag, Status, STAMP};
-use crate::cgroup::MachineCgroup;
-use crate::config::{ChrootDef, Workspace};
+use super::status::{status, write_cachedir_tag, Status, STAMP};
+use crate::chroot::config::{ChrootDef, Workspace};
+use crate::chroot::storage;
 use crate::error::{Error, IoContext, Result};
-use crate::host::{self, Tool};
-use crate::storage;
+use crate::host::cgroup::MachineCgroup;
+use crate::host::tools::{self, Tool};
 
 /// How to build.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ pub enum Bootstrapper {
 impl Bootstrapper {
     /// mmdebstrap when installed, else debootstrap when installed, else mmdebstrap (to install).
     pub fn detect() -> Bootstrapper {
-        if !host::has(host::MMDEBSTRAP) && host::has(host::DEBOOTSTRAP) {
+        if !tools::has(tools::MMDEBSTRAP) && tools::has(tools::DEBOOTSTRAP) {
             Bootstrapper::Debootstrap
         } else {
             Bootstrapper::Mmdebstrap
@@ -79,8 +79,8 @@ impl Bootstrapper {
     /// The tool to have installed.
     pub fn tool(self) -> Tool {
         match self {
-            Bootstrapper::Mmdebstrap => host::MMDEBSTRAP,
-            Bootstrapper::Debootstrap => host::DEBOOTSTRAP,
+            Bootstrapper::Mmdebstrap => tools::MMDEBSTRAP,
+            Bootstrapper::Debootstrap => tools::DEBOOTSTRAP,
         }
     }
 
@@ -174,7 +174,7 @@ fn select(ws: &Workspace, names: &[String]) -> Result<Vec<ChrootDef>> {
 }
 
 fn require_root(names: &[String]) -> Result<()> {
-    if host::is_root() {
+    if tools::is_root() {
         return Ok(());
     }
     let mut command = String::from("sudo -E env PATH=\"$PATH\" cargo xtask make-chroots");
@@ -189,12 +189,12 @@ fn require_root(names: &[String]) -> Result<()> {
 }
 
 fn prepare_host(dir: &Path, tool: Bootstrapper, progress: &Progress) -> Result<()> {
-    let mut tools = vec![tool.tool(), host::EATMYDATA, host::NSPAWN];
+    let mut tools = vec![tool.tool(), tools::EATMYDATA, tools::NSPAWN];
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     if storage::is_btrfs(dir) {
-        tools.push(host::BTRFS);
+        tools.push(tools::BTRFS);
     }
-    host::ensure(&tools, &|m| progress.println(m))?;
+    tools::ensure(&tools, &|m| progress.println(m))?;
     write_cachedir_tag(dir)?;
     remove_stale_temporaries(dir, progress)
 }
@@ -311,18 +311,18 @@ fn assemble(
         phase: phase.into(),
         reason,
         log: log.into(),
-        tail: host::tail(&std::fs::read_to_string(log).unwrap_or_default(), 20).into(),
+        tail: crate::text::tail(&std::fs::read_to_string(log).unwrap_or_default(), 20).into(),
     };
     item.phase("preparing");
     storage::remove_tree(tmp)?;
     storage::create_tree(tmp)?;
     item.phase(&format!("bootstrapping {} with {tool}", def.suite));
-    let mut cmd = tool.command(def, tmp, host::has(host::EATMYDATA));
+    let mut cmd = tool.command(def, tmp, tools::has(tools::EATMYDATA));
     run_logged(&mut cmd, log, item).map_err(|r| fail("bootstrap", r))?;
     for (i, script) in def.setup.iter().enumerate() {
         item.phase(&format!("setup {}/{}", i + 1, def.setup.len()));
         let name = format!("setup-{}", uuid::Uuid::new_v4().simple());
-        let cgroup = MachineCgroup::with_limits(&name, crate::limits::Limits::for_host(1));
+        let cgroup = MachineCgroup::with_limits(&name, crate::host::limits::Limits::for_host(1));
         let mut cmd = setup_command(tmp, script);
         let result = run_logged_in(&mut cmd, log, item, Some(&cgroup));
         cgroup.remove();
@@ -361,7 +361,7 @@ fn run_logged_in(
     cgroup: Option<&MachineCgroup>,
 ) -> std::result::Result<(), String> {
     use std::io::Write;
-    let line = host::command_line(cmd);
+    let line = tools::command_line(cmd);
     let mut out = File::options()
         .append(true)
         .open(log)
@@ -443,7 +443,7 @@ fn last_line(log: &Path) -> String {
         .rev()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("");
-    host::strip_ansi(line).chars().take(100).collect()
+    crate::text::strip_ansi(line).chars().take(100).collect()
 }
 
 static INTERRUPT: AtomicI32 = AtomicI32::new(0);
@@ -493,7 +493,7 @@ mod tests {
     use super::*;
 
     fn line(cmd: &Command) -> String {
-        host::command_line(cmd)
+        tools::command_line(cmd)
     }
 
     #[test]

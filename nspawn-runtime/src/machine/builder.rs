@@ -1,63 +1,29 @@
-//! [`Machine`]: one ephemeral, systemd-booted container, and its [`MachineBuilder`].
+//! The options of a boot, and the boot itself: [`MachineBuilder::start`].
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::agent::wire::{RecvError, Request, Response};
-use crate::agent::Agent;
+use super::registry;
 use crate::backend::{self, Bind, BootSpec};
 use crate::chroot;
-use crate::console;
+use crate::chroot::storage::{self};
+use crate::cleanup::keep;
+use crate::cleanup::slots;
+use crate::cleanup::sweep;
+use crate::cleanup::watchdog;
 use crate::error::{Error, Result};
-use crate::events;
-use crate::exec::Command;
-use crate::keep;
-use crate::pidfd::PidFd;
-use crate::privs;
-use crate::registry;
-use crate::sharing;
-use crate::slots;
-use crate::state::Record;
-use crate::storage::{self, Storage};
-use crate::sweep;
-use crate::watchdog;
+use crate::host::console;
+use crate::host::privs;
+use crate::report::{self, Event};
+
+use super::lifecycle::Machine;
 
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long to wait for a free machine slot (see [`crate::slots`]).
+/// How long to wait for a free machine slot (see [`crate::cleanup::slots`]).
 const SLOT_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// A running, ephemeral copy of a master chroot, booted with systemd.
-///
-/// Changes made inside are thrown away when it stops: it runs on a btrfs snapshot or on a
-/// tmpfs overlay of the master chroot, which is never modified.
-///
-/// ```no_run
-/// use nspawn_runtime::Machine;
-///
-/// let machine = Machine::start("bookworm")?;
-/// machine.write("/etc/motd", "hello\n")?;
-/// assert_eq!(machine.sh("cat /etc/motd")?, "hello\n");
-/// machine.stop()?;
-/// # Ok::<(), nspawn_runtime::Error>(())
-/// ```
-#[derive(Debug)]
-pub struct Machine {
-    name: String,
-    chroot: String,
-    storage: Storage,
-    log: PathBuf,
-    leader: PidFd,
-    running: registry::Handle,
-    agent: Mutex<Option<Arc<Agent>>>,
-    slot: Mutex<Option<slots::Slot>>,
-    stop_timeout: Duration,
-    span: tracing::Span,
-}
 
 /// Options for booting a [`Machine`].
 ///
@@ -205,7 +171,7 @@ impl MachineBuilder {
         let dir = chroot::locate(&self.chroot, self.workspace.as_deref())?;
         sweep::at_startup(dir.parent());
         watchdog::ensure_started();
-        let slot = slots::acquire(SLOT_TIMEOUT, &sharing::evict_idle)?;
+        let slot = slots::acquire(SLOT_TIMEOUT)?;
         let name = format!(
             "nspawn-{}-{}",
             std::process::id(),
@@ -241,14 +207,15 @@ impl MachineBuilder {
             machine.wait_running(self.boot_timeout.saturating_sub(started.elapsed()))?;
         }
         let boot_ms = (started.elapsed().as_secs_f64() * 1e3).round();
-        registry::count_boot(boot_ms);
+        report::count_boot(boot_ms);
         machine
             .span
             .in_scope(|| tracing::info!(boot_ms, leader = machine.leader_pid(), "ready"));
-        events::event(&format!(
-            "ready {} {} {boot_ms}",
-            machine.name, machine.chroot
-        ));
+        report::event(Event::Ready {
+            machine: machine.name.clone(),
+            chroot: machine.chroot.clone(),
+            boot_ms: boot_ms as u64,
+        });
         Ok(machine)
     }
 
@@ -314,173 +281,6 @@ impl Machine {
         MachineBuilder::new(chroot)
     }
 
-    /// The machine's name, unique on the host, and its hostname.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The chroot it was booted from.
-    pub fn chroot(&self) -> &str {
-        &self.chroot
-    }
-
-    /// How the master chroot is stored, and so how this machine was made from it.
-    pub fn storage(&self) -> Storage {
-        self.storage
-    }
-
-    /// The container's PID 1, as seen from the host.
-    pub fn leader_pid(&self) -> u32 {
-        self.leader.pid()
-    }
-
-    /// The console log of the machine.
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-
-    /// Whether the machine is still up.
-    pub fn is_running(&self) -> bool {
-        self.leader.is_alive()
-    }
-
-    pub(crate) fn leader(&self) -> Result<&PidFd> {
-        if self.leader.is_alive() {
-            Ok(&self.leader)
-        } else {
-            Err(Error::NotRunning {
-                machine: self.name.clone(),
-                reason: format!(
-                    "it was stopped or its container exited (console log: {})",
-                    self.log.display()
-                ),
-            })
-        }
-    }
-
-    /// A program to run inside the machine.
-    pub fn command(&self, program: impl AsRef<OsStr>) -> Command<'_> {
-        Command::new(self, program.as_ref())
-    }
-
-    /// Runs `argv` inside the machine; an error unless it exits with 0.
-    ///
-    /// ```no_run
-    /// # fn f(machine: &nspawn_runtime::Machine) -> nspawn_runtime::Result<()> {
-    /// machine.run(["systemctl", "is-active", "dbus"])?;
-    /// # Ok(()) }
-    /// ```
-    pub fn run(&self, argv: impl IntoIterator<Item = impl AsRef<OsStr>>) -> Result<Output> {
-        let mut argv = argv.into_iter();
-        let program = argv.next().ok_or_else(|| {
-            Error::io(
-                "run() needs a program",
-                std::io::ErrorKind::InvalidInput.into(),
-            )
-        })?;
-        let mut cmd = self.command(program);
-        cmd.args(argv);
-        let output = cmd.output()?;
-        if output.status.success() {
-            Ok(output)
-        } else {
-            Err(Error::Exec {
-                machine: self.name.clone(),
-                command: cmd.command_line(),
-                status: output.status,
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            })
-        }
-    }
-
-    /// Runs `/bin/sh -c script` and returns its standard output; an error unless it exits 0.
-    pub fn sh(&self, script: &str) -> Result<String> {
-        let out = self.run(["/bin/sh", "-c", script])?;
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    /// The machine's agent, started on first use, and again if it died.
-    pub(crate) fn agent(&self) -> Result<Arc<Agent>> {
-        let mut slot = self.agent.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(agent) = slot.as_ref().filter(|a| a.is_alive()) {
-            return Ok(agent.clone());
-        }
-        let leader = self.leader()?;
-        let started = Instant::now();
-        let agent = Agent::start(&self.name, leader).map_err(|e| Error::Agent {
-            machine: self.name.clone(),
-            during: "to start".into(),
-            reason: e.to_string(),
-        })?;
-        self.span.in_scope(|| {
-            tracing::debug!(
-                pid = agent.pid(),
-                start_ms = started.elapsed().as_secs_f64() * 1e3,
-                "agent ready"
-            )
-        });
-        let agent = Arc::new(agent);
-        *slot = Some(agent.clone());
-        Ok(agent)
-    }
-
-    /// The agent's PID on the host, starting it if needed: for tests of the runtime.
-    #[doc(hidden)]
-    pub fn agent_pid(&self) -> Result<u32> {
-        self.agent().map(|a| a.pid())
-    }
-
-    /// One request to the agent, for `op` (what the caller was doing, for messages).
-    pub(crate) fn ask(&self, request: &Request, op: &str) -> Result<(Response, Vec<OwnedFd>)> {
-        let agent = self.agent()?;
-        agent
-            .call(request)
-            .map_err(|e| self.agent_lost(&agent, op, e))
-    }
-
-    /// The error for a call the agent did not answer.
-    pub(crate) fn agent_lost(&self, agent: &Agent, during: &str, e: RecvError) -> Error {
-        if let Err(stopped) = self.leader() {
-            return stopped;
-        }
-        let reason = match e {
-            RecvError::Closed => agent.exit_description(),
-            RecvError::TimedOut => format!(
-                "it did not answer in time (agent pid {}, stopped or stuck?)",
-                agent.pid()
-            ),
-            RecvError::Io(e) => e.to_string(),
-        };
-        Error::Agent {
-            machine: self.name.clone(),
-            during: during.into(),
-            reason,
-        }
-    }
-
-    /// The error for an answer that does not fit the question.
-    pub(crate) fn agent_confused(&self, during: &str, answer: &Response) -> Error {
-        Error::Agent {
-            machine: self.name.clone(),
-            during: during.into(),
-            reason: format!("unexpected answer {answer:?}"),
-        }
-    }
-
-    pub(crate) fn guest_error(
-        &self,
-        op: &'static str,
-        path: &Path,
-        source: std::io::Error,
-    ) -> Error {
-        Error::Guest {
-            op,
-            path: path.into(),
-            machine: self.name.clone(),
-            source,
-        }
-    }
-
     fn wait_running(&self, timeout: Duration) -> Result<()> {
         let out = self
             .command("systemctl")
@@ -501,77 +301,5 @@ impl Machine {
             log: self.log.clone(),
             tail: console::tail(&self.log, 20).into(),
         })
-    }
-
-    /// Leaves the machine running after the test process ends, for debugging, and says how
-    /// to get in. `cargo xtask gc --kept` removes it.
-    pub(crate) fn keep(&self, why: &str) {
-        let Some(running) = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        else {
-            return;
-        };
-        registry::unregister(&self.name);
-        let mut record = Record::all()
-            .into_iter()
-            .find(|r| r.name == self.name)
-            .unwrap_or_else(|| running.record(&self.name, Path::new("")));
-        record.kept = true;
-        let _ = record.save();
-        drop(running);
-        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-        events::event(&format!("kept {}", self.name));
-        events::announce(&format!(
-            "kept machine {} ({why}). Get in with: sudo nsenter -t {} -a /bin/bash -l   \
-             Remove it with: cargo xtask gc --kept",
-            self.name,
-            self.leader_pid()
-        ));
-    }
-
-    /// Stops the machine: its container is killed and nspawn removes the snapshot or overlay.
-    pub fn stop(self) -> Result<()> {
-        self.shutdown()
-    }
-
-    /// Stops the machine through a shared reference; later calls do nothing.
-    pub(crate) fn shutdown(&self) -> Result<()> {
-        let Some(mut running) = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        else {
-            return Ok(());
-        };
-        registry::unregister(&self.name);
-        self.agent.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let started = Instant::now();
-        let result = running.stop(self.stop_timeout);
-        self.span.in_scope(|| {
-            tracing::info!(
-                stop_ms = (started.elapsed().as_secs_f64() * 1e3).round(),
-                nspawn = running.nspawn_pid(),
-                ok = result.is_ok(),
-                "stopped"
-            )
-        });
-        events::event(&format!("stopped {}", self.name));
-        if result.is_ok() {
-            Record::remove(&self.name);
-        }
-        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-        result
-    }
-}
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
-            tracing::error!(machine = %self.name, "stopping on drop failed: {e}");
-        }
     }
 }

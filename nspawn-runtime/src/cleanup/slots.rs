@@ -8,12 +8,13 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::{Error, Result};
-use crate::privs::ThreadRoot;
+use crate::host::privs::ThreadRoot;
 
 /// Inotify instances a booted container takes, roughly (measured: 128 allow about 12).
 const INOTIFY_PER_MACHINE: u64 = 10;
@@ -58,7 +59,7 @@ fn read_u64(path: &str) -> Option<u64> {
 }
 
 fn mem_available() -> Option<u64> {
-    crate::limits::meminfo("MemAvailable:")
+    crate::host::limits::meminfo("MemAvailable:")
 }
 
 /// A held slot; dropping it frees the slot.
@@ -69,9 +70,22 @@ pub struct Slot {
     pub index: usize,
 }
 
-/// Takes a free slot, waiting for one up to `timeout`. While waiting, `make_room` is called:
-/// it may stop idle machines of this process to free a slot (see `sharing`).
-pub fn acquire(timeout: Duration, make_room: &dyn Fn() -> bool) -> Result<Slot> {
+/// What frees a slot of this process when all are taken, if anything can: the test harness
+/// sets it (it stops an idle machine it shares), so this layer needs to know nothing of it.
+static MAKE_ROOM: OnceLock<fn() -> bool> = OnceLock::new();
+
+/// Sets what [`acquire`] calls while it waits, to free a slot. The first setting stays.
+pub(crate) fn set_room_maker(make_room: fn() -> bool) {
+    let _ = MAKE_ROOM.set(make_room);
+}
+
+fn make_room() -> bool {
+    MAKE_ROOM.get().is_some_and(|make_room| make_room())
+}
+
+/// Takes a free slot, waiting for one up to `timeout`, and freeing one with the room maker
+/// ([`set_room_maker`]) if there is one.
+pub fn acquire(timeout: Duration) -> Result<Slot> {
     let cap = cap();
     let dir = slots_dir()?;
     let started = Instant::now();
@@ -96,7 +110,7 @@ pub fn acquire(timeout: Duration, make_room: &dyn Fn() -> bool) -> Result<Slot> 
             });
         }
         if !announced && started.elapsed() > Duration::from_secs(2) {
-            crate::events::announce(&format!(
+            crate::report::announce(&format!(
                 "waiting for a machine slot: all {} are in use ({})",
                 cap.machines, cap.reason
             ));
@@ -107,7 +121,7 @@ pub fn acquire(timeout: Duration, make_room: &dyn Fn() -> bool) -> Result<Slot> 
 }
 
 fn slots_dir() -> Result<PathBuf> {
-    crate::state::private_dir("slots")
+    crate::cleanup::records::private_dir("slots")
 }
 
 /// Locks slot `index`, as root: slot files are root's, 0600, in a directory only root enters.

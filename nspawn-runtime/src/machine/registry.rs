@@ -12,24 +12,15 @@ use std::time::Duration;
 use nix::sys::signal::{self, SigHandler, Signal};
 
 use crate::backend::Running;
-use crate::events::{announce, event};
+use crate::report::{self, Event};
 
 /// A machine's host side, shared between the [`crate::Machine`] and this registry.
 pub(crate) type Handle = Arc<Mutex<Option<Running>>>;
 
 static LIVE: Mutex<Vec<(String, Handle)>> = Mutex::new(Vec::new());
-/// Machines booted by this process, and their boot time in milliseconds, for the summary.
-static BOOTS: Mutex<(usize, f64)> = Mutex::new((0, 0.0));
 static HOOKS: Once = Once::new();
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
 const SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
-
-/// Counts a boot for the summary printed at exit.
-pub(crate) fn count_boot(ms: f64) {
-    let mut boots = BOOTS.lock().unwrap_or_else(|p| p.into_inner());
-    boots.0 += 1;
-    boots.1 += ms;
-}
 
 /// Records a running machine.
 pub(crate) fn register(name: &str, handle: Handle) {
@@ -66,8 +57,10 @@ pub fn stop_all() -> usize {
         if let Err(e) = running.stop(Duration::from_secs(10)) {
             eprintln!("nspawn: stopping {name} at exit: {e}");
         }
-        crate::state::Record::remove(name);
-        event(&format!("stopped-at-exit {name}"));
+        crate::cleanup::records::Record::remove(name);
+        report::event(Event::StoppedAtExit {
+            machine: name.clone(),
+        });
     }
     taken.len()
 }
@@ -80,13 +73,7 @@ fn install_hooks() {
 
 extern "C" fn at_exit() {
     stop_all();
-    let (count, ms) = *BOOTS.lock().unwrap_or_else(|p| p.into_inner());
-    if count > 0 {
-        announce(&format!(
-            "{count} machine(s) booted, {:.2} s on average; none left running",
-            ms / count as f64 / 1e3
-        ));
-    }
+    report::summary();
 }
 
 /// Signal handlers may only do async-signal-safe work: they write the signal to a pipe, and

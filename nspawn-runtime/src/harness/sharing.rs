@@ -6,11 +6,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 
-use crate::events;
-use crate::filter::Filter;
-use crate::harness::{self, Scope, SharedError, TestInfo};
-use crate::keep;
+use super::boot::boot;
+use super::filter::Filter;
+use super::test_info::{registered, Scope, TestInfo};
+use crate::cleanup::keep;
 use crate::machine::Machine;
+use crate::report::{self, Event};
+
+/// A boot error shared by every test that needed the machine.
+type SharedError = Arc<str>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
@@ -55,7 +59,7 @@ static SLOTS: LazyLock<Mutex<HashMap<Key, Arc<Slot>>>> = LazyLock::new(Default::
 static EXPECTED: LazyLock<HashMap<Key, usize>> = LazyLock::new(|| {
     let filter = Filter::from_env();
     let mut counts = HashMap::new();
-    for info in harness::registered().filter(|i| i.scope == Scope::Module && i.selected(&filter)) {
+    for info in registered().filter(|i| i.scope == Scope::Module && i.selected(&filter)) {
         *counts.entry(Key::of(info)).or_insert(0) += 1;
     }
     counts
@@ -116,7 +120,7 @@ impl Lease {
                 Phase::Idle => {
                     state.phase = Phase::Booting;
                     drop(state);
-                    let phase = boot(info);
+                    let phase = boot_module(info);
                     state = slot.lock();
                     state.phase = phase;
                     slot.changed.notify_all();
@@ -135,22 +139,21 @@ impl Lease {
     }
 }
 
-fn boot(info: &'static TestInfo) -> Phase {
-    match harness::boot(info, info.module) {
+fn boot_module(info: &'static TestInfo) -> Phase {
+    match boot(info, info.module) {
         Ok(machine) => {
-            events::event(&format!(
-                "module-boot {} {} {}",
-                info.module,
-                info.chroot,
-                machine.name()
-            ));
+            report::event(Event::ModuleBoot {
+                module: info.module.into(),
+                chroot: info.chroot.into(),
+                machine: machine.name().into(),
+            });
             Phase::Up(Arc::new(machine))
         }
         Err(e) => {
-            events::event(&format!(
-                "module-boot-failed {} {}",
-                info.module, info.chroot
-            ));
+            report::event(Event::ModuleBootFailed {
+                module: info.module.into(),
+                chroot: info.chroot.into(),
+            });
             Phase::Failed(e.to_string().into())
         }
     }
@@ -204,7 +207,9 @@ pub(crate) fn evict_idle() -> bool {
         let phase = std::mem::replace(&mut state.phase, Phase::Idle);
         drop(state);
         if let Phase::Up(machine) = phase {
-            events::event(&format!("evicted {}", machine.name()));
+            report::event(Event::Evicted {
+                machine: machine.name().into(),
+            });
             if let Err(e) = machine.shutdown() {
                 tracing::error!(machine = machine.name(), "stopping an idle machine: {e}");
             }

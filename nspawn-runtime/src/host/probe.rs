@@ -56,6 +56,48 @@ pub fn property_supported(property: &str, systemd: Option<u32>) -> bool {
     }
 }
 
+/// Whether this host can run the backend; the reason when not.
+pub(crate) fn systemd_available() -> std::result::Result<(), String> {
+    let init = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
+    if init.trim() != "systemd" {
+        return Err(format!("PID 1 is {:?}, not systemd", init.trim()));
+    }
+    for tool in ["systemd-run", "machinectl"] {
+        if crate::host::tools::which(tool).is_none() {
+            return Err(format!(
+                "{tool} is not installed (apt-get install systemd-container)"
+            ));
+        }
+    }
+    let out = std::process::Command::new("machinectl")
+        .args(["list", "--no-legend"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("machinectl: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "machined is not reachable: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Whether systemd still has the machine's unit loaded.
+pub(crate) fn systemd_unit_loaded(name: &str) -> bool {
+    std::process::Command::new("systemctl")
+        .args([
+            "show",
+            &format!("{name}.service"),
+            "--property=LoadState",
+            "--value",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "loaded")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,7 +112,7 @@ mod tests {
 
     #[test]
     fn the_local_nspawn_is_probed() {
-        if crate::host::has(crate::host::NSPAWN) {
+        if crate::host::tools::has(crate::host::tools::NSPAWN) {
             let v = nspawn_version().expect("systemd-nspawn --version names a version");
             assert!(v >= 230, "{v}");
             assert_eq!(nspawn_has_suppress_sync(), v >= 250);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Error, IoContext, Result};
-use crate::host;
+use crate::host::tools;
 
 /// The inode number of every btrfs subvolume's root directory.
 const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
@@ -53,7 +53,7 @@ pub fn storage_of(path: &Path) -> Storage {
 pub fn create_tree(path: &Path) -> Result<Storage> {
     let parent = path.parent().unwrap_or(Path::new("/"));
     if is_btrfs(parent) {
-        host::run(
+        tools::run(
             Command::new("btrfs")
                 .args(["-q", "subvolume", "create"])
                 .arg(path),
@@ -75,7 +75,7 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     let storage = storage_of(path);
     match std::fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
-        Err(_) if storage == Storage::Subvolume => host::run(
+        Err(_) if storage == Storage::Subvolume => tools::run(
             Command::new("btrfs")
                 .args(["-q", "subvolume", "delete"])
                 .arg(path),
@@ -161,10 +161,10 @@ pub fn mount_btrfs_image(dir: &Path, size: &str, report: &dyn Fn(&str)) -> Resul
             "creating a {size} btrfs image at {}",
             image.display()
         ));
-        host::run(Command::new("fallocate").args(["-l", size]).arg(&image))?;
-        host::run(Command::new("mkfs.btrfs").arg("-q").arg(&image))?;
+        tools::run(Command::new("fallocate").args(["-l", size]).arg(&image))?;
+        tools::run(Command::new("mkfs.btrfs").arg("-q").arg(&image))?;
     }
-    host::run(
+    tools::run(
         Command::new("mount")
             .args(["-o", "loop"])
             .arg(&image)

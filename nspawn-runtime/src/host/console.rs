@@ -6,8 +6,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
-use crate::host;
-use crate::privs::{self, ThreadRoot};
+use crate::host::privs::{self, ThreadRoot};
 
 /// Where console logs go: `$NSPAWN_LOG_DIR`, else `nspawn-logs/` in the cargo target
 /// directory of the running test binary, else the temporary directory.
@@ -60,7 +59,7 @@ fn create_as_root(dir: &Path, path: &Path) -> std::io::Result<File> {
 
 /// The last `n` lines of a log, without colours.
 pub fn tail(path: &Path, n: usize) -> String {
-    host::tail(&String::from_utf8_lossy(&read_end(path, 64 * 1024)), n)
+    crate::text::tail(&String::from_utf8_lossy(&read_end(path, 64 * 1024)), n)
 }
 
 fn read_end(path: &Path, max: u64) -> Vec<u8> {

@@ -1,23 +1,7 @@
-//! `NSPAWN_KEEP=failed|all`: leave machines running after their tests, for debugging.
-
-pub use crate::settings::Keep;
-
-/// The mode from `NSPAWN_KEEP`.
-pub fn mode() -> Keep {
-    crate::settings::lenient().keep
-}
-
-/// Whether a machine whose tests ended so should be kept.
-pub fn wanted(failed: bool) -> bool {
-    match mode() {
-        Keep::Never => false,
-        Keep::Failed => failed,
-        Keep::All => true,
-    }
-}
+//! What a test body returned, as the harness reads it.
 
 /// What a test returned, as far as keeping its machine goes.
-pub trait Outcome: Sized {
+pub trait TestOutcome: Sized {
     /// Whether the test failed.
     fn failed(&self) -> bool;
 
@@ -28,7 +12,7 @@ pub trait Outcome: Sized {
     }
 }
 
-impl Outcome for () {
+impl TestOutcome for () {
     fn failed(&self) -> bool {
         false
     }
@@ -38,13 +22,13 @@ impl Outcome for () {
     }
 }
 
-impl<T, E> Outcome for Result<T, E> {
+impl<T, E> TestOutcome for Result<T, E> {
     fn failed(&self) -> bool {
         self.is_err()
     }
 }
 
-impl Outcome for std::process::ExitCode {
+impl TestOutcome for std::process::ExitCode {
     fn failed(&self) -> bool {
         *self != std::process::ExitCode::SUCCESS
     }

@@ -16,10 +16,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 
-use crate::helper;
-use crate::state::ProcessId;
+use crate::cleanup::records::ProcessId;
+use crate::host::helper;
 
-pub(crate) const ENV: &str = "NSPAWN_WATCHDOG";
+pub(crate) use crate::host::helper::WATCHDOG as ENV;
 /// How long a dying owner may take to be dead (a core dump of a big process takes a while).
 const OWNER_EXIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -63,10 +63,10 @@ fn watch() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
-    let options = crate::sweep::Options::default();
-    if let Ok(removed) = crate::sweep::sweep(&options) {
+    let options = crate::cleanup::sweep::Options::default();
+    if let Ok(removed) = crate::cleanup::sweep::sweep(&options) {
         for line in removed {
-            crate::events::event(&format!("watchdog-removed {line}"));
+            crate::report::event(crate::report::Event::WatchdogRemoved { what: line });
         }
     }
 }

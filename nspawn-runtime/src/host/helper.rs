@@ -6,10 +6,14 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
-use crate::privs;
+use crate::host::privs;
 
 /// Every marker; a helper gets its own and none of the others.
-const MARKERS: [&str; 2] = [crate::agent::ENV, crate::watchdog::ENV];
+/// The marker of a machine's agent; its value is the leader's PID.
+pub(crate) const AGENT: &str = "NSPAWN_AGENT";
+/// The marker of the watchdog; its value is the test process's PID.
+pub(crate) const WATCHDOG: &str = "NSPAWN_WATCHDOG";
+const MARKERS: [&str; 2] = [AGENT, WATCHDOG];
 
 /// This executable (`/proc/self/exe`, which still works if cargo rebuilt the file) with
 /// `marker=value`, `stdin` as its standard input and no output. It starts as root, and in a

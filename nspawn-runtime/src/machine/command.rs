@@ -12,12 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Output};
 use std::time::{Duration, Instant};
 
+use super::lifecycle::Machine;
+use super::stdio::{pump, Pipes};
 use crate::agent::user::PATH;
 use crate::agent::wire::{Exec, Request, Response, Step};
 use crate::error::{Error, Result};
-use crate::host::shell_word;
-use crate::machine::Machine;
-use crate::stdio::{pump, Pipes};
+use crate::host::tools::shell_word;
 
 /// How much longer than a command's timeout the agent may take to report it.
 const TIMEOUT_GRACE: Duration = Duration::from_secs(10);
@@ -229,5 +229,48 @@ impl<'m> Command<'m> {
                 source,
             ),
         }
+    }
+}
+
+impl Machine {
+    /// A program to run inside the machine.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command<'_> {
+        Command::new(self, program.as_ref())
+    }
+
+    /// Runs `argv` inside the machine; an error unless it exits with 0.
+    ///
+    /// ```no_run
+    /// # fn f(machine: &nspawn_runtime::Machine) -> nspawn_runtime::Result<()> {
+    /// machine.run(["systemctl", "is-active", "dbus"])?;
+    /// # Ok(()) }
+    /// ```
+    pub fn run(&self, argv: impl IntoIterator<Item = impl AsRef<OsStr>>) -> Result<Output> {
+        let mut argv = argv.into_iter();
+        let program = argv.next().ok_or_else(|| {
+            Error::io(
+                "run() needs a program",
+                std::io::ErrorKind::InvalidInput.into(),
+            )
+        })?;
+        let mut cmd = self.command(program);
+        cmd.args(argv);
+        let output = cmd.output()?;
+        if output.status.success() {
+            Ok(output)
+        } else {
+            Err(Error::Exec {
+                machine: self.name.clone(),
+                command: cmd.command_line(),
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            })
+        }
+    }
+
+    /// Runs `/bin/sh -c script` and returns its standard output; an error unless it exits 0.
+    pub fn sh(&self, script: &str) -> Result<String> {
+        let out = self.run(["/bin/sh", "-c", script])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }

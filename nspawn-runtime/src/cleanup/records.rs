@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::privs::ThreadRoot;
+use crate::host::privs::ThreadRoot;
 
 /// Where the runtime keeps host-wide state.
 pub fn run_dir() -> PathBuf {

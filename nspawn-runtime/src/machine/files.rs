@@ -10,9 +10,9 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use super::lifecycle::Machine;
 use crate::agent::wire::{Request, Response};
 use crate::error::{Error, Result};
-use crate::machine::Machine;
 
 impl Machine {
     /// Whether `path` exists in the machine (following symlinks inside it).

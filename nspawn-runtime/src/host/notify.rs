@@ -72,7 +72,7 @@ impl NotifySocket {
 impl Drop for NotifySocket {
     fn drop(&mut self) {
         // Bound as root, in a directory only root enters.
-        let _root = crate::privs::ThreadRoot::acquire();
+        let _root = crate::host::privs::ThreadRoot::acquire();
         let _ = std::fs::remove_file(&self.path);
     }
 }

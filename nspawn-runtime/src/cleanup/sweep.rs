@@ -13,11 +13,10 @@ use std::time::{Duration, SystemTime};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::backend::systemd;
-use crate::cgroup;
-use crate::privs::ThreadRoot;
-use crate::state::{ProcessId, Record};
-use crate::storage;
+use crate::chroot::storage;
+use crate::cleanup::records::{ProcessId, Record};
+use crate::host::cgroup;
+use crate::host::privs::ThreadRoot;
 
 const PROPAGATE: &str = "/run/systemd/nspawn/propagate";
 /// A snapshot younger than this may belong to an nspawn that has not taken its lock yet.
@@ -70,7 +69,7 @@ pub(crate) fn at_startup(chroot_dir: Option<&Path>) {
             kept: false,
         };
         match sweep(&options) {
-            Ok(removed) if !removed.is_empty() => crate::events::announce(&format!(
+            Ok(removed) if !removed.is_empty() => crate::report::announce(&format!(
                 "removed {} leftover(s) of earlier runs: {}",
                 removed.len(),
                 removed.join("; ")
@@ -89,14 +88,18 @@ fn end_machine(r: &Record) -> Vec<String> {
     let snapshot = r.snapshot.clone().or_else(|| {
         r.nspawn
             .is_alive()
-            .then(|| crate::state::snapshot_of(r.nspawn.pid))
+            .then(|| crate::cleanup::records::snapshot_of(r.nspawn.pid))
             .flatten()
     });
     if r.nspawn.is_alive() {
         stop_nspawn(r);
         removed.push(format!("machine {} (nspawn {})", r.name, r.nspawn.pid));
     }
-    if let Some(unit) = r.unit.as_deref().filter(|_| systemd::unit_loaded(&r.name)) {
+    if let Some(unit) = r
+        .unit
+        .as_deref()
+        .filter(|_| crate::host::probe::systemd_unit_loaded(&r.name))
+    {
         let _ = std::process::Command::new("systemctl")
             .args(["stop", unit])
             .output();
@@ -117,7 +120,7 @@ fn end_machine(r: &Record) -> Vec<String> {
     }
     if let Some(snapshot) = snapshot.as_deref().filter(|s| s.exists()) {
         if storage::remove_tree(snapshot).is_ok() {
-            let _ = std::fs::remove_file(crate::state::lock_of(snapshot));
+            let _ = std::fs::remove_file(crate::cleanup::records::lock_of(snapshot));
             removed.push(format!("snapshot {}", snapshot.display()));
         }
     }
@@ -176,7 +179,7 @@ fn stale_snapshots(dir: &Path) -> Vec<String> {
         if !name.starts_with(".#machine.") || name.ends_with(".lck") {
             continue;
         }
-        let lock = crate::state::lock_of(&entry.path());
+        let lock = crate::cleanup::records::lock_of(&entry.path());
         let young = entry
             .metadata()
             .and_then(|m| m.modified())
@@ -257,7 +260,7 @@ fn stale_processes(records: &[Record]) -> Vec<String> {
 /// Machines machined knows (systemd backend) that are ours, have no record and whose owner,
 /// by the PID in their name, is gone.
 fn stale_registrations(records: &[Record]) -> Vec<String> {
-    if systemd::available().is_err() {
+    if crate::host::probe::systemd_available().is_err() {
         return Vec::new();
     }
     let Ok(out) = std::process::Command::new("machinectl")
@@ -312,7 +315,7 @@ fn stale_propagate_dirs(live: &[String]) -> Vec<String> {
 
 /// Notify sockets (`<run dir>/notify/<machine>.notify`) of runs that were killed.
 fn stale_notify_sockets(live: &[String]) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(crate::state::run_dir().join("notify")) else {
+    let Ok(entries) = std::fs::read_dir(crate::cleanup::records::run_dir().join("notify")) else {
         return Vec::new();
     };
     entries

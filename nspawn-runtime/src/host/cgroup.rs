@@ -10,7 +10,7 @@
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
-use crate::limits::Limits;
+use crate::host::limits::Limits;
 
 /// The cgroup directories of one machine, one per hierarchy.
 #[derive(Debug)]
@@ -154,7 +154,7 @@ fn limited(name: &str, limits: Limits) -> Vec<PathBuf> {
 fn unlimited_once() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        crate::events::announce(
+        crate::report::announce(
             "machines run without a memory or task limit here (no writable cgroup v1 memory \
              and pids hierarchies); use the systemd backend for limits",
         )

@@ -1,0 +1,77 @@
+//! Whether a master chroot is built, and from its current declaration.
+
+use std::path::Path;
+
+use crate::chroot::config::ChrootDef;
+use crate::chroot::storage::{self, Storage};
+use crate::error::{Error, Result};
+
+/// Inside a built tree: the declaration it was built from.
+pub const STAMP: &str = "etc/nspawn-chroot.toml";
+
+/// Whether a chroot is ready to boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Not built.
+    Missing,
+    /// Built from the current declaration.
+    Ready(Storage),
+    /// Built from another declaration, or not by us (no stamp).
+    Outdated(Storage),
+}
+
+/// The status of the chroot `def` in `dir`.
+pub fn status(dir: &Path, def: &ChrootDef) -> Status {
+    let path = dir.join(&def.name);
+    if !path.is_dir() {
+        return Status::Missing;
+    }
+    let storage = storage::storage_of(&path);
+    match std::fs::read_to_string(path.join(STAMP)) {
+        Ok(stamp) if stamp == def.stamp() => Status::Ready(storage),
+        _ => Status::Outdated(storage),
+    }
+}
+
+/// Writes `CACHEDIR.TAG` so backup tools skip the chroots directory.
+pub fn write_cachedir_tag(dir: &Path) -> Result<()> {
+    let tag = dir.join("CACHEDIR.TAG");
+    if tag.exists() {
+        return Ok(());
+    }
+    std::fs::write(
+        &tag,
+        "Signature: 8a477f597d28d172789f06886806bc55\n\
+         # Master chroots of nspawn tests. Regenerate them with `cargo xtask make-chroots`.\n",
+    )
+    .map_err(|e| Error::io(format!("writing {}", tag.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_follows_the_stamp() {
+        let tmp = tempfile::tempdir().unwrap();
+        let def = ChrootDef::with_defaults("bookworm");
+        assert_eq!(status(tmp.path(), &def), Status::Missing);
+        let tree = tmp.path().join("bookworm");
+        std::fs::create_dir_all(tree.join("etc")).unwrap();
+        assert!(matches!(status(tmp.path(), &def), Status::Outdated(_)));
+        std::fs::write(tree.join(STAMP), def.stamp()).unwrap();
+        assert!(matches!(status(tmp.path(), &def), Status::Ready(_)));
+        let mut changed = def.clone();
+        changed.include.push("python3".into());
+        assert!(matches!(status(tmp.path(), &changed), Status::Outdated(_)));
+    }
+
+    #[test]
+    fn cachedir_tag_has_the_signature() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_cachedir_tag(tmp.path()).unwrap();
+        let text = std::fs::read_to_string(tmp.path().join("CACHEDIR.TAG")).unwrap();
+        assert!(text.starts_with("Signature: 8a477f597d28d172789f06886806bc55\n"));
+        assert!(text.contains("cargo xtask make-chroots"));
+    }
+}

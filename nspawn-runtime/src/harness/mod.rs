@@ -1,0 +1,100 @@
+//! What `#[nspawn::test]` expands to calls into here. Not a public API: use the attribute.
+//!
+//! A test runs on a machine of its module's ([`sharing`]) or on one of its own, booted
+//! ([`boot`]) from the chroot its [`TestInfo`] names; a failure to set the machine up fails
+//! the test, never passes for the panic a `#[should_panic]` test expects.
+
+mod boot;
+mod filter;
+mod outcome;
+mod sharing;
+mod test_info;
+
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+
+pub use outcome::TestOutcome;
+pub use test_info::{registered, Scope, TestInfo};
+
+use crate::cleanup::keep;
+use crate::machine::Machine;
+use crate::report::{self, Event};
+use boot::boot;
+
+/// Runs before `main` (the macro puts it in `.init_array`): becomes the agent or the watchdog
+/// in their processes (see the `agent` and `watchdog` modules), otherwise drops root.
+pub extern "C" fn init_privileges() {
+    crate::agent::run_if_requested();
+    crate::cleanup::watchdog::run_if_requested();
+    crate::host::privs::init();
+}
+
+/// Runs a test body against its machine. A machine that fails to boot fails the test with the
+/// boot error.
+pub fn run<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R) -> R {
+    crate::host::privs::init();
+    // A test waiting for a machine slot may stop an idle machine its module shares.
+    crate::cleanup::slots::set_room_maker(sharing::evict_idle);
+    match info.scope {
+        Scope::Test => run_alone(info, body),
+        Scope::Module => {
+            let mut lease = match sharing::Lease::acquire(info) {
+                Ok(lease) => lease,
+                Err(e) => return fail(info, &e, None),
+            };
+            let result = catch_unwind(AssertUnwindSafe(|| body(lease.machine())));
+            if result.as_ref().map_or(true, TestOutcome::failed) {
+                lease.set_failed();
+            }
+            result.unwrap_or_else(|panic| resume_unwind(panic))
+        }
+    }
+}
+
+fn run_alone<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R) -> R {
+    let machine = match boot(info, &info.test_name()) {
+        Ok(machine) => machine,
+        Err(e) => return fail(info, &e, None),
+    };
+    report::event(Event::TestBoot {
+        test: info.test_name(),
+        machine: machine.name().into(),
+    });
+    let result = catch_unwind(AssertUnwindSafe(|| body(&machine)));
+    let failed = result.as_ref().map_or(true, TestOutcome::failed);
+    let stopped = if keep::wanted(failed) {
+        machine.keep(&format!("test {}", info.test_name()));
+        Ok(())
+    } else {
+        machine.stop()
+    };
+    match (result, stopped) {
+        (Ok(outcome), Ok(())) => outcome,
+        (Ok(outcome), Err(e)) => fail(info, &e, Some(outcome)),
+        (Err(panic), stopped) => {
+            if let Err(e) = stopped {
+                eprintln!(
+                    "nspawn: {}: stopping its machine failed too: {e}",
+                    info.test_name()
+                );
+            }
+            resume_unwind(panic)
+        }
+    }
+}
+
+/// A failure of ours, not of the test body, fails the test: by a panic with the error, except
+/// in a `#[should_panic]` test, which a panic would pass. There the error goes to stderr and
+/// the test returns without panicking, which fails it ("did not panic as expected").
+fn fail<R: TestOutcome>(info: &TestInfo, error: &dyn std::fmt::Display, outcome: Option<R>) -> R {
+    if info.expects_panic {
+        if let Some(outcome) = outcome.or_else(R::not_run) {
+            eprintln!(
+                "nspawn: {} failed: {error}\n(reported without a panic: the test expects one, \
+                 and the failure of its machine must not pass for it)",
+                info.test_name()
+            );
+            return outcome;
+        }
+    }
+    panic!("{error}")
+}

@@ -1,0 +1,60 @@
+//! One `#[nspawn::test]`, as the macro describes it, and every such test of the binary.
+//!
+//! Each test registers a [`TestInfo`] with `inventory` (a static collected at link time). That
+//! is how the runtime knows which tests a module has, and so when the last one that will run
+//! has finished and the module's machine can stop: `inventory` needs nothing from the user and
+//! sees tests in every module of the binary, unlike a count the macro could emit (it sees one
+//! function at a time). The test binary's own filter arguments say which of them will run
+//! ([`super::filter`]).
+
+use super::filter::Filter;
+
+/// How widely a machine is shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// One machine for all tests of the module that ask for the same chroot.
+    Module,
+    /// A fresh machine for the test alone.
+    Test,
+}
+
+/// One `#[nspawn::test]`, as the macro describes it.
+#[derive(Debug)]
+pub struct TestInfo {
+    /// `module_path!()` of the test.
+    pub module: &'static str,
+    /// The function's name.
+    pub name: &'static str,
+    /// The chroot to boot.
+    pub chroot: &'static str,
+    /// How the machine is shared.
+    pub scope: Scope,
+    /// Marked `#[ignore]`.
+    pub ignored: bool,
+    /// Marked `#[should_panic]`.
+    pub expects_panic: bool,
+    /// `CARGO_MANIFEST_DIR` of the crate, to find the workspace's chroots.
+    pub manifest_dir: &'static str,
+}
+
+inventory::collect!(TestInfo);
+
+impl TestInfo {
+    /// The name libtest knows the test by: the module path without the crate, then the name.
+    pub fn test_name(&self) -> String {
+        match self.module.split_once("::") {
+            Some((_, path)) => format!("{path}::{}", self.name),
+            None => self.name.to_string(),
+        }
+    }
+
+    /// Whether this test is one the running binary will execute.
+    pub(crate) fn selected(&self, filter: &Filter) -> bool {
+        filter.selects(&self.test_name(), self.ignored)
+    }
+}
+
+/// Every registered test of the binary.
+pub fn registered() -> impl Iterator<Item = &'static TestInfo> {
+    inventory::iter::<TestInfo>.into_iter()
+}

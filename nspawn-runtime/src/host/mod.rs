@@ -1,0 +1,12 @@
+//! The host's facilities, as the layers above use them: privileges, processes, cgroups, tools,
+//! probes of what the host can do, and console logs.
+
+pub(crate) mod cgroup;
+pub mod console;
+pub(crate) mod helper;
+pub(crate) mod limits;
+pub(crate) mod notify;
+pub(crate) mod pidfd;
+pub mod privs;
+pub mod probe;
+pub mod tools;

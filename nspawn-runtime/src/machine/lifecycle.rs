@@ -1,0 +1,249 @@
+//! A running [`Machine`]: what it is, its agent, and the ways it ends (stopped, kept for
+//! debugging, or dropped).
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::registry;
+use crate::agent::wire::{RecvError, Request, Response};
+use crate::agent::Agent;
+use crate::chroot::storage::Storage;
+use crate::cleanup::records::Record;
+use crate::cleanup::slots;
+use crate::error::{Error, Result};
+use crate::host::pidfd::PidFd;
+use crate::report::{self, Event};
+
+/// A running, ephemeral copy of a master chroot, booted with systemd.
+///
+/// Changes made inside are thrown away when it stops: it runs on a btrfs snapshot or on a
+/// tmpfs overlay of the master chroot, which is never modified.
+///
+/// ```no_run
+/// use nspawn_runtime::Machine;
+///
+/// let machine = Machine::start("bookworm")?;
+/// machine.write("/etc/motd", "hello\n")?;
+/// assert_eq!(machine.sh("cat /etc/motd")?, "hello\n");
+/// machine.stop()?;
+/// # Ok::<(), nspawn_runtime::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Machine {
+    pub(super) name: String,
+    pub(super) chroot: String,
+    pub(super) storage: Storage,
+    pub(super) log: PathBuf,
+    pub(super) leader: PidFd,
+    pub(super) running: registry::Handle,
+    pub(super) agent: Mutex<Option<Arc<Agent>>>,
+    pub(super) slot: Mutex<Option<slots::Slot>>,
+    pub(super) stop_timeout: Duration,
+    pub(super) span: tracing::Span,
+}
+
+impl Machine {
+    /// The machine's name, unique on the host, and its hostname.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The chroot it was booted from.
+    pub fn chroot(&self) -> &str {
+        &self.chroot
+    }
+
+    /// How the master chroot is stored, and so how this machine was made from it.
+    pub fn storage(&self) -> Storage {
+        self.storage
+    }
+
+    /// The container's PID 1, as seen from the host.
+    pub fn leader_pid(&self) -> u32 {
+        self.leader.pid()
+    }
+
+    /// The console log of the machine.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Whether the machine is still up.
+    pub fn is_running(&self) -> bool {
+        self.leader.is_alive()
+    }
+
+    pub(crate) fn leader(&self) -> Result<&PidFd> {
+        if self.leader.is_alive() {
+            Ok(&self.leader)
+        } else {
+            Err(Error::NotRunning {
+                machine: self.name.clone(),
+                reason: format!(
+                    "it was stopped or its container exited (console log: {})",
+                    self.log.display()
+                ),
+            })
+        }
+    }
+
+    /// The machine's agent, started on first use, and again if it died.
+    pub(crate) fn agent(&self) -> Result<Arc<Agent>> {
+        let mut slot = self.agent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(agent) = slot.as_ref().filter(|a| a.is_alive()) {
+            return Ok(agent.clone());
+        }
+        let leader = self.leader()?;
+        let started = Instant::now();
+        let agent = Agent::start(&self.name, leader).map_err(|e| Error::Agent {
+            machine: self.name.clone(),
+            during: "to start".into(),
+            reason: e.to_string(),
+        })?;
+        self.span.in_scope(|| {
+            tracing::debug!(
+                pid = agent.pid(),
+                start_ms = started.elapsed().as_secs_f64() * 1e3,
+                "agent ready"
+            )
+        });
+        let agent = Arc::new(agent);
+        *slot = Some(agent.clone());
+        Ok(agent)
+    }
+
+    /// The agent's PID on the host, starting it if needed: for tests of the runtime.
+    #[doc(hidden)]
+    pub fn agent_pid(&self) -> Result<u32> {
+        self.agent().map(|a| a.pid())
+    }
+
+    /// One request to the agent, for `op` (what the caller was doing, for messages).
+    pub(crate) fn ask(&self, request: &Request, op: &str) -> Result<(Response, Vec<OwnedFd>)> {
+        let agent = self.agent()?;
+        agent
+            .call(request)
+            .map_err(|e| self.agent_lost(&agent, op, e))
+    }
+
+    /// The error for a call the agent did not answer.
+    pub(crate) fn agent_lost(&self, agent: &Agent, during: &str, e: RecvError) -> Error {
+        if let Err(stopped) = self.leader() {
+            return stopped;
+        }
+        let reason = match e {
+            RecvError::Closed => agent.exit_description(),
+            RecvError::TimedOut => format!(
+                "it did not answer in time (agent pid {}, stopped or stuck?)",
+                agent.pid()
+            ),
+            RecvError::Io(e) => e.to_string(),
+        };
+        Error::Agent {
+            machine: self.name.clone(),
+            during: during.into(),
+            reason,
+        }
+    }
+
+    /// The error for an answer that does not fit the question.
+    pub(crate) fn agent_confused(&self, during: &str, answer: &Response) -> Error {
+        Error::Agent {
+            machine: self.name.clone(),
+            during: during.into(),
+            reason: format!("unexpected answer {answer:?}"),
+        }
+    }
+
+    pub(crate) fn guest_error(
+        &self,
+        op: &'static str,
+        path: &Path,
+        source: std::io::Error,
+    ) -> Error {
+        Error::Guest {
+            op,
+            path: path.into(),
+            machine: self.name.clone(),
+            source,
+        }
+    }
+
+    /// Leaves the machine running after the test process ends, for debugging, and says how
+    /// to get in. `cargo xtask gc --kept` removes it.
+    pub(crate) fn keep(&self, why: &str) {
+        let Some(running) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return;
+        };
+        registry::unregister(&self.name);
+        let mut record = Record::all()
+            .into_iter()
+            .find(|r| r.name == self.name)
+            .unwrap_or_else(|| running.record(&self.name, Path::new("")));
+        record.kept = true;
+        let _ = record.save();
+        drop(running);
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        report::event(Event::Kept {
+            machine: self.name.clone(),
+        });
+        report::announce(&format!(
+            "kept machine {} ({why}). Get in with: sudo nsenter -t {} -a /bin/bash -l   \
+             Remove it with: cargo xtask gc --kept",
+            self.name,
+            self.leader_pid()
+        ));
+    }
+
+    /// Stops the machine: its container is killed and nspawn removes the snapshot or overlay.
+    pub fn stop(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    /// Stops the machine through a shared reference; later calls do nothing.
+    pub(crate) fn shutdown(&self) -> Result<()> {
+        let Some(mut running) = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
+        registry::unregister(&self.name);
+        self.agent.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let started = Instant::now();
+        let result = running.stop(self.stop_timeout);
+        self.span.in_scope(|| {
+            tracing::info!(
+                stop_ms = (started.elapsed().as_secs_f64() * 1e3).round(),
+                nspawn = running.nspawn_pid(),
+                ok = result.is_ok(),
+                "stopped"
+            )
+        });
+        report::event(Event::Stopped {
+            machine: self.name.clone(),
+        });
+        if result.is_ok() {
+            Record::remove(&self.name);
+        }
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        result
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            tracing::error!(machine = %self.name, "stopping on drop failed: {e}");
+        }
+    }
+}

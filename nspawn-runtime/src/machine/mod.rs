@@ -1,0 +1,19 @@
+//! [`Machine`]: one ephemeral, systemd-booted container, booted with a [`MachineBuilder`];
+//! commands run in it ([`Command`]) and files read and written through its agent.
+//!
+//! - `builder`: the options, and the boot;
+//! - `lifecycle`: the running machine, its agent, keeping and stopping it;
+//! - `command`, `stdio`: commands, and their output;
+//! - `files`: file calls;
+//! - `registry`: every machine of this process, stopped at exit and on signals.
+
+mod builder;
+mod command;
+mod files;
+mod lifecycle;
+pub(crate) mod registry;
+mod stdio;
+
+pub use builder::MachineBuilder;
+pub use command::Command;
+pub use lifecycle::Machine;

@@ -1,0 +1,239 @@
+//! What the runtime tells the outside world as it goes: one-line reports on stderr (a boot, a
+//! kept machine, the summary at exit), and the event log that tests count boots and stops
+//! from.
+//!
+//! The event log (`NSPAWN_EVENT_LOG`) has one line per [`Event`], written by [`event`] and read
+//! back with [`Event::parse`], so the writer and the readers cannot disagree on its format.
+//!
+//! A leaf module: every layer may report through it, and it depends on nothing of ours but
+//! the settings.
+
+use std::fmt;
+use std::io::Write;
+use std::sync::Mutex;
+
+/// Something the runtime did, as a line of the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// nspawn was started for a machine.
+    Spawned {
+        /// The machine.
+        machine: String,
+        /// nspawn's PID.
+        nspawn: u32,
+    },
+    /// A machine is booted and ready.
+    Ready {
+        /// The machine.
+        machine: String,
+        /// Its chroot.
+        chroot: String,
+        /// How long the boot took, in milliseconds.
+        boot_ms: u64,
+    },
+    /// A machine was booted for the tests of a module.
+    ModuleBoot {
+        /// `module_path!()` of the tests.
+        module: String,
+        /// The chroot.
+        chroot: String,
+        /// The machine.
+        machine: String,
+    },
+    /// The machine of a module's tests could not boot.
+    ModuleBootFailed {
+        /// `module_path!()` of the tests.
+        module: String,
+        /// The chroot.
+        chroot: String,
+    },
+    /// A machine was booted for one test alone.
+    TestBoot {
+        /// The test's name.
+        test: String,
+        /// The machine.
+        machine: String,
+    },
+    /// A machine was stopped while the tests ran.
+    Stopped {
+        /// The machine.
+        machine: String,
+    },
+    /// A machine was stopped by the cleanup at exit or on a signal.
+    StoppedAtExit {
+        /// The machine.
+        machine: String,
+    },
+    /// A machine was left running for debugging (`NSPAWN_KEEP`).
+    Kept {
+        /// The machine.
+        machine: String,
+    },
+    /// An idle shared machine was stopped to free a slot.
+    Evicted {
+        /// The machine.
+        machine: String,
+    },
+    /// The watchdog removed something a killed test process left.
+    WatchdogRemoved {
+        /// What, in words.
+        what: String,
+    },
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Spawned { machine, nspawn } => write!(f, "spawned {machine} {nspawn}"),
+            Event::Ready {
+                machine,
+                chroot,
+                boot_ms,
+            } => write!(f, "ready {machine} {chroot} {boot_ms}"),
+            Event::ModuleBoot {
+                module,
+                chroot,
+                machine,
+            } => write!(f, "module-boot {module} {chroot} {machine}"),
+            Event::ModuleBootFailed { module, chroot } => {
+                write!(f, "module-boot-failed {module} {chroot}")
+            }
+            Event::TestBoot { test, machine } => write!(f, "test-boot {test} {machine}"),
+            Event::Stopped { machine } => write!(f, "stopped {machine}"),
+            Event::StoppedAtExit { machine } => write!(f, "stopped-at-exit {machine}"),
+            Event::Kept { machine } => write!(f, "kept {machine}"),
+            Event::Evicted { machine } => write!(f, "evicted {machine}"),
+            Event::WatchdogRemoved { what } => write!(f, "watchdog-removed {what}"),
+        }
+    }
+}
+
+impl Event {
+    /// Reads a line of the event log back; `None` for a line that is no event.
+    pub fn parse(line: &str) -> Option<Event> {
+        let (kind, rest) = line.split_once(' ')?;
+        let f: Vec<String> = rest.split(' ').map(str::to_string).collect();
+        let field = |i: usize| f.get(i).cloned();
+        Some(match kind {
+            "spawned" => Event::Spawned {
+                machine: field(0)?,
+                nspawn: field(1)?.parse().ok()?,
+            },
+            "ready" => Event::Ready {
+                machine: field(0)?,
+                chroot: field(1)?,
+                boot_ms: field(2)?.parse().ok()?,
+            },
+            "module-boot" => Event::ModuleBoot {
+                module: field(0)?,
+                chroot: field(1)?,
+                machine: field(2)?,
+            },
+            "module-boot-failed" => Event::ModuleBootFailed {
+                module: field(0)?,
+                chroot: field(1)?,
+            },
+            "test-boot" => Event::TestBoot {
+                test: field(0)?,
+                machine: field(1)?,
+            },
+            "stopped" => Event::Stopped { machine: field(0)? },
+            "stopped-at-exit" => Event::StoppedAtExit { machine: field(0)? },
+            "kept" => Event::Kept { machine: field(0)? },
+            "evicted" => Event::Evicted { machine: field(0)? },
+            "watchdog-removed" => Event::WatchdogRemoved {
+                what: rest.to_string(),
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// Appends `event` to `$NSPAWN_EVENT_LOG`, if set. One `write` per line, so lines of
+/// concurrent writers do not interleave.
+pub fn event(event: Event) {
+    let Some(path) = &crate::settings::lenient().event_log else {
+        return;
+    };
+    let file = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(path);
+    if let Ok(mut f) = file {
+        let _ = f.write_all(format!("{event}\n").as_bytes());
+    }
+}
+
+/// A one-line report on stderr (not captured by the test harness), unless `NSPAWN_QUIET` is
+/// set.
+pub(crate) fn announce(line: &str) {
+    if !crate::settings::lenient().quiet {
+        let _ = writeln!(std::io::stderr(), "nspawn: {line}");
+    }
+}
+
+/// Machines booted by this process, and their boot time in milliseconds, for the summary.
+static BOOTS: Mutex<(usize, f64)> = Mutex::new((0, 0.0));
+
+/// Counts a boot for the summary printed at exit.
+pub(crate) fn count_boot(ms: f64) {
+    let mut boots = BOOTS.lock().unwrap_or_else(|p| p.into_inner());
+    boots.0 += 1;
+    boots.1 += ms;
+}
+
+/// The summary line at exit, when this process booted anything.
+pub(crate) fn summary() {
+    let (count, ms) = *BOOTS.lock().unwrap_or_else(|p| p.into_inner());
+    if count > 0 {
+        announce(&format!(
+            "{count} machine(s) booted, {:.2} s on average; none left running",
+            ms / count as f64 / 1e3
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_reads_back_as_written() {
+        let m = || "nspawn-1-abc".to_string();
+        let events = [
+            Event::Spawned {
+                machine: m(),
+                nspawn: 42,
+            },
+            Event::Ready {
+                machine: m(),
+                chroot: "bookworm".into(),
+                boot_ms: 250,
+            },
+            Event::ModuleBoot {
+                module: "fixture::alpha".into(),
+                chroot: "bookworm".into(),
+                machine: m(),
+            },
+            Event::ModuleBootFailed {
+                module: "fixture::broken".into(),
+                chroot: "tests/fixture/no-systemd".into(),
+            },
+            Event::TestBoot {
+                test: "fresh::one".into(),
+                machine: m(),
+            },
+            Event::Stopped { machine: m() },
+            Event::StoppedAtExit { machine: m() },
+            Event::Kept { machine: m() },
+            Event::Evicted { machine: m() },
+            Event::WatchdogRemoved {
+                what: "record of nspawn-1-abc".into(),
+            },
+        ];
+        for event in events {
+            assert_eq!(Event::parse(&event.to_string()), Some(event));
+        }
+        assert_eq!(Event::parse("nonsense here"), None);
+    }
+}
