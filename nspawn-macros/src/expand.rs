@@ -12,22 +12,22 @@
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
-use syn::ItemFn;
 
+use crate::maybe_fn::MaybeItemFn;
 use crate::validate::{Options, Scope};
 
-pub fn expand(options: &Options, func: ItemFn) -> TokenStream {
+pub fn expand(options: &Options, func: MaybeItemFn) -> TokenStream {
     let Options {
         chroot,
         scope,
         krate,
         manifest,
     } = options;
-    let ItemFn {
+    let MaybeItemFn {
         attrs,
         vis,
         sig,
-        block,
+        body,
     } = func;
     let name = &sig.ident;
     let output = &sig.output;
@@ -70,7 +70,7 @@ pub fn expand(options: &Options, func: ItemFn) -> TokenStream {
             #[used]
             #[link_section = ".init_array"]
             static __NSPAWN_DROP_PRIVILEGES: extern "C" fn() = #krate::__private::init_privileges;
-            #body_sig #block
+            #body_sig #body
             #krate::__private::run(&__NSPAWN_TEST, #call)
         }
     }

@@ -2,15 +2,18 @@
 //!
 //! The macro is thin: it checks its input and rewrites the function into a `#[test]` that
 //! hands the body to `nspawn`'s runtime, which owns the machines and their lifecycle.
-//! `parse` reads the options, `validate` checks them and the function (collecting every error),
-//! `expand` writes the test.
+//! `options` reads the arguments, `maybe_fn` the function (its body stays raw tokens),
+//! `validate` checks both (collecting every error), `expand` writes the test.
 
 mod expand;
+mod maybe_fn;
 mod options;
 mod validate;
 mod workspace;
 
 use proc_macro::TokenStream;
+
+use maybe_fn::MaybeItemFn;
 
 /// Turns a function into a test that runs against a booted container.
 ///
@@ -27,28 +30,39 @@ use proc_macro::TokenStream;
 /// `crate = "<path>"` (where the `nspawn` crate is, if renamed).
 #[proc_macro_attribute]
 pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
-    let item2: proc_macro2::TokenStream = item.clone().into();
-    match try_expand(args.into(), item2.clone()) {
-        Ok(tokens) => tokens.into(),
-        // Keep the item, so IDEs still see the function, and report every error at once.
-        Err(err) => {
-            let errors = err.to_compile_error();
-            quote::quote!(#item2 #errors).into()
+    let item: proc_macro2::TokenStream = item.into();
+    let raw = options::parse(args.into());
+    let func = match syn::parse2::<MaybeItemFn>(item.clone()) {
+        Ok(func) => func,
+        Err(_) => {
+            let not_a_fn = syn::Error::new_spanned(
+                &item,
+                "#[nspawn::test] goes on a function: `fn name(machine: &nspawn::Machine)`",
+            );
+            return with_errors(item, std::iter::once(not_a_fn).chain(raw.errors));
         }
+    };
+    let checked = validate::validate(raw, &func);
+    if checked.function_errors.is_empty() {
+        // Options in error still give a plausible test (with their defaults), as tokio-macros
+        // does, so IDEs see the function as the test it will be.
+        let test = expand::expand(&checked.options, func);
+        with_errors(test, checked.option_errors)
+    } else {
+        // Keep the item, so IDEs still see the function, and report every error at once.
+        let errors = checked
+            .option_errors
+            .into_iter()
+            .chain(checked.function_errors);
+        with_errors(item, errors)
     }
 }
 
-fn try_expand(
-    args: proc_macro2::TokenStream,
-    item: proc_macro2::TokenStream,
-) -> syn::Result<proc_macro2::TokenStream> {
-    let raw = options::parse(args);
-    let func = syn::parse2::<syn::ItemFn>(item.clone()).map_err(|_| {
-        syn::Error::new_spanned(
-            &item,
-            "#[nspawn::test] goes on a function: `fn name(machine: &nspawn::Machine)`",
-        )
-    });
-    let (options, func) = validate::validate(raw, func)?;
-    Ok(expand::expand(&options, func))
+/// `tokens`, followed by a `compile_error!` for each error.
+fn with_errors(
+    tokens: proc_macro2::TokenStream,
+    errors: impl IntoIterator<Item = syn::Error>,
+) -> TokenStream {
+    let errors = errors.into_iter().map(|e| e.to_compile_error());
+    quote::quote!(#tokens #(#errors)*).into()
 }

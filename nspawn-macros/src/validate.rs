@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
-use syn::{FnArg, ItemFn, LitStr, Type};
+use syn::{FnArg, LitStr, Type};
 
+use crate::maybe_fn::MaybeItemFn;
 use crate::options::{literal, Raw};
 use crate::workspace;
 
@@ -24,44 +25,39 @@ pub struct Options {
     pub manifest: Option<PathBuf>,
 }
 
-/// Checks everything, returning all errors combined.
-pub fn validate(raw: Raw, func: syn::Result<ItemFn>) -> syn::Result<(Options, ItemFn)> {
-    let mut errors = raw.errors;
-    let scope = scope(raw.scope.as_ref(), &mut errors);
-    let krate = krate(raw.krate.as_ref(), &mut errors);
+/// The options, with defaults where they are in error, and every problem found.
+pub struct Checked {
+    pub options: Options,
+    /// Problems with the attribute's arguments: a plausible test can still be written.
+    pub option_errors: Vec<syn::Error>,
+    /// Problems with the function itself: it cannot be made a test.
+    pub function_errors: Vec<syn::Error>,
+}
+
+/// Checks everything, collecting every error.
+pub fn validate(raw: Raw, func: &MaybeItemFn) -> Checked {
+    let mut option_errors = raw.errors;
+    let scope = scope(raw.scope.as_ref(), &mut option_errors);
+    let krate = krate(raw.krate.as_ref(), &mut option_errors);
     let declared = workspace::declared();
     let chroot = chroot(
         raw.chroot,
         raw.chroot_attempted,
         declared.as_ref(),
-        &mut errors,
+        &mut option_errors,
     );
-    let func = func.inspect(|f| check_function(f, &mut errors));
-    match func {
-        Ok(func) if errors.is_empty() => {
-            let manifest = declared.map(|d| d.manifest);
-            Ok((
-                Options {
-                    chroot,
-                    scope,
-                    krate,
-                    manifest,
-                },
-                func,
-            ))
-        }
-        Ok(_) => Err(combine(errors)),
-        Err(e) => Err(combine(std::iter::once(e).chain(errors).collect())),
+    let mut function_errors = Vec::new();
+    check_function(func, &mut function_errors);
+    Checked {
+        options: Options {
+            chroot,
+            scope,
+            krate,
+            manifest: declared.map(|d| d.manifest),
+        },
+        option_errors,
+        function_errors,
     }
-}
-
-fn combine(errors: Vec<syn::Error>) -> syn::Error {
-    let mut errors = errors.into_iter();
-    let mut first = errors
-        .next()
-        .unwrap_or_else(|| syn::Error::new(proc_macro2::Span::call_site(), "invalid input"));
-    errors.for_each(|e| first.combine(e));
-    first
 }
 
 fn scope(value: Option<&LitStr>, errors: &mut Vec<syn::Error>) -> Scope {
@@ -94,10 +90,24 @@ fn chroot(
     declared: Option<&workspace::Declared>,
     errors: &mut Vec<syn::Error>,
 ) -> LitStr {
-    let names = declared.and_then(|d| d.names.clone());
+    let names = match declared.map(|d| (&d.manifest, &d.names)) {
+        None => None,
+        Some((_, Ok(names))) => Some(names.clone()),
+        Some((manifest, Err(why))) => {
+            let msg = format!(
+                "the chroot declarations in {} are invalid: {why}",
+                manifest.display()
+            );
+            let span = value
+                .as_ref()
+                .map_or_else(proc_macro2::Span::call_site, LitStr::span);
+            errors.push(syn::Error::new(span, msg));
+            None
+        }
+    };
     let Some(lit) = value else {
         return match names.as_deref() {
-            None => literal("bookworm"),
+            None | Some([]) => literal("bookworm"),
             Some([only]) => literal(only),
             Some(many) if attempted => literal(&many[0]),
             Some(many) => {
@@ -110,21 +120,26 @@ fn chroot(
             }
         };
     };
-    let name = lit.value();
-    if let Some(names) = &names {
+    let name = match nspawn_config::ChrootRef::parse(&lit.value()) {
+        Ok(nspawn_config::ChrootRef::Name(name)) => name,
         // A path names a tree directly; only names are declared.
-        if !name.contains('/') && !names.contains(&name) {
-            let msg = format!(
-                "chroot \"{name}\" is not declared in [workspace.metadata.nspawn.chroots]; declared: {}",
-                names.join(", ")
-            );
-            errors.push(syn::Error::new_spanned(&lit, msg));
+        Ok(nspawn_config::ChrootRef::Path(_)) => return lit,
+        Err(why) => {
+            errors.push(syn::Error::new_spanned(&lit, why));
+            return lit;
         }
+    };
+    if let Some(names) = names.filter(|names| !names.contains(&name)) {
+        let msg = format!(
+            "chroot \"{name}\" is not declared in [workspace.metadata.nspawn.chroots]; declared: {}",
+            names.join(", ")
+        );
+        errors.push(syn::Error::new_spanned(&lit, msg));
     }
     lit
 }
 
-fn check_function(f: &ItemFn, errors: &mut Vec<syn::Error>) {
+fn check_function(f: &MaybeItemFn, errors: &mut Vec<syn::Error>) {
     let sig = &f.sig;
     if let Some(token) = &sig.asyncness {
         errors.push(syn::Error::new_spanned(

@@ -1,49 +1,25 @@
-//! The chroots the workspace declares, read at compile time so that a test naming an
-//! undeclared chroot fails to build instead of failing at run time.
+//! The chroots the workspace declares, read at compile time with the runtime's own parser
+//! (`nspawn-config`), so that a test naming an undeclared chroot fails to build instead of
+//! failing at run time, and both agree on what is declared.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// The workspace manifest and the chroot names it declares (`None`: nothing declared, the
-/// embedded default `bookworm` serves).
+/// The workspace manifest and what it declares.
 pub struct Declared {
     pub manifest: PathBuf,
-    pub names: Option<Vec<String>>,
+    /// The declared names (the embedded `bookworm` when nothing is declared), or why the
+    /// declarations are invalid.
+    pub names: Result<Vec<String>, String>,
 }
 
 /// Reads the declarations of the workspace that holds the crate being compiled, or of the one
-/// that holds `$NSPAWN_WORKSPACE` when set.
+/// that holds `$NSPAWN_WORKSPACE` when set. `None` when there is no manifest to read.
 pub fn declared() -> Option<Declared> {
     let start =
         std::env::var_os("NSPAWN_WORKSPACE").or_else(|| std::env::var_os("CARGO_MANIFEST_DIR"))?;
-    let start = PathBuf::from(start);
-    let manifest = workspace_manifest(&start)?;
+    let manifest = nspawn_config::workspace_root(&PathBuf::from(start))?.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest).ok()?;
-    let doc: toml::Table = text.parse().ok()?;
-    let names = ["workspace", "metadata", "nspawn", "chroots"]
-        .iter()
-        .try_fold(&toml::Value::Table(doc), |v, k| v.as_table()?.get(*k))
-        .and_then(toml::Value::as_table)
-        .map(|t| t.keys().cloned().collect::<Vec<_>>())
-        .filter(|names| !names.is_empty());
+    let names =
+        nspawn_config::parse_manifest(&text).map(|defs| defs.into_iter().map(|d| d.name).collect());
     Some(Declared { manifest, names })
-}
-
-/// The nearest ancestor manifest with a `[workspace]` table, else the nearest manifest, as
-/// cargo finds it.
-fn workspace_manifest(start: &Path) -> Option<PathBuf> {
-    let mut nearest = None;
-    for dir in start.ancestors() {
-        let manifest = dir.join("Cargo.toml");
-        let Ok(text) = std::fs::read_to_string(&manifest) else {
-            continue;
-        };
-        let is_workspace = text
-            .parse::<toml::Table>()
-            .is_ok_and(|t| t.contains_key("workspace"));
-        if is_workspace {
-            return Some(manifest);
-        }
-        nearest.get_or_insert(manifest);
-    }
-    nearest
 }

@@ -42,6 +42,15 @@ pub enum Error {
         declared: Vec<String>,
     },
 
+    /// A `chroot = "..."` that is neither a valid name nor a path.
+    #[error("chroot {name:?} cannot be named so: {reason}")]
+    BadChrootName {
+        /// What the test asked for.
+        name: String,
+        /// What a name may hold.
+        reason: String,
+    },
+
     /// The master chroot has not been built yet.
     #[error("chroot {name:?} is missing: {path} does not exist. Build it with `cargo xtask make-chroots {name}`")]
     ChrootMissing {

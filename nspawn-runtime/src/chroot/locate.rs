@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::chroot::config::Workspace;
+use crate::chroot::config::{ChrootRef, Workspace};
 use crate::error::{Error, Result};
 
 /// The directory of a chroot the runtime is asked to boot, checked to exist.
@@ -11,17 +11,22 @@ use crate::error::{Error, Result};
 /// `workspace` is a directory in the Cargo workspace; by default it is found from the
 /// environment.
 pub fn locate(name: &str, workspace: Option<&Path>) -> Result<PathBuf> {
-    let path = if name.contains('/') {
-        match workspace {
-            Some(dir) if Path::new(name).is_relative() => dir.join(name),
-            _ => PathBuf::from(name),
+    let reference = ChrootRef::parse(name).map_err(|reason| Error::BadChrootName {
+        name: name.into(),
+        reason,
+    })?;
+    let path = match reference {
+        ChrootRef::Path(path) => match workspace {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path,
+        },
+        ChrootRef::Name(name) => {
+            let ws = match workspace {
+                Some(dir) => Workspace::discover(dir)?,
+                None => Workspace::from_env()?,
+            };
+            ws.chroots_dir().join(name)
         }
-    } else {
-        let ws = match workspace {
-            Some(dir) => Workspace::discover(dir)?,
-            None => Workspace::from_env()?,
-        };
-        ws.chroots_dir().join(name)
     };
     // Only "not found" is missing: a directory the test's user cannot reach is not.
     match std::fs::metadata(&path) {

@@ -1,0 +1,340 @@
+//! Chroot declarations: `[workspace.metadata.nspawn.chroots.<name>]` in the workspace
+//! `Cargo.toml`, parsed and checked.
+//!
+//! ```toml
+//! [workspace.metadata.nspawn.chroots.bookworm]
+//!
+//! [workspace.metadata.nspawn.chroots.trixie-web]
+//! suite = "trixie"
+//! include = ["dbus", "systemd", "nginx"]
+//! setup = ["systemctl enable nginx"]
+//! ```
+
+use toml::{Table, Value};
+
+/// Debian's main archive, the default mirror.
+pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+
+/// Suites the default mirror serves.
+pub const KNOWN_SUITES: &[&str] = &[
+    "bullseye",
+    "bookworm",
+    "trixie",
+    "forky",
+    "sid",
+    "oldstable",
+    "stable",
+    "testing",
+    "unstable",
+];
+
+/// Bootstrap variants accepted by both mmdebstrap and debootstrap.
+pub const VARIANTS: &[&str] = &["minbase", "buildd", "standard"];
+
+const KEYS: &[&str] = &["suite", "mirror", "variant", "include", "setup"];
+
+/// One declared chroot, with defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChrootDef {
+    /// Name, and directory name under the chroots directory.
+    pub name: String,
+    /// Debian suite (default: the name).
+    pub suite: String,
+    /// Archive to bootstrap from (default: [`DEFAULT_MIRROR`]).
+    pub mirror: String,
+    /// Bootstrap variant (default `minbase`).
+    pub variant: String,
+    /// Extra packages (default `dbus`, `systemd`).
+    pub include: Vec<String>,
+    /// Shell commands run inside the new tree after bootstrap.
+    pub setup: Vec<String>,
+}
+
+impl ChrootDef {
+    /// A declaration with every key at its default.
+    pub fn with_defaults(name: &str) -> ChrootDef {
+        ChrootDef {
+            name: name.to_string(),
+            suite: name.to_string(),
+            mirror: DEFAULT_MIRROR.to_string(),
+            variant: "minbase".to_string(),
+            include: vec!["dbus".to_string(), "systemd".to_string()],
+            setup: Vec::new(),
+        }
+    }
+
+    /// The text recorded in a built chroot, to notice when its declaration changes.
+    pub fn stamp(&self) -> String {
+        let mut t = Table::new();
+        t.insert("suite".into(), self.suite.clone().into());
+        t.insert("mirror".into(), self.mirror.clone().into());
+        t.insert("variant".into(), self.variant.clone().into());
+        t.insert("include".into(), self.include.clone().into());
+        t.insert("setup".into(), self.setup.clone().into());
+        let mut root = Table::new();
+        root.insert(self.name.clone(), Value::Table(t));
+        toml::to_string(&root).unwrap_or_default()
+    }
+}
+
+/// Parses the chroot declarations of a manifest's text. The error names the offending key or
+/// value and what is accepted.
+pub fn parse_manifest(text: &str) -> std::result::Result<Vec<ChrootDef>, String> {
+    let doc: Value = text.parse::<Table>().map_err(|e| e.to_string())?.into();
+    let chroots = ["workspace", "metadata", "nspawn", "chroots"]
+        .iter()
+        .try_fold(&doc, |v, key| v.as_table().and_then(|t| t.get(*key)));
+    let Some(chroots) = chroots else {
+        return Ok(vec![ChrootDef::with_defaults("bookworm")]);
+    };
+    let table = chroots
+        .as_table()
+        .ok_or("workspace.metadata.nspawn.chroots must be a table of chroot names")?;
+    let defs: Vec<ChrootDef> = table
+        .iter()
+        .map(|(name, value)| parse_def(name, value))
+        .collect::<std::result::Result<_, _>>()?;
+    if defs.is_empty() {
+        return Ok(vec![ChrootDef::with_defaults("bookworm")]);
+    }
+    Ok(defs)
+}
+
+fn parse_def(name: &str, value: &Value) -> std::result::Result<ChrootDef, String> {
+    let section = format!("[workspace.metadata.nspawn.chroots.{name}]");
+    check_name(name).map_err(|m| format!("{section}: {m}"))?;
+    let table = value
+        .as_table()
+        .ok_or_else(|| format!("{section} must be a table, found {}", value.type_str()))?;
+    let mut def = ChrootDef::with_defaults(name);
+    for (key, value) in table {
+        let field = |m: String| format!("{section}: key `{key}`: {m}");
+        match key.as_str() {
+            "suite" => def.suite = string(value).map_err(field)?,
+            "mirror" => def.mirror = string(value).map_err(field)?,
+            "variant" => def.variant = string(value).map_err(field)?,
+            "include" => def.include = strings(value).map_err(field)?,
+            "setup" => def.setup = strings(value).map_err(field)?,
+            _ => {
+                return Err(format!(
+                    "{section}: unknown key `{key}`; accepted keys: {}",
+                    KEYS.join(", ")
+                ))
+            }
+        }
+    }
+    check_values(&def).map_err(|m| format!("{section}: {m}"))?;
+    Ok(def)
+}
+
+/// Checks a chroot name: up to 40 letters, digits, `-`, `_` or `.`, starting with a letter or
+/// digit, so that it is a plain directory name under the chroots directory.
+pub fn check_name(name: &str) -> std::result::Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "bad chroot name {name:?}: use up to 40 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        ))
+    }
+}
+
+fn check_values(def: &ChrootDef) -> std::result::Result<(), String> {
+    if def.mirror == DEFAULT_MIRROR && !KNOWN_SUITES.contains(&def.suite.as_str()) {
+        return Err(format!(
+            "key `suite`: unknown suite {:?}; the default mirror serves: {} (set `mirror` to use another archive)",
+            def.suite,
+            KNOWN_SUITES.join(", ")
+        ));
+    }
+    if !VARIANTS.contains(&def.variant.as_str()) {
+        return Err(format!(
+            "key `variant`: unknown variant {:?}; accepted: {}",
+            def.variant,
+            VARIANTS.join(", ")
+        ));
+    }
+    if !def.mirror.contains("://") {
+        return Err(format!(
+            "key `mirror`: {:?} is not a URL; expected something like {DEFAULT_MIRROR:?}",
+            def.mirror
+        ));
+    }
+    if let Some(bad) = def.include.iter().find(|p| !is_package_name(p)) {
+        return Err(format!(
+            "key `include`: {bad:?} is not a Debian package name (lowercase letters, digits, '+', '-', '.')"
+        ));
+    }
+    Ok(())
+}
+
+fn is_package_name(p: &str) -> bool {
+    p.len() >= 2
+        && p.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+}
+
+fn string(value: &Value) -> std::result::Result<String, String> {
+    value
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("expected a string, found {}", value.type_str()))
+}
+
+fn strings(value: &Value) -> std::result::Result<Vec<String>, String> {
+    let expected = |found: &str| format!("expected an array of strings, found {found}");
+    let array = value.as_array().ok_or_else(|| expected(value.type_str()))?;
+    array
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| expected(&format!("an array holding {}", v.type_str())))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> std::result::Result<Vec<ChrootDef>, String> {
+        parse_manifest(&format!("[workspace]\n{body}"))
+    }
+
+    #[test]
+    fn no_declaration_gives_the_embedded_bookworm() {
+        let defs = parse("").unwrap();
+        assert_eq!(defs, vec![ChrootDef::with_defaults("bookworm")]);
+        assert_eq!(defs[0].include, ["dbus", "systemd"]);
+        assert_eq!(defs[0].variant, "minbase");
+        assert_eq!(defs[0].mirror, DEFAULT_MIRROR);
+    }
+
+    #[test]
+    fn empty_section_takes_defaults_from_the_name() {
+        let defs = parse("[workspace.metadata.nspawn.chroots.trixie]\n").unwrap();
+        assert_eq!(defs.len(), 1);
+        assert_eq!(defs[0].suite, "trixie");
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let defs = parse(
+            r#"[workspace.metadata.nspawn.chroots.web]
+suite = "bookworm"
+mirror = "http://mirror.example/debian"
+variant = "buildd"
+include = ["dbus", "systemd", "nginx"]
+setup = ["echo hi > /etc/hi"]
+"#,
+        )
+        .unwrap();
+        let d = &defs[0];
+        assert_eq!(d.name, "web");
+        assert_eq!(d.suite, "bookworm");
+        assert_eq!(d.mirror, "http://mirror.example/debian");
+        assert_eq!(d.variant, "buildd");
+        assert_eq!(d.include, ["dbus", "systemd", "nginx"]);
+        assert_eq!(d.setup, ["echo hi > /etc/hi"]);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_accepted_ones() {
+        let err =
+            parse("[workspace.metadata.nspawn.chroots.bookworm]\nsuit = \"sid\"\n").unwrap_err();
+        assert_eq!(
+            err,
+            "[workspace.metadata.nspawn.chroots.bookworm]: unknown key `suit`; accepted keys: suite, mirror, variant, include, setup"
+        );
+    }
+
+    #[test]
+    fn bad_type_names_the_key() {
+        let err = parse("[workspace.metadata.nspawn.chroots.bookworm]\ninclude = \"dbus\"\n")
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "[workspace.metadata.nspawn.chroots.bookworm]: key `include`: expected an array of strings, found string"
+        );
+        let err = parse("[workspace.metadata.nspawn.chroots.bookworm]\nsuite = 12\n").unwrap_err();
+        assert!(
+            err.ends_with("key `suite`: expected a string, found integer"),
+            "{err}"
+        );
+        let err = parse("[workspace.metadata.nspawn.chroots.bookworm]\nsetup = [1]\n").unwrap_err();
+        assert!(
+            err.ends_with("expected an array of strings, found an array holding integer"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_suite_lists_the_known_ones() {
+        let err = parse("[workspace.metadata.nspawn.chroots.buster]\n").unwrap_err();
+        assert!(err.contains("unknown suite \"buster\""), "{err}");
+        assert!(err.contains("bullseye, bookworm, trixie"), "{err}");
+        assert!(err.contains("set `mirror`"), "{err}");
+    }
+
+    #[test]
+    fn any_suite_goes_with_a_custom_mirror() {
+        let defs = parse(
+            "[workspace.metadata.nspawn.chroots.buster]\nmirror = \"http://archive.debian.org/debian\"\n",
+        )
+        .unwrap();
+        assert_eq!(defs[0].suite, "buster");
+    }
+
+    #[test]
+    fn bad_variant_and_bad_names_are_refused() {
+        let err = parse("[workspace.metadata.nspawn.chroots.bookworm]\nvariant = \"tiny\"\n")
+            .unwrap_err();
+        assert!(
+            err.ends_with("unknown variant \"tiny\"; accepted: minbase, buildd, standard"),
+            "{err}"
+        );
+        let err = parse("[workspace.metadata.nspawn.chroots.\"../etc\"]\n").unwrap_err();
+        assert!(err.contains("bad chroot name \"../etc\""), "{err}");
+        let err = parse("[workspace.metadata.nspawn.chroots.bookworm]\ninclude = [\"Bad Name\"]\n")
+            .unwrap_err();
+        assert!(
+            err.contains("\"Bad Name\" is not a Debian package name"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn chroots_must_be_tables() {
+        let err = parse("[workspace.metadata.nspawn]\nchroots = 3\n").unwrap_err();
+        assert_eq!(
+            err,
+            "workspace.metadata.nspawn.chroots must be a table of chroot names"
+        );
+        let err = parse("[workspace.metadata.nspawn.chroots]\nbookworm = true\n").unwrap_err();
+        assert!(err.ends_with("must be a table, found boolean"), "{err}");
+    }
+
+    #[test]
+    fn toml_syntax_errors_are_reported() {
+        assert!(parse_manifest("[workspace\n")
+            .unwrap_err()
+            .contains("TOML parse error"));
+    }
+
+    #[test]
+    fn stamp_changes_with_the_declaration() {
+        let a = ChrootDef::with_defaults("bookworm");
+        let mut b = a.clone();
+        assert_eq!(a.stamp(), b.stamp());
+        b.include.push("python3".into());
+        assert_ne!(a.stamp(), b.stamp());
+        assert!(a.stamp().contains("suite = \"bookworm\""));
+    }
+}

@@ -1,0 +1,15 @@
+//! The chroot declarations of an nspawn workspace, read the same way at compile time (by
+//! `#[nspawn::test]`, which rejects an undeclared chroot) and at run time (by the runtime and
+//! `cargo xtask`), so that both accept exactly the same declarations and names.
+//!
+//! A small crate on purpose: the macro crate depends on it, and it depends on `toml` alone.
+
+mod declaration;
+mod reference;
+mod workspace;
+
+pub use declaration::{
+    check_name, parse_manifest, ChrootDef, DEFAULT_MIRROR, KNOWN_SUITES, VARIANTS,
+};
+pub use reference::ChrootRef;
+pub use workspace::workspace_root;

@@ -1,0 +1,4 @@
+#[nspawn::test(chroot = "book worm")]
+fn t(_m: &nspawn::Machine) {}
+
+fn main() {}
