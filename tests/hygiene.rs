@@ -210,10 +210,8 @@ fn the_sweep_removes_leftovers_of_dead_owners_only() {
         l_pid: 0,
     };
     // SAFETY: an OFD lock on an open file, as nspawn takes.
-    assert_eq!(
-        unsafe { libc::fcntl(lock.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) },
-        0
-    );
+    let locked = unsafe { libc::fcntl(lock.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
+    assert_eq!(locked, 0);
     let propagate = Path::new("/run/systemd/nspawn/propagate/nspawn-4194305-stale02");
     std::fs::create_dir_all(propagate).unwrap();
     let cgroups = MachineCgroup::create("nspawn-4194305-stale03");

@@ -38,6 +38,21 @@ pub enum BackendChoice {
     Systemd,
 }
 
+/// Every variable a user may set, as the README's table lists them (a test keeps the two
+/// equal). `NSPAWN_USER` is read before `main`, by [`crate::host::privs`].
+pub const VARIABLES: &[&str] = &[
+    "NSPAWN_CHROOTS_DIR",
+    "NSPAWN_WORKSPACE",
+    "NSPAWN_BACKEND",
+    "NSPAWN_MAX_MACHINES",
+    "NSPAWN_KEEP",
+    "NSPAWN_LOG_DIR",
+    "NSPAWN_QUIET",
+    "NSPAWN_USER",
+    "NSPAWN_EVENT_LOG",
+    "NSPAWN_RUN_DIR",
+];
+
 /// The settings of this process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -224,5 +239,39 @@ mod tests {
         assert!(problems
             .iter()
             .any(|p| p.contains("NSPAWN_KEEP=\"bogus\"") && p.contains("failed, all")));
+    }
+
+    #[test]
+    fn the_readme_lists_every_variable() {
+        let readme = include_str!("../../README.md");
+        let table = readme
+            .split("## Environment variables")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("the README has an environment variables section");
+        let listed: Vec<&str> = table
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .collect();
+        assert_eq!(listed, VARIABLES);
+    }
+
+    #[test]
+    fn every_variable_read_is_listed() {
+        let read = std::cell::RefCell::new(Vec::new());
+        Settings::parse(|name| {
+            read.borrow_mut().push(name.to_string());
+            None
+        });
+        let mut read = read.into_inner();
+        read.sort();
+        let mut listed: Vec<String> = VARIABLES
+            .iter()
+            .filter(|v| **v != "NSPAWN_USER")
+            .map(|v| v.to_string())
+            .collect();
+        listed.sort();
+        assert_eq!(read, listed);
     }
 }

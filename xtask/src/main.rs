@@ -108,11 +108,7 @@ fn make_chroots(args: &MakeChroots) -> Result<(), Error> {
 fn list(ws: &Workspace) -> Result<(), Error> {
     let dir = ws.chroots_dir();
     for def in ws.chroots()? {
-        let state = match chroot::status(&dir, &def) {
-            Status::Missing => "missing".to_string(),
-            Status::Ready(s) => format!("ready, {s}"),
-            Status::Outdated(s) => format!("outdated (rebuild with --force), {s}"),
-        };
+        let state = chroot::status(&dir, &def).describe(&def.name);
         println!(
             "{:<12} suite={} variant={} include={} -> {} [{state}]",
             def.name,
@@ -151,14 +147,7 @@ fn doctor() -> Result<(), Error> {
     let dir = ws.chroots_dir();
     println!("chroots:    {}", dir.display());
     for def in ws.chroots()? {
-        let state = match chroot::status(&dir, &def) {
-            Status::Missing => "missing: cargo xtask make-chroots".to_string(),
-            Status::Ready(s) => format!("ready, {s}"),
-            Status::Outdated(s) => format!(
-                "outdated, {s}: cargo xtask make-chroots --force {}",
-                def.name
-            ),
-        };
+        let state = chroot::status(&dir, &def).describe(&def.name);
         println!("  {:<10} {state}", def.name);
     }
     let cap = slots::cap();

@@ -139,46 +139,50 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
 /// # Safety
 /// Only in the child made by [`Launch::spawn`].
 unsafe fn become_program(shared: &Shared) -> libc::c_int {
-    let l = shared.launch;
-    for (target, fd) in l.stdio.iter().enumerate() {
-        if libc::dup2(*fd, target as libc::c_int) < 0 {
+    // SAFETY: raw system calls on memory the suspended parent keeps alive; nothing here
+    // allocates or takes a lock, as the child shares the parent's memory.
+    unsafe {
+        let l = shared.launch;
+        for (target, fd) in l.stdio.iter().enumerate() {
+            if libc::dup2(*fd, target as libc::c_int) < 0 {
+                return errno();
+            }
+        }
+        // Its own process group, so that a timeout kills what it started too.
+        libc::setpgid(0, 0);
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        // The agent, outside the machine's PID namespace, is parent 0 here. Anything else means
+        // it died before the line above, too early for the signal to reach us.
+        if libc::getppid() != 0 {
+            return libc::ESRCH;
+        }
+        if let Some((uid, gid, groups)) = &l.user {
+            if libc::setgroups(groups.len(), groups.as_ptr()) < 0
+                || libc::setresgid(*gid, *gid, *gid) < 0
+                || libc::setresuid(*uid, *uid, *uid) < 0
+            {
+                return errno();
+            }
+        }
+        if libc::chdir(l.cwd.as_ptr()) < 0 && libc::chdir(c"/".as_ptr()) < 0 {
             return errno();
         }
-    }
-    // Its own process group, so that a timeout kills what it started too.
-    libc::setpgid(0, 0);
-    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-    // The agent, outside the machine's PID namespace, is parent 0 here. Anything else means
-    // it died before the line above, too early for the signal to reach us.
-    if libc::getppid() != 0 {
-        return libc::ESRCH;
-    }
-    if let Some((uid, gid, groups)) = &l.user {
-        if libc::setgroups(groups.len(), groups.as_ptr()) < 0
-            || libc::setresgid(*gid, *gid, *gid) < 0
-            || libc::setresuid(*uid, *uid, *uid) < 0
-        {
-            return errno();
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        // As execvp(3): the first that execs wins; "permission denied" beats "not found".
+        let mut result = libc::ENOENT;
+        for path in &l.candidates {
+            libc::execve(path.as_ptr(), shared.argv.as_ptr(), shared.envp.as_ptr());
+            match errno() {
+                libc::ENOENT | libc::ENOTDIR => {}
+                libc::EACCES => result = libc::EACCES,
+                other => return other,
+            }
         }
+        result
     }
-    if libc::chdir(l.cwd.as_ptr()) < 0 && libc::chdir(c"/".as_ptr()) < 0 {
-        return errno();
-    }
-    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    let mut none: libc::sigset_t = std::mem::zeroed();
-    libc::sigemptyset(&mut none);
-    libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-    // As execvp(3): the first that execs wins; "permission denied" beats "not found".
-    let mut result = libc::ENOENT;
-    for path in &l.candidates {
-        libc::execve(path.as_ptr(), shared.argv.as_ptr(), shared.envp.as_ptr());
-        match errno() {
-            libc::ENOENT | libc::ENOTDIR => {}
-            libc::EACCES => result = libc::EACCES,
-            other => return other,
-        }
-    }
-    result
 }
 
 fn errno() -> libc::c_int {

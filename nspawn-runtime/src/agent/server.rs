@@ -70,16 +70,20 @@ fn serve(leader_pid: u32) -> i32 {
 /// # Safety
 /// `fd` must be an open descriptor that nothing else owns.
 unsafe fn adopt(fd: RawFd) -> std::io::Result<OwnedFd> {
-    let new = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
-    if new < 0 {
-        return Err(std::io::Error::last_os_error());
+    // SAFETY: plain descriptor calls; `new` is a fresh descriptor that only we own, as the
+    // caller promises for `fd`.
+    unsafe {
+        let new = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+        if new < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            libc::dup2(null, fd);
+            libc::close(null);
+        }
+        Ok(OwnedFd::from_raw_fd(new))
     }
-    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-    if null >= 0 {
-        libc::dup2(null, fd);
-        libc::close(null);
-    }
-    Ok(OwnedFd::from_raw_fd(new))
 }
 
 /// Joins the machine: its cgroups, every namespace but the PID one, and its root; then takes
@@ -205,10 +209,10 @@ fn stat(path: &[u8]) -> Response {
 fn open(path: &[u8], flags: i32, mode: u32) -> std::io::Result<OwnedFd> {
     let path = std::ffi::CString::new(path)
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: a valid C string; the descriptor is owned below.
     // Never blocking (a FIFO without a writer), never taking a terminal; the runtime refuses
     // anything but a regular file, for which O_NONBLOCK changes nothing.
     let flags = flags | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+    // SAFETY: a valid C string; the descriptor is owned below.
     let fd = unsafe { libc::open(path.as_ptr(), flags, mode) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());

@@ -2,11 +2,10 @@
 //! blog post's properties, and registered with machined, so `machinectl list`,
 //! `machinectl shell NAME` and `journalctl -M NAME` work on them while a test runs.
 //!
-//! Commands still run through `setns` into the leader's namespaces (see [`crate::machine::command`]):
-//! measured against `systemd-run -M NAME --wait --pipe` in the benchmark, it is much faster,
-//! and it behaves the same on both backends.
+//! Commands and file calls go through the machine's agent, as on the direct backend (see
+//! `crate::agent`): measured against `systemd-run -M NAME --wait --pipe` in the benchmark, it
+//! is much faster, and it behaves the same on both backends.
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -182,9 +181,7 @@ impl Running {
 
 /// Runs a host program as root (regained in the child only), with a timeout.
 fn as_root(cmd: &mut Command, timeout: Duration) -> std::io::Result<Output> {
-    let regain = privs::child_needs_root();
-    // SAFETY: raw system calls only.
-    unsafe { cmd.pre_exec(move || privs::regain_in_child(regain)) };
+    privs::start_as_root(cmd);
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -20,6 +20,35 @@ pub enum Status {
     Outdated(Storage),
 }
 
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Status::Missing => write!(f, "missing"),
+            Status::Ready(storage) => write!(f, "ready, {storage}"),
+            Status::Outdated(storage) => write!(f, "outdated, {storage}"),
+        }
+    }
+}
+
+impl Status {
+    /// The command that makes chroot `name` ready, unless it is.
+    pub fn remedy(&self, name: &str) -> Option<String> {
+        match self {
+            Status::Missing => Some(format!("cargo xtask make-chroots {name}")),
+            Status::Ready(_) => None,
+            Status::Outdated(_) => Some(format!("cargo xtask make-chroots --force {name}")),
+        }
+    }
+
+    /// The status, with its remedy when there is one: `missing: cargo xtask make-chroots x`.
+    pub fn describe(&self, name: &str) -> String {
+        match self.remedy(name) {
+            Some(remedy) => format!("{self}: {remedy}"),
+            None => self.to_string(),
+        }
+    }
+}
+
 /// The status of the chroot `def` in `dir`.
 pub fn status(dir: &Path, def: &ChrootDef) -> Status {
     let path = dir.join(&def.name);
@@ -73,5 +102,20 @@ mod tests {
         let text = std::fs::read_to_string(tmp.path().join("CACHEDIR.TAG")).unwrap();
         assert!(text.starts_with("Signature: 8a477f597d28d172789f06886806bc55\n"));
         assert!(text.contains("cargo xtask make-chroots"));
+    }
+
+    #[test]
+    fn a_status_says_what_makes_it_ready() {
+        assert_eq!(
+            Status::Missing.describe("trixie"),
+            "missing: cargo xtask make-chroots trixie"
+        );
+        let outdated = Status::Outdated(Storage::Directory).describe("trixie");
+        assert!(
+            outdated.starts_with("outdated, ")
+                && outdated.ends_with(": cargo xtask make-chroots --force trixie"),
+            "{outdated}"
+        );
+        assert_eq!(Status::Ready(Storage::Directory).remedy("trixie"), None);
     }
 }

@@ -84,7 +84,7 @@ fn make_room() -> bool {
 }
 
 /// Takes a free slot, waiting for one up to `timeout`, and freeing one with the room maker
-/// ([`set_room_maker`]) if there is one.
+/// (set by the test harness) if there is one.
 pub fn acquire(timeout: Duration) -> Result<Slot> {
     let cap = cap();
     let dir = slots_dir()?;

@@ -1,7 +1,7 @@
 //! What `#[nspawn::test]` expands to calls into here. Not a public API: use the attribute.
 //!
-//! A test runs on a machine of its module's ([`sharing`]) or on one of its own, booted
-//! ([`boot`]) from the chroot its [`TestInfo`] names; a failure to set the machine up fails
+//! A test runs on a machine of its module's (`sharing`) or on one of its own, booted
+//! (`boot`) from the chroot its [`TestInfo`] names; a failure to set the machine up fails
 //! the test, never passes for the panic a `#[should_panic]` test expects.
 
 mod boot;

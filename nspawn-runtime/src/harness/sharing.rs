@@ -48,12 +48,13 @@ struct State {
     failed: bool,
 }
 
-struct Slot {
+/// The machine of one (module, chroot), and the tests waiting for it.
+struct Shared {
     state: Mutex<State>,
     changed: Condvar,
 }
 
-static SLOTS: LazyLock<Mutex<HashMap<Key, Arc<Slot>>>> = LazyLock::new(Default::default);
+static SHARED: LazyLock<Mutex<HashMap<Key, Arc<Shared>>>> = LazyLock::new(Default::default);
 
 /// How many selected tests each (module, chroot) has in this run.
 static EXPECTED: LazyLock<HashMap<Key, usize>> = LazyLock::new(|| {
@@ -65,12 +66,11 @@ static EXPECTED: LazyLock<HashMap<Key, usize>> = LazyLock::new(|| {
     counts
 });
 
-fn slot(key: Key) -> Arc<Slot> {
-    let mut slots = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
-    slots
-        .entry(key)
+fn shared(key: Key) -> Arc<Shared> {
+    let mut all = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    all.entry(key)
         .or_insert_with(|| {
-            Arc::new(Slot {
+            Arc::new(Shared {
                 state: Mutex::new(State {
                     phase: Phase::Idle,
                     remaining: EXPECTED.get(&key).copied().unwrap_or(1),
@@ -83,7 +83,7 @@ fn slot(key: Key) -> Arc<Slot> {
         .clone()
 }
 
-impl Slot {
+impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -91,7 +91,7 @@ impl Slot {
 
 /// A test's use of its module's machine; finishing the last one stops the machine.
 pub(crate) struct Lease {
-    slot: Arc<Slot>,
+    shared: Arc<Shared>,
     machine: Arc<Machine>,
     failed: bool,
 }
@@ -99,8 +99,8 @@ pub(crate) struct Lease {
 impl Lease {
     /// The machine of the test's module, booting it if this test is the first.
     pub(crate) fn acquire(info: &'static TestInfo) -> Result<Lease, SharedError> {
-        let slot = slot(Key::of(info));
-        let mut state = slot.lock();
+        let shared = shared(Key::of(info));
+        let mut state = shared.lock();
         loop {
             match &state.phase {
                 Phase::Up(machine) => {
@@ -108,22 +108,25 @@ impl Lease {
                     state.active += 1;
                     drop(state);
                     return Ok(Lease {
-                        slot,
+                        shared,
                         machine,
                         failed: false,
                     });
                 }
                 Phase::Failed(e) => return Err(e.clone()),
                 Phase::Booting => {
-                    state = slot.changed.wait(state).unwrap_or_else(|p| p.into_inner())
+                    state = shared
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(|p| p.into_inner())
                 }
                 Phase::Idle => {
                     state.phase = Phase::Booting;
                     drop(state);
                     let phase = boot_module(info);
-                    state = slot.lock();
+                    state = shared.lock();
                     state.phase = phase;
-                    slot.changed.notify_all();
+                    shared.changed.notify_all();
                 }
             }
         }
@@ -161,7 +164,7 @@ fn boot_module(info: &'static TestInfo) -> Phase {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        let mut state = self.slot.lock();
+        let mut state = self.shared.lock();
         state.failed |= self.failed;
         state.active -= 1;
         state.remaining = state.remaining.saturating_sub(1);
@@ -189,18 +192,19 @@ impl Drop for Lease {
     }
 }
 
-/// Stops one machine of this process that no test is using, to free a slot for a test that
-/// waits. Its module boots it again if it has tests left. Without this, test threads that all
-/// wait for slots held by idle machines of modules with tests still to come would wait forever.
+/// Stops one machine of this process that no test is using, to free a host-wide slot for a
+/// test that waits. Its module boots it again if it has tests left. Without this, test threads
+/// that all wait for slots held by idle machines of modules with tests still to come would
+/// wait forever.
 pub(crate) fn evict_idle() -> bool {
-    let slots: Vec<Arc<Slot>> = SLOTS
+    let all: Vec<Arc<Shared>> = SHARED
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .values()
         .cloned()
         .collect();
-    for slot in slots {
-        let mut state = slot.lock();
+    for shared in all {
+        let mut state = shared.lock();
         if state.active > 0 || !matches!(state.phase, Phase::Up(_)) {
             continue;
         }

@@ -204,18 +204,27 @@ fn check(ret: libc::c_long) -> std::io::Result<()> {
 /// Do not spawn threads or run user code while holding it.
 pub(crate) struct ThreadRoot {
     restore: Option<(u32, u32)>,
+    /// Not `Send`: credentials belong to a thread, and dropping the guard on another thread
+    /// would give that one's privileges back instead.
+    _thread: std::marker::PhantomData<*const ()>,
 }
 
 impl ThreadRoot {
     pub(crate) fn acquire() -> Result<ThreadRoot> {
         match init() {
-            Mode::Root => Ok(ThreadRoot { restore: None }),
+            Mode::Root => Ok(ThreadRoot {
+                restore: None,
+                _thread: std::marker::PhantomData,
+            }),
             Mode::Unprivileged => Err(Error::NotRoot {
                 action: "accessing a machine".into(),
                 command: "sudo -E cargo test".into(),
             }),
             // Already root (inside a `root()` guard): nothing to take, nothing to give back.
-            Mode::Dropped { .. } if Uid::effective().is_root() => Ok(ThreadRoot { restore: None }),
+            Mode::Dropped { .. } if Uid::effective().is_root() => Ok(ThreadRoot {
+                restore: None,
+                _thread: std::marker::PhantomData,
+            }),
             Mode::Dropped { uid, gid } => {
                 // SAFETY: raw calls change the calling thread's credentials only.
                 let res = unsafe {
@@ -225,6 +234,7 @@ impl ThreadRoot {
                 res.map_err(|e| Error::io("regaining root on this thread", e))?;
                 Ok(ThreadRoot {
                     restore: Some((uid, gid)),
+                    _thread: std::marker::PhantomData,
                 })
             }
         }

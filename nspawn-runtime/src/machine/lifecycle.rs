@@ -91,8 +91,8 @@ impl Machine {
 
     /// The machine's agent, started on first use, and again if it died.
     pub(crate) fn agent(&self) -> Result<Arc<Agent>> {
-        let mut slot = self.agent.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(agent) = slot.as_ref().filter(|a| a.is_alive()) {
+        let mut current = self.agent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(agent) = current.as_ref().filter(|a| a.is_alive()) {
             return Ok(agent.clone());
         }
         let leader = self.leader()?;
@@ -110,7 +110,7 @@ impl Machine {
             )
         });
         let agent = Arc::new(agent);
-        *slot = Some(agent.clone());
+        *current = Some(agent.clone());
         Ok(agent)
     }
 
