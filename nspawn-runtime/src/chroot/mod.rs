@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! use nspawn_runtime::chroot::{self, BuildOptions};
-//! use nspawn_runtime::config::Workspace;
+//! use nspawn_runtime::chroot::config::Workspace;
 //!
 //! let ws = Workspace::from_env()?;
 //! chroot::build(&ws, &[], &BuildOptions::default())?;

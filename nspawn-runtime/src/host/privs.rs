@@ -175,7 +175,7 @@ pub(crate) fn regain_in_child(needed: bool) -> std::io::Result<()> {
 ///
 /// ```no_run
 /// let mut cmd = std::process::Command::new("target/debug/deps/my_suite-0123");
-/// nspawn_runtime::privs::start_as_root(&mut cmd);
+/// nspawn_runtime::host::privs::start_as_root(&mut cmd);
 /// let status = cmd.status()?;
 /// # Ok::<(), std::io::Error>(())
 /// ```
@@ -260,7 +260,7 @@ impl Drop for ThreadRoot {
 /// never need it.
 ///
 /// ```no_run
-/// let _root = nspawn_runtime::privs::root()?;
+/// let _root = nspawn_runtime::host::privs::root()?;
 /// std::fs::write("/etc/motd", "hello\n").unwrap();
 /// # Ok::<(), nspawn_runtime::Error>(())
 /// ```
