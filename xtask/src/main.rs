@@ -6,7 +6,7 @@ use std::process::{Command, ExitCode};
 use clap::{Parser, Subcommand};
 use nspawn_runtime::chroot::config::Workspace;
 use nspawn_runtime::chroot::storage;
-use nspawn_runtime::chroot::{self, Bootstrapper, BuildOptions, Outcome, Status};
+use nspawn_runtime::chroot::{self, Bootstrapper, BuildOptions, Outcome};
 use nspawn_runtime::cleanup::{records, slots, sweep};
 use nspawn_runtime::host::{console, probe, tools};
 use nspawn_runtime::{backend, Error};
