@@ -1,5 +1,5 @@
 //! The machine API against real containers booted from `test_chroots/bookworm`
-//! (`cargo xtask make-chroots` builds it).
+//! (`cargo nspawn make-chroots` builds it).
 
 mod common;
 
@@ -195,7 +195,7 @@ fn a_missing_chroot_names_the_xtask() {
     assert!(matches!(err, Error::ChrootMissing { .. }), "{err}");
     assert!(
         err.to_string()
-            .contains("cargo xtask make-chroots no-such-chroot"),
+            .contains("cargo nspawn make-chroots no-such-chroot"),
         "{err}"
     );
 }

@@ -52,7 +52,7 @@ pub enum Error {
     },
 
     /// The master chroot has not been built yet.
-    #[error("chroot {name:?} is missing: {path} does not exist. Build it with `cargo xtask make-chroots {name}`")]
+    #[error("chroot {name:?} is missing: {path} does not exist. Build it with `cargo nspawn make-chroots {name}`")]
     ChrootMissing {
         /// Chroot name.
         name: String,
@@ -108,7 +108,7 @@ pub enum Error {
     /// A chroot exists but was built from another declaration.
     #[error(
         "chroot {name:?} at {path} was built from a different declaration. \
-         Rebuild it with `cargo xtask make-chroots --force {name}`"
+         Rebuild it with `cargo nspawn make-chroots --force {name}`"
     )]
     Outdated {
         /// Chroot name.

@@ -182,12 +182,25 @@ pub(crate) fn count_boot(ms: f64) {
     boots.1 += ms;
 }
 
+/// Machines left running on purpose (`NSPAWN_KEEP`), for the summary.
+static KEPT: Mutex<usize> = Mutex::new(0);
+
+/// Counts a machine kept for debugging.
+pub(crate) fn count_kept() {
+    *KEPT.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+}
+
 /// The summary line at exit, when this process booted anything.
 pub(crate) fn summary() {
     let (count, ms) = *BOOTS.lock().unwrap_or_else(|p| p.into_inner());
+    let kept = *KEPT.lock().unwrap_or_else(|p| p.into_inner());
+    let left = match kept {
+        0 => "none left running".to_string(),
+        n => format!("{n} kept running for debugging (cargo nspawn gc --kept removes them)"),
+    };
     if count > 0 {
         announce(&format!(
-            "{count} machine(s) booted, {:.2} s on average; none left running",
+            "{count} machine(s) booted, {:.2} s on average; {left}",
             ms / count as f64 / 1e3
         ));
     }

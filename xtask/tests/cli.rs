@@ -1,4 +1,4 @@
-//! `cargo xtask make-chroots` as users run it.
+//! `cargo nspawn make-chroots` as users run it.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -105,7 +105,7 @@ fn a_changed_declaration_asks_for_force() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("cargo xtask make-chroots --force bookworm"),
+        stderr.contains("cargo nspawn make-chroots --force bookworm"),
         "{stderr}"
     );
 }

@@ -180,7 +180,7 @@ impl Proc {
                     .map_or("an unknown status".to_string(), |s| s.to_string());
                 let reason = format!(
                     "systemd-nspawn exited ({status}) before the machine was ready. Is {} a Debian tree with systemd? \
-                     (`cargo xtask make-chroots --force {}` rebuilds it)",
+                     (`cargo nspawn make-chroots --force {}` rebuilds it)",
                     spec.dir.display(),
                     spec.chroot
                 );
@@ -234,8 +234,9 @@ impl Proc {
         Err(Error::Timeout {
             what: format!("stopping systemd-nspawn (pid {})", self.nspawn.pid()),
             secs: timeout.as_secs_f64(),
-            hint: "it was terminated; its snapshot may be left behind, `cargo xtask gc` removes it"
-                .into(),
+            hint:
+                "it was terminated; its snapshot may be left behind, `cargo nspawn gc` removes it"
+                    .into(),
         })
     }
 }

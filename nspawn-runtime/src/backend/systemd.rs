@@ -155,7 +155,7 @@ impl Running {
                 ),
                 secs: timeout.as_secs_f64(),
                 hint: format!(
-                    "see `systemctl status {}.service`; `cargo xtask gc` removes what is left",
+                    "see `systemctl status {}.service`; `cargo nspawn gc` removes what is left",
                     self.name
                 ),
             });

@@ -177,7 +177,8 @@ fn require_root(names: &[String]) -> Result<()> {
     if tools::is_root() {
         return Ok(());
     }
-    let mut command = String::from("sudo -E env PATH=\"$PATH\" cargo xtask make-chroots");
+    // `cargo nspawn` runs the privileged part through sudo itself.
+    let mut command = String::from("cargo nspawn make-chroots");
     for n in names {
         command.push(' ');
         command.push_str(n);

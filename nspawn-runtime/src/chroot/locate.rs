@@ -68,6 +68,6 @@ mod tests {
     #[test]
     fn a_missing_chroot_names_the_xtask() {
         let err = locate("/nonexistent/chroot", None).unwrap_err().to_string();
-        assert!(err.contains("cargo xtask make-chroots"), "{err}");
+        assert!(err.contains("cargo nspawn make-chroots"), "{err}");
     }
 }

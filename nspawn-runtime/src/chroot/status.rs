@@ -34,13 +34,13 @@ impl Status {
     /// The command that makes chroot `name` ready, unless it is.
     pub fn remedy(&self, name: &str) -> Option<String> {
         match self {
-            Status::Missing => Some(format!("cargo xtask make-chroots {name}")),
+            Status::Missing => Some(format!("cargo nspawn make-chroots {name}")),
             Status::Ready(_) => None,
-            Status::Outdated(_) => Some(format!("cargo xtask make-chroots --force {name}")),
+            Status::Outdated(_) => Some(format!("cargo nspawn make-chroots --force {name}")),
         }
     }
 
-    /// The status, with its remedy when there is one: `missing: cargo xtask make-chroots x`.
+    /// The status, with its remedy when there is one: `missing: cargo nspawn make-chroots x`.
     pub fn describe(&self, name: &str) -> String {
         match self.remedy(name) {
             Some(remedy) => format!("{self}: {remedy}"),
@@ -71,7 +71,7 @@ pub fn write_cachedir_tag(dir: &Path) -> Result<()> {
     std::fs::write(
         &tag,
         "Signature: 8a477f597d28d172789f06886806bc55\n\
-         # Master chroots of nspawn tests. Regenerate them with `cargo xtask make-chroots`.\n",
+         # Master chroots of nspawn tests. Regenerate them with `cargo nspawn make-chroots`.\n",
     )
     .map_err(|e| Error::io(format!("writing {}", tag.display()), e))
 }
@@ -101,19 +101,19 @@ mod tests {
         write_cachedir_tag(tmp.path()).unwrap();
         let text = std::fs::read_to_string(tmp.path().join("CACHEDIR.TAG")).unwrap();
         assert!(text.starts_with("Signature: 8a477f597d28d172789f06886806bc55\n"));
-        assert!(text.contains("cargo xtask make-chroots"));
+        assert!(text.contains("cargo nspawn make-chroots"));
     }
 
     #[test]
     fn a_status_says_what_makes_it_ready() {
         assert_eq!(
             Status::Missing.describe("trixie"),
-            "missing: cargo xtask make-chroots trixie"
+            "missing: cargo nspawn make-chroots trixie"
         );
         let outdated = Status::Outdated(Storage::Directory).describe("trixie");
         assert!(
             outdated.starts_with("outdated, ")
-                && outdated.ends_with(": cargo xtask make-chroots --force trixie"),
+                && outdated.ends_with(": cargo nspawn make-chroots --force trixie"),
             "{outdated}"
         );
         assert_eq!(Status::Ready(Storage::Directory).remedy("trixie"), None);

@@ -2,7 +2,6 @@
 //! safely (never through a mount point).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::error::{Error, IoContext, Result};
 use crate::host::tools;
@@ -54,7 +53,7 @@ pub fn create_tree(path: &Path) -> Result<Storage> {
     let parent = path.parent().unwrap_or(Path::new("/"));
     if is_btrfs(parent) {
         tools::run(
-            Command::new("btrfs")
+            tools::command("btrfs")
                 .args(["-q", "subvolume", "create"])
                 .arg(path),
         )?;
@@ -76,7 +75,7 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     match std::fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(_) if storage == Storage::Subvolume => tools::run(
-            Command::new("btrfs")
+            tools::command("btrfs")
                 .args(["-q", "subvolume", "delete"])
                 .arg(path),
         )
@@ -161,11 +160,16 @@ pub fn mount_btrfs_image(dir: &Path, size: &str, report: &dyn Fn(&str)) -> Resul
             "creating a {size} btrfs image at {}",
             image.display()
         ));
-        tools::run(Command::new("fallocate").args(["-l", size]).arg(&image))?;
-        tools::run(Command::new("mkfs.btrfs").arg("-q").arg(&image))?;
+        let made = tools::run(tools::command("fallocate").args(["-l", size]).arg(&image))
+            .and_then(|_| tools::run(tools::command("mkfs.btrfs").arg("-q").arg(&image)));
+        if let Err(e) = made {
+            // Half made, it would fail every later run with "wrong fs type".
+            let _ = std::fs::remove_file(&image);
+            return Err(e);
+        }
     }
     tools::run(
-        Command::new("mount")
+        tools::command("mount")
             .args(["-o", "loop"])
             .arg(&image)
             .arg(dir),

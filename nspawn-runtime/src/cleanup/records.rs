@@ -124,7 +124,7 @@ pub struct Record {
     /// The machine's unit (systemd backend).
     #[serde(default)]
     pub unit: Option<String>,
-    /// Left running on purpose (`NSPAWN_KEEP`); only `cargo xtask gc --kept` removes it.
+    /// Left running on purpose (`NSPAWN_KEEP`); only `cargo nspawn gc --kept` removes it.
     #[serde(default)]
     pub kept: bool,
 }

@@ -23,7 +23,7 @@ const INOTIFY_RESERVE: u64 = 20;
 /// Memory to allow per machine (a booted minbase container uses about 10 MB; tests add more).
 const MEMORY_PER_MACHINE: u64 = 256 << 20;
 
-/// How a cap was decided, for `cargo xtask doctor` and error messages.
+/// How a cap was decided, for `cargo nspawn doctor` and error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cap {
     /// The number of machines allowed at once.

@@ -141,7 +141,7 @@ pub fn require_root(action: &str) -> Result<()> {
     match init() {
         Mode::Unprivileged => Err(Error::NotRoot {
             action: action.into(),
-            command: "sudo -E cargo test".into(),
+            command: TEST_COMMAND.into(),
         }),
         _ => Ok(()),
     }
@@ -199,6 +199,12 @@ fn check(ret: libc::c_long) -> std::io::Result<()> {
     }
 }
 
+/// What makes tests run with root on a rustup user's machine: cargo compiles as the user and
+/// runs only the test binaries through sudo, which drop back to the user before `main`.
+const TEST_COMMAND: &str = "`cargo test` with the runner `cargo nspawn init` sets up \
+     ([target.'cfg(target_os = \"linux\")'] runner = \"sudo -E\" in .cargo/config.toml), \
+     or CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=\"sudo -E\" cargo test";
+
 /// Root for the current thread only, until dropped. Other threads keep running as the user.
 ///
 /// Do not spawn threads or run user code while holding it.
@@ -218,7 +224,7 @@ impl ThreadRoot {
             }),
             Mode::Unprivileged => Err(Error::NotRoot {
                 action: "accessing a machine".into(),
-                command: "sudo -E cargo test".into(),
+                command: TEST_COMMAND.into(),
             }),
             // Already root (inside a `root()` guard): nothing to take, nothing to give back.
             Mode::Dropped { .. } if Uid::effective().is_root() => Ok(ThreadRoot {

@@ -63,6 +63,13 @@ fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// A command for a host program found by [`which`], so that `/usr/sbin` tools work even when
+/// the caller's `PATH` lacks it (as under `sudo env PATH=...` from a user's shell); the bare
+/// name when it is nowhere, for the error to name.
+pub fn command(program: &str) -> Command {
+    Command::new(which(program).unwrap_or_else(|| PathBuf::from(program)))
+}
+
 /// Whether the process runs with root's effective uid.
 pub fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()

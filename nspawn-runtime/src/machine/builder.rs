@@ -186,7 +186,7 @@ impl MachineBuilder {
         );
         let running = backend::boot(&spec, &name, &log, log_file)?;
         if let Err(e) = running.record(&name, &spec.dir).save() {
-            tracing::warn!(machine = %name, "no ownership record, a crash would leave it to `cargo xtask gc`: {e}");
+            tracing::warn!(machine = %name, "no ownership record, a crash would leave it to `cargo nspawn gc`: {e}");
         }
         let leader = running.leader().try_clone();
         let handle: registry::Handle = Arc::new(Mutex::new(Some(running)));

@@ -172,7 +172,7 @@ impl Machine {
     }
 
     /// Leaves the machine running after the test process ends, for debugging, and says how
-    /// to get in. `cargo xtask gc --kept` removes it.
+    /// to get in. `cargo nspawn gc --kept` removes it.
     pub(crate) fn keep(&self, why: &str) {
         let Some(running) = self
             .running
@@ -194,11 +194,11 @@ impl Machine {
         report::event(Event::Kept {
             machine: self.name.clone(),
         });
+        report::count_kept();
         report::announce(&format!(
-            "kept machine {} ({why}). Get in with: sudo nsenter -t {} -a /bin/bash -l   \
-             Remove it with: cargo xtask gc --kept",
-            self.name,
-            self.leader_pid()
+            "kept machine {} ({why}). Get in with: cargo nspawn shell {}   \
+             Remove it with: cargo nspawn gc --kept",
+            self.name, self.name
         ));
     }
 

@@ -1,0 +1,60 @@
+//! `cargo nspawn doctor`: how machines will run here, and what is missing.
+
+use nspawn_runtime::chroot;
+use nspawn_runtime::chroot::config::Workspace;
+use nspawn_runtime::cleanup::{records, slots};
+use nspawn_runtime::host::{console, probe, tools};
+use nspawn_runtime::{backend, Error};
+
+/// Prints one line per fact: backend, privileges, nspawn, chroots, inotify, cap, machines.
+pub fn report(ws: &Workspace) -> Result<(), Error> {
+    match backend::selected() {
+        Ok((kind, why)) => println!("backend:    {kind} ({why})"),
+        Err(e) => println!("backend:    none: {e}"),
+    }
+    let who = match (tools::is_root(), std::env::var("SUDO_USER")) {
+        (true, Ok(user)) => format!("root under sudo (tests will run as {user})"),
+        (true, Err(_)) => "root, not under sudo (tests run as root)".into(),
+        (false, _) => "not root: tests run their binaries through sudo with the runner \
+                       `cargo nspawn init` sets up, then drop back to you"
+            .into(),
+    };
+    println!("privileges: {who}");
+    match probe::nspawn_version() {
+        Some(v) => println!(
+            "nspawn:     systemd-nspawn {v}{}",
+            if probe::nspawn_has_suppress_sync() {
+                ", --suppress-sync available"
+            } else {
+                ""
+            }
+        ),
+        None => println!("nspawn:     not installed (apt-get install systemd-container)"),
+    }
+    let dir = ws.chroots_dir();
+    println!("chroots:    {}", dir.display());
+    for def in ws.chroots()? {
+        let state = chroot::status(&dir, &def).describe(&def.name);
+        println!("  {:<10} {state}", def.name);
+    }
+    let cap = slots::cap();
+    println!(
+        "inotify:    fs.inotify.max_user_instances = {}",
+        console::inotify_limit()
+    );
+    println!(
+        "cap:        {} machines at once ({})",
+        cap.machines, cap.reason
+    );
+    let records = records::Record::all();
+    let kept = records.iter().filter(|r| r.kept).count();
+    if tools::is_root() {
+        println!(
+            "machines:   {} running from tests, {kept} kept for debugging",
+            records.len() - kept
+        );
+    } else {
+        println!("machines:   only root can read the records of running machines");
+    }
+    Ok(())
+}

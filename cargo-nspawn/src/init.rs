@@ -1,0 +1,198 @@
+//! `cargo nspawn init`: what a project needs so that plain `cargo test` runs nspawn tests as
+//! its user.
+//!
+//! - the cargo runner `sudo -E` in the workspace's `.cargo/config.toml`: cargo compiles as
+//!   the user and runs only the test binaries through sudo, which drop back to the user
+//!   before `main` (no root-owned file in `target/` or `~/.cargo`, and sudo's `secure_path`
+//!   never has to find cargo);
+//! - `/test_chroots/` in the workspace's `.gitignore`, and in the package's `exclude` when the
+//!   chroots live inside the package, so `git status`, `cargo package` and build-script
+//!   scans leave the chroots (root-owned, with device nodes) alone;
+//! - a first test, `tests/nspawn.rs`, unless it exists.
+//!
+//! Each step is skipped when already done, so running it again changes nothing.
+
+use std::path::{Path, PathBuf};
+
+use nspawn_runtime::Error;
+use toml_edit::{value, Array, DocumentMut, Item, Table};
+
+/// What `init` was asked for.
+#[derive(clap::Args, Default)]
+pub struct Init {
+    /// Do not write the first test.
+    #[arg(long)]
+    pub no_test: bool,
+}
+
+const RUNNER: &str = "sudo -E";
+const TARGET: &str = "cfg(target_os = \"linux\")";
+const CHROOTS: &str = "test_chroots";
+
+const FIRST_TEST: &str = r#"//! A first nspawn test: `cargo test` boots a Debian machine for it.
+
+#[nspawn::test(chroot = "bookworm")]
+fn dbus_is_up(machine: &nspawn::Machine) -> nspawn::Result<()> {
+    machine.run(["systemctl", "is-active", "dbus.socket"])?;
+    Ok(())
+}
+"#;
+
+/// Sets the package around the current directory (or `dir`) up.
+pub fn run(args: &Init, dir: Option<&Path>) -> Result<(), Error> {
+    if std::env::var_os("SUDO_UID").is_some() {
+        return Err(Error::io(
+            "cargo nspawn init writes files in your project",
+            std::io::Error::other("run it as yourself, not with sudo"),
+        ));
+    }
+    let package = package_dir(dir)?;
+    let ws = crate::workspace::find(Some(&package))?;
+    eprintln!("package:   {}", package.display());
+    eprintln!("workspace: {}", ws.root.display());
+    runner(&ws.root.join(".cargo/config.toml"))?;
+    ignore(&ws.root.join(".gitignore"))?;
+    if ws.chroots_dir().starts_with(&package) {
+        exclude(&package.join("Cargo.toml"))?;
+    }
+    if !args.no_test {
+        first_test(&package.join("tests/nspawn.rs"))?;
+    }
+    let manifest = read(&package.join("Cargo.toml"))?;
+    if !manifest.contains("nspawn") {
+        eprintln!(
+            "next: add nspawn to [dev-dependencies] in {}",
+            package.join("Cargo.toml").display()
+        );
+    }
+    eprintln!("then: cargo test (it asks for your sudo password to run the test binaries)");
+    Ok(())
+}
+
+/// The directory of the package around `dir` (default: the current one).
+fn package_dir(dir: Option<&Path>) -> Result<PathBuf, Error> {
+    let start = match dir {
+        Some(dir) => dir.to_path_buf(),
+        None => {
+            std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?
+        }
+    };
+    start
+        .ancestors()
+        .find(|d| d.join("Cargo.toml").is_file())
+        .map(Path::to_path_buf)
+        .ok_or(Error::WorkspaceNotFound { start })
+}
+
+fn read(path: &Path) -> Result<String, Error> {
+    match std::fs::read_to_string(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        other => other.map_err(|e| Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+fn write(path: &Path, text: &str, what: &str) -> Result<(), Error> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+    }
+    std::fs::write(path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    eprintln!("wrote {what} to {}", path.display());
+    Ok(())
+}
+
+fn parse(path: &Path, text: &str) -> Result<DocumentMut, Error> {
+    text.parse::<DocumentMut>().map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// `[target.'cfg(target_os = "linux")'] runner = "sudo -E"`, unless a runner is set there.
+fn runner(path: &Path) -> Result<(), Error> {
+    let mut doc = parse(path, &read(path)?)?;
+    let target = doc
+        .entry("target")
+        .or_insert_with(implicit_table)
+        .as_table_mut()
+        .and_then(|t| {
+            t.entry(TARGET)
+                .or_insert_with(|| Item::Table(Table::new()))
+                .as_table_mut()
+        });
+    let Some(target) = target else {
+        return Err(Error::Config {
+            path: path.to_path_buf(),
+            message: format!("[target.'{TARGET}'] is not a table"),
+        });
+    };
+    if let Some(existing) = target.get("runner") {
+        eprintln!(
+            "kept the runner already set in {}: {existing}",
+            path.display()
+        );
+        return Ok(());
+    }
+    target.insert("runner", value(RUNNER));
+    write(path, &doc.to_string(), "the test runner")
+}
+
+fn implicit_table() -> Item {
+    let mut table = Table::new();
+    table.set_implicit(true);
+    Item::Table(table)
+}
+
+/// `/test_chroots/` in the workspace's `.gitignore`.
+fn ignore(path: &Path) -> Result<(), Error> {
+    let text = read(path)?;
+    let entry = format!("/{CHROOTS}/");
+    if text
+        .lines()
+        .any(|l| l.trim() == entry || l.trim() == CHROOTS)
+    {
+        return Ok(());
+    }
+    let mut text = text;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "# Master chroots of nspawn tests (cargo nspawn make-chroots)\n{entry}\n"
+    ));
+    write(path, &text, "the ignore entry")
+}
+
+/// `exclude = ["test_chroots"]` in the package's manifest, unless it names it already or
+/// uses `include` (which leaves the chroots out by itself).
+fn exclude(path: &Path) -> Result<(), Error> {
+    let mut doc = parse(path, &read(path)?)?;
+    let Some(package) = doc.get_mut("package").and_then(Item::as_table_mut) else {
+        return Ok(());
+    };
+    if package.contains_key("include") {
+        return Ok(());
+    }
+    let list = package
+        .entry("exclude")
+        .or_insert_with(|| value(Array::new()))
+        .as_array_mut();
+    let Some(list) = list else {
+        return Ok(());
+    };
+    if list
+        .iter()
+        .any(|v| v.as_str().is_some_and(|s| s.trim_matches('/') == CHROOTS))
+    {
+        return Ok(());
+    }
+    list.push(CHROOTS);
+    write(path, &doc.to_string(), "the package exclude")
+}
+
+fn first_test(path: &Path) -> Result<(), Error> {
+    if path.exists() {
+        return Ok(());
+    }
+    write(path, FIRST_TEST, "a first test")
+}

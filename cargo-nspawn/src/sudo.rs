@@ -1,0 +1,41 @@
+//! The privileged part, as root: this program again, through `sudo`, when run as a user.
+
+use std::path::Path;
+use std::process::{Command, ExitCode};
+
+use nspawn_runtime::host::tools;
+use nspawn_runtime::Error;
+
+/// Runs this same command as root through `sudo`, acting on `workspace` (found as the user,
+/// since sudo may change the directory and the environment). The program is named by its
+/// absolute path: sudo's `secure_path` would not find it in `~/.cargo/bin`.
+pub fn rerun(action: &str, workspace: &Path) -> Result<ExitCode, Error> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::io("finding this program to re-run it with sudo", e))?;
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "nspawn") {
+        args.remove(0);
+    }
+    let mut cmd = Command::new("sudo");
+    cmd.arg("-E")
+        .arg(&exe)
+        .arg("--workspace")
+        .arg(workspace)
+        .args(&args);
+    let line = tools::command_line(&cmd);
+    if tools::which("sudo").is_none() {
+        return Err(Error::NotRoot {
+            action: action.into(),
+            command: line.trim_start_matches("sudo -E ").to_string(),
+        });
+    }
+    eprintln!("{action} needs root: {line}");
+    let status = cmd
+        .status()
+        .map_err(|e| Error::io(format!("running `{line}`"), e))?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}

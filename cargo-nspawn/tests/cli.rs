@@ -1,0 +1,168 @@
+//! `cargo nspawn` as a user runs it, in a project of their own.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn cargo_nspawn(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cargo-nspawn"));
+    cmd.current_dir(dir).env_remove("NSPAWN_WORKSPACE");
+    cmd
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A package of the user's own, outside this repository, declaring one chroot.
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("nspawn-project-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        "[package]\nname = \"mine\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+         [workspace]\n\n[workspace.metadata.nspawn.chroots.trixie]\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::write(dir.path().join("src/lib.rs"), "").unwrap();
+    dir
+}
+
+#[test]
+fn it_acts_on_the_workspace_around_the_current_directory() {
+    let project = project();
+    let src = project.path().join("src");
+    // As cargo runs it (`cargo nspawn list` is `cargo-nspawn nspawn list`), from a subdirectory.
+    let out = cargo_nspawn(&src)
+        .args(["nspawn", "list"])
+        .output()
+        .unwrap();
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    let root = project.path().canonicalize().unwrap();
+    assert!(
+        report.contains(&format!("workspace: {}", root.display())),
+        "{report}"
+    );
+    assert!(
+        report.contains("trixie") && report.contains("missing: cargo nspawn make-chroots trixie"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("bookworm"),
+        "not this repository's chroots: {report}"
+    );
+}
+
+#[test]
+fn init_sets_the_project_up_once() {
+    let project = project();
+    let out = cargo_nspawn(project.path()).arg("init").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let read = |p: &str| std::fs::read_to_string(project.path().join(p)).unwrap();
+    let config = read(".cargo/config.toml");
+    assert!(
+        config.contains("[target.'cfg(target_os = \"linux\")']")
+            && config.contains("runner = \"sudo -E\""),
+        "{config}"
+    );
+    assert!(read(".gitignore").lines().any(|l| l == "/test_chroots/"));
+    assert!(read("Cargo.toml").contains("exclude = [\"test_chroots\"]"));
+    assert!(read("tests/nspawn.rs").contains("#[nspawn::test(chroot = \"bookworm\")]"));
+    let files = [
+        "Cargo.toml",
+        ".gitignore",
+        ".cargo/config.toml",
+        "tests/nspawn.rs",
+    ];
+    let before: Vec<String> = files.iter().map(|f| read(f)).collect();
+    let again = cargo_nspawn(project.path()).arg("init").output().unwrap();
+    assert!(again.status.success(), "{}", text(&again));
+    let after: Vec<String> = files.iter().map(|f| read(f)).collect();
+    assert_eq!(before, after, "a second init changes nothing");
+}
+
+#[test]
+fn init_keeps_a_runner_already_set() {
+    let project = project();
+    std::fs::create_dir(project.path().join(".cargo")).unwrap();
+    let mine = "[target.'cfg(target_os = \"linux\")']\nrunner = \"my-runner\"\n";
+    std::fs::write(project.path().join(".cargo/config.toml"), mine).unwrap();
+    let out = cargo_nspawn(project.path()).arg("init").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("kept the runner already set"));
+    let config = std::fs::read_to_string(project.path().join(".cargo/config.toml")).unwrap();
+    assert_eq!(config, mine);
+}
+
+/// Run as a user on a host without sudo, a command that needs root names the exact command
+/// that works, with this program's absolute path (sudo's secure_path would not find it).
+#[test]
+fn without_root_or_sudo_the_error_names_the_command() {
+    let has_sudo = ["/usr/bin/sudo", "/bin/sudo", "/usr/sbin/sudo"]
+        .iter()
+        .any(|p| Path::new(p).exists());
+    if has_sudo || !nix_is_root() {
+        eprintln!("skipped: needs root to become another user, and a host without sudo");
+        return;
+    }
+    let project = project();
+    std::fs::set_permissions(project.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = cargo_nspawn(project.path())
+        .args(["gc"])
+        .env("HOME", project.path())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let report = text(&out);
+    assert!(!out.status.success(), "{report}");
+    assert!(report.contains("needs root privileges"), "{report}");
+    assert!(
+        report.contains(env!("CARGO_BIN_EXE_cargo-nspawn")) && report.contains("--workspace"),
+        "{report}"
+    );
+}
+
+fn nix_is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+/// `shell` gets into a running machine by name, and runs a command there when given one.
+#[test]
+fn shell_runs_in_a_running_machine() {
+    if !nix_is_root() {
+        eprintln!("skipped: booting a machine needs root");
+        return;
+    }
+    let machine = nspawn_runtime::Machine::start("bookworm").unwrap();
+    machine.write("/root/mark", "inside\n").unwrap();
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = cargo_nspawn(here)
+        .args(["shell", machine.name(), "--", "cat", "/root/mark"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "inside\n");
+    let unknown = cargo_nspawn(here)
+        .args(["shell", "nspawn-0-none", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown).contains(machine.name()),
+        "lists the running ones: {}",
+        text(&unknown)
+    );
+    machine.stop().unwrap();
+}
