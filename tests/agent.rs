@@ -52,6 +52,8 @@ fn one_agent_per_machine_inside_its_namespaces_and_invisible_there() {
     }
     assert_eq!(m.agent_pid().unwrap(), agent, "the agent is persistent");
     let leader = m.leader_pid();
+    // The agent is root's: under sudo, only root may read its namespaces.
+    let root = nspawn::privs::root().unwrap();
     for kind in ["mnt", "net", "uts", "ipc", "cgroup"] {
         assert_eq!(ns(agent, kind), ns(leader, kind), "{kind} namespace");
     }
@@ -66,6 +68,7 @@ fn one_agent_per_machine_inside_its_namespaces_and_invisible_there() {
             std::fs::read_link(link).ok() == Some(ns(leader, "pid"))
         });
     assert!(forks_inside, "a connection thread forks into the machine");
+    drop(root);
     assert_eq!(
         m.sh("pgrep -x nspawn-agent || echo none").unwrap(),
         "none\n"
@@ -128,15 +131,22 @@ fn a_crashed_agent_is_a_clear_error_and_the_next_call_gets_a_new_one() {
     std::thread::scope(|s| {
         let waiter = s.spawn(|| {
             started.send(()).unwrap();
-            m.run(["sh", "-c", "touch /tmp/running; exec sleep 1000"])
+            // A timeout, so that a failure below cannot leave the test waiting 1000 s.
+            m.command("sh")
+                .args(["-c", "touch /tmp/running; exec sleep 1000"])
+                .timeout(Duration::from_secs(120))
+                .output()
         });
         running.recv().unwrap();
         assert!(eventually(|| m.exists("/tmp/running")));
+        // The agent is root's: under sudo, only root may signal it.
+        let root = nspawn::privs::root().unwrap();
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(agent as i32),
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
+        drop(root);
         let err = waiter.join().unwrap().unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::Agent { .. }), "{msg}");
@@ -249,7 +259,12 @@ fn a_stopped_agent_is_an_error_not_a_hang() {
     use nix::sys::signal::{kill, Signal};
     let m = Machine::start(CHROOT).unwrap();
     let agent = nix::unistd::Pid::from_raw(m.agent_pid().unwrap() as i32);
-    kill(agent, Signal::SIGSTOP).unwrap();
+    // The agent is root's: under sudo, only root may signal it.
+    let signal = |sig| {
+        let _root = nspawn::privs::root().unwrap();
+        kill(agent, sig).unwrap();
+    };
+    signal(Signal::SIGSTOP);
     // The agent cannot even start the command: the runtime gives up after the timeout and a
     // grace period (10 s), instead of waiting forever.
     let err = m
@@ -257,7 +272,7 @@ fn a_stopped_agent_is_an_error_not_a_hang() {
         .timeout(Duration::from_millis(100))
         .output()
         .unwrap_err();
-    kill(agent, Signal::SIGCONT).unwrap();
+    signal(Signal::SIGCONT);
     let msg = err.to_string();
     assert!(matches!(err, Error::Agent { .. }), "{msg}");
     assert!(msg.contains("did not answer in time"), "{msg}");
