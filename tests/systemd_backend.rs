@@ -11,6 +11,9 @@ use nspawn::Machine;
 
 fn host() -> Machine {
     let ws = env!("CARGO_MANIFEST_DIR");
+    // The workspace is bound read-write into the host machine; under sudo, in a checkout the
+    // test's user cannot write (root's, here), only root may ask for that.
+    let _root = nspawn::privs::root().unwrap();
     Machine::builder("host")
         .arg("--capability=all")
         .bind(ws, ws)
