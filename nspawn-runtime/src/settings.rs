@@ -51,6 +51,7 @@ pub const VARIABLES: &[&str] = &[
     "NSPAWN_USER",
     "NSPAWN_EVENT_LOG",
     "NSPAWN_RUN_DIR",
+    "NSPAWN_AUTO_BUILD",
 ];
 
 /// The settings of this process.
@@ -74,6 +75,8 @@ pub struct Settings {
     pub event_log: Option<PathBuf>,
     /// `NSPAWN_QUIET`: set (to anything but an empty value) silences the one-line reports.
     pub quiet: bool,
+    /// `NSPAWN_AUTO_BUILD`: `0` stops missing or outdated chroots from being built on demand.
+    pub auto_build: bool,
 }
 
 impl Default for Settings {
@@ -88,6 +91,7 @@ impl Default for Settings {
             log_dir: None,
             event_log: None,
             quiet: false,
+            auto_build: true,
         }
     }
 }
@@ -157,6 +161,15 @@ impl Settings {
         s.log_dir = path("NSPAWN_LOG_DIR");
         s.event_log = path("NSPAWN_EVENT_LOG");
         s.quiet = text("NSPAWN_QUIET").is_some();
+        if let Some(v) = text("NSPAWN_AUTO_BUILD") {
+            let on = match v.as_str() {
+                "1" => Some(true),
+                "0" => Some(false),
+                _ => None,
+            };
+            check("NSPAWN_AUTO_BUILD", "accepted: 0, 1", on.is_some(), &v);
+            s.auto_build = on.unwrap_or(true);
+        }
         (s, problems)
     }
 }

@@ -197,6 +197,7 @@ fn prepare_host(dir: &Path, tool: Bootstrapper, progress: &Progress) -> Result<(
     }
     tools::ensure(&tools, &|m| progress.println(m))?;
     write_cachedir_tag(dir)?;
+    remove_unused_old_trees(dir)?;
     remove_stale_temporaries(dir, progress)
 }
 
@@ -275,9 +276,7 @@ pub fn build_one(
     let log = log_path(dir, &def.name)?;
     let result = assemble(def, tool, &tmp, &log, &mut item).and_then(|()| {
         item.phase("installing");
-        storage::remove_tree(&final_path)?;
-        std::fs::rename(&tmp, &final_path)
-            .context(|| format!("renaming {} to {}", tmp.display(), final_path.display()))
+        install(dir, &tmp, &final_path, &def.name)
     });
     if let Err(e) = result {
         item.finish("failed");
@@ -290,6 +289,50 @@ pub fn build_one(
         storage::storage_of(&final_path)
     ));
     Ok(Outcome::Built { secs, tool })
+}
+
+const OLD_PREFIX: &str = ".old-";
+
+/// Renames the new tree into place. An old tree is renamed aside first, not removed:
+/// machines may still run from it (an overlay's lower directory must not change under it).
+/// It goes once no nspawn runs from this directory ([`remove_unused_old_trees`]).
+fn install(dir: &Path, tmp: &Path, final_path: &Path, name: &str) -> Result<()> {
+    if final_path.exists() {
+        let old = dir.join(format!("{OLD_PREFIX}{name}-{}", std::process::id()));
+        std::fs::rename(final_path, &old)
+            .context(|| format!("renaming {} to {}", final_path.display(), old.display()))?;
+    }
+    std::fs::rename(tmp, final_path)
+        .context(|| format!("renaming {} to {}", tmp.display(), final_path.display()))?;
+    remove_unused_old_trees(dir)
+}
+
+/// Removes the old trees of rebuilt chroots in `dir`, unless some nspawn runs from a tree in
+/// `dir` (it may be one of them).
+fn remove_unused_old_trees(dir: &Path) -> Result<()> {
+    let in_use = format!("--directory={}/", dir.display());
+    let busy = std::fs::read_dir("/proc")
+        .map(|procs| {
+            procs
+                .flatten()
+                .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+                .any(|cmdline| {
+                    cmdline
+                        .split(|b| *b == 0)
+                        .any(|arg| arg.starts_with(in_use.as_bytes()))
+                })
+        })
+        .unwrap_or(true);
+    if busy {
+        return Ok(());
+    }
+    let entries = std::fs::read_dir(dir).context(|| format!("reading {}", dir.display()))?;
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(OLD_PREFIX) {
+            storage::remove_tree(&entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn log_path(dir: &Path, name: &str) -> Result<PathBuf> {

@@ -14,11 +14,13 @@
 mod build;
 pub mod config;
 mod locate;
+mod on_demand;
 mod progress;
 mod status;
 pub mod storage;
 
 pub use build::{build, build_one, Bootstrapper, BuildOptions, Outcome};
 pub use locate::locate;
+pub use on_demand::{ensure, run_if_requested};
 pub use progress::Progress;
 pub use status::{status, write_cachedir_tag, Status, STAMP};

@@ -10,57 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::host::privs::ThreadRoot;
 
-/// Where the runtime keeps host-wide state.
-pub fn run_dir() -> PathBuf {
-    crate::settings::lenient().run_dir.clone()
-}
+pub(crate) use crate::host::run_dir::private_dir;
+pub use crate::host::run_dir::run_dir;
 
 fn records_dir() -> PathBuf {
     run_dir().join("machines")
-}
-
-/// `sub` below [`run_dir`], both made if missing and checked: directories of root's, that
-/// only root can enter. Another local user could otherwise hold every slot lock (`flock`
-/// works on a read-only descriptor), plant records, or bind the notify sockets. A directory
-/// root left open (an earlier version made them 0755) is closed; one of anybody else's, or
-/// a symlink, is refused. Needs root.
-pub(crate) fn private_dir(sub: &str) -> Result<PathBuf> {
-    let _root = ThreadRoot::acquire()?;
-    let run = run_dir();
-    secure(&run)?;
-    let dir = run.join(sub);
-    secure(&dir)?;
-    Ok(dir)
-}
-
-fn secure(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-            return Err(Error::io(format!("creating {}", dir.display()), e));
-        }
-        _ => {}
-    }
-    let meta = std::fs::symlink_metadata(dir)
-        .map_err(|e| Error::io(format!("checking {}", dir.display()), e))?;
-    let refuse = |problem: String| Error::UnsafeHostState {
-        path: dir.to_path_buf(),
-        problem,
-    };
-    if !meta.is_dir() {
-        return Err(refuse("it is not a directory (a symlink?)".into()));
-    }
-    if meta.uid() != 0 {
-        return Err(refuse(format!(
-            "it belongs to uid {}, not root",
-            meta.uid()
-        )));
-    }
-    if meta.mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::io(format!("closing {} to other users", dir.display()), e))?;
-    }
-    Ok(())
 }
 
 /// A process, identified beyond its PID.
@@ -229,32 +183,6 @@ mod tests {
             snapshot_from_lock(&lock_of(snapshot)).as_deref(),
             Some(snapshot)
         );
-    }
-
-    #[test]
-    fn host_state_directories_are_roots_alone() {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let base = tempfile::tempdir().unwrap();
-        let fresh = base.path().join("fresh");
-        secure(&fresh).unwrap();
-        assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o777, 0o700);
-
-        let open = base.path().join("open");
-        std::fs::create_dir(&open).unwrap();
-        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
-        secure(&open).unwrap();
-        assert_eq!(std::fs::metadata(&open).unwrap().mode() & 0o777, 0o700);
-
-        let squatted = base.path().join("squatted");
-        std::fs::create_dir(&squatted).unwrap();
-        std::os::unix::fs::chown(&squatted, Some(4242), Some(4242)).unwrap();
-        let err = secure(&squatted).unwrap_err().to_string();
-        assert!(err.contains("belongs to uid 4242"), "{err}");
-
-        let link = base.path().join("link");
-        std::os::unix::fs::symlink(&fresh, &link).unwrap();
-        let err = secure(&link).unwrap_err().to_string();
-        assert!(err.contains("not a directory"), "{err}");
     }
 
     #[test]

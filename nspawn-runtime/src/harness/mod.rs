@@ -25,6 +25,7 @@ use boot::boot;
 pub extern "C" fn init_privileges() {
     crate::agent::run_if_requested();
     crate::cleanup::watchdog::run_if_requested();
+    crate::chroot::run_if_requested();
     crate::host::privs::init();
 }
 

@@ -1,5 +1,5 @@
-//! Helper processes re-executed from the test binary itself: a machine's agent and the
-//! watchdog. Hooks that run before `main` recognise each by its environment marker, so the
+//! Helper processes re-executed from the test binary itself: a machine's agent, the watchdog
+//! and on-demand chroot builds. Hooks that run before `main` recognise each by its environment marker, so the
 //! test harness never starts in them.
 
 use std::os::fd::{OwnedFd, RawFd};
@@ -8,12 +8,14 @@ use std::process::{Command, Stdio};
 
 use crate::host::privs;
 
-/// Every marker; a helper gets its own and none of the others.
 /// The marker of a machine's agent; its value is the leader's PID.
 pub(crate) const AGENT: &str = "NSPAWN_AGENT";
 /// The marker of the watchdog; its value is the test process's PID.
 pub(crate) const WATCHDOG: &str = "NSPAWN_WATCHDOG";
-const MARKERS: [&str; 2] = [AGENT, WATCHDOG];
+/// The marker of an on-demand chroot build; its value is the chroot's name.
+pub(crate) const BUILD: &str = "NSPAWN_BUILD";
+/// Every marker; a helper gets its own and none of the others.
+const MARKERS: [&str; 3] = [AGENT, WATCHDOG, BUILD];
 
 /// This executable (`/proc/self/exe`, which still works if cargo rebuilt the file) with
 /// `marker=value`, `stdin` as its standard input and no output. It starts as root, and in a

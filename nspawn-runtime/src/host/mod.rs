@@ -9,4 +9,5 @@ pub(crate) mod notify;
 pub(crate) mod pidfd;
 pub mod privs;
 pub mod probe;
+pub mod run_dir;
 pub mod tools;

@@ -168,7 +168,7 @@ impl MachineBuilder {
         crate::settings::get()?;
         privs::require_root("booting a machine")?;
         self.check_binds()?;
-        let dir = chroot::locate(&self.chroot, self.workspace.as_deref())?;
+        let dir = chroot::ensure(&self.chroot, self.workspace.as_deref())?;
         sweep::at_startup(dir.parent());
         watchdog::ensure_started();
         let slot = slots::acquire(SLOT_TIMEOUT)?;

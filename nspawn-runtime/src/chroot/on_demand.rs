@@ -1,0 +1,189 @@
+//! Chroots on demand: a test that needs a declared chroot that is missing, or was built from
+//! another declaration, gets it built before its machine boots, as a container image is pulled
+//! on first use.
+//!
+//! The build runs in a helper process, this executable again as root (the test process may
+//! run as the user, and building installs signal handlers of its own), with its progress on
+//! the test process's stderr. The helper takes a host-wide lock per chroot first, so
+//! concurrent test processes build it once: the others wait, then find it ready. A rebuilt
+//! chroot is renamed into place; machines still running from the old tree keep it (see
+//! `build`). `NSPAWN_AUTO_BUILD=0` turns this off: a missing or outdated chroot is then an
+//! error naming `cargo nspawn make-chroots`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use nix::fcntl::{Flock, FlockArg};
+
+use super::build::{build, BuildOptions};
+use super::config::{ChrootDef, ChrootRef, Workspace};
+use super::locate::locate;
+use super::status::{status, Status};
+use crate::error::{Error, Result};
+use crate::host::helper;
+
+/// Set by the pre-`main` hook: re-running this executable reaches [`run_if_requested`].
+static HOOKED: AtomicBool = AtomicBool::new(false);
+
+/// The hook, in every binary that boots machines: this static sits in the module whose code
+/// starts the builds, so the linker cannot leave it out.
+#[used]
+#[link_section = ".init_array"]
+static HOOK: extern "C" fn() = hook;
+
+extern "C" fn hook() {
+    run_if_requested();
+}
+
+/// Called before `main`: in a build helper, builds and exits; elsewhere notes that builds can
+/// be started. `#[nspawn::test]`'s hook calls it too, before privileges are dropped.
+pub fn run_if_requested() {
+    let Some(name) = std::env::var_os(helper::BUILD) else {
+        HOOKED.store(true, Ordering::SeqCst);
+        return;
+    };
+    let name = name.to_string_lossy().into_owned();
+    let code = match build_here(&name) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("nspawn: building chroot {name}: {e}");
+            1
+        }
+    };
+    // SAFETY: ending the helper without running the test harness or exit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+/// The tree to boot for `name` (see [`locate`]). A declared chroot that is missing or outdated
+/// is built first, unless `NSPAWN_AUTO_BUILD=0`.
+pub fn ensure(name: &str, workspace: Option<&Path>) -> Result<PathBuf> {
+    let Ok(ChrootRef::Name(_)) = ChrootRef::parse(name) else {
+        return locate(name, workspace);
+    };
+    let ws = match workspace {
+        Some(dir) => Workspace::discover(dir)?,
+        None => Workspace::from_env()?,
+    };
+    // Not declared (a tree put there by hand): booted as it is, if it is there.
+    let Ok(def) = ws.chroot(name) else {
+        return locate(name, workspace);
+    };
+    let dir = ws.chroots_dir();
+    match status(&dir, &def) {
+        Status::Ready(_) => return Ok(dir.join(name)),
+        _ if !crate::settings::lenient().auto_build => return locate_current(&dir, &def),
+        _ => {}
+    }
+    build_in_helper(&ws, &def)?;
+    locate_current(&dir, &def)
+}
+
+/// The chroot's directory if it is built from its current declaration, else the error that
+/// says how to build it.
+fn locate_current(dir: &Path, def: &ChrootDef) -> Result<PathBuf> {
+    let path = dir.join(&def.name);
+    match status(dir, def) {
+        Status::Ready(_) => Ok(path),
+        Status::Missing => Err(Error::ChrootMissing {
+            name: def.name.clone(),
+            path,
+        }),
+        Status::Outdated(_) => Err(Error::Outdated {
+            name: def.name.clone(),
+            path,
+        }),
+    }
+}
+
+/// Chroots whose build failed in this process, with the failure: later tests that need them
+/// get the same error at once instead of building again.
+static FAILED: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+
+/// Builds `def` in a helper process as root, and waits for it.
+fn build_in_helper(ws: &Workspace, def: &ChrootDef) -> Result<()> {
+    if !HOOKED.load(Ordering::SeqCst) {
+        // Without the hook the helper would be a second test run: say how to build instead.
+        return Ok(());
+    }
+    let path = ws.chroots_dir().join(&def.name);
+    let failed = FAILED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, reason)) = failed.iter().find(|(p, _)| *p == path) {
+        return Err(build_failed(ws, def, reason.clone()));
+    }
+    drop(failed);
+    crate::report::announce(&format!(
+        "chroot {} is missing or outdated: building it ({})",
+        def.name,
+        ws.chroots_dir().display()
+    ));
+    let null = File::open("/dev/null").map_err(|e| Error::io("opening /dev/null", e))?;
+    let status = helper::command(helper::BUILD, def.name.clone(), null.into())
+        .env("NSPAWN_WORKSPACE", &ws.root)
+        .stderr(Stdio::inherit())
+        .status()
+        .map_err(|e| Error::io(format!("starting the build of chroot {}", def.name), e))?;
+    if status.success() {
+        return Ok(());
+    }
+    let reason = format!("the build ({status}) failed; its error is above, on stderr");
+    FAILED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((path, reason.clone()));
+    Err(build_failed(ws, def, reason))
+}
+
+/// A failed on-demand build, with its log's path and last lines.
+fn build_failed(ws: &Workspace, def: &ChrootDef, reason: String) -> Error {
+    let log = ws
+        .chroots_dir()
+        .join(".logs")
+        .join(format!("{}.log", def.name));
+    let tail = crate::text::tail(&std::fs::read_to_string(&log).unwrap_or_default(), 20);
+    Error::Build {
+        name: def.name.clone(),
+        phase: "the build on demand".into(),
+        reason,
+        log,
+        tail: tail.into(),
+    }
+}
+
+/// In the helper: builds chroot `name` of `$NSPAWN_WORKSPACE`, unless another process did
+/// while this one waited for the lock.
+fn build_here(name: &str) -> Result<()> {
+    let ws = Workspace::from_env()?;
+    let def = ws.chroot(name)?;
+    let dir = ws.chroots_dir();
+    let _lock = lock(&dir, name)?;
+    let force = matches!(status(&dir, &def), Status::Outdated(_));
+    let options = BuildOptions {
+        force,
+        ..BuildOptions::default()
+    };
+    build(&ws, &[name.to_string()], &options).map(|_| ())
+}
+
+/// The host-wide lock on building chroot `name` in `dir`, held until dropped.
+fn lock(dir: &Path, name: &str) -> Result<Flock<File>> {
+    let key = fnv1a(dir.join(name).to_string_lossy().as_bytes());
+    let path = crate::host::run_dir::private_dir("builds")?.join(format!("{key:016x}.lock"));
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, e)| Error::io(format!("locking {}", path.display()), e.into()))
+}
+
+/// A stable hash of a path, for a lock file name (FNV-1a, 64 bits).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
