@@ -27,7 +27,7 @@ struct Cli {
 enum Cmd {
     #[command(flatten)]
     Nspawn(cargo_nspawn::Command),
-    /// Set up everything and run what CI runs: fmt, clippy and every test.
+    /// Set up everything and run what CI runs: fmt, clippy, every test, and `cargo package`.
     Test,
     /// Set up everything and run the example suite: the quick start's main job.
     Demo,
@@ -60,7 +60,18 @@ fn test() -> Result<(), Error> {
         "-D",
         "warnings",
     ])?;
-    cargo(&["test", "--workspace"])
+    cargo(&["test", "--workspace"])?;
+    // The crates users depend on must stay publishable.
+    cargo(&[
+        "package",
+        "--workspace",
+        "--no-verify",
+        "--allow-dirty",
+        "--exclude",
+        "xtask",
+        "--exclude",
+        "provisioning-example",
+    ])
 }
 
 /// The chroots the example suite boots.
