@@ -1,14 +1,95 @@
 //! Test against real, ephemeral, systemd-booted Debian containers.
 //!
+//! A test gets a *machine*: a throw-away copy of a Debian tree booted with
+//! `systemd-nspawn --boot` in about a quarter of a second. It can install packages, write
+//! configuration and start units in it; the copy is gone when the test is done, however the
+//! run ends.
+//!
+//! # Setting a project up
+//!
+//! ```toml
+//! [dev-dependencies]
+//! nspawn = "0.1"
+//! ```
+//!
+//! Booting needs root; test code does not run as root. `cargo install cargo-nspawn`, then
+//! `cargo nspawn init` in your project: it sets the cargo runner `sudo -E` (cargo compiles as
+//! you and runs only the test binaries through sudo, which drop back to you before `main`),
+//! keeps the chroots out of git and of `cargo package`, and writes a first test. Then
+//! `cargo test`. The master chroots a test names are built on first use (or ahead with
+//! `cargo nspawn make-chroots`); a workspace declares them in its `Cargo.toml`:
+//!
+//! ```toml
+//! [workspace.metadata.nspawn.chroots.bookworm]
+//!
+//! [workspace.metadata.nspawn.chroots.web]
+//! suite = "trixie"
+//! include = ["dbus", "systemd", "nginx"]
+//! ```
+//!
+//! # Writing tests
+//!
+//! [`test`] turns a function into a test that runs against a machine. All the tests of a
+//! module that ask for the same chroot share one machine (booted by the first, stopped after
+//! the last); `scope = "test"` gives a test a machine of its own.
+//!
 //! ```no_run
+//! use nspawn::Machine;
+//!
 //! #[nspawn::test(chroot = "bookworm")]
-//! fn dbus_runs(machine: &nspawn::Machine) -> nspawn::Result<()> {
+//! fn dbus_runs(machine: &Machine) -> nspawn::Result<()> {
 //!     machine.run(["systemctl", "is-active", "dbus"])?;
 //!     Ok(())
 //! }
+//!
+//! #[nspawn::test(chroot = "bookworm", scope = "test")]
+//! fn starts_pristine(machine: &Machine) {
+//!     assert!(!machine.exists("/etc/my-app.conf"));
+//! }
 //! ```
 //!
-//! See the README for setting up chroots and running tests under `sudo -E`.
+//! Options: `chroot = "<name>"` (a declared chroot, or a path containing `/` to any tree;
+//! may be left out when the workspace declares one), `scope = "module" | "test"`, and
+//! `crate = "<path>"` if you renamed this crate. Mistakes are compile errors on the offending
+//! tokens, all at once.
+//!
+//! # Inside a machine
+//!
+//! [`Machine`] runs commands and reads and writes files as the machine's root, confined
+//! like the container's own processes:
+//!
+//! ```no_run
+//! # fn t(machine: &nspawn::Machine) -> nspawn::Result<()> {
+//! machine.write("/etc/my-app.conf", "port = 8080\n")?;
+//! machine.run(["systemctl", "restart", "my-app"])?;
+//! assert_eq!(machine.sh("cat /etc/my-app.conf")?, "port = 8080\n");
+//!
+//! let out = machine
+//!     .command("curl")
+//!     .args(["-s", "localhost:8080/health"])
+//!     .timeout(std::time::Duration::from_secs(5))
+//!     .output()?;
+//! assert!(out.status.success());
+//! # Ok(()) }
+//! ```
+//!
+//! [`Machine::builder`] boots one with options (a private network, binds, unit properties,
+//! timeouts) outside the attribute, for a custom harness or a benchmark:
+//!
+//! ```no_run
+//! let machine = nspawn::Machine::builder("bookworm")
+//!     .private_network(true)
+//!     .boot_timeout(std::time::Duration::from_secs(30))
+//!     .start()?;
+//! machine.stop()?;
+//! # Ok::<(), nspawn::Error>(())
+//! ```
+//!
+//! Failures are an [`Error`] whose message says what happened and what to do: a command's
+//! status and stderr, a boot's console tail, the command that builds a missing chroot.
+//! [`privs`] is for the rare test code that needs root in the test process itself.
+//!
+//! The README has the rest: storage, backends, the sandbox, cleanup guarantees, figures.
 
 pub use nspawn_runtime::chroot::storage::Storage;
 pub use nspawn_runtime::host::privs;

@@ -29,7 +29,7 @@ const SLOT_TIMEOUT: Duration = Duration::from_secs(600);
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use nspawn_runtime::Machine;
+/// use nspawn::Machine;
 ///
 /// let machine = Machine::builder("bookworm")
 ///     .private_network(true)
@@ -37,7 +37,7 @@ const SLOT_TIMEOUT: Duration = Duration::from_secs(600);
 ///     .boot_timeout(Duration::from_secs(30))
 ///     .wait_until_running(true)
 ///     .start()?;
-/// # Ok::<(), nspawn_runtime::Error>(())
+/// # Ok::<(), nspawn::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[must_use]
@@ -74,6 +74,13 @@ impl MachineBuilder {
 
     /// `--suppress-sync=yes`: the machine's `fsync`s become no-ops, which speeds up package
     /// installs. Probed: ignored, with a warning, on nspawn older than systemd 250.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm")
+    ///     .suppress_sync(true)
+    ///     .start()?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn suppress_sync(mut self, suppress: bool) -> Self {
         self.suppress_sync = suppress;
         self
@@ -84,6 +91,14 @@ impl MachineBuilder {
     /// `Slice=machine.slice`, `Delegate=yes`, `TasksMax=16384`, `WatchdogSec=3min`, ...).
     /// Properties the host's systemd is too old for are left out with a warning. The direct
     /// backend has no unit and ignores them.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm")
+    ///     .property("MemoryMax=512M")
+    ///     .property("TasksMax=256")
+    ///     .start()?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn property(mut self, property: &str) -> Self {
         self.properties.push(property.into());
         self
@@ -91,24 +106,53 @@ impl MachineBuilder {
 
     /// Where to find the chroots: a directory of the Cargo workspace that holds
     /// `test_chroots/` (default: found from `CARGO_MANIFEST_DIR` or the current directory).
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm")
+    ///     .workspace(env!("CARGO_MANIFEST_DIR"))
+    ///     .start()?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn workspace(mut self, dir: impl AsRef<Path>) -> Self {
         self.workspace = Some(dir.as_ref().into());
         self
     }
 
     /// How long to wait for the machine to boot (default 60 s).
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm")
+    ///     .boot_timeout(std::time::Duration::from_secs(30))
+    ///     .start()?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn boot_timeout(mut self, timeout: Duration) -> Self {
         self.boot_timeout = timeout;
         self
     }
 
     /// How long to wait for the machine to stop (default 10 s).
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm")
+    ///     .stop_timeout(std::time::Duration::from_secs(5))
+    ///     .start()?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
         self
     }
 
     /// A private network namespace (only loopback) instead of the host's network.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm")
+    ///     .private_network(true)
+    ///     .start()?;
+    /// assert_eq!(machine.sh("ls /sys/class/net")?, "lo\n");
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn private_network(mut self, private: bool) -> Self {
         self.private_network = private;
         self
@@ -119,6 +163,13 @@ impl MachineBuilder {
     /// The machine's root then writes there as root: files it creates are root's. So when test
     /// code runs as the invoking user (under sudo), a path that user cannot write is refused at
     /// [`start`](Self::start), and a read-only bind needs a path the user can read.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm")
+    ///     .bind("/srv/fixtures", "/mnt/fixtures")
+    ///     .start()?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn bind(mut self, host: impl AsRef<Path>, guest: impl AsRef<Path>) -> Self {
         self.binds
             .push((host.as_ref().into(), guest.as_ref().into(), false));
@@ -126,6 +177,14 @@ impl MachineBuilder {
     }
 
     /// Binds a host path into the machine, read-only.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm")
+    ///     .bind_ro("/usr/share/doc", "/mnt/doc")
+    ///     .start()?;
+    /// assert!(machine.exists("/mnt/doc"));
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn bind_ro(mut self, host: impl AsRef<Path>, guest: impl AsRef<Path>) -> Self {
         self.binds
             .push((host.as_ref().into(), guest.as_ref().into(), true));
@@ -133,18 +192,39 @@ impl MachineBuilder {
     }
 
     /// Sets an environment variable for the machine's init (`--setenv`).
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm")
+    ///     .env("LANG", "C.UTF-8")
+    ///     .start()?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
         self
     }
 
     /// Adds an argument to the `systemd-nspawn` command line, e.g. `--capability=all`.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm")
+    ///     .arg("--hostname=under-test")
+    ///     .start()?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
         self.args.push(arg.as_ref().into());
         self
     }
 
     /// Adds arguments to the `systemd-nspawn` command line.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm")
+    ///     .args(["--hostname=under-test", "--capability=CAP_NET_ADMIN"])
+    ///     .start()?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn args(mut self, args: impl IntoIterator<Item = impl AsRef<OsStr>>) -> Self {
         self.args
             .extend(args.into_iter().map(|a| a.as_ref().into()));
@@ -153,17 +233,38 @@ impl MachineBuilder {
 
     /// After boot, also wait for `systemctl is-system-running --wait`, for tests that need
     /// every unit up. A degraded system is then a boot error listing the failed units.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm")
+    ///     .wait_until_running(true)
+    ///     .start()?;
+    /// machine.run(["systemctl", "is-system-running"])?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn wait_until_running(mut self, wait: bool) -> Self {
         self.wait_until_running = wait;
         self
     }
 
     /// The chroot this builder boots.
+    ///
+    /// ```no_run
+    /// let builder = nspawn::Machine::builder("bookworm");
+    /// assert_eq!(builder.chroot(), "bookworm");
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn chroot(&self) -> &str {
         &self.chroot
     }
 
     /// Boots the machine.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm")
+    ///     .private_network(true)
+    ///     .start()?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn start(self) -> Result<Machine> {
         crate::settings::get()?;
         privs::require_root("booting a machine")?;
@@ -272,11 +373,24 @@ impl MachineBuilder {
 impl Machine {
     /// Boots a machine from the master chroot `chroot` (a name under the chroots directory,
     /// or a path) with default options.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// machine.stop()?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn start(chroot: &str) -> Result<Machine> {
         Machine::builder(chroot).start()
     }
 
     /// Options for booting a machine from `chroot`.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm")
+    ///     .boot_timeout(std::time::Duration::from_secs(30))
+    ///     .start()?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn builder(chroot: &str) -> MachineBuilder {
         MachineBuilder::new(chroot)
     }

@@ -28,7 +28,7 @@ const TIMEOUT_GRACE: Duration = Duration::from_secs(10);
 /// `LOGNAME`, `SHELL` and `container`, plus what [`Command::env`] adds.
 ///
 /// ```no_run
-/// # fn f(machine: &nspawn_runtime::Machine) -> nspawn_runtime::Result<()> {
+/// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
 /// let out = machine
 ///     .command("sh")
 ///     .args(["-c", "cat > /tmp/x; wc -c < /tmp/x"])
@@ -64,12 +64,25 @@ impl<'m> Command<'m> {
     }
 
     /// Adds an argument.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// let out = machine.command("echo").arg("hello").output()?;
+    /// assert_eq!(out.stdout, b"hello\n");
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
         self.args.push(arg.as_ref().into());
         self
     }
 
     /// Adds arguments.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// machine.command("apt-get").args(["install", "-y", "jq"]).status()?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn args(&mut self, args: impl IntoIterator<Item = impl AsRef<OsStr>>) -> &mut Self {
         self.args
             .extend(args.into_iter().map(|a| a.as_ref().into()));
@@ -77,46 +90,107 @@ impl<'m> Command<'m> {
     }
 
     /// Sets an environment variable.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// let out = machine.command("printenv").arg("GREETING").env("GREETING", "hi").output()?;
+    /// assert_eq!(out.stdout, b"hi\n");
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
         self.env.push((key.as_ref().into(), value.as_ref().into()));
         self
     }
 
     /// The working directory inside the machine (default: the user's home, `/root` for root).
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// let out = machine.command("pwd").current_dir("/etc").output()?;
+    /// assert_eq!(out.stdout, b"/etc\n");
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
         self.cwd = Some(dir.as_ref().into());
         self
     }
 
     /// Runs as this user of the machine (default root).
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// let out = machine.command("id").arg("-un").user("nobody").output()?;
+    /// assert_eq!(out.stdout, b"nobody\n");
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn user(&mut self, user: &str) -> &mut Self {
         self.user = Some(user.into());
         self
     }
 
     /// Bytes fed to the program's standard input (default: none, `/dev/null`).
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// let out = machine.command("wc").arg("-c").stdin("four").output()?;
+    /// assert_eq!(out.stdout, b"4\n");
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn stdin(&mut self, input: impl Into<Vec<u8>>) -> &mut Self {
         self.stdin = Some(input.into());
         self
     }
 
     /// Kills the program and fails if it runs longer than this.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// let slow = machine
+    ///     .command("sleep")
+    ///     .arg("60")
+    ///     .timeout(std::time::Duration::from_secs(1))
+    ///     .output();
+    /// assert!(slow.is_err());
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn timeout(&mut self, timeout: Duration) -> &mut Self {
         self.timeout = Some(timeout);
         self
     }
 
     /// Runs the program, capturing its output.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// let out = machine.command("false").output()?;
+    /// assert!(!out.status.success());
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn output(&mut self) -> Result<Output> {
         self.execute(true)
     }
 
     /// Runs the program with the test's stdout and stderr, returning how it ended.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// let status = machine.command("test").args(["-d", "/etc"]).status()?;
+    /// assert!(status.success());
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn status(&mut self) -> Result<ExitStatus> {
         self.execute(false).map(|o| o.status)
     }
 
     /// The command line, for messages.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// let mut cmd = machine.command("echo");
+    /// cmd.arg("two words");
+    /// assert_eq!(cmd.command_line(), "echo 'two words'");
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn command_line(&self) -> String {
         std::iter::once(&self.program)
             .chain(&self.args)
@@ -234,6 +308,13 @@ impl<'m> Command<'m> {
 
 impl Machine {
     /// A program to run inside the machine.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// let out = machine.command("systemctl").args(["is-active", "dbus"]).output()?;
+    /// println!("{}", String::from_utf8_lossy(&out.stdout));
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command<'_> {
         Command::new(self, program.as_ref())
     }
@@ -241,7 +322,7 @@ impl Machine {
     /// Runs `argv` inside the machine; an error unless it exits with 0.
     ///
     /// ```no_run
-    /// # fn f(machine: &nspawn_runtime::Machine) -> nspawn_runtime::Result<()> {
+    /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// machine.run(["systemctl", "is-active", "dbus"])?;
     /// # Ok(()) }
     /// ```
@@ -269,6 +350,12 @@ impl Machine {
     }
 
     /// Runs `/bin/sh -c script` and returns its standard output; an error unless it exits 0.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// assert_eq!(machine.sh("echo $((6 * 7))")?, "42\n");
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn sh(&self, script: &str) -> Result<String> {
         let out = self.run(["/bin/sh", "-c", script])?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

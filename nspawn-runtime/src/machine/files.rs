@@ -21,6 +21,13 @@ impl Machine {
     /// When it cannot tell (the machine is gone, the agent failed, a relative path): a wrong
     /// `false` would make `assert!(!machine.exists(..))` pass. Use [`Machine::try_exists`] to
     /// handle that case.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// assert!(machine.exists("/etc/os-release"));
+    /// assert!(!machine.exists("/etc/no-such-file"));
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn exists(&self, path: impl AsRef<Path>) -> bool {
         self.try_exists(path).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -29,9 +36,9 @@ impl Machine {
     /// it does not, an error when that cannot be told.
     ///
     /// ```no_run
-    /// # let machine = nspawn_runtime::Machine::start("bookworm")?;
+    /// # let machine = nspawn::Machine::start("bookworm")?;
     /// assert!(!machine.try_exists("/etc/my-app.conf")?);
-    /// # Ok::<(), nspawn_runtime::Error>(())
+    /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn try_exists(&self, path: impl AsRef<Path>) -> Result<bool> {
         let path = path.as_ref();
@@ -65,6 +72,13 @@ impl Machine {
     }
 
     /// Reads a file of the machine.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// let bytes = machine.read("/etc/hostname")?;
+    /// assert!(!bytes.is_empty());
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn read(&self, path: impl AsRef<Path>) -> Result<Vec<u8>> {
         let path = path.as_ref();
         let mut file = self.open(path, libc::O_RDONLY, 0, "reading")?;
@@ -75,6 +89,12 @@ impl Machine {
     }
 
     /// Reads a UTF-8 file of the machine.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// assert!(machine.read_to_string("/etc/os-release")?.contains("bookworm"));
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn read_to_string(&self, path: impl AsRef<Path>) -> Result<String> {
         let path = path.as_ref();
         let bytes = self.read(path)?;
@@ -83,6 +103,13 @@ impl Machine {
     }
 
     /// Writes a file of the machine (mode 0644, owned by root), replacing it.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// machine.write("/etc/motd", "hello\n")?;
+    /// assert_eq!(machine.read_to_string("/etc/motd")?, "hello\n");
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn write(&self, path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> Result<()> {
         self.write_mode(path.as_ref(), contents.as_ref(), 0o644)
     }
@@ -95,6 +122,12 @@ impl Machine {
     }
 
     /// Copies a host file into the machine, keeping its permission bits.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// machine.copy_in("target/release/my-daemon", "/usr/local/bin/my-daemon")?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn copy_in(&self, host: impl AsRef<Path>, guest: impl AsRef<Path>) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let host = host.as_ref();
@@ -117,6 +150,12 @@ impl Machine {
     ///
     /// A symlink at `host` is not followed (the copy fails instead): in a shared directory such
     /// as `/tmp`, another user could otherwise point it at a file of yours.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// machine.copy_out("/var/log/dpkg.log", "target/dpkg.log")?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn copy_out(&self, guest: impl AsRef<Path>, host: impl AsRef<Path>) -> Result<()> {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let (guest, host) = (guest.as_ref(), host.as_ref());
@@ -151,6 +190,13 @@ impl Machine {
 
     /// The host path of a path in the machine (`/proc/<leader>/root/...`). Only root can follow
     /// it; prefer [`Machine::read`] and friends, which work from unprivileged test code.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// let host = machine.host_path("/etc/hostname");
+    /// assert!(host.starts_with("/proc/"));
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn host_path(&self, guest: impl AsRef<Path>) -> PathBuf {
         let relative: PathBuf = guest
             .as_ref()

@@ -22,13 +22,13 @@ use crate::report::{self, Event};
 /// tmpfs overlay of the master chroot, which is never modified.
 ///
 /// ```no_run
-/// use nspawn_runtime::Machine;
+/// use nspawn::Machine;
 ///
 /// let machine = Machine::start("bookworm")?;
 /// machine.write("/etc/motd", "hello\n")?;
 /// assert_eq!(machine.sh("cat /etc/motd")?, "hello\n");
 /// machine.stop()?;
-/// # Ok::<(), nspawn_runtime::Error>(())
+/// # Ok::<(), nspawn::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct Machine {
@@ -46,31 +46,67 @@ pub struct Machine {
 
 impl Machine {
     /// The machine's name, unique on the host, and its hostname.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// assert_eq!(machine.sh("hostname")?.trim(), machine.name());
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// The chroot it was booted from.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// assert_eq!(machine.chroot(), "bookworm");
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn chroot(&self) -> &str {
         &self.chroot
     }
 
     /// How the master chroot is stored, and so how this machine was made from it.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// println!("booted on {}", machine.storage());
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn storage(&self) -> Storage {
         self.storage
     }
 
     /// The container's PID 1, as seen from the host.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// println!("the container's PID 1 is {} on the host", machine.leader_pid());
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn leader_pid(&self) -> u32 {
         self.leader.pid()
     }
 
     /// The console log of the machine.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// println!("console: {}", machine.log_path().display());
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn log_path(&self) -> &Path {
         &self.log
     }
 
     /// Whether the machine is still up.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// assert!(machine.is_running());
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn is_running(&self) -> bool {
         self.leader.is_alive()
     }
@@ -116,6 +152,12 @@ impl Machine {
 
     /// The agent's PID on the host, starting it if needed: for tests of the runtime.
     #[doc(hidden)]
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// println!("agent: {}", machine.agent_pid()?);
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn agent_pid(&self) -> Result<u32> {
         self.agent().map(|a| a.pid())
     }
@@ -203,6 +245,13 @@ impl Machine {
     }
 
     /// Stops the machine: its container is killed and nspawn removes the snapshot or overlay.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// machine.write("/root/scratch", "gone after the stop")?;
+    /// machine.stop()?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
     pub fn stop(self) -> Result<()> {
         self.shutdown()
     }
