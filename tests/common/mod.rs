@@ -263,6 +263,16 @@ pub fn leftovers(machines: &[String], chroots: &Path) -> Vec<String> {
     left
 }
 
+/// A host program, found in the sbin directories too: `sudo env PATH=...` from a user's shell
+/// leaves them out of `PATH`.
+fn host_command(program: &str) -> Command {
+    let found = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.exists());
+    Command::new(found.unwrap_or_else(|| program.into()))
+}
+
 fn sh(cmd: &mut Command) {
     let out = cmd.output().unwrap();
     assert!(
@@ -284,13 +294,13 @@ impl BtrfsCopy {
         let (img, mnt) = (dir.path().join("img"), dir.path().join("mnt"));
         std::fs::create_dir(&mnt).unwrap();
         sh(Command::new("fallocate").args(["-l", "1G"]).arg(&img));
-        sh(Command::new("mkfs.btrfs").arg("-q").arg(&img));
+        sh(host_command("mkfs.btrfs").arg("-q").arg(&img));
         sh(Command::new("mount")
             .args(["-o", "loop"])
             .arg(&img)
             .arg(&mnt));
         let copy = BtrfsCopy { dir };
-        sh(Command::new("btrfs")
+        sh(host_command("btrfs")
             .args(["-q", "subvolume", "create"])
             .arg(copy.chroot()));
         let source = chroots_dir().join("bookworm");
