@@ -48,6 +48,17 @@
 //! }
 //! ```
 //!
+//! [`setup`] marks a module's set-up: it runs once on each machine the module's tests get,
+//! after the boot and before the first test.
+//!
+//! ```no_run
+//! #[nspawn::setup(chroot = "bookworm")]
+//! fn prepare(machine: &nspawn::Machine) -> nspawn::Result<()> {
+//!     machine.run(["apt-get", "install", "-y", "jq"])?;
+//!     Ok(())
+//! }
+//! ```
+//!
 //! Options: `chroot = "<name>"` (a declared chroot, or a path containing `/` to any tree;
 //! may be left out when the workspace declares one), `scope = "module" | "test"`, and
 //! `crate = "<path>"` if you renamed this crate. Mistakes are compile errors on the offending
@@ -95,10 +106,12 @@ pub use nspawn_runtime::chroot::storage::Storage;
 pub use nspawn_runtime::host::privs;
 pub use nspawn_runtime::{Command, Error, Machine, MachineBuilder, Result};
 
-pub use nspawn_macros::test;
+pub use nspawn_macros::{setup, test};
 
 #[doc(hidden)]
 pub mod __private {
-    pub use nspawn_runtime::harness::{init_privileges, run, Scope, TestInfo};
+    pub use nspawn_runtime::harness::{
+        init_privileges, run, Scope, SetupInfo, SetupOutcome, TestInfo,
+    };
     pub use nspawn_runtime::inventory;
 }

@@ -205,3 +205,55 @@ fn invalid_settings_fail_the_run_and_say_what_is_accepted() {
         assert!(run.events.machines().is_empty(), "no machine booted");
     }
 }
+
+#[test]
+fn a_module_set_up_runs_once_on_each_machine_before_its_tests() {
+    let run = run_fixture(
+        &[
+            "--ignored",
+            "--exact",
+            "prepared::one",
+            "prepared::two",
+            "prepared::alone",
+        ],
+        &[],
+    );
+    let out = run.stdout();
+    assert!(run.output.status.success(), "{out}");
+    assert!(out.contains("3 passed"), "{out}");
+    let setups = run.events.setups("fixture::prepared");
+    let machines = [
+        run.events.module_boots("fixture::prepared"),
+        run.events.test_boots(),
+    ]
+    .concat();
+    assert_eq!(machines.len(), 2, "{:?}", run.events.lines);
+    let ran_on: Vec<&String> = setups.iter().map(|(m, _)| m).collect();
+    assert_eq!(
+        ran_on,
+        machines.iter().collect::<Vec<_>>(),
+        "once per machine"
+    );
+    assert!(setups.iter().all(|(_, ok)| *ok));
+    common::assert_nothing_left(&run.events.machines());
+}
+
+#[test]
+fn a_failed_set_up_fails_every_test_of_its_module_without_running_again() {
+    let run = run_fixture(
+        &["--ignored", "unprepared::"],
+        &[("FIXTURE_SETUP_FAIL", "1")],
+    );
+    let out = run.stdout();
+    assert_eq!(run.output.status.code(), Some(101), "{out}");
+    for test in ["unprepared::first", "unprepared::second"] {
+        assert!(out.contains(&format!("test {test} ... FAILED")), "{out}");
+    }
+    let message = "the set-up `prepare` of module fixture::unprepared failed";
+    assert_eq!(out.matches(message).count(), 2, "{out}");
+    assert!(out.contains("asked to fail"), "{out}");
+    let setups = run.events.setups("fixture::unprepared");
+    assert_eq!(setups.len(), 1, "ran once: {:?}", run.events.lines);
+    assert!(!setups[0].1);
+    common::assert_nothing_left(&run.events.machines());
+}

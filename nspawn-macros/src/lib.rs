@@ -8,6 +8,7 @@
 mod expand;
 mod maybe_fn;
 mod options;
+mod setup;
 mod validate;
 mod workspace;
 
@@ -32,15 +33,9 @@ use maybe_fn::MaybeItemFn;
 pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
     let item: proc_macro2::TokenStream = item.into();
     let raw = options::parse(args.into());
-    let func = match syn::parse2::<MaybeItemFn>(item.clone()) {
-        Ok(func) => func,
-        Err(_) => {
-            let not_a_fn = syn::Error::new_spanned(
-                &item,
-                "#[nspawn::test] goes on a function: `fn name(machine: &nspawn::Machine)`",
-            );
-            return with_errors(item, std::iter::once(not_a_fn).chain(raw.errors));
-        }
+    let (func, raw) = match function(item.clone(), raw, "test") {
+        Ok(parsed) => parsed,
+        Err(errors) => return errors,
     };
     let checked = validate::validate(raw, &func);
     if checked.function_errors.is_empty() {
@@ -55,6 +50,60 @@ pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
             .into_iter()
             .chain(checked.function_errors);
         with_errors(item, errors)
+    }
+}
+
+/// Makes a function the set-up of its module's machines: it runs once on each machine the
+/// module's tests get (shared or `scope = "test"`), after the boot and before the first test.
+/// Its failure fails every test that needed the machine, with its message.
+///
+/// ```ignore
+/// #[nspawn::setup(chroot = "bookworm")]
+/// fn prepare(machine: &nspawn::Machine) -> nspawn::Result<()> {
+///     machine.run(["apt-get", "install", "-y", "jq"])?;
+///     Ok(())
+/// }
+/// ```
+///
+/// Options: `chroot = "<name>"` (the chroot of the tests it prepares; the same default as
+/// the test attribute's), `crate = "<path>"`.
+#[proc_macro_attribute]
+pub fn setup(args: TokenStream, item: TokenStream) -> TokenStream {
+    let item: proc_macro2::TokenStream = item.into();
+    let raw = options::parse(args.into());
+    let (func, raw) = match function(item.clone(), raw, "setup") {
+        Ok(parsed) => parsed,
+        Err(errors) => return errors,
+    };
+    let (options, errors) = setup::validate(raw, &func);
+    if errors.is_empty() {
+        setup::expand(&options, func).into()
+    } else {
+        with_errors(item, errors)
+    }
+}
+
+/// The function under `#[nspawn::<attribute>]`; if there is none, the item back with every
+/// error, the options' included.
+fn function(
+    item: proc_macro2::TokenStream,
+    raw: options::Raw,
+    attribute: &str,
+) -> Result<(MaybeItemFn, options::Raw), TokenStream> {
+    match syn::parse2::<MaybeItemFn>(item.clone()) {
+        Ok(func) => Ok((func, raw)),
+        Err(_) => {
+            let not_a_fn = syn::Error::new_spanned(
+                &item,
+                format!(
+                    "#[nspawn::{attribute}] goes on a function: `fn name(machine: &nspawn::Machine)`"
+                ),
+            );
+            Err(with_errors(
+                item,
+                std::iter::once(not_a_fn).chain(raw.errors),
+            ))
+        }
     }
 }
 

@@ -72,7 +72,7 @@ fn scope(value: Option<&LitStr>, errors: &mut Vec<syn::Error>) -> Scope {
     }
 }
 
-fn krate(value: Option<&LitStr>, errors: &mut Vec<syn::Error>) -> syn::Path {
+pub fn krate(value: Option<&LitStr>, errors: &mut Vec<syn::Error>) -> syn::Path {
     let default = || syn::parse_quote!(::nspawn);
     let Some(lit) = value else { return default() };
     lit.parse().unwrap_or_else(|_| {
@@ -84,7 +84,7 @@ fn krate(value: Option<&LitStr>, errors: &mut Vec<syn::Error>) -> syn::Path {
     })
 }
 
-fn chroot(
+pub fn chroot(
     value: Option<LitStr>,
     attempted: bool,
     declared: Option<&workspace::Declared>,
@@ -178,7 +178,7 @@ fn check_function(f: &MaybeItemFn, errors: &mut Vec<syn::Error>) {
     }
 }
 
-fn is_machine_ref(arg: &FnArg) -> bool {
+pub fn is_machine_ref(arg: &FnArg) -> bool {
     let FnArg::Typed(pat) = arg else { return false };
     let Type::Reference(r) = pat.ty.as_ref() else {
         return false;
@@ -194,7 +194,7 @@ fn is_machine_ref(arg: &FnArg) -> bool {
             .is_some_and(|s| s.ident == "Machine" && s.arguments.is_none())
 }
 
-fn is_test_attribute(attr: &syn::Attribute) -> bool {
+pub fn is_test_attribute(attr: &syn::Attribute) -> bool {
     attr.path()
         .segments
         .last()

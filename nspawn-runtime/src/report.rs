@@ -54,6 +54,15 @@ pub enum Event {
         /// The machine.
         machine: String,
     },
+    /// A module's set-up ran on a machine.
+    Setup {
+        /// `module_path!()` of the tests.
+        module: String,
+        /// The machine.
+        machine: String,
+        /// Whether it succeeded.
+        ok: bool,
+    },
     /// A machine was stopped while the tests ran.
     Stopped {
         /// The machine.
@@ -99,6 +108,11 @@ impl fmt::Display for Event {
                 write!(f, "module-boot-failed {module} {chroot}")
             }
             Event::TestBoot { test, machine } => write!(f, "test-boot {test} {machine}"),
+            Event::Setup {
+                module,
+                machine,
+                ok,
+            } => write!(f, "setup {module} {machine} {ok}"),
             Event::Stopped { machine } => write!(f, "stopped {machine}"),
             Event::StoppedAtExit { machine } => write!(f, "stopped-at-exit {machine}"),
             Event::Kept { machine } => write!(f, "kept {machine}"),
@@ -136,6 +150,11 @@ impl Event {
             "test-boot" => Event::TestBoot {
                 test: field(0)?,
                 machine: field(1)?,
+            },
+            "setup" => Event::Setup {
+                module: field(0)?,
+                machine: field(1)?,
+                ok: field(2)?.parse().ok()?,
             },
             "stopped" => Event::Stopped { machine: field(0)? },
             "stopped-at-exit" => Event::StoppedAtExit { machine: field(0)? },
@@ -235,6 +254,11 @@ mod tests {
             Event::TestBoot {
                 test: "fresh::one".into(),
                 machine: m(),
+            },
+            Event::Setup {
+                module: "fixture::prepared".into(),
+                machine: m(),
+                ok: true,
             },
             Event::Stopped { machine: m() },
             Event::StoppedAtExit { machine: m() },

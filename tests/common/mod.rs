@@ -149,6 +149,21 @@ impl Events {
             .count()
     }
 
+    /// The machines a module's set-up ran on, in order, and whether it succeeded.
+    pub fn setups(&self, of: &str) -> Vec<(String, bool)> {
+        self.lines
+            .iter()
+            .filter_map(|e| match e {
+                Event::Setup {
+                    module,
+                    machine,
+                    ok,
+                } if module == of => Some((machine.clone(), *ok)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Machines booted for single tests.
     pub fn test_boots(&self) -> Vec<String> {
         self.machines_where(|e| match e {

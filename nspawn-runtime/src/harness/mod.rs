@@ -7,12 +7,14 @@
 mod boot;
 mod filter;
 mod outcome;
+mod setup;
 mod sharing;
 mod test_info;
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 pub use outcome::TestOutcome;
+pub use setup::{SetupInfo, SetupOutcome};
 pub use test_info::{registered, Scope, TestInfo};
 
 use crate::cleanup::keep;
@@ -60,6 +62,14 @@ fn run_alone<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&Machine
         test: info.test_name(),
         machine: machine.name().into(),
     });
+    if let Err(why) = setup::run_for(info, &machine) {
+        if keep::wanted(true) {
+            machine.keep("its module's set-up failed");
+        } else {
+            let _ = machine.stop();
+        }
+        return fail(info, &why, None);
+    }
     let result = catch_unwind(AssertUnwindSafe(|| body(&machine)));
     let failed = result.as_ref().map_or(true, TestOutcome::failed);
     let stopped = if keep::wanted(failed) {

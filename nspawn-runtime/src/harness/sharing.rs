@@ -150,6 +150,17 @@ fn boot_module(info: &'static TestInfo) -> Phase {
                 chroot: info.chroot.into(),
                 machine: machine.name().into(),
             });
+            if let Err(why) = super::setup::run_for(info, &machine) {
+                if keep::wanted(true) {
+                    machine.keep("its module's set-up failed");
+                } else if let Err(e) = machine.shutdown() {
+                    tracing::error!(
+                        machine = machine.name(),
+                        "stopping after a failed set-up: {e}"
+                    );
+                }
+                return Phase::Failed(why.into());
+            }
             Phase::Up(Arc::new(machine))
         }
         Err(e) => {

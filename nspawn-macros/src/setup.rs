@@ -1,0 +1,107 @@
+//! `#[nspawn::setup]`: a module's set-up, run once on each of its machines before its tests.
+//! The same flow as the test attribute: options -> validate -> expand, every error at once.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::LitStr;
+
+use crate::maybe_fn::MaybeItemFn;
+use crate::options::Raw;
+use crate::validate;
+use crate::workspace;
+
+/// Validated options of a set-up.
+pub struct Setup {
+    pub chroot: LitStr,
+    pub krate: syn::Path,
+}
+
+/// Checks the options and the function; returns the options and every error.
+pub fn validate(raw: Raw, func: &MaybeItemFn) -> (Setup, Vec<syn::Error>) {
+    let mut errors = raw.errors;
+    if let Some(scope) = &raw.scope {
+        errors.push(syn::Error::new_spanned(
+            scope,
+            "a set-up has no scope: it runs on every machine of its module, shared or not",
+        ));
+    }
+    let krate = validate::krate(raw.krate.as_ref(), &mut errors);
+    let declared = workspace::declared();
+    let chroot = validate::chroot(
+        raw.chroot,
+        raw.chroot_attempted,
+        declared.as_ref(),
+        &mut errors,
+    );
+    check_function(func, &mut errors);
+    (Setup { chroot, krate }, errors)
+}
+
+fn check_function(f: &MaybeItemFn, errors: &mut Vec<syn::Error>) {
+    let sig = &f.sig;
+    if let Some(token) = &sig.asyncness {
+        errors.push(syn::Error::new_spanned(token, "a set-up cannot be async"));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.push(syn::Error::new_spanned(
+            &sig.generics,
+            "a set-up cannot be generic",
+        ));
+    }
+    let mut inputs = sig.inputs.iter();
+    match inputs.next() {
+        Some(first) if validate::is_machine_ref(first) => {}
+        Some(first) => errors.push(syn::Error::new_spanned(
+            first,
+            "the parameter must be `&nspawn::Machine`",
+        )),
+        None => errors.push(syn::Error::new_spanned(
+            &sig.ident,
+            "a set-up takes the machine it prepares: `fn name(machine: &nspawn::Machine)`",
+        )),
+    }
+    for extra in inputs {
+        errors.push(syn::Error::new_spanned(
+            extra,
+            "a set-up takes one parameter: `&nspawn::Machine`",
+        ));
+    }
+    for attr in f.attrs.iter().filter(|a| validate::is_test_attribute(a)) {
+        errors.push(syn::Error::new_spanned(
+            attr,
+            "a set-up is not a test; remove this attribute",
+        ));
+    }
+}
+
+/// The function as written, plus its registration with the runtime.
+pub fn expand(setup: &Setup, func: MaybeItemFn) -> TokenStream {
+    let Setup { chroot, krate } = setup;
+    let MaybeItemFn {
+        attrs,
+        vis,
+        sig,
+        body,
+    } = func;
+    let name = &sig.ident;
+    let wrapper = format_ident!("__nspawn_setup_{}", name);
+    quote! {
+        #(#attrs)*
+        #[allow(dead_code)]
+        #vis #sig #body
+
+        #[doc(hidden)]
+        fn #wrapper(machine: &#krate::Machine) -> ::core::result::Result<(), ::std::string::String> {
+            #krate::__private::SetupOutcome::into_result(#name(machine))
+        }
+
+        #krate::__private::inventory::submit! {
+            #krate::__private::SetupInfo {
+                module: ::core::module_path!(),
+                name: ::core::stringify!(#name),
+                chroot: #chroot,
+                run: #wrapper,
+            }
+        }
+    }
+}

@@ -1,0 +1,4 @@
+#[nspawn::setup(chroot = "bookworm", scope = "test")]
+fn prepare() {}
+
+fn main() {}

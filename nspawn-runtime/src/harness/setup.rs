@@ -1,0 +1,93 @@
+//! A module's set-up, the real `setUpClass`: a function marked `#[nspawn::setup]` runs once
+//! on each machine its module's tests get, after the boot and before the first test. A
+//! failure (an error or a panic) fails every test that needed the machine, with its message,
+//! without running the set-up again for each.
+//!
+//! Set-ups register with `inventory`, as tests do: a module without one pays nothing.
+
+use std::fmt::Debug;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use super::test_info::TestInfo;
+use crate::machine::Machine;
+use crate::report::{self, Event};
+
+/// One `#[nspawn::setup]`, as the macro describes it.
+#[derive(Debug)]
+pub struct SetupInfo {
+    /// `module_path!()` of the function: it sets up this module's machines.
+    pub module: &'static str,
+    /// The function's name.
+    pub name: &'static str,
+    /// The chroot whose machines it sets up.
+    pub chroot: &'static str,
+    /// The function, its result made a message.
+    pub run: fn(&Machine) -> Result<(), String>,
+}
+
+inventory::collect!(SetupInfo);
+
+/// What a set-up returns: `()` or a `Result` whose error is shown with `Debug`, as libtest
+/// shows a failing test's.
+pub trait SetupOutcome {
+    /// The outcome as a message on failure.
+    fn into_result(self) -> Result<(), String>;
+}
+
+impl SetupOutcome for () {
+    fn into_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Debug> SetupOutcome for Result<(), E> {
+    fn into_result(self) -> Result<(), String> {
+        self.map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// Runs the set-up of `info`'s module and chroot on `machine`, when the module has one.
+pub(crate) fn run_for(info: &TestInfo, machine: &Machine) -> Result<(), String> {
+    let setups: Vec<&SetupInfo> = inventory::iter::<SetupInfo>
+        .into_iter()
+        .filter(|s| s.module == info.module && s.chroot == info.chroot)
+        .collect();
+    let setup = match setups.as_slice() {
+        [] => return Ok(()),
+        [one] => *one,
+        many => {
+            let names: Vec<&str> = many.iter().map(|s| s.name).collect();
+            return Err(format!(
+                "module {} has {} set-ups for chroot {}: {}; keep one",
+                info.module,
+                many.len(),
+                info.chroot,
+                names.join(", ")
+            ));
+        }
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| (setup.run)(machine)))
+        .unwrap_or_else(|panic| Err(format!("it panicked: {}", panic_message(&*panic))));
+    let event = |ok: bool| Event::Setup {
+        module: info.module.into(),
+        machine: machine.name().into(),
+        ok,
+    };
+    report::event(event(outcome.is_ok()));
+    outcome.map_err(|why| {
+        format!(
+            "the set-up `{}` of module {} failed on machine {}: {why}",
+            setup.name,
+            info.module,
+            machine.name()
+        )
+    })
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
