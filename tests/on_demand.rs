@@ -11,6 +11,8 @@ use nspawn::Machine;
 /// A workspace of its own that declares chroot `ondemand` with `include`, so that the
 /// workspace's real chroots are never touched.
 fn declare(ws: &Path, include: &[&str]) {
+    // As root each time: under sudo the test process drops to the user after the first.
+    let _root = nspawn::privs::root().unwrap();
     let include: Vec<String> = include.iter().map(|p| format!("{p:?}")).collect();
     std::fs::write(
         ws.join("Cargo.toml"),

@@ -120,7 +120,13 @@ fn build_in_helper(ws: &Workspace, def: &ChrootDef) -> Result<()> {
         ws.chroots_dir().display()
     ));
     let null = File::open("/dev/null").map_err(|e| Error::io("opening /dev/null", e))?;
-    let status = helper::command(helper::BUILD, def.name.clone(), null.into())
+    let mut cmd = helper::command(helper::BUILD, def.name.clone(), null.into());
+    // Root from start to end: without these, the helper would drop to the user as test
+    // binaries do, and find the build's host state out of its reach.
+    for var in ["SUDO_UID", "SUDO_GID", "SUDO_USER", "NSPAWN_USER"] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
         .env("NSPAWN_WORKSPACE", &ws.root)
         .stderr(Stdio::inherit())
         .status()
