@@ -51,7 +51,7 @@ struct Case {
     log: PathBuf,
     /// The argument of the `sleep` the fixture runs inside a machine, unique to the case.
     sleep: String,
-    _dir: tempfile::TempDir,
+    _dir: common::Scratch,
 }
 
 fn start(end: End, chroots: &Path) -> Case {

@@ -8,14 +8,41 @@ use nspawn_runtime::report::Event;
 
 /// A temporary directory anyone may write to: under `sudo -E cargo test` the test process
 /// and the fixture processes it starts run as the invoking user, and some helpers as root.
-pub fn scratch_dir() -> tempfile::TempDir {
+pub fn scratch_dir() -> Scratch {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::Builder::new()
         .prefix("nspawn-test-")
         .tempdir()
         .unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    dir
+    Scratch(Some(dir))
+}
+
+/// A [`scratch_dir`], removed as root when dropped: what root made in it (or the directory
+/// itself, made before the test process dropped to the user) could not be removed otherwise.
+#[derive(Debug)]
+pub struct Scratch(Option<tempfile::TempDir>);
+
+impl Scratch {
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().map(|d| d.path()).unwrap_or(Path::new(""))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let Some(dir) = self.0.take() else { return };
+        // SAFETY: a plain getter.
+        if unsafe { libc::geteuid() } != 0 {
+            // A root child, not `privs::root()`: that guard changes every thread's credentials,
+            // those of other tests' threads that hold root for themselves included.
+            let mut rm = Command::new("rm");
+            rm.arg("-rf").arg("--").arg(dir.path());
+            nspawn::privs::start_as_root(&mut rm);
+            let _ = rm.status();
+        }
+        let _ = dir.close();
+    }
 }
 
 /// A finished program's output, stdout then stderr, for assertion messages.
@@ -300,7 +327,7 @@ fn sh(cmd: &mut Command) {
 /// A loop-mounted btrfs image holding a copy of the bookworm chroot as a subvolume; unmounted
 /// and removed on drop.
 pub struct BtrfsCopy {
-    dir: tempfile::TempDir,
+    dir: Scratch,
 }
 
 impl BtrfsCopy {
