@@ -297,3 +297,19 @@ fn the_sweep_empties_populated_orphan_cgroups_without_a_record() {
     );
     assert!(cgroup.dirs().iter().all(|d| !d.exists()), "{removed:?}");
 }
+
+/// A record a killed process left half written (or its temporary file) names a machine whose
+/// owner is dead: the sweep removes it, as it cannot be read to do more.
+#[test]
+fn the_sweep_removes_unreadable_records_of_dead_owners() {
+    let _root = nspawn::privs::root().unwrap();
+    let dir = Path::new("/run/nspawn-rs/machines");
+    std::fs::create_dir_all(dir).unwrap();
+    let empty = dir.join("nspawn-4194305-junk01.toml");
+    let tmp = dir.join(".nspawn-4194305-junk02.toml.tmp");
+    std::fs::write(&empty, "").unwrap();
+    std::fs::write(&tmp, "name = ").unwrap();
+    let removed = sweep::sweep(&sweep::Options::default()).unwrap();
+    // Fixture processes of this binary sweep too, and may have removed them first.
+    assert!(!empty.exists() && !tmp.exists(), "{removed:?}");
+}

@@ -111,6 +111,13 @@ pub fn leftovers_of(machine: &str) -> Vec<String> {
             left.push(cg.display().to_string());
         }
     }
+    // Root's directory: under sudo this process cannot look, and finds nothing.
+    let records = Path::new("/run/nspawn-rs/machines");
+    for record in [format!("{machine}.toml"), format!(".{machine}.toml.tmp")] {
+        if records.join(&record).exists() {
+            left.push(records.join(record).display().to_string());
+        }
+    }
     left
 }
 

@@ -92,9 +92,41 @@ impl Record {
     pub fn save(&self) -> Result<()> {
         let text = toml::to_string(self)
             .map_err(|e| Error::io("serializing a machine record", std::io::Error::other(e)))?;
-        let path = private_dir("machines")?.join(format!("{}.toml", self.name));
+        let dir = private_dir("machines")?;
+        let path = dir.join(format!("{}.toml", self.name));
+        // Written aside and renamed: a process killed mid-write leaves no half record.
+        let tmp = dir.join(format!(".{}.toml.tmp", self.name));
         let _root = ThreadRoot::acquire()?;
-        std::fs::write(&path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    }
+
+    /// Files in the records directory that are no record (a temporary file a killed process
+    /// left, or a record an older version left half written), with the machine each names.
+    pub(crate) fn unreadable() -> Vec<(String, PathBuf)> {
+        let _root = ThreadRoot::acquire();
+        let Ok(entries) = std::fs::read_dir(records_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                std::fs::read_to_string(p)
+                    .ok()
+                    .and_then(|t| toml::from_str::<Record>(&t).ok())
+                    .is_none()
+            })
+            .filter_map(|p| {
+                let file = p.file_name()?.to_str()?;
+                let name = file.trim_start_matches('.');
+                let name = name
+                    .strip_suffix(".toml.tmp")
+                    .or(name.strip_suffix(".toml"))?;
+                Some((name.to_string(), p))
+            })
+            .collect()
     }
 
     /// Removes the record of machine `name`.

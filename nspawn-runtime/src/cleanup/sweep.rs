@@ -57,6 +57,7 @@ pub fn sweep(options: &Options) -> crate::Result<Vec<String>> {
     removed.extend(stale_propagate_dirs(&live));
     removed.extend(stale_cgroups(&live));
     removed.extend(stale_notify_sockets(&live));
+    removed.extend(unreadable_records(&live));
     Ok(removed)
 }
 
@@ -310,6 +311,16 @@ fn stale_propagate_dirs(live: &[String]) -> Vec<String> {
         .filter(|e| is_orphan(&e.file_name().to_string_lossy(), live))
         .filter(|e| storage::remove_tree(&e.path()).is_ok())
         .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+/// Files in the records directory that are no record, of runs that were killed.
+fn unreadable_records(live: &[String]) -> Vec<String> {
+    Record::unreadable()
+        .into_iter()
+        .filter(|(machine, _)| is_orphan(machine, live))
+        .filter(|(_, path)| std::fs::remove_file(path).is_ok())
+        .map(|(_, path)| path.display().to_string())
         .collect()
 }
 
