@@ -58,8 +58,12 @@ pub fn run(args: &Init, dir: Option<&Path>) -> Result<(), Error> {
     if !args.no_test {
         first_test(&package.join("tests/nspawn.rs"))?;
     }
-    let manifest = read(&package.join("Cargo.toml"))?;
-    if !manifest.contains("nspawn") {
+    let path = package.join("Cargo.toml");
+    let manifest = parse(&path, &read(&path)?)?;
+    let depends = ["dependencies", "dev-dependencies"]
+        .iter()
+        .any(|table| manifest.get(table).and_then(|t| t.get("nspawn")).is_some());
+    if !depends {
         eprintln!(
             "next: add nspawn to [dev-dependencies] in {}",
             package.join("Cargo.toml").display()

@@ -19,4 +19,5 @@ mod workspace;
 
 pub use chroots::{make as make_chroots, MakeChroots};
 pub use cli::{run, Command};
+pub use sudo::own_args;
 pub use workspace::find as find_workspace;

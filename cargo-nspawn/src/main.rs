@@ -21,12 +21,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    // `cargo nspawn x` runs `cargo-nspawn nspawn x`.
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == "nspawn") {
-        args.remove(1);
-    }
-    let cli = Cli::parse_from(args);
+    let cli = Cli::parse_from(cargo_nspawn::own_args());
     match cargo_nspawn::run(&cli.command, cli.workspace.as_deref()) {
         Ok(code) => code,
         Err(e) => {

@@ -1,10 +1,39 @@
 //! The privileged part, as root: this program again, through `sudo`, when run as a user.
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use nspawn_runtime::host::tools;
 use nspawn_runtime::Error;
+
+/// This program's arguments, program name first, without the `nspawn` that cargo adds when it
+/// runs `cargo nspawn x` as `cargo-nspawn nspawn x`.
+pub fn own_args() -> Vec<OsString> {
+    let mut args: Vec<OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "nspawn") {
+        args.remove(1);
+    }
+    args
+}
+
+/// `args` without a `--workspace DIR` (or `--workspace=DIR`): the re-run names the workspace
+/// already resolved, and clap takes the option once.
+fn without_workspace(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    let mut kept = Vec::new();
+    let mut skip_value = false;
+    for arg in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        if arg == "--workspace" {
+            skip_value = true;
+        } else if !arg.to_string_lossy().starts_with("--workspace=") {
+            kept.push(arg);
+        }
+    }
+    kept
+}
 
 /// Runs this same command as root through `sudo`, acting on `workspace` (found as the user,
 /// since sudo may change the directory and the environment). The program is named by its
@@ -12,10 +41,7 @@ use nspawn_runtime::Error;
 pub fn rerun(action: &str, workspace: &Path) -> Result<ExitCode, Error> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::io("finding this program to re-run it with sudo", e))?;
-    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    if args.first().is_some_and(|a| a == "nspawn") {
-        args.remove(0);
-    }
+    let args = without_workspace(own_args().into_iter().skip(1));
     let mut cmd = Command::new("sudo");
     cmd.arg("-E")
         .arg(&exe)

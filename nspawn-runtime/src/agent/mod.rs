@@ -50,15 +50,7 @@ pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Set by the pre-`main` hook: re-running this executable reaches [`run_if_requested`].
 static HOOKED: AtomicBool = AtomicBool::new(false);
 
-/// The hook, in every binary that starts agents: this static sits in the module whose code
-/// starts them, so the linker cannot leave it out.
-#[used]
-#[link_section = ".init_array"]
-static HOOK: extern "C" fn() = hook;
-
-extern "C" fn hook() {
-    run_if_requested();
-}
+helper::pre_main_hook!(run_if_requested);
 
 /// Called before `main`: in an agent process, serves the machine and exits; elsewhere notes
 /// that agents can be started. `#[nspawn::test]`'s hook calls it first too, so that the agent

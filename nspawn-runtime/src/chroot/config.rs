@@ -83,20 +83,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn discover_prefers_the_workspace_manifest() {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(
-            tmp.path().join("Cargo.toml"),
-            "[workspace]\nmembers = [\"a\"]\n",
-        )
-        .unwrap();
-        let member = tmp.path().join("a/src");
-        std::fs::create_dir_all(&member).unwrap();
-        std::fs::write(tmp.path().join("a/Cargo.toml"), "[package]\nname = \"a\"\n").unwrap();
-        assert_eq!(Workspace::discover(&member).unwrap().root, tmp.path());
-    }
-
-    #[test]
     fn the_environment_overrides_the_chroots_dir() {
         let ws = Workspace { root: "/w".into() };
         assert_eq!(ws.chroots_dir_with(None), Path::new("/w/test_chroots"));

@@ -28,15 +28,7 @@ use crate::host::helper;
 /// Set by the pre-`main` hook: re-running this executable reaches [`run_if_requested`].
 static HOOKED: AtomicBool = AtomicBool::new(false);
 
-/// The hook, in every binary that boots machines: this static sits in the module whose code
-/// starts the builds, so the linker cannot leave it out.
-#[used]
-#[link_section = ".init_array"]
-static HOOK: extern "C" fn() = hook;
-
-extern "C" fn hook() {
-    run_if_requested();
-}
+helper::pre_main_hook!(run_if_requested);
 
 /// Called before `main`: in a build helper, builds and exits; elsewhere notes that builds can
 /// be started. `#[nspawn::test]`'s hook calls it too, before privileges are dropped.
@@ -67,9 +59,12 @@ pub fn ensure(name: &str, workspace: Option<&Path>) -> Result<PathBuf> {
         Some(dir) => Workspace::discover(dir)?,
         None => Workspace::from_env()?,
     };
-    // Not declared (a tree put there by hand): booted as it is, if it is there.
-    let Ok(def) = ws.chroot(name) else {
-        return locate(name, workspace);
+    let def = match ws.chroot(name) {
+        Ok(def) => def,
+        // Not declared (a tree put there by hand): booted as it is, if it is there.
+        Err(Error::UndeclaredChroot { .. }) => return locate(name, workspace),
+        // Declarations that do not parse: said, not taken for "not declared".
+        Err(e) => return Err(e),
     };
     let dir = ws.chroots_dir();
     match status(&dir, &def) {
@@ -120,13 +115,7 @@ fn build_in_helper(ws: &Workspace, def: &ChrootDef) -> Result<()> {
         ws.chroots_dir().display()
     ));
     let null = File::open("/dev/null").map_err(|e| Error::io("opening /dev/null", e))?;
-    let mut cmd = helper::command(helper::BUILD, def.name.clone(), null.into());
-    // Root from start to end: without these, the helper would drop to the user as test
-    // binaries do, and find the build's host state out of its reach.
-    for var in ["SUDO_UID", "SUDO_GID", "SUDO_USER", "NSPAWN_USER"] {
-        cmd.env_remove(var);
-    }
-    let status = cmd
+    let status = helper::command(helper::BUILD, def.name.clone(), null.into())
         .env("NSPAWN_WORKSPACE", &ws.root)
         .stderr(Stdio::inherit())
         .status()
@@ -134,7 +123,11 @@ fn build_in_helper(ws: &Workspace, def: &ChrootDef) -> Result<()> {
     if status.success() {
         return Ok(());
     }
-    let reason = format!("the build ({status}) failed; its error is above, on stderr");
+    let reason = format!(
+        "the build ({status}) failed; its error is above, on stderr. Fix the declaration or \
+         the host, then run the tests again (or `cargo nspawn make-chroots {}`)",
+        def.name
+    );
     FAILED
         .lock()
         .unwrap_or_else(|p| p.into_inner())

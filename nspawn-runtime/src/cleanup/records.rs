@@ -102,33 +102,6 @@ impl Record {
             .map_err(|e| Error::io(format!("writing {}", path.display()), e))
     }
 
-    /// Files in the records directory that are no record (a temporary file a killed process
-    /// left, or a record an older version left half written), with the machine each names.
-    pub(crate) fn unreadable() -> Vec<(String, PathBuf)> {
-        let _root = ThreadRoot::acquire();
-        let Ok(entries) = std::fs::read_dir(records_dir()) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                std::fs::read_to_string(p)
-                    .ok()
-                    .and_then(|t| toml::from_str::<Record>(&t).ok())
-                    .is_none()
-            })
-            .filter_map(|p| {
-                let file = p.file_name()?.to_str()?;
-                let name = file.trim_start_matches('.');
-                let name = name
-                    .strip_suffix(".toml.tmp")
-                    .or(name.strip_suffix(".toml"))?;
-                Some((name.to_string(), p))
-            })
-            .collect()
-    }
-
     /// Removes the record of machine `name`.
     pub fn remove(name: &str) {
         if let Ok(_root) = ThreadRoot::acquire() {
@@ -138,16 +111,50 @@ impl Record {
 
     /// Every record on the host (none, without root: only root may read them).
     pub fn all() -> Vec<Record> {
-        let _root = ThreadRoot::acquire();
-        let Ok(entries) = std::fs::read_dir(records_dir()) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .filter_map(|t| toml::from_str(&t).ok())
-            .collect()
+        Record::scan().records
     }
+
+    /// The records directory, read once: the records, and the files that are no record (a
+    /// temporary file a killed process left, or a record an older version left half
+    /// written), with the machine each file names.
+    pub(crate) fn scan() -> Scan {
+        let _root = ThreadRoot::acquire();
+        let mut scan = Scan::default();
+        let Ok(entries) = std::fs::read_dir(records_dir()) else {
+            return scan;
+        };
+        for path in entries.flatten().map(|e| e.path()) {
+            let record = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| toml::from_str::<Record>(&t).ok());
+            match record {
+                Some(record) => scan.records.push(record),
+                None => scan
+                    .unreadable
+                    .extend(named_machine(&path).map(|m| (m, path))),
+            }
+        }
+        scan
+    }
+}
+
+/// What [`Record::scan`] found.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    /// The records.
+    pub records: Vec<Record>,
+    /// Files that are no record, with the machine each names.
+    pub unreadable: Vec<(String, PathBuf)>,
+}
+
+/// The machine a file of the records directory names: `<name>.toml` or `.<name>.toml.tmp`.
+fn named_machine(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    let name = file.trim_start_matches('.');
+    let name = name
+        .strip_suffix(".toml.tmp")
+        .or(name.strip_suffix(".toml"))?;
+    Some(name.to_string())
 }
 
 /// The snapshot an `--ephemeral` nspawn works on: it holds a lock on `.#<snapshot>.lck` beside

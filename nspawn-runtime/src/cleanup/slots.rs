@@ -91,10 +91,8 @@ pub fn acquire(timeout: Duration) -> Result<Slot> {
     let started = Instant::now();
     let mut announced = false;
     loop {
-        for index in 0..cap.machines {
-            if let Some(slot) = try_slot(&dir, index)? {
-                return Ok(slot);
-            }
+        if let Some(slot) = try_slots(&dir, cap.machines)? {
+            return Ok(slot);
         }
         if make_room() {
             continue;
@@ -124,21 +122,29 @@ fn slots_dir() -> Result<PathBuf> {
     crate::cleanup::records::private_dir("slots")
 }
 
-/// Locks slot `index`, as root: slot files are root's, 0600, in a directory only root enters.
+/// Locks the first free one of slots `0..count`, as root (once for the pass): slot files are
+/// root's, 0600, in a directory only root enters.
+fn try_slots(dir: &std::path::Path, count: usize) -> Result<Option<Slot>> {
+    let _root = ThreadRoot::acquire()?;
+    for index in 0..count {
+        if let Some(slot) = try_slot(dir, index)? {
+            return Ok(Some(slot));
+        }
+    }
+    Ok(None)
+}
+
 fn try_slot(dir: &std::path::Path, index: usize) -> Result<Option<Slot>> {
     use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(format!("{index}.lock"));
-    let file = {
-        let _root = ThreadRoot::acquire()?;
-        File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?
-    };
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => Ok(Some(Slot { _lock: lock, index })),
         Err(_) => Ok(None),

@@ -35,7 +35,8 @@ pub struct Options {
 pub fn sweep(options: &Options) -> crate::Result<Vec<String>> {
     let _root = ThreadRoot::acquire()?;
     let mut removed = Vec::new();
-    let records = Record::all();
+    let scan = Record::scan();
+    let records = scan.records;
     let mut chroot_dirs = options.chroot_dirs.clone();
     for record in &records {
         if let Some(parent) = record.chroot.parent() {
@@ -57,7 +58,7 @@ pub fn sweep(options: &Options) -> crate::Result<Vec<String>> {
     removed.extend(stale_propagate_dirs(&live));
     removed.extend(stale_cgroups(&live));
     removed.extend(stale_notify_sockets(&live));
-    removed.extend(unreadable_records(&live));
+    removed.extend(unreadable_records(scan.unreadable, &live));
     Ok(removed)
 }
 
@@ -315,8 +316,8 @@ fn stale_propagate_dirs(live: &[String]) -> Vec<String> {
 }
 
 /// Files in the records directory that are no record, of runs that were killed.
-fn unreadable_records(live: &[String]) -> Vec<String> {
-    Record::unreadable()
+fn unreadable_records(files: Vec<(String, PathBuf)>, live: &[String]) -> Vec<String> {
+    files
         .into_iter()
         .filter(|(machine, _)| is_orphan(machine, live))
         .filter(|(_, path)| std::fs::remove_file(path).is_ok())

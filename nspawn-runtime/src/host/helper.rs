@@ -17,6 +17,23 @@ pub(crate) const BUILD: &str = "NSPAWN_BUILD";
 /// Every marker; a helper gets its own and none of the others.
 const MARKERS: [&str; 3] = [AGENT, WATCHDOG, BUILD];
 
+/// Puts `$run` in `.init_array`, so that it runs before `main` in every binary that links
+/// the module invoking this. Invoke it in the module whose code starts the helper: the static
+/// then sits beside that code, and the linker cannot leave it out while the code is in.
+macro_rules! pre_main_hook {
+    ($run:path) => {
+        #[used]
+        #[link_section = ".init_array"]
+        static HOOK: extern "C" fn() = {
+            extern "C" fn hook() {
+                $run()
+            }
+            hook
+        };
+    };
+}
+pub(crate) use pre_main_hook;
+
 /// This executable (`/proc/self/exe`, which still works if cargo rebuilt the file) with
 /// `marker=value`, `stdin` as its standard input and no output. It starts as root, and in a
 /// session of its own, so that a Ctrl-C reaches the test process only.
@@ -24,6 +41,11 @@ pub(crate) fn command(marker: &str, value: String, stdin: OwnedFd) -> Command {
     let mut cmd = Command::new("/proc/self/exe");
     for other in MARKERS {
         cmd.env_remove(other);
+    }
+    // Root from start to end: with these, a helper would drop to the user as test binaries
+    // do, and find root's host state (locks, records, cgroups) out of its reach.
+    for var in ["SUDO_UID", "SUDO_GID", "SUDO_USER", "NSPAWN_USER"] {
+        cmd.env_remove(var);
     }
     cmd.env(marker, value)
         .stdin(Stdio::from(stdin))
