@@ -6,6 +6,8 @@
 //!   line, to `READY=1`;
 //! - exec: `machine.run(["/bin/true"])` against `nsenter -t <leader> -a /bin/true`;
 //! - `exists()`;
+//! - the agent's calls one by one, interleaved: file calls, commands, and `Machine::call` of
+//!   the test binary's own functions (`--calls` runs only these);
 //! - stop-to-gone: `Machine::stop` (returns once nspawn has removed the snapshot or overlay)
 //!   against SIGKILL to the raw leader and waiting for nspawn to exit.
 //!
@@ -403,6 +405,17 @@ mod calls {
             (
                 "run([\"/bin/true\"])",
                 Box::new(|| drop(m.run(["/bin/true"]).unwrap())),
+            ),
+            (
+                "call(|()| ())",
+                Box::new(|| m.call(|(): ()| (), ()).unwrap()),
+            ),
+            (
+                "call(|p| Path::new(&p).exists())",
+                Box::new(|| {
+                    let exists = |p: String| Path::new(&p).exists();
+                    assert!(m.call(exists, "/etc/os-release".to_string()).unwrap());
+                }),
             ),
             (
                 "sh(\"echo hi\")",

@@ -60,8 +60,9 @@
 //! ```
 //!
 //! Options: `chroot = "<name>"` (a declared chroot, or a path containing `/` to any tree;
-//! may be left out when the workspace declares one), `scope = "module" | "test"`, and
-//! `crate = "<path>"` if you renamed this crate. Mistakes are compile errors on the offending
+//! may be left out when the workspace declares one), `scope = "module" | "test"`, `inside`
+//! (the body runs in the machine, see below), and `crate = "<path>"` if you renamed this
+//! crate. Mistakes are compile errors on the offending
 //! tokens, all at once.
 //!
 //! # Inside a machine
@@ -84,6 +85,24 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`Machine::call`] runs a function of your test binary inside the machine, in a process of
+//! its own that starts clean: your library's code, acting on the machine as on a real host.
+//! `#[nspawn::test(inside)]` runs a whole test body there.
+//!
+//! ```no_run
+//! use std::path::Path;
+//!
+//! # fn t(machine: &nspawn::Machine) -> nspawn::Result<()> {
+//! let exists = machine.call(|p: String| Path::new(&p).exists(), "/etc/my-app.conf".into())?;
+//! # Ok(()) }
+//!
+//! #[nspawn::test(chroot = "bookworm", inside)]
+//! fn hostname_is_set() -> std::io::Result<()> {
+//!     assert!(!std::fs::read_to_string("/etc/hostname")?.trim().is_empty());
+//!     Ok(())
+//! }
+//! ```
+//!
 //! [`Machine::builder`] boots one with options (a private network, binds, unit properties,
 //! timeouts) outside the attribute, for a custom harness or a benchmark:
 //!
@@ -104,14 +123,14 @@
 
 pub use nspawn_runtime::chroot::storage::Storage;
 pub use nspawn_runtime::host::privs;
-pub use nspawn_runtime::{Command, Error, Machine, MachineBuilder, Result};
+pub use nspawn_runtime::{Call, Command, Error, Machine, MachineBuilder, Result};
 
 pub use nspawn_macros::{setup, test};
 
 #[doc(hidden)]
 pub mod __private {
     pub use nspawn_runtime::harness::{
-        init_privileges, run, Scope, SetupInfo, SetupOutcome, TestInfo,
+        init_privileges, inside, inside_setup, run, BodyResult, Scope, SetupInfo, TestInfo,
     };
     pub use nspawn_runtime::inventory;
 }

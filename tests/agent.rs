@@ -70,8 +70,9 @@ fn one_agent_per_machine_inside_its_namespaces_and_invisible_there() {
     assert!(forks_inside, "a connection thread forks into the machine");
     drop(root);
     assert_eq!(
-        m.sh("pgrep -x nspawn-agent || echo none").unwrap(),
-        "none\n"
+        common::running(&m, "nspawn-agent"),
+        0,
+        "invisible in the machine"
     );
     let status = std::fs::read_to_string(format!("/proc/{agent}/status")).unwrap();
     assert!(
@@ -80,8 +81,14 @@ fn one_agent_per_machine_inside_its_namespaces_and_invisible_there() {
     );
     assert_eq!(
         common::processes_of(m.name()).len(),
-        2,
-        "nspawn and the agent"
+        3,
+        "nspawn, the agent, and its zygote (which forks calls)"
+    );
+    // After a first call, one call process waits in the machine for the next.
+    m.call(|(): ()| (), ()).unwrap();
+    assert!(
+        eventually(|| common::running(&m, "nspawn-agent") == 1),
+        "one spare"
     );
 }
 
@@ -156,9 +163,7 @@ fn a_crashed_agent_is_a_clear_error_and_the_next_call_gets_a_new_one() {
     assert_eq!(m.sh("echo back").unwrap(), "back\n");
     assert_ne!(m.agent_pid().unwrap(), agent);
     // Its command died with it.
-    assert!(eventually(
-        || m.sh("pgrep -x sleep || echo none").unwrap() == "none\n"
-    ));
+    assert!(eventually(|| common::running(&m, "sleep") == 0));
 }
 
 #[test]
@@ -227,9 +232,7 @@ fn a_timeout_kills_the_command_and_what_it_started() {
         .output()
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
-    assert!(eventually(
-        || m.sh("pgrep -x sleep || echo none").unwrap() == "none\n"
-    ));
+    assert!(eventually(|| common::running(&m, "sleep") == 0));
     // The connection it used is fine for the next call.
     assert_eq!(m.sh("echo next").unwrap(), "next\n");
 }

@@ -10,37 +10,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-const USER: &str = "nspawn-probe";
+const USER: &str = common::PROBE_USER;
 const PROBE_DIR: &str = "NSPAWN_PROBE_DIR";
 /// `<fd>:<path>` of a root-only directory the probe inherits.
 const ROOT_ONLY: &str = "NSPAWN_PROBE_ROOT_ONLY";
 
-fn id(flag: &str) -> u32 {
-    let out = Command::new("id").args([flag, USER]).output().unwrap();
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn sudo_user_runs_test_code_unprivileged() {
+    let (uid, gid) = common::probe_user();
     let _root = nspawn::privs::root().unwrap();
-    if Command::new("id").arg(USER).output().unwrap().status.code() != Some(0) {
-        let status = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                USER,
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-    let (uid, gid) = (id("-u"), id("-g"));
     let dir = common::scratch_dir();
     std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
     // A directory only root may write, handed down as an inherited descriptor (what `flock
@@ -112,6 +90,12 @@ fn probe() {
         m.sh("id -u").unwrap(),
         "0\n",
         "commands in the machine run as its root"
+    );
+    assert_eq!(
+        m.call(|(): ()| nix::unistd::geteuid().as_raw(), ())
+            .unwrap(),
+        0,
+        "a call runs as the machine's root"
     );
     m.write("/root/secret", "x").unwrap();
     assert!(m.exists("/root/secret"));

@@ -3,29 +3,10 @@
 
 mod common;
 
+use common::walls;
 use nspawn::Machine;
 
 const CHROOT: &str = "bookworm";
-
-/// The confinement lines of a `/proc/PID/status`.
-fn walls(status: &str) -> Vec<String> {
-    // Seccomp_filters is left out: the container's systemd adds filters of its own to what it
-    // starts (5 against nspawn's 2 here), on top of the same policy.
-    const KEYS: [&str; 7] = [
-        "CapInh:",
-        "CapPrm:",
-        "CapEff:",
-        "CapBnd:",
-        "CapAmb:",
-        "NoNewPrivs:",
-        "Seccomp:",
-    ];
-    status
-        .lines()
-        .filter(|l| KEYS.iter().any(|k| l.starts_with(k)))
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect()
-}
 
 const PROBE: &str = "cat /proc/self/status; echo ==; cat /proc/self/cgroup";
 
@@ -345,14 +326,10 @@ fn one_machines_excesses_stop_at_its_own_limits() {
 
     let bomb =
         m.sh("for i in $(seq 200); do sleep 60 >/dev/null 2>&1 & done 2>/dev/null; echo done");
-    let running: usize = m
-        .sh("pgrep -c -x sleep || true")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    let running = common::running(&m, "sleep");
+    assert!(running > 0, "the bomb ran: {bomb:?}");
     assert!(running < 64, "at most TasksMax tasks: {running} ({bomb:?})");
-    m.run(["pkill", "-x", "sleep"]).ok();
+    common::kill_named(&m, "sleep");
     assert_eq!(other.sh("echo alive").unwrap(), "alive\n");
     let odd = Machine::builder(CHROOT).property("CPUWeight=50").start();
     let err = odd.err().map(|e| e.to_string()).unwrap_or_default();

@@ -256,3 +256,74 @@ fn a_failed_set_up_fails_every_test_of_its_module_without_running_again() {
     assert!(!setups[0].1);
     common::assert_nothing_left(&run.events.machines());
 }
+
+#[test]
+fn inside_tests_run_in_the_machine_after_their_inside_set_up() {
+    let run = run_fixture(&["--ignored", "indoors::"], &[]);
+    let out = run.stdout();
+    assert!(run.output.status.success(), "{out}");
+    assert!(out.contains("5 passed"), "{out}");
+    let setups = run.events.setups("fixture::indoors");
+    let machines = [
+        run.events.module_boots("fixture::indoors"),
+        run.events.test_boots(),
+    ]
+    .concat();
+    assert_eq!(machines.len(), 2, "{:?}", run.events.lines);
+    assert_eq!(setups.len(), 2, "once per machine: {:?}", run.events.lines);
+    assert!(setups.iter().all(|(_, ok)| *ok));
+    common::assert_nothing_left(&run.events.machines());
+}
+
+#[test]
+fn an_inside_test_fails_with_its_message_and_shows_its_output() {
+    let run = run_fixture(&["--ignored", "indoors_failing::"], &[]);
+    let out = run.stdout();
+    assert_eq!(run.output.status.code(), Some(101), "{out}");
+    for test in [
+        "asserts ...",
+        "returns_an_error ...",
+        "crashes_where_a_panic_is_expected - should panic ...",
+    ] {
+        assert!(
+            out.contains(&format!("test indoors_failing::{test} FAILED")),
+            "{out}"
+        );
+    }
+    assert!(out.contains("an assertion inside"), "{out}");
+    assert!(out.contains("left: 2"), "{out}");
+    assert!(out.contains("an error value from inside"), "{out}");
+    assert!(
+        out.contains("SIGKILL"),
+        "a crash is not the panic expected: {out}"
+    );
+    // libtest shows what the failing body printed, under that test's name.
+    let section = out
+        .split("---- indoors_failing::asserts stdout ----")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(section.contains("printed by the body inside"), "{out}");
+    common::assert_nothing_left(&run.events.machines());
+}
+
+#[test]
+fn under_sudo_inside_tests_run_as_root_in_the_machine() {
+    let (uid, gid) = common::probe_user();
+    let (uid, gid) = (uid.to_string(), gid.to_string());
+    let run = run_fixture(
+        &[
+            "--ignored",
+            "indoors::runs_in_the_machine",
+            "indoors::outside",
+        ],
+        &[
+            ("SUDO_UID", &uid),
+            ("SUDO_GID", &gid),
+            ("SUDO_USER", common::PROBE_USER),
+        ],
+    );
+    let out = run.stdout();
+    assert!(run.output.status.success(), "{out}");
+    assert!(out.contains("2 passed"), "{out}");
+    common::assert_nothing_left(&run.events.machines());
+}

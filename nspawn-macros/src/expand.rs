@@ -9,6 +9,15 @@
 //!     run(&__NSPAWN_TEST, __nspawn_body)
 //! }
 //! ```
+//!
+//! An `inside` test's body becomes a function the machine runs (`Machine::call`), its result
+//! made a message; the test itself returns `()`:
+//!
+//! ```ignore
+//! fn __nspawn_body() -> R { /* the original body */ }
+//! fn __nspawn_inside((): ()) -> Result<(), String> { BodyResult::into_result(__nspawn_body()) }
+//! run(&__NSPAWN_TEST, |machine| inside(&__NSPAWN_TEST, machine, __nspawn_inside))
+//! ```
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -21,6 +30,7 @@ pub fn expand(options: &Options, func: MaybeItemFn) -> TokenStream {
         chroot,
         scope,
         krate,
+        inside,
         manifest,
     } = options;
     let MaybeItemFn {
@@ -45,6 +55,22 @@ pub fn expand(options: &Options, func: MaybeItemFn) -> TokenStream {
             quote!(|_: &#krate::Machine| #body_fn()),
         ),
     };
+    let (test_output, inside_fn, call) = if *inside {
+        let inside_fn = format_ident!("__nspawn_inside");
+        (
+            quote!(),
+            quote! {
+                fn #inside_fn((): ()) -> ::core::result::Result<(), ::std::string::String> {
+                    #krate::__private::BodyResult::into_result(#body_fn())
+                }
+            },
+            quote!(|machine: &#krate::Machine| {
+                #krate::__private::inside(&__NSPAWN_TEST, machine, #inside_fn)
+            }),
+        )
+    } else {
+        (quote!(#output), quote!(), call)
+    };
     // Editing the workspace manifest (the chroot declarations) must rebuild the test.
     let track = manifest.as_ref().map(|m| {
         let m = m.display().to_string();
@@ -55,7 +81,7 @@ pub fn expand(options: &Options, func: MaybeItemFn) -> TokenStream {
     quote! {
         #(#attrs)*
         #[::core::prelude::v1::test]
-        #vis fn #name() #output {
+        #vis fn #name() #test_output {
             #track
             const __NSPAWN_TEST: #krate::__private::TestInfo = #krate::__private::TestInfo {
                 module: ::core::module_path!(),
@@ -71,6 +97,7 @@ pub fn expand(options: &Options, func: MaybeItemFn) -> TokenStream {
             #[link_section = ".init_array"]
             static __NSPAWN_DROP_PRIVILEGES: extern "C" fn() = #krate::__private::init_privileges;
             #body_sig #body
+            #inside_fn
             #krate::__private::run(&__NSPAWN_TEST, #call)
         }
     }

@@ -28,7 +28,8 @@ use maybe_fn::MaybeItemFn;
 ///
 /// Options: `chroot = "<name>"` (may be omitted when only one chroot is declared),
 /// `scope = "module" | "test"` (default `module`: one machine shared by the module's tests),
-/// `crate = "<path>"` (where the `nspawn` crate is, if renamed).
+/// `inside` (the body runs inside the machine, through `Machine::call`; it then takes no
+/// parameter), `crate = "<path>"` (where the `nspawn` crate is, if renamed).
 #[proc_macro_attribute]
 pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
     let item: proc_macro2::TokenStream = item.into();
@@ -66,7 +67,8 @@ pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
 /// ```
 ///
 /// Options: `chroot = "<name>"` (the chroot of the tests it prepares; the same default as
-/// the test attribute's), `crate = "<path>"`.
+/// the test attribute's), `inside` (it runs in the machine and takes no parameter),
+/// `crate = "<path>"`.
 #[proc_macro_attribute]
 pub fn setup(args: TokenStream, item: TokenStream) -> TokenStream {
     let item: proc_macro2::TokenStream = item.into();

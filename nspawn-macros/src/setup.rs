@@ -14,6 +14,7 @@ use crate::workspace;
 pub struct Setup {
     pub chroot: LitStr,
     pub krate: syn::Path,
+    pub inside: bool,
 }
 
 /// Checks the options and the function; returns the options and every error.
@@ -33,11 +34,19 @@ pub fn validate(raw: Raw, func: &MaybeItemFn) -> (Setup, Vec<syn::Error>) {
         declared.as_ref(),
         &mut errors,
     );
-    check_function(func, &mut errors);
-    (Setup { chroot, krate }, errors)
+    let inside = raw.inside.is_some();
+    check_function(func, inside, &mut errors);
+    (
+        Setup {
+            chroot,
+            krate,
+            inside,
+        },
+        errors,
+    )
 }
 
-fn check_function(f: &MaybeItemFn, errors: &mut Vec<syn::Error>) {
+fn check_function(f: &MaybeItemFn, inside: bool, errors: &mut Vec<syn::Error>) {
     let sig = &f.sig;
     if let Some(token) = &sig.asyncness {
         errors.push(syn::Error::new_spanned(token, "a set-up cannot be async"));
@@ -48,6 +57,21 @@ fn check_function(f: &MaybeItemFn, errors: &mut Vec<syn::Error>) {
             "a set-up cannot be generic",
         ));
     }
+    if inside {
+        validate::check_inside(f, errors);
+    } else {
+        check_parameters(f, errors);
+    }
+    for attr in f.attrs.iter().filter(|a| validate::is_test_attribute(a)) {
+        errors.push(syn::Error::new_spanned(
+            attr,
+            "a set-up is not a test; remove this attribute",
+        ));
+    }
+}
+
+fn check_parameters(f: &MaybeItemFn, errors: &mut Vec<syn::Error>) {
+    let sig = &f.sig;
     let mut inputs = sig.inputs.iter();
     match inputs.next() {
         Some(first) if validate::is_machine_ref(first) => {}
@@ -66,17 +90,15 @@ fn check_function(f: &MaybeItemFn, errors: &mut Vec<syn::Error>) {
             "a set-up takes one parameter: `&nspawn::Machine`",
         ));
     }
-    for attr in f.attrs.iter().filter(|a| validate::is_test_attribute(a)) {
-        errors.push(syn::Error::new_spanned(
-            attr,
-            "a set-up is not a test; remove this attribute",
-        ));
-    }
 }
 
 /// The function as written, plus its registration with the runtime.
 pub fn expand(setup: &Setup, func: MaybeItemFn) -> TokenStream {
-    let Setup { chroot, krate } = setup;
+    let Setup {
+        chroot,
+        krate,
+        inside,
+    } = setup;
     let MaybeItemFn {
         attrs,
         vis,
@@ -85,6 +107,17 @@ pub fn expand(setup: &Setup, func: MaybeItemFn) -> TokenStream {
     } = func;
     let name = &sig.ident;
     let wrapper = format_ident!("__nspawn_setup_{}", name);
+    let run = if *inside {
+        let inside_fn = format_ident!("__nspawn_inside_{}", name);
+        quote! {
+            fn #inside_fn((): ()) -> ::core::result::Result<(), ::std::string::String> {
+                #krate::__private::BodyResult::into_result(#name())
+            }
+            #krate::__private::inside_setup(machine, #inside_fn)
+        }
+    } else {
+        quote!(#krate::__private::BodyResult::into_result(#name(machine)))
+    };
     quote! {
         #(#attrs)*
         #[allow(dead_code)]
@@ -92,7 +125,7 @@ pub fn expand(setup: &Setup, func: MaybeItemFn) -> TokenStream {
 
         #[doc(hidden)]
         fn #wrapper(machine: &#krate::Machine) -> ::core::result::Result<(), ::std::string::String> {
-            #krate::__private::SetupOutcome::into_result(#name(machine))
+            #run
         }
 
         #krate::__private::inventory::submit! {

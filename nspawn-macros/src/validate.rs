@@ -21,6 +21,8 @@ pub struct Options {
     pub chroot: LitStr,
     pub scope: Scope,
     pub krate: syn::Path,
+    /// The body runs inside the machine.
+    pub inside: bool,
     /// The workspace manifest, so that editing it rebuilds the tests.
     pub manifest: Option<PathBuf>,
 }
@@ -47,12 +49,13 @@ pub fn validate(raw: Raw, func: &MaybeItemFn) -> Checked {
         &mut option_errors,
     );
     let mut function_errors = Vec::new();
-    check_function(func, &mut function_errors);
+    check_function(func, raw.inside.is_some(), &mut function_errors);
     Checked {
         options: Options {
             chroot,
             scope,
             krate,
+            inside: raw.inside.is_some(),
             manifest: declared.map(|d| d.manifest),
         },
         option_errors,
@@ -139,7 +142,7 @@ pub fn chroot(
     lit
 }
 
-fn check_function(f: &MaybeItemFn, errors: &mut Vec<syn::Error>) {
+fn check_function(f: &MaybeItemFn, inside: bool, errors: &mut Vec<syn::Error>) {
     let sig = &f.sig;
     if let Some(token) = &sig.asyncness {
         errors.push(syn::Error::new_spanned(
@@ -153,6 +156,10 @@ fn check_function(f: &MaybeItemFn, errors: &mut Vec<syn::Error>) {
             &sig.generics,
             "test functions cannot be generic",
         ));
+    }
+    if inside {
+        check_inside(f, errors);
+        return check_attributes(f, errors);
     }
     for extra in sig.inputs.iter().skip(1) {
         errors.push(syn::Error::new_spanned(
@@ -168,6 +175,22 @@ fn check_function(f: &MaybeItemFn, errors: &mut Vec<syn::Error>) {
             ));
         }
     }
+    check_attributes(f, errors);
+}
+
+/// An `inside` body runs in a process of its own inside the machine: no machine to take, and
+/// nothing borrowed across.
+pub fn check_inside(f: &MaybeItemFn, errors: &mut Vec<syn::Error>) {
+    for param in &f.sig.inputs {
+        errors.push(syn::Error::new_spanned(
+            param,
+            "an `inside` body runs in the machine and takes no parameter: act on the system \
+             directly (std::fs, std::process::Command), or drop `inside` to get `&nspawn::Machine`",
+        ));
+    }
+}
+
+fn check_attributes(f: &MaybeItemFn, errors: &mut Vec<syn::Error>) {
     for attr in &f.attrs {
         if is_test_attribute(attr) {
             errors.push(syn::Error::new_spanned(

@@ -247,6 +247,36 @@ pub enum Error {
         reason: String,
     },
 
+    /// A function run with [`crate::Machine::call`] panicked.
+    #[error(
+        "`{function}` panicked in machine {machine}{}: {message}",
+        location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default()
+    )]
+    Panicked {
+        /// Machine name.
+        machine: String,
+        /// The function, as Rust names its type.
+        function: String,
+        /// The panic message.
+        message: String,
+        /// `file:line:column` of the panic, if it had one.
+        location: Option<String>,
+    },
+
+    /// A function run with [`crate::Machine::call`] did not return: its process was killed
+    /// by a signal, exited, or its argument or result could not be carried across.
+    #[error("calling `{function}` in machine {machine} failed: {reason}")]
+    Call {
+        /// Machine name.
+        machine: String,
+        /// The function, as Rust names its type.
+        function: String,
+        /// What happened, e.g. "its process was killed by signal 11 (SIGSEGV)".
+        reason: String,
+        /// The signal that killed the call's process, if one did.
+        signal: Option<i32>,
+    },
+
     /// `NSPAWN_*` environment variables with values that do not parse.
     #[error("invalid settings in the environment:\n  {}", problems.join("\n  "))]
     Settings {

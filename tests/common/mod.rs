@@ -377,3 +377,77 @@ impl Drop for BtrfsCopy {
         let _ = Command::new("umount").arg(self.mnt()).status();
     }
 }
+
+/// The unprivileged user the tests simulate `sudo` for.
+pub const PROBE_USER: &str = "nspawn-probe";
+
+/// The uid and gid of [`PROBE_USER`], made on first use (as root, by a root child).
+pub fn probe_user() -> (u32, u32) {
+    let id = |flag: &str| {
+        Command::new("id")
+            .args([flag, PROBE_USER])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+    };
+    if id("-u").is_none() {
+        let mut add = Command::new("useradd");
+        add.args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            PROBE_USER,
+        ]);
+        nspawn::privs::start_as_root(&mut add);
+        let status = add.status().unwrap();
+        // Another test may have made it meanwhile.
+        assert!(
+            status.success() || id("-u").is_some(),
+            "useradd {PROBE_USER}"
+        );
+    }
+    (id("-u").unwrap(), id("-g").unwrap())
+}
+
+/// The confinement lines of a `/proc/PID/status`.
+pub fn walls(status: &str) -> Vec<String> {
+    // Seccomp_filters is left out: the container's systemd adds filters of its own to what it
+    // starts (5 against nspawn's 2 here), on top of the same policy.
+    const KEYS: [&str; 7] = [
+        "CapInh:",
+        "CapPrm:",
+        "CapEff:",
+        "CapBnd:",
+        "CapAmb:",
+        "NoNewPrivs:",
+        "Seccomp:",
+    ];
+    status
+        .lines()
+        .filter(|l| KEYS.iter().any(|k| l.starts_with(k)))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// A shell loop over the machine's processes named `name` (their `comm`), with shell
+/// builtins only: the chroots have no procps, and a machine at its task limit can still run it.
+fn each_named(name: &str, body: &str) -> String {
+    format!(
+        "n=0; for p in /proc/[0-9]*; do read c < $p/comm 2>/dev/null && [ \"$c\" = '{name}' ] \
+         && {{ n=$((n+1)); {body} }}; done; echo $n"
+    )
+}
+
+/// How many processes of the machine are named `name`.
+pub fn running(m: &nspawn::Machine, name: &str) -> usize {
+    let count = m.sh(&each_named(name, ":;")).unwrap();
+    count.trim().parse().unwrap()
+}
+
+/// Kills the machine's processes named `name`.
+pub fn kill_named(m: &nspawn::Machine, name: &str) {
+    m.sh(&each_named(name, "kill -9 ${p#/proc/} 2>/dev/null;"))
+        .unwrap();
+}

@@ -2,10 +2,15 @@
 //! the desired state, and says whether it did. Running an action twice reports no change the
 //! second time (idempotence).
 
-use crate::{Result, Target};
+use std::os::unix::fs::PermissionsExt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::system::{check, run};
+use crate::{Error, Result};
 
 /// What an action did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// Whether the system was changed.
     pub changed: bool,
@@ -29,14 +34,48 @@ impl Report {
     }
 }
 
-/// Something that brings a target to a desired state.
+/// Something that brings the system it runs on to a desired state.
 pub trait Action {
     /// Applies the action.
-    fn apply(&self, target: &dyn Target) -> Result<Report>;
+    fn apply(&self) -> Result<Report>;
+}
+
+/// Applies `action`: a function to hand to `Machine::call` with the action as its argument.
+pub fn apply<A: Action>(action: A) -> Result<Report> {
+    action.apply()
+}
+
+/// Applies each step in turn, stopping at the first failure.
+pub fn apply_all(steps: Vec<Step>) -> Result<Vec<Report>> {
+    steps.iter().map(Action::apply).collect()
+}
+
+/// Any action, for a plan of several.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Step {
+    /// See [`UserExists`].
+    User(UserExists),
+    /// See [`DebInstalled`].
+    Deb(DebInstalled),
+    /// See [`FileContent`].
+    File(FileContent),
+    /// See [`UnitRunning`].
+    Unit(UnitRunning),
+}
+
+impl Action for Step {
+    fn apply(&self) -> Result<Report> {
+        match self {
+            Step::User(a) => a.apply(),
+            Step::Deb(a) => a.apply(),
+            Step::File(a) => a.apply(),
+            Step::Unit(a) => a.apply(),
+        }
+    }
 }
 
 /// A file with the given content and mode.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileContent {
     path: String,
     content: Vec<u8>,
@@ -61,19 +100,17 @@ impl FileContent {
 }
 
 impl Action for FileContent {
-    fn apply(&self, target: &dyn Target) -> Result<Report> {
-        let current = target.read_file(&self.path)?;
-        let mode = match current {
-            Some(_) => Some(u32::from_str_radix(
-                target.check(&["stat", "-c", "%a", &self.path])?.trim(),
-                8,
-            )?),
-            None => None,
-        };
+    fn apply(&self) -> Result<Report> {
+        let current = std::fs::read(&self.path).ok();
+        let mode = std::fs::metadata(&self.path)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777);
         if current.as_deref() == Some(&self.content[..]) && mode == Some(self.mode) {
             return Ok(Report::unchanged(format!("{} is up to date", self.path)));
         }
-        target.write_file(&self.path, &self.content, self.mode)?;
+        std::fs::write(&self.path, &self.content)
+            .map_err(|e| Error(format!("writing {}: {e}", self.path)))?;
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(self.mode))?;
         Ok(Report::changed(format!(
             "wrote {} (mode {:o})",
             self.path, self.mode
@@ -81,44 +118,46 @@ impl Action for FileContent {
     }
 }
 
-/// A `.deb` file on the target installed, at its version.
-#[derive(Debug, Clone)]
+/// A `.deb` file installed, at its version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DebInstalled {
     deb: String,
 }
 
 impl DebInstalled {
-    /// The package in `deb`, a path on the target.
+    /// The package in `deb`, a path on the system.
     pub fn from_file(deb: &str) -> DebInstalled {
         DebInstalled { deb: deb.into() }
     }
 }
 
 impl Action for DebInstalled {
-    fn apply(&self, target: &dyn Target) -> Result<Report> {
-        let field = |name: &str| target.check(&["dpkg-deb", "--field", &self.deb, name]);
+    fn apply(&self) -> Result<Report> {
+        let field = |name: &str| check(&["dpkg-deb", "--field", &self.deb, name]);
         let (package, version) = (
             field("Package")?.trim().to_string(),
             field("Version")?.trim().to_string(),
         );
-        let installed = target.command(&[
+        let installed = run(&[
             "dpkg-query",
             "--show",
             "--showformat=${Status} ${Version}",
             &package,
         ])?;
-        if installed.success() && installed.stdout == format!("install ok installed {version}") {
+        if installed.status.success()
+            && installed.stdout == format!("install ok installed {version}").as_bytes()
+        {
             return Ok(Report::unchanged(format!(
                 "{package} {version} is installed"
             )));
         }
-        target.check(&["dpkg", "--install", &self.deb])?;
+        check(&["dpkg", "--install", &self.deb])?;
         Ok(Report::changed(format!("installed {package} {version}")))
     }
 }
 
 /// A systemd unit installed from given contents, enabled and started.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UnitRunning {
     name: String,
     contents: String,
@@ -143,27 +182,25 @@ impl UnitRunning {
 }
 
 impl Action for UnitRunning {
-    fn apply(&self, target: &dyn Target) -> Result<Report> {
+    fn apply(&self) -> Result<Report> {
         let path = format!("/etc/systemd/system/{}", self.name);
         let mut done = Vec::new();
         if FileContent::new(&path, self.contents.as_bytes())
-            .apply(target)?
+            .apply()?
             .changed
         {
-            target.check(&["systemctl", "daemon-reload"])?;
+            check(&["systemctl", "daemon-reload"])?;
             done.push("installed");
         }
         let is = |verb: &str| {
-            target
-                .command(&["systemctl", verb, "--quiet", &self.name])
-                .map(|o| o.success())
+            run(&["systemctl", verb, "--quiet", &self.name]).map(|o| o.status.success())
         };
         if self.enabled && !is("is-enabled")? {
-            target.check(&["systemctl", "enable", "--quiet", &self.name])?;
+            check(&["systemctl", "enable", "--quiet", &self.name])?;
             done.push("enabled");
         }
         if !is("is-active")? {
-            target.check(&["systemctl", "start", &self.name])?;
+            check(&["systemctl", "start", &self.name])?;
             done.push("started");
         }
         if done.is_empty() {
@@ -179,7 +216,7 @@ impl Action for UnitRunning {
 }
 
 /// A user account.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserExists {
     name: String,
     system: bool,
@@ -204,8 +241,8 @@ impl UserExists {
 }
 
 impl Action for UserExists {
-    fn apply(&self, target: &dyn Target) -> Result<Report> {
-        if target.command(&["getent", "passwd", &self.name])?.success() {
+    fn apply(&self) -> Result<Report> {
+        if run(&["getent", "passwd", &self.name])?.status.success() {
             return Ok(Report::unchanged(format!("user {} exists", self.name)));
         }
         let args: &[&str] = if self.system {
@@ -221,7 +258,7 @@ impl Action for UserExists {
         };
         let mut argv = args.to_vec();
         argv.push(&self.name);
-        target.check(&argv)?;
+        check(&argv)?;
         Ok(Report::changed(format!("created user {}", self.name)))
     }
 }

@@ -1,8 +1,16 @@
-//! The provisioning actions against real machines. Tests of one module share a machine, so
-//! each test uses names of its own (package, unit, user), as the blog post's suite does.
+//! The provisioning actions, run inside real machines: the library's code, unchanged, acting
+//! on a booted Debian as it would on a real host.
+//!
+//! Two ways in: `#[nspawn::test(inside)]` runs a whole test body in the machine, and
+//! `Machine::call` runs one function there from a test that also looks from outside. Tests of
+//! a module share a machine (each uses names of its own), and a module's set-up prepares what
+//! its tests need, once per machine.
+
+use std::process::Command;
 
 use nspawn::Machine;
-use provisioning_example::{Action, DebInstalled, FileContent, Target, UnitRunning, UserExists};
+use provisioning_example::{apply, apply_all, Action, DebInstalled, FileContent, Report, Step};
+use provisioning_example::{UnitRunning, UserExists};
 
 /// A name no other test of the shared machine uses.
 fn unique(prefix: &str) -> String {
@@ -12,51 +20,53 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-/// Builds a tiny package `name` inside the machine (no network needed) and returns its path.
-fn build_deb(m: &Machine, name: &str) -> String {
-    let root = format!("/tmp/{name}");
-    m.run([
-        "mkdir",
-        "-p",
-        &format!("{root}/DEBIAN"),
-        &format!("{root}/usr/bin"),
-    ])
-    .unwrap();
-    let control = format!(
-        "Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: nspawn tests <t@example.org>\n\
-         Description: a test package\n"
-    );
-    m.write(format!("{root}/DEBIAN/control"), control).unwrap();
-    m.write(
-        format!("{root}/usr/bin/{name}"),
+/// Builds a tiny package `name` on the system it runs on (no network needed), printing a
+/// greeting from `/usr/bin/<name>`; returns the `.deb`'s path.
+fn build_deb(name: &str) -> provisioning_example::Result<String> {
+    let root = format!("/srv/debs/{name}");
+    std::fs::create_dir_all(format!("{root}/DEBIAN"))?;
+    std::fs::create_dir_all(format!("{root}/usr/bin"))?;
+    std::fs::write(
+        format!("{root}/DEBIAN/control"),
+        format!(
+            "Package: {name}\nVersion: 1.0\nArchitecture: all\n\
+             Maintainer: nspawn tests <t@example.org>\nDescription: a test package\n"
+        ),
+    )?;
+    FileContent::new(
+        &format!("{root}/usr/bin/{name}"),
         "#!/bin/sh\necho hello from the package\n",
     )
-    .unwrap();
-    m.run(["chmod", "755", &format!("{root}/usr/bin/{name}")])
-        .unwrap();
-    m.run([
-        "dpkg-deb",
-        "--build",
-        "--root-owner-group",
-        &root,
-        &format!("{root}.deb"),
-    ])
-    .unwrap();
-    format!("{root}.deb")
+    .mode(0o755)
+    .apply()?;
+    let deb = format!("{root}.deb");
+    let built = Command::new("dpkg-deb")
+        .args(["--build", "--root-owner-group", &root, &deb])
+        .output()?;
+    if !built.status.success() {
+        return Err(String::from_utf8_lossy(&built.stderr).into_owned().into());
+    }
+    Ok(deb)
 }
 
 mod packages {
     use super::*;
 
-    #[nspawn::test(chroot = "bookworm")]
-    fn a_local_deb_gets_installed_once(m: &Machine) -> provisioning_example::Result<()> {
-        let name = unique("hello");
-        let deb = build_deb(m, &name);
-        let first = DebInstalled::from_file(&deb).apply(m)?;
+    /// The package the module's tests install, built once per machine.
+    const HELLO: &str = "/srv/debs/hello.deb";
+
+    #[nspawn::setup(chroot = "bookworm", inside)]
+    fn build_the_package() -> provisioning_example::Result<()> {
+        build_deb("hello").map(drop)
+    }
+
+    #[nspawn::test(chroot = "bookworm", inside)]
+    fn a_local_deb_gets_installed_once() -> provisioning_example::Result<()> {
+        let first = DebInstalled::from_file(HELLO).apply()?;
         assert!(first.changed, "{first:?}");
-        assert!(m.exists(format!("/usr/bin/{name}")));
-        assert_eq!(m.sh(&name)?, "hello from the package\n");
-        let second = DebInstalled::from_file(&deb).apply(m)?;
+        let out = Command::new("hello").output()?;
+        assert_eq!(out.stdout, b"hello from the package\n");
+        let second = DebInstalled::from_file(HELLO).apply()?;
         assert!(
             !second.changed,
             "installing again changes nothing: {second:?}"
@@ -64,18 +74,32 @@ mod packages {
         Ok(())
     }
 
+    /// The action in the machine, the checks from outside.
     #[nspawn::test(chroot = "bookworm")]
     fn files_get_their_content_and_mode(m: &Machine) -> provisioning_example::Result<()> {
         let path = format!("/etc/{}.conf", unique("app"));
         let action = FileContent::new(&path, "port = 8080\n").mode(0o640);
-        assert!(action.apply(m)?.changed);
-        assert_eq!(m.read_to_string(&path)?, "port = 8080\n");
-        assert_eq!(m.sh(&format!("stat -c %a {path}"))?, "640\n");
-        assert!(!action.apply(m)?.changed);
+        let changed = |m: &Machine| -> provisioning_example::Result<bool> {
+            let report = m
+                .call(apply::<FileContent>, action.clone())
+                .map_err(|e| e.to_string())??;
+            Ok(report.changed)
+        };
+        assert!(changed(m)?);
+        assert_eq!(
+            m.read_to_string(&path).map_err(|e| e.to_string())?,
+            "port = 8080\n"
+        );
+        let mode = || {
+            m.sh(&format!("stat -c %a {path}"))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(mode()?, "640\n");
+        assert!(!changed(m)?, "a second apply changes nothing");
         // A drifted mode is put back.
-        m.run(["chmod", "777", &path])?;
-        assert!(action.apply(m)?.changed);
-        assert_eq!(m.sh(&format!("stat -c %a {path}"))?, "640\n");
+        m.run(["chmod", "777", &path]).map_err(|e| e.to_string())?;
+        assert!(changed(m)?);
+        assert_eq!(mode()?, "640\n");
         Ok(())
     }
 }
@@ -90,32 +114,29 @@ mod services {
         )
     }
 
-    #[nspawn::test(chroot = "bookworm")]
-    fn a_unit_is_installed_started_and_logs_to_the_journal(
-        m: &Machine,
-    ) -> provisioning_example::Result<()> {
+    #[nspawn::test(chroot = "bookworm", inside)]
+    fn a_unit_is_installed_started_and_logs_to_the_journal() -> provisioning_example::Result<()> {
         let unit = format!("{}.service", unique("greeter"));
         let message = unique("greetings");
-        let report = UnitRunning::new(&unit, &oneshot(&message))
-            .enabled(false)
-            .apply(m)?;
+        let action = UnitRunning::new(&unit, &oneshot(&message)).enabled(false);
+        let report = action.apply()?;
         assert!(report.changed, "{report:?}");
-        assert_eq!(m.sh(&format!("systemctl is-active {unit}"))?, "active\n");
-        let journal = m.sh(&format!("journalctl --no-pager --output=cat -u {unit}"))?;
-        assert!(journal.contains(&message), "{journal}");
-        assert!(
-            !UnitRunning::new(&unit, &oneshot(&message))
-                .enabled(false)
-                .apply(m)?
-                .changed
-        );
+        let journal = Command::new("journalctl")
+            .args(["--no-pager", "--output=cat", "-u", &unit])
+            .output()?;
+        assert!(String::from_utf8_lossy(&journal.stdout).contains(&message));
+        assert!(!action.apply()?.changed, "a second apply changes nothing");
         Ok(())
     }
 
     #[nspawn::test(chroot = "bookworm")]
-    fn an_enabled_unit_gets_its_wants_symlink(m: &Machine) -> provisioning_example::Result<()> {
+    fn an_enabled_unit_gets_its_wants_symlink(m: &Machine) -> nspawn::Result<()> {
         let unit = format!("{}.service", unique("enabled"));
-        UnitRunning::new(&unit, &oneshot("enabled")).apply(m)?;
+        let report = m.call(
+            apply::<UnitRunning>,
+            UnitRunning::new(&unit, &oneshot("enabled")),
+        )?;
+        assert!(report.is_ok_and(|r| r.changed));
         let link = format!("/etc/systemd/system/multi-user.target.wants/{unit}");
         assert_eq!(
             m.sh(&format!("readlink {link}"))?.trim(),
@@ -129,63 +150,89 @@ mod services {
 mod users {
     use super::*;
 
-    #[nspawn::test(chroot = "bookworm")]
-    fn a_user_is_created_once(m: &Machine) -> provisioning_example::Result<()> {
+    #[nspawn::test(chroot = "bookworm", inside)]
+    fn a_user_is_created_once() -> provisioning_example::Result<()> {
         let name = unique("u");
-        assert!(UserExists::regular(&name).apply(m)?.changed);
-        let entry = m.check(&["getent", "passwd", &name])?;
-        assert!(
-            entry.starts_with(&format!("{name}:")) && entry.contains(&format!("/home/{name}")),
-            "{entry}"
-        );
-        assert!(m.exists(format!("/home/{name}")));
-        assert!(!UserExists::regular(&name).apply(m)?.changed);
+        assert!(UserExists::regular(&name).apply()?.changed);
+        let passwd = std::fs::read_to_string("/etc/passwd")?;
+        let entry = passwd
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}:")))
+            .unwrap_or_default();
+        assert!(entry.contains(&format!("/home/{name}")), "{entry}");
+        assert!(std::path::Path::new(&format!("/home/{name}")).is_dir());
+        assert!(!UserExists::regular(&name).apply()?.changed);
         Ok(())
     }
 
-    #[nspawn::test(chroot = "bookworm")]
-    fn a_system_user_has_no_login(m: &Machine) -> provisioning_example::Result<()> {
+    #[nspawn::test(chroot = "bookworm", inside)]
+    fn a_system_user_has_no_login() -> provisioning_example::Result<()> {
         let name = unique("svc");
-        UserExists::system(&name).apply(m)?;
-        let entry = m.check(&["getent", "passwd", &name])?;
-        assert!(entry.trim_end().ends_with("/usr/sbin/nologin"), "{entry}");
+        UserExists::system(&name).apply()?;
+        let passwd = std::fs::read_to_string("/etc/passwd")?;
+        let entry = passwd.lines().find(|l| l.starts_with(&format!("{name}:")));
+        assert!(
+            entry.is_some_and(|e| e.ends_with(":/usr/sbin/nologin")),
+            "{entry:?}"
+        );
         Ok(())
     }
 }
 
-/// Tests that must see an untouched system get a machine of their own.
+/// The whole plan of an application, on machines of their own.
 mod pristine {
     use super::*;
 
+    /// The package the plan installs.
+    #[nspawn::setup(chroot = "bookworm", inside)]
+    fn build_the_app() -> provisioning_example::Result<()> {
+        build_deb("app").map(drop)
+    }
+
+    fn plan() -> Vec<Step> {
+        vec![
+            Step::User(UserExists::system("app")),
+            Step::Deb(DebInstalled::from_file("/srv/debs/app.deb")),
+            Step::File(FileContent::new("/etc/app.conf", "greeting = hi\n").mode(0o640)),
+            Step::Unit(UnitRunning::new(
+                "app.service",
+                "[Service]\nType=oneshot\nRemainAfterExit=yes\nUser=app\nExecStart=/usr/bin/app\n\n\
+                 [Install]\nWantedBy=multi-user.target\n",
+            )),
+        ]
+    }
+
+    fn changed(reports: &[Report]) -> Vec<bool> {
+        reports.iter().map(|r| r.changed).collect()
+    }
+
     #[nspawn::test(chroot = "bookworm", scope = "test")]
-    fn a_full_provisioning_run_on_a_fresh_machine(m: &Machine) -> provisioning_example::Result<()> {
+    fn a_full_run_on_a_fresh_machine_then_nothing_to_do(m: &Machine) -> nspawn::Result<()> {
         assert!(
             !m.exists("/etc/systemd/system/app.service"),
             "nothing of other tests is here"
         );
-        let deb = build_deb(m, "app");
-        let plan: Vec<Box<dyn Action>> = vec![
-            Box::new(UserExists::system("app")),
-            Box::new(DebInstalled::from_file(&deb)),
-            Box::new(FileContent::new("/etc/app.conf", "greeting = hi\n").mode(0o640)),
-            Box::new(UnitRunning::new(
-                "app.service",
-                "[Service]\nType=oneshot\nRemainAfterExit=yes\nUser=app\nExecStart=/usr/bin/app\n\n[Install]\nWantedBy=multi-user.target\n",
-            )),
-        ];
-        let first: Vec<bool> = plan
-            .iter()
-            .map(|a| a.apply(m).map(|r| r.changed))
-            .collect::<Result<_, _>>()?;
-        assert_eq!(first, [true; 4]);
-        let second: Vec<bool> = plan
-            .iter()
-            .map(|a| a.apply(m).map(|r| r.changed))
-            .collect::<Result<_, _>>()?;
-        assert_eq!(second, [false; 4], "a second run changes nothing");
+        let first = m.call(apply_all, plan())?.map_err(|e| e.to_string());
+        assert_eq!(changed(&first.unwrap()), [true; 4]);
+        let second = m.call(apply_all, plan())?.map_err(|e| e.to_string());
+        assert_eq!(
+            changed(&second.unwrap()),
+            [false; 4],
+            "a second run changes nothing"
+        );
         assert!(m
             .sh("journalctl --no-pager --output=cat -u app.service")?
             .contains("hello from the package"));
+        Ok(())
+    }
+
+    #[nspawn::test(chroot = "bookworm", scope = "test", inside)]
+    fn a_drifted_file_is_the_only_change_on_a_rerun() -> provisioning_example::Result<()> {
+        apply_all(plan())?;
+        std::fs::write("/etc/app.conf", "greeting = drifted\n")?;
+        let again = apply_all(plan())?;
+        assert_eq!(changed(&again), [false, false, true, false]);
+        assert_eq!(std::fs::read_to_string("/etc/app.conf")?, "greeting = hi\n");
         Ok(())
     }
 }
@@ -194,13 +241,12 @@ mod pristine {
 mod trixie {
     use super::*;
 
-    #[nspawn::test(chroot = "trixie")]
-    fn actions_work_on_trixie_too(m: &Machine) -> provisioning_example::Result<()> {
-        assert!(m.read_to_string("/etc/os-release")?.contains("trixie"));
-        let name = unique("hello");
-        let deb = build_deb(m, &name);
-        assert!(DebInstalled::from_file(&deb).apply(m)?.changed);
-        assert!(UserExists::regular(&unique("t")).apply(m)?.changed);
+    #[nspawn::test(chroot = "trixie", inside)]
+    fn actions_work_on_trixie_too() -> provisioning_example::Result<()> {
+        assert!(std::fs::read_to_string("/etc/os-release")?.contains("trixie"));
+        let deb = build_deb(&unique("hello"))?;
+        assert!(DebInstalled::from_file(&deb).apply()?.changed);
+        assert!(UserExists::regular(&unique("t")).apply()?.changed);
         Ok(())
     }
 }

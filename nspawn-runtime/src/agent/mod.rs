@@ -19,6 +19,8 @@
 //!
 //! [`Machine`]: crate::Machine
 
+mod call;
+pub(crate) mod callee;
 mod confine;
 mod launch;
 mod seccomp;
@@ -27,6 +29,7 @@ mod spawn;
 mod tmpfs;
 pub(crate) mod user;
 pub(crate) mod wire;
+mod zygote;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -67,7 +70,9 @@ pub(crate) struct Agent {
     process: Mutex<Child>,
     pidfd: PidFd,
     control: Mutex<Option<OwnedFd>>,
-    idle: Mutex<Vec<OwnedFd>>,
+    /// Connections no thread uses, each with whether the agent still owes it a call's last
+    /// word (see [`Conn::release_owing`]).
+    idle: Mutex<Vec<(OwnedFd, bool)>>,
 }
 
 impl Agent {
@@ -125,8 +130,15 @@ impl Agent {
 
     /// A connection of this thread's own, from the pool or new.
     pub(crate) fn connect(&self) -> Result<Conn<'_>, RecvError> {
-        if let Some(sock) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            return Ok(Conn { agent: self, sock });
+        loop {
+            let Some((sock, owed)) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+            else {
+                break;
+            };
+            // A connection whose last word never comes is dropped, which kills what it ran.
+            if !owed || settle(sock.as_fd()).is_ok() {
+                return Ok(Conn { agent: self, sock });
+            }
         }
         let (ours, theirs) = UnixStream::pair()?;
         let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
@@ -171,6 +183,9 @@ fn spawn(machine: &str, leader: &PidFd, control: OwnedFd) -> std::io::Result<Chi
     let leader_fd = leader.raw();
     let mut cmd = helper::command(server::ENV, leader.pid().to_string(), control);
     cmd.arg0("nspawn-agent").arg(format!("--machine={machine}"));
+    // Every symbol bound at start: the call processes forked from it (see `zygote`) then
+    // share the bindings instead of each resolving them again.
+    cmd.env("LD_BIND_NOW", "1");
     // SAFETY: raw system calls only; this runs after the helper's own hook.
     unsafe {
         cmd.pre_exec(move || {
@@ -186,6 +201,27 @@ fn spawn(machine: &str, leader: &PidFd, control: OwnedFd) -> std::io::Result<Chi
         });
     }
     cmd.spawn()
+}
+
+/// How long a call's last word may lag its outcome: the call's process only has to write one
+/// byte. Past it (a process stopped by the guest), the connection is dropped for a new one.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Reads what the agent still owes a connection: a call's last word, which follows the
+/// outcome the runtime already has.
+fn settle(sock: BorrowedFd) -> Result<(), RecvError> {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        match wire::recv::<Response>(sock, Some(deadline))?.0 {
+            Response::Started => continue,
+            Response::Ended { .. } | Response::TimedOut | Response::Failed { .. } => return Ok(()),
+            _ => {
+                return Err(RecvError::Io(std::io::Error::from_raw_os_error(
+                    libc::EPROTO,
+                )))
+            }
+        }
+    }
 }
 
 /// A broken pipe or reset connection means the agent is gone.
@@ -244,10 +280,20 @@ impl Conn<'_> {
     /// Puts the connection back in the pool: its exchange is complete. A connection dropped
     /// without this is closed, which also tells the agent to kill a command still running.
     pub(crate) fn release(self) {
+        self.pool(false);
+    }
+
+    /// Puts back a connection whose call's outcome came before the agent's last word on it:
+    /// the next user reads that first.
+    pub(crate) fn release_owing(self) {
+        self.pool(true);
+    }
+
+    fn pool(self, owed: bool) {
         self.agent
             .idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(self.sock);
+            .push((self.sock, owed));
     }
 }

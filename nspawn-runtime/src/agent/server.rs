@@ -16,7 +16,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use super::confine::Walls;
 use super::wire::{self, Meta, RecvError, Request, Response, Step};
-use super::{seccomp, spawn};
+use super::zygote::Zygote;
+use super::{call, seccomp, spawn};
 use crate::host::pidfd::PidFd;
 
 /// Set in the agent's environment to the leader's PID.
@@ -57,10 +58,12 @@ fn serve(leader_pid: u32) -> i32 {
         let _ = wire::send(control.as_fd(), &Response::failed(Step::Enter, &e), &[]);
         return 1;
     }
+    // Before any thread exists: see `zygote`. Without it, calls fail and all else works.
+    let zygote = Zygote::start(&leader);
     if wire::send(control.as_fd(), &Response::Ready, &[]).is_err() {
         return 1;
     }
-    accept(control.as_fd(), leader);
+    accept(control.as_fd(), leader, zygote);
     0
 }
 
@@ -119,8 +122,9 @@ fn check(ret: libc::c_int) -> std::io::Result<()> {
 }
 
 /// Takes new connections until the test process or the machine is gone.
-fn accept(control: BorrowedFd, leader: PidFd) {
+fn accept(control: BorrowedFd, leader: PidFd, zygote: std::io::Result<Zygote>) {
     let leader = std::sync::Arc::new(leader);
+    let zygote = std::sync::Arc::new(zygote);
     loop {
         let mut fds = [
             PollFd::new(control, PollFlags::POLLIN),
@@ -139,10 +143,10 @@ fn accept(control: BorrowedFd, leader: PidFd) {
             Err(_) => return,
         };
         for conn in conns {
-            let leader = leader.clone();
+            let (leader, zygote) = (leader.clone(), zygote.clone());
             let serving = std::thread::Builder::new()
                 .name("connection".into())
-                .spawn(move || serve_connection(conn, &leader));
+                .spawn(move || serve_connection(conn, &leader, &zygote));
             if serving.is_err() {
                 return;
             }
@@ -151,8 +155,9 @@ fn accept(control: BorrowedFd, leader: PidFd) {
 }
 
 /// Answers one connection's requests, one at a time, until the runtime closes it.
-fn serve_connection(conn: OwnedFd, leader: &PidFd) {
+fn serve_connection(conn: OwnedFd, leader: &PidFd, zygote: &std::io::Result<Zygote>) {
     let in_pid_namespace = spawn::enter_pid_namespace(leader);
+    let mut reaper = call::Reaper::default();
     loop {
         let (request, fds) = match wire::recv::<Request>(conn.as_fd(), None) {
             Ok(got) => got,
@@ -167,7 +172,16 @@ fn serve_connection(conn: OwnedFd, leader: &PidFd) {
             }
             Err(_) => return,
         };
-        let Some((reply, file)) = answer(request, fds, conn.as_fd(), &in_pid_namespace) else {
+        reaper.collect();
+        let served = answer(
+            request,
+            fds,
+            conn.as_fd(),
+            &in_pid_namespace,
+            zygote,
+            &mut reaper,
+        );
+        let Some((reply, file)) = served else {
             return;
         };
         let passed: Vec<RawFd> = file.iter().map(|f| f.as_raw_fd()).collect();
@@ -184,6 +198,8 @@ fn answer(
     fds: Vec<OwnedFd>,
     conn: BorrowedFd,
     in_pid_namespace: &std::io::Result<()>,
+    zygote: &std::io::Result<Zygote>,
+    reaper: &mut call::Reaper,
 ) -> Option<(Response, Option<OwnedFd>)> {
     Some(match (request, in_pid_namespace) {
         (Request::Stat { path }, _) => (stat(&path), None),
@@ -193,6 +209,7 @@ fn answer(
         },
         (Request::Exec(_), Err(e)) => (Response::failed(Step::Enter, e), None),
         (Request::Exec(exec), Ok(())) => (spawn::run(exec, fds, conn)?, None),
+        (Request::Call(c), _) => (call::run(c, fds, conn, zygote, reaper)?, None),
     })
 }
 

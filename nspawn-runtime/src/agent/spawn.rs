@@ -110,7 +110,7 @@ fn prepare(
 }
 
 /// Waits for the program, its timeout, or the runtime hanging up, whichever comes first.
-fn wait(pid: u32, conn: BorrowedFd, timeout: Option<Duration>) -> Option<Response> {
+pub fn wait(pid: u32, conn: BorrowedFd, timeout: Option<Duration>) -> Option<Response> {
     let deadline = timeout.map(crate::deadline::after);
     let Ok(handle) = PidFd::open(pid) else {
         return Some(reap(pid));
@@ -155,7 +155,7 @@ fn reap(pid: u32) -> Response {
     }
 }
 
-fn kill_group(pid: u32) {
+pub fn kill_group(pid: u32) {
     // The program is not reaped yet, so its PID (and group) cannot have been reused. It may
     // not have made its group yet: kill it by PID too.
     // SAFETY: plain kill.

@@ -42,6 +42,44 @@ pub enum Request {
     },
     /// Runs a program; its stdin (if `stdin`), stdout and stderr descriptors come along.
     Exec(Exec),
+    /// Runs a function of the test binary in a process of its own; its stdout, stderr and
+    /// outcome descriptors come along.
+    Call(Call),
+}
+
+/// A function to run inside the machine (see [`super::callee`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Call {
+    /// The entry point: its address minus the runtime's anchor function's, both in this same
+    /// executable (never an absolute address, which differs between processes).
+    pub entry: i64,
+    /// The argument, as the entry point decodes it.
+    pub arg: Bytes,
+    /// The user to run as (default root).
+    pub user: Option<String>,
+    /// Kill the call's process group after this long.
+    pub timeout_ms: Option<u64>,
+}
+
+/// What a called function's process reports, straight to the runtime through a pipe: a
+/// little-endian `u32` length and the postcard body. The guest can tamper with that process,
+/// so the runtime decodes this as untrusted data.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The function returned this value, encoded.
+    Returned(Bytes),
+    /// The function panicked.
+    Panicked {
+        /// The panic message.
+        message: String,
+        /// `file:line:column`, if the panic had one.
+        location: Option<String>,
+    },
+    /// The call could not be made: the process could not become the user, the argument
+    /// could not be decoded, or the result encoded.
+    Failed(String),
+    /// The entry point is not in this executable.
+    BadEntry,
 }
 
 /// A program to run inside the machine.
@@ -78,6 +116,11 @@ pub enum Response {
     /// The program ended; a raw wait status.
     Exited {
         /// As `waitpid(2)` gives it.
+        status: i32,
+    },
+    /// A called function's process wrote its outcome, or ended without one.
+    Ended {
+        /// A raw wait status (0 when it signalled its end and is exiting).
         status: i32,
     },
     /// The program outlived its timeout and was killed, with its process group.

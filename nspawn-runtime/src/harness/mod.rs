@@ -6,6 +6,7 @@
 
 mod boot;
 mod filter;
+mod inside;
 mod outcome;
 mod setup;
 mod sharing;
@@ -13,8 +14,10 @@ mod test_info;
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
-pub use outcome::TestOutcome;
-pub use setup::{SetupInfo, SetupOutcome};
+pub use inside::{inside, inside_setup};
+use outcome::fail;
+pub use outcome::{BodyResult, TestOutcome};
+pub use setup::SetupInfo;
 pub use test_info::{registered, Scope, TestInfo};
 
 use crate::cleanup::keep;
@@ -91,21 +94,4 @@ fn run_alone<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&Machine
             resume_unwind(panic)
         }
     }
-}
-
-/// A failure of ours, not of the test body, fails the test: by a panic with the error, except
-/// in a `#[should_panic]` test, which a panic would pass. There the error goes to stderr and
-/// the test returns without panicking, which fails it ("did not panic as expected").
-fn fail<R: TestOutcome>(info: &TestInfo, error: &dyn std::fmt::Display, outcome: Option<R>) -> R {
-    if info.expects_panic {
-        if let Some(outcome) = outcome.or_else(R::not_run) {
-            eprintln!(
-                "nspawn: {} failed: {error}\n(reported without a panic: the test expects one, \
-                 and the failure of its machine must not pass for it)",
-                info.test_name()
-            );
-            return outcome;
-        }
-    }
-    panic!("{error}")
 }

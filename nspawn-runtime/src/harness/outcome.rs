@@ -1,4 +1,7 @@
-//! What a test body returned, as the harness reads it.
+//! What a test body returned, as the harness reads it, and how a failure of ours fails a
+//! test.
+
+use super::test_info::TestInfo;
 
 /// What a test returned, as far as keeping its machine goes.
 pub trait TestOutcome: Sized {
@@ -32,4 +35,44 @@ impl TestOutcome for std::process::ExitCode {
     fn failed(&self) -> bool {
         *self != std::process::ExitCode::SUCCESS
     }
+}
+
+/// What a set-up or an `inside` test body returns: `()` or a `Result` whose error is shown
+/// with `Debug`, as libtest shows a failing test's.
+pub trait BodyResult {
+    /// The outcome as a message on failure.
+    fn into_result(self) -> Result<(), String>;
+}
+
+impl BodyResult for () {
+    fn into_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: std::fmt::Debug> BodyResult for Result<(), E> {
+    fn into_result(self) -> Result<(), String> {
+        self.map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// A failure of ours, not of the test body, fails the test: by a panic with the error, except
+/// in a `#[should_panic]` test, which a panic would pass. There the error goes to stderr and
+/// the test returns without panicking, which fails it ("did not panic as expected").
+pub(crate) fn fail<R: TestOutcome>(
+    info: &TestInfo,
+    error: &dyn std::fmt::Display,
+    outcome: Option<R>,
+) -> R {
+    if info.expects_panic {
+        if let Some(outcome) = outcome.or_else(R::not_run) {
+            eprintln!(
+                "nspawn: {} failed: {error}\n(reported without a panic: the test expects one, \
+                 and the failure of its machine must not pass for it)",
+                info.test_name()
+            );
+            return outcome;
+        }
+    }
+    panic!("{error}")
 }

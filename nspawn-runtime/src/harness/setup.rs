@@ -5,7 +5,6 @@
 //!
 //! Set-ups register with `inventory`, as tests do: a module without one pays nothing.
 
-use std::fmt::Debug;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::test_info::TestInfo;
@@ -26,25 +25,6 @@ pub struct SetupInfo {
 }
 
 inventory::collect!(SetupInfo);
-
-/// What a set-up returns: `()` or a `Result` whose error is shown with `Debug`, as libtest
-/// shows a failing test's.
-pub trait SetupOutcome {
-    /// The outcome as a message on failure.
-    fn into_result(self) -> Result<(), String>;
-}
-
-impl SetupOutcome for () {
-    fn into_result(self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
-impl<E: Debug> SetupOutcome for Result<(), E> {
-    fn into_result(self) -> Result<(), String> {
-        self.map_err(|e| format!("{e:?}"))
-    }
-}
 
 /// Runs the set-up of `info`'s module and chroot on `machine`, when the module has one.
 pub(crate) fn run_for(info: &TestInfo, machine: &Machine) -> Result<(), String> {

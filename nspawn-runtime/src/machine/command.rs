@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::host::tools::shell_word;
 
 /// How much longer than a command's timeout the agent may take to report it.
-const TIMEOUT_GRACE: Duration = Duration::from_secs(10);
+pub(super) const TIMEOUT_GRACE: Duration = Duration::from_secs(10);
 
 /// A program to run inside a machine, built like [`std::process::Command`].
 ///
@@ -223,8 +223,13 @@ impl<'m> Command<'m> {
         )
         .map_err(lost)?;
         let status = match pumped.reply {
-            Response::Exited { status } => ExitStatus::from_raw(status),
-            other => return Err(self.failure(other)),
+            Some(Response::Exited { status }) => ExitStatus::from_raw(status),
+            Some(other) => return Err(self.failure(other)),
+            None => {
+                return Err(self
+                    .machine
+                    .agent_confused("running a command", &Response::Started))
+            }
         };
         conn.release();
         let (stdout, stderr) = (pumped.stdout, pumped.stderr);

@@ -4,10 +4,12 @@
 //! - `builder`: the options, and the boot;
 //! - `lifecycle`: the running machine, its agent, keeping and stopping it;
 //! - `command`, `stdio`: commands, and their output;
+//! - `call`: the test binary's own functions, run inside;
 //! - `files`: file calls;
 //! - `registry`: every machine of this process, stopped at exit and on signals.
 
 mod builder;
+mod call;
 mod command;
 mod files;
 mod lifecycle;
@@ -15,5 +17,6 @@ pub(crate) mod registry;
 mod stdio;
 
 pub use builder::MachineBuilder;
+pub use call::Call;
 pub use command::Command;
 pub use lifecycle::Machine;

@@ -1,0 +1,283 @@
+//! A call's own process, forked ahead by the [`super::zygote`]: once its request comes, it
+//! becomes the user asked for, runs the function, writes its [`Outcome`] to the runtime, and
+//! tells the agent with one byte.
+//!
+//! The function is named by its entry point's offset from [`anchor`], both in this executable
+//! (the agent is the test binary re-executed, so the layout is the same in every process);
+//! an entry point that falls outside the executable is refused. The entry point,
+//! [`entry`], decodes the argument, runs the function and encodes its result; the types are
+//! fixed by the caller when it takes the entry point's address.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::OnceLock;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::user::Identity;
+use super::wire::{self, Bytes, Outcome};
+
+/// What a call's process needs from its connection thread: the entry point and argument,
+/// and who it runs as. Its stdout, stderr, outcome pipe and end signal come along as
+/// descriptors.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Spawn {
+    /// See [`super::wire::Call::entry`].
+    pub entry: i64,
+    /// The encoded argument.
+    pub arg: Bytes,
+    /// uid, gid and every group id.
+    pub ids: (u32, u32, Vec<u32>),
+    /// The working directory (`/` if it does not exist).
+    pub cwd: Bytes,
+    /// The whole environment.
+    pub env: Vec<(Bytes, Bytes)>,
+}
+
+/// An entry point: decodes the argument, runs the function, encodes what came of it.
+pub type Entry = fn(&[u8]) -> Outcome;
+
+/// The fixed point entry points are measured from.
+#[inline(never)]
+pub fn anchor() {}
+
+/// Where `entry` is, as the agent can find it again.
+pub fn offset(entry: Entry) -> i64 {
+    (entry as usize).wrapping_sub(anchor as fn() as usize) as i64
+}
+
+/// The entry point of `F`, called with an `A` and returning an `R`.
+///
+/// `F` must be zero-sized: a function item or a closure that captures nothing, whose only
+/// value is itself (the caller checks it at compile time).
+pub fn entry<F, A, R>(arg: &[u8]) -> Outcome
+where
+    F: Fn(A) -> R,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let arg: A = match ciborium::from_reader(arg) {
+        Ok(arg) => arg,
+        Err(e) => return Outcome::Failed(format!("decoding the argument: {e}")),
+    };
+    assert_eq!(std::mem::size_of::<F>(), 0, "callable types are zero-sized");
+    // SAFETY: `F` is zero-sized and implements `Fn` on stable Rust, so it is a function item
+    // or a closure with no captured state: a value made of no bytes is that function, and a
+    // zero-sized read from an aligned, non-null pointer is valid.
+    let f: F = unsafe { std::ptr::NonNull::<F>::dangling().as_ptr().read() };
+    let result = f(arg);
+    let mut out = Vec::new();
+    match ciborium::into_writer(&result, &mut out) {
+        Ok(()) => Outcome::Returned(out),
+        Err(e) => Outcome::Failed(format!("encoding the result: {e}")),
+    }
+}
+
+/// A spare call process: gets ready, waits for its request on `sock`, runs it and exits. Its
+/// request brings its stdout, stderr, outcome pipe and end signal.
+pub fn run(sock: OwnedFd) -> ! {
+    let ready = get_ready();
+    let request = wire::recv::<Spawn>(sock.as_fd(), None);
+    drop(sock);
+    let Ok((spawn, fds)) = request else { exit() };
+    let Ok([stdout, stderr, outcome, end]) = <[OwnedFd; 4]>::try_from(fds) else {
+        exit()
+    };
+    let pipe = OUTCOME.get_or_init(|| File::from(outcome));
+    let outcome = match ready.and_then(|()| become_caller(&spawn, &stdout, &stderr)) {
+        Ok(()) => {
+            drop((stdout, stderr));
+            call(&spawn)
+        }
+        Err(e) => Some(Outcome::Failed(format!(
+            "preparing its process as the user asked for: {e}"
+        ))),
+    };
+    // Output first: the runtime has all it needs once the outcome arrives.
+    let _ = std::io::stdout().flush();
+    release_output();
+    if let Some(outcome) = outcome {
+        record(pipe, &outcome);
+    }
+    // The agent answers on this byte, without waiting for the exit.
+    let _ = nix::unistd::write(&end, b"!");
+    exit()
+}
+
+fn exit() -> ! {
+    // SAFETY: ending the call's process without the agent's exit handlers; the threads the
+    // function left end with it.
+    unsafe { libc::_exit(0) }
+}
+
+/// What every call process starts with, done once in the zygote: root's login environment,
+/// and `/dev/null` open.
+pub fn prepare_zygote() {
+    for (key, _) in std::env::vars_os() {
+        std::env::remove_var(key);
+    }
+    for (key, value) in Identity::root().environment() {
+        std::env::set_var(key, value);
+    }
+    let _ = NULL.set(File::open("/dev/null"));
+}
+
+/// `/dev/null`, opened by the zygote.
+static NULL: OnceLock<std::io::Result<File>> = OnceLock::new();
+
+/// The descriptors a call process inherits from the zygote and keeps.
+pub fn inherited() -> Option<std::os::fd::RawFd> {
+    null().ok().map(|f| f.as_raw_fd())
+}
+
+fn null() -> std::io::Result<&'static File> {
+    match NULL.get() {
+        Some(Ok(file)) => Ok(file),
+        Some(Err(e)) => Err(std::io::Error::from(e.kind())),
+        None => Err(std::io::Error::from_raw_os_error(libc::ENOENT)),
+    }
+}
+
+/// What does not depend on the request: process group, parent-death signal, stdin, the panic
+/// hook.
+fn get_ready() -> std::io::Result<()> {
+    let null = null()?;
+    // SAFETY: plain system calls in a single-threaded process.
+    unsafe {
+        // Its own process group, so that a timeout kills what it started too.
+        check(libc::setpgid(0, 0))?;
+        check(libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+        ))?;
+        // The agent, outside the machine's PID namespace, is parent 0 here; anything else
+        // means it died before the line above.
+        if libc::getppid() != 0 {
+            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        check(libc::dup2(null.as_raw_fd(), 0))?;
+    }
+    install_panic_hook();
+    Ok(())
+}
+
+/// Gives the test's pipes back before the end byte, so the runtime sees their end at once
+/// (unless something the call started holds them).
+fn release_output() {
+    if let Ok(null) = null() {
+        // SAFETY: replacing our own standard descriptors.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 1);
+            libc::dup2(null.as_raw_fd(), 2);
+        }
+    }
+}
+
+fn check(ret: libc::c_int) -> std::io::Result<()> {
+    if ret < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Standard output and error, user, environment and directory.
+fn become_caller(spawn: &Spawn, stdout: &OwnedFd, stderr: &OwnedFd) -> std::io::Result<()> {
+    let (uid, gid, groups) = &spawn.ids;
+    let cwd = std::ffi::CString::new(spawn.cwd.clone())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: plain system calls in a single-threaded process.
+    unsafe {
+        check(libc::dup2(stdout.as_raw_fd(), 1))?;
+        check(libc::dup2(stderr.as_raw_fd(), 2))?;
+        if (*uid, *gid) != (0, 0) {
+            check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+            check(libc::setresgid(*gid, *gid, *gid))?;
+            check(libc::setresuid(*uid, *uid, *uid))?;
+        }
+        if libc::chdir(cwd.as_ptr()) < 0 {
+            check(libc::chdir(c"/".as_ptr()))?;
+        }
+    }
+    // The zygote set root's; another user's differs in a few variables.
+    for (key, value) in &spawn.env {
+        let (key, value) = (OsStr::from_bytes(key), OsStr::from_bytes(value));
+        if std::env::var_os(key).as_deref() != Some(value) {
+            std::env::set_var(key, value);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the entry point; `None` after a panic, which the hook recorded.
+fn call(spawn: &Spawn) -> Option<Outcome> {
+    let Some(entry) = resolve(spawn.entry) else {
+        return Some(Outcome::BadEntry);
+    };
+    catch_unwind(AssertUnwindSafe(|| entry(&spawn.arg))).ok()
+}
+
+/// The outcome pipe, for the panic hook.
+static OUTCOME: OnceLock<File> = OnceLock::new();
+
+/// Records a panic of this thread (the call's), even under `panic = "abort"`. A panic of a
+/// thread the function started is its own business: it reaches the call only if the
+/// function propagates it.
+fn install_panic_hook() {
+    let caller = std::thread::current().id();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() != caller {
+            return;
+        }
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        let location = info.location().map(ToString::to_string);
+        if let Some(file) = OUTCOME.get() {
+            record(file, &Outcome::Panicked { message, location });
+        }
+    }));
+}
+
+/// The entry point at `offset` from [`anchor`], if it lies in this executable.
+fn resolve(offset: i64) -> Option<Entry> {
+    let anchor = anchor as fn() as usize;
+    let address = anchor.wrapping_add(offset as usize);
+    if object_of(address)? != object_of(anchor)? {
+        return None;
+    }
+    // SAFETY: the address is in this executable, at the offset the runtime computed from an
+    // `Entry` of this same executable.
+    Some(unsafe { std::mem::transmute::<usize, Entry>(address) })
+}
+
+/// The base address of the loaded object that holds `address`.
+fn object_of(address: usize) -> Option<usize> {
+    // SAFETY: dladdr only reads the loader's tables; `info` is plain data.
+    unsafe {
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        (libc::dladdr(address as *const libc::c_void, &mut info) != 0)
+            .then_some(info.dli_fbase as usize)
+    }
+}
+
+/// Writes the outcome, once: a panic's hook and the return path never both do.
+fn record(pipe: &File, outcome: &Outcome) {
+    static WRITTEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if WRITTEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    if let Ok(body) = postcard::to_stdvec(outcome) {
+        let len = u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes();
+        let mut pipe = pipe;
+        let _ = pipe.write_all(&[&len[..], &body].concat());
+    }
+}

@@ -1,0 +1,315 @@
+//! Running the test binary's own functions inside a machine: [`Machine::call`].
+//!
+//! The agent's zygote forks a process for each call (see `agent::zygote`); it runs the
+//! function in the machine and leaves what came of it for the agent. Arguments and results
+//! cross as CBOR, so any serde type does, self-describing ones (`serde_json::Value`,
+//! untagged enums) included. What the function prints is shown with the test's output.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::command::TIMEOUT_GRACE;
+use super::lifecycle::Machine;
+use super::stdio::{pump, Pipes};
+use crate::agent::callee::{self, Entry};
+use crate::agent::wire::{self, Outcome, Request, Response, Step};
+use crate::error::{Error, Result};
+
+/// How a call's process ended: the outcome it wrote, if whole, and its wait status (0 while
+/// it is still exiting).
+struct Ended {
+    status: i32,
+    outcome: Option<Vec<u8>>,
+}
+
+/// A function to run inside a machine, with options: [`Machine::function`]. Plain
+/// [`Machine::call`] is this without options.
+///
+/// ```no_run
+/// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
+/// use std::time::Duration;
+///
+/// let home = machine
+///     .function(|(): ()| std::env::var("HOME").unwrap_or_default())
+///     .user("nobody")
+///     .timeout(Duration::from_secs(5))
+///     .call(())?;
+/// assert_eq!(home, "/nonexistent");
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct Call<'m, F> {
+    machine: &'m Machine,
+    function: F,
+    user: Option<String>,
+    timeout: Option<Duration>,
+}
+
+impl<F> Call<'_, F> {
+    /// Runs as this user of the machine (default root): the process takes its uid, gid,
+    /// groups, home directory and login environment.
+    ///
+    /// ```no_run
+    /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
+    /// let uid = machine.function(|(): ()| nix::unistd::getuid().as_raw()).user("nobody").call(())?;
+    /// assert_eq!(uid, 65534);
+    /// # Ok(()) }
+    /// ```
+    pub fn user(mut self, user: &str) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Kills the call's process, with every process it started, and fails if it runs longer
+    /// than this.
+    ///
+    /// ```no_run
+    /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
+    /// use std::time::Duration;
+    /// let slow = machine
+    ///     .function(|secs: u64| std::thread::sleep(Duration::from_secs(secs)))
+    ///     .timeout(Duration::from_secs(1))
+    ///     .call(60);
+    /// assert!(slow.is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Runs the function on `arg` inside the machine and returns what it returned.
+    ///
+    /// ```no_run
+    /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
+    /// let len = machine.function(|s: String| s.len()).call("four".to_string())?;
+    /// assert_eq!(len, 4);
+    /// # Ok(()) }
+    /// ```
+    pub fn call<A, R>(&self, arg: A) -> Result<R>
+    where
+        F: Fn(A) -> R,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        const {
+            assert!(
+                std::mem::size_of::<F>() == 0,
+                "Machine::call takes a function, or a closure that captures nothing; \
+                 pass what it needs as the argument"
+            )
+        };
+        let _ = &self.function;
+        let entry: Entry = callee::entry::<F, A, R>;
+        let mut arg_bytes = Vec::new();
+        ciborium::into_writer(&arg, &mut arg_bytes)
+            .map_err(|e| self.failed(format!("encoding the argument: {e}"), None))?;
+        let started = Instant::now();
+        let ended = self.run(callee::offset(entry), arg_bytes)?;
+        tracing::debug!(
+            machine = self.machine.name(),
+            function = self.name(),
+            elapsed_us = started.elapsed().as_secs_f64() * 1e6,
+            "call"
+        );
+        let decoded = ended
+            .outcome
+            .as_deref()
+            .map(postcard::from_bytes::<Outcome>);
+        match decoded {
+            Some(Ok(Outcome::Returned(bytes))) => ciborium::from_reader(bytes.as_slice())
+                .map_err(|e| self.failed(format!("decoding the result: {e}"), None)),
+            Some(Ok(Outcome::Panicked { message, location })) => Err(Error::Panicked {
+                machine: self.machine.name().into(),
+                function: self.name(),
+                message,
+                location,
+            }),
+            Some(Ok(Outcome::Failed(why))) => Err(self.failed(why, None)),
+            Some(Ok(Outcome::BadEntry)) => Err(self.failed(
+                "its entry point is not in the test executable; call functions of the test \
+                 binary itself, not of a shared library it loads"
+                    .into(),
+                None,
+            )),
+            Some(Err(_)) | None => Err(self.ended(ExitStatus::from_raw(ended.status))),
+        }
+    }
+
+    /// The function's name, as Rust gives its type.
+    fn name(&self) -> String {
+        std::any::type_name::<F>().to_string()
+    }
+
+    /// Has the agent run the entry point; returns the outcome, or how its process ended.
+    fn run(&self, entry: i64, arg: Vec<u8>) -> Result<Ended> {
+        let machine = self.machine;
+        let agent = machine.agent()?;
+        let during = format!("calling `{}`", self.name());
+        let lost = |e| machine.agent_lost(&agent, &during, e);
+        let mut conn = agent.connect().map_err(lost)?;
+        let pipes =
+            Pipes::for_call().map_err(|e| Error::io(format!("making pipes for {during}"), e))?;
+        let request = Request::Call(wire::Call {
+            entry,
+            arg,
+            user: self.user.clone(),
+            timeout_ms: self
+                .timeout
+                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        });
+        conn.send(&request, &pipes.theirs()).map_err(lost)?;
+        let deadline = self
+            .timeout
+            .map(|t| crate::deadline::after(t.saturating_add(TIMEOUT_GRACE)));
+        let start_deadline = Instant::now() + crate::agent::CALL_TIMEOUT;
+        let pumped =
+            pump(&mut conn, pipes.into_ours(), None, deadline, start_deadline).map_err(lost)?;
+        // Where the test's own output goes: libtest captures it, and shows it on failure.
+        if !pumped.stdout.is_empty() {
+            print!("{}", String::from_utf8_lossy(&pumped.stdout));
+        }
+        if !pumped.stderr.is_empty() {
+            eprint!("{}", String::from_utf8_lossy(&pumped.stderr));
+        }
+        let outcome = pumped.outcome;
+        match pumped.reply {
+            None => {
+                conn.release_owing();
+                Ok(Ended { status: 0, outcome })
+            }
+            Some(Response::Ended { status }) => {
+                conn.release();
+                Ok(Ended { status, outcome })
+            }
+            Some(Response::TimedOut) => Err(Error::Timeout {
+                what: format!("`{}` in machine {}", self.name(), machine.name()),
+                secs: self.timeout.unwrap_or_default().as_secs_f64(),
+                hint: "its process was killed, with every process it started".into(),
+            }),
+            Some(Response::Failed {
+                step: Step::User, ..
+            }) => Err(Error::NoSuchUser {
+                machine: machine.name().into(),
+                user: self.user.clone().unwrap_or_default(),
+            }),
+            Some(Response::Failed { step, errno }) => Err(self.failed(
+                format!(
+                    "the agent could not start its process ({step:?}): {}",
+                    std::io::Error::from_raw_os_error(errno)
+                ),
+                None,
+            )),
+            Some(other) => Err(machine.agent_confused(&during, &other)),
+        }
+    }
+
+    /// The error for a process that ended without an outcome.
+    fn ended(&self, status: ExitStatus) -> Error {
+        match status.signal() {
+            Some(signal) => {
+                let name = nix::sys::signal::Signal::try_from(signal)
+                    .map(|s| s.as_str().to_string())
+                    .unwrap_or_else(|_| "unknown".into());
+                self.failed(
+                    format!("its process was killed by signal {signal} ({name})"),
+                    Some(signal),
+                )
+            }
+            None => self.failed(
+                format!(
+                    "its process exited ({status}) without returning: the function called \
+                     std::process::exit, or the guest killed it"
+                ),
+                None,
+            ),
+        }
+    }
+
+    fn failed(&self, reason: String, signal: Option<i32>) -> Error {
+        Error::Call {
+            machine: self.machine.name().into(),
+            function: self.name(),
+            reason,
+            signal,
+        }
+    }
+}
+
+impl Machine {
+    /// Runs `function(arg)` inside the machine and returns its result: Rust code of the test
+    /// binary, acting on the machine as a program started there would.
+    ///
+    /// `function` is a function or a closure that captures nothing (it is a compile error
+    /// otherwise); the argument and the result are any serde types. The call runs in a
+    /// process of its own, forked for it inside every namespace of the machine, in its root
+    /// and cgroup, confined as the container's own processes are, as root there (see
+    /// [`Machine::function`] for another user, or a timeout). Its environment is a login one,
+    /// as [`Command`](crate::Command)'s, and its working directory the user's home.
+    ///
+    /// Each call starts from the same state, a copy of the agent as it entered the machine:
+    /// nothing but the machine's own files and processes carries from one call to the next
+    /// (not a global, a thread, or a panic). The function runs with the test binary's code
+    /// and libc in the guest's file system: what it reads is the guest's (`/etc/passwd` for
+    /// NSS lookups, through the host libc's own `files` module), and it must not rely on
+    /// shared libraries that only the host has. Test code outside the call, under sudo,
+    /// still runs as the invoking user.
+    ///
+    /// A panic is [`Error::Panicked`](crate::Error::Panicked), with its message and location;
+    /// a crash, an exit, or a value that cannot cross is [`Error::Call`](crate::Error::Call).
+    /// What the function prints is shown with the test's output.
+    ///
+    /// ```no_run
+    /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
+    /// use std::path::Path;
+    ///
+    /// assert!(machine.call(|p: String| Path::new(&p).exists(), "/etc/os-release".into())?);
+    /// let hostname = machine.call(|(): ()| std::fs::read_to_string("/etc/hostname").ok(), ())?;
+    /// assert_eq!(hostname.as_deref().map(str::trim), Some(machine.name()));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A closure that captures something does not compile: what the function needs goes in
+    /// the argument.
+    ///
+    /// ```compile_fail
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// let path = String::from("/etc/os-release");
+    /// machine.call(move |(): ()| std::path::Path::new(&path).exists(), ())?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
+    pub fn call<F, A, R>(&self, function: F, arg: A) -> Result<R>
+    where
+        F: Fn(A) -> R,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        self.function(function).call(arg)
+    }
+
+    /// A function to run inside the machine with options (a user, a timeout); see
+    /// [`Machine::call`].
+    ///
+    /// ```no_run
+    /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
+    /// use std::time::Duration;
+    /// let users = machine
+    ///     .function(|(): ()| std::fs::read_to_string("/etc/passwd").map_err(|e| e.to_string()))
+    ///     .timeout(Duration::from_secs(10))
+    ///     .call(())?;
+    /// assert!(users.map_or(false, |p| p.contains("root:")));
+    /// # Ok(()) }
+    /// ```
+    pub fn function<F>(&self, function: F) -> Call<'_, F> {
+        Call {
+            machine: self,
+            function,
+            user: None,
+            timeout: None,
+        }
+    }
+}
