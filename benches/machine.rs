@@ -11,8 +11,10 @@
 //! - stop-to-gone: `Machine::stop` (returns once nspawn has removed the snapshot or overlay)
 //!   against SIGKILL to the raw leader and waiting for nspawn to exit.
 //!
-//! Then the framework's overhead per test on a shared machine, and a suite of 8 modules x 5
-//! tests against the raw boot time of 8 machines. Needs root; `NSPAWN_BENCH_SAMPLES` sets
+//! Then the framework's overhead per test on a shared machine, and whole suites against raw
+//! boots (`--suites` runs only these): the seed's suite (4 modules, 18 tests) and 8 modules x
+//! 5 tests, with 1 and 2 test threads, with and without boots ahead, against as many raw
+//! boots one after another; and the `fast` profile's boot against the full one. Needs root; `NSPAWN_BENCH_SAMPLES` sets
 //! the sample count (default 11).
 
 use std::os::unix::net::UnixDatagram;
@@ -242,6 +244,9 @@ fn main() {
         return backends::in_a_systemd_host();
     }
     let chroot = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_chroots/bookworm");
+    if args.iter().any(|a| a == "--suites") {
+        return suites::table(&chroot);
+    }
     calls::table(&chroot);
     if args.iter().any(|a| a == "--calls") {
         return;
@@ -254,7 +259,7 @@ fn main() {
     );
     drop(btrfs);
     overhead::per_test();
-    overhead::suite(&chroot);
+    suites::table(&chroot);
     backends::in_a_systemd_host();
 }
 
@@ -515,28 +520,94 @@ mod overhead {
     fn noop() -> usize {
         7
     }
+}
 
-    /// 8 modules x 5 tests, each running one command, against booting 8 raw machines.
-    pub fn suite(chroot: &Path) {
-        let bin = common::test_binary_with("suite8x5", &["--release"]);
-        let (out, wall) = time(|| {
-            Command::new(&bin)
-                .env("NSPAWN_QUIET", "1")
-                .output()
-                .unwrap()
-        });
-        assert!(out.status.success(), "{}", common::report(&out));
-        let mut raw_total = Duration::ZERO;
-        for i in 0..8 {
-            let (raw, t) = raw_boot(chroot, 100 + i);
-            raw_total += t;
-            raw.stop();
+/// Whole suites against raw boots, side by side in one run.
+mod suites {
+    use super::*;
+
+    fn load() -> String {
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    }
+
+    /// Wall time of a suite binary's run.
+    fn run(bin: &Path, threads: usize, ahead: Option<&str>) -> Duration {
+        let mut cmd = Command::new(bin);
+        cmd.arg(format!("--test-threads={threads}"))
+            .env("NSPAWN_QUIET", "1");
+        if let Some(n) = ahead {
+            cmd.env("NSPAWN_BOOT_AHEAD", n);
         }
+        let (out, wall) = time(|| cmd.output().unwrap());
+        assert!(out.status.success(), "{}", common::report(&out));
+        wall
+    }
+
+    /// `n` raw boots to READY=1, one after another.
+    fn raw_boots(dir: &Path, n: usize) -> Duration {
+        (0..n)
+            .map(|i| {
+                let (raw, t) = raw_boot(dir, 200 + i);
+                raw.stop();
+                t
+            })
+            .sum()
+    }
+
+    pub fn table(chroot: &Path) {
+        let rounds = samples().min(5);
         println!(
-            "suite of 8 modules x 5 tests (2 test threads): {:.2} s wall; 8 raw boots one after another: {:.2} s ({:.2}x)",
-            wall.as_secs_f64(),
-            raw_total.as_secs_f64(),
-            wall.as_secs_f64() / raw_total.as_secs_f64()
+            "\nsuites, median of {rounds} rounds, load average before: {}\n",
+            load()
         );
+        println!("| suite | threads | boots ahead | wall (s) | raw boots (s) | ratio |");
+        println!("|---|---|---|---|---|---|");
+        for (name, boots) in [("suite_seed", 4), ("suite8x5", 8)] {
+            let bin = common::test_binary_with(name, &["--release"]);
+            for threads in [1, 2] {
+                for ahead in [Some("0"), None] {
+                    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+                    for _ in 0..rounds {
+                        ours.push(run(&bin, threads, ahead));
+                        raw.push(raw_boots(chroot, boots));
+                    }
+                    let (o, r) = (Stats(ours).median(), Stats(raw).median());
+                    println!(
+                        "| {name} | {threads} | {} | {:.2} | {:.2} ({boots}) | {:.2}x |",
+                        ahead.map_or("default", |_| "none"),
+                        o / 1e3,
+                        r / 1e3,
+                        o / r
+                    );
+                }
+            }
+        }
+        profiles(chroot);
+        println!("\nload average after: {}", load());
+    }
+
+    /// The `fast` profile's tree against the full one, raw boots and ours, alternating.
+    fn profiles(chroot: &Path) {
+        let fast = chroot.with_file_name("bookworm-fast");
+        let (mut raw_full, mut raw_fast, mut ours_full, mut ours_fast) =
+            (vec![], vec![], vec![], vec![]);
+        for i in 0..samples() {
+            for (dir, raw, ours) in [
+                (chroot, &mut raw_full, &mut ours_full),
+                (fast.as_path(), &mut raw_fast, &mut ours_fast),
+            ] {
+                let (r, t) = raw_boot(dir, 300 + i);
+                raw.push(t);
+                r.stop();
+                let (m, t) = time(|| Machine::start(dir.to_str().unwrap()).unwrap());
+                ours.push(t);
+                m.stop().unwrap();
+            }
+        }
+        println!("\nboot to ready by profile, {} samples (ms)\n", samples());
+        row("full profile", &Stats(ours_full), Some(&Stats(raw_full)));
+        row("fast profile", &Stats(ours_fast), Some(&Stats(raw_fast)));
     }
 }

@@ -327,3 +327,49 @@ fn under_sudo_inside_tests_run_as_root_in_the_machine() {
     assert!(out.contains("2 passed"), "{out}");
     common::assert_nothing_left(&run.events.machines());
 }
+
+#[test]
+fn machines_boot_ahead_within_the_cap_and_stop_in_the_background() {
+    // One test thread: the run's own machine and the one ahead are all it has at once. Slots
+    // are host-wide: a run directory of its own keeps other tests' runs out of its count.
+    let run_dir = common::scratch_dir();
+    let run_dir = run_dir.path().join("run");
+    let run = run_fixture(
+        &["--test-threads=1"],
+        &[
+            ("NSPAWN_MAX_MACHINES", "4"),
+            ("NSPAWN_RUN_DIR", run_dir.to_str().unwrap()),
+        ],
+    );
+    let out = run.stdout();
+    assert!(run.output.status.success(), "{out}");
+    assert!(
+        !run.events.ahead_boots().is_empty(),
+        "{:?}",
+        run.events.lines
+    );
+    assert!(
+        run.events.most_at_once() <= 4,
+        "the cap holds: {:?}",
+        run.events.lines
+    );
+    // Every module still boots once, ahead or not.
+    for module in ["fixture::alpha", "fixture::beta", "fixture::slow"] {
+        assert_eq!(run.events.module_boots(module).len(), 1, "{module}");
+    }
+    let (mut stopped, mut booted) = (run.events.stopped(), run.events.machines());
+    stopped.sort();
+    booted.sort();
+    assert_eq!(stopped, booted, "each stopped during the run");
+    common::assert_nothing_left(&run.events.machines());
+}
+
+#[test]
+fn boots_ahead_can_be_turned_off_and_never_take_the_last_slots() {
+    for env in [[("NSPAWN_BOOT_AHEAD", "0")], [("NSPAWN_MAX_MACHINES", "2")]] {
+        let run = run_fixture(&[], &env);
+        assert!(run.output.status.success(), "{env:?}: {}", run.stdout());
+        assert_eq!(run.events.ahead_boots(), Vec::<String>::new(), "{env:?}");
+        common::assert_nothing_left(&run.events.machines());
+    }
+}

@@ -8,6 +8,7 @@
 //! suite = "trixie"
 //! include = ["dbus", "systemd", "nginx"]
 //! setup = ["systemctl enable nginx"]
+//! profile = "fast"
 //! ```
 
 use toml::{Table, Value};
@@ -31,7 +32,11 @@ pub const KNOWN_SUITES: &[&str] = &[
 /// Bootstrap variants accepted by both mmdebstrap and debootstrap.
 pub const VARIANTS: &[&str] = &["minbase", "buildd", "standard"];
 
-const KEYS: &[&str] = &["suite", "mirror", "variant", "include", "setup"];
+const KEYS: &[&str] = &["suite", "mirror", "variant", "include", "setup", "profile"];
+
+/// Boot profiles: `full` boots what Debian enables; `fast` masks the units tests rarely need
+/// (see the runtime's `chroot::profile`).
+pub const PROFILES: &[&str] = &["full", "fast"];
 
 /// One declared chroot, with defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +53,8 @@ pub struct ChrootDef {
     pub include: Vec<String>,
     /// Shell commands run inside the new tree after bootstrap.
     pub setup: Vec<String>,
+    /// The boot profile, one of [`PROFILES`] (default `full`).
+    pub profile: String,
 }
 
 impl ChrootDef {
@@ -60,6 +67,7 @@ impl ChrootDef {
             variant: "minbase".to_string(),
             include: vec!["dbus".to_string(), "systemd".to_string()],
             setup: Vec::new(),
+            profile: "full".to_string(),
         }
     }
 
@@ -71,6 +79,10 @@ impl ChrootDef {
         t.insert("variant".into(), self.variant.clone().into());
         t.insert("include".into(), self.include.clone().into());
         t.insert("setup".into(), self.setup.clone().into());
+        // Only when not the default: chroots built before the key existed stay current.
+        if self.profile != "full" {
+            t.insert("profile".into(), self.profile.clone().into());
+        }
         let mut root = Table::new();
         root.insert(self.name.clone(), Value::Table(t));
         toml::to_string(&root).unwrap_or_default()
@@ -115,6 +127,7 @@ fn parse_def(name: &str, value: &Value) -> std::result::Result<ChrootDef, String
             "variant" => def.variant = string(value).map_err(field)?,
             "include" => def.include = strings(value).map_err(field)?,
             "setup" => def.setup = strings(value).map_err(field)?,
+            "profile" => def.profile = string(value).map_err(field)?,
             _ => {
                 return Err(format!(
                     "{section}: unknown key `{key}`; accepted keys: {}",
@@ -158,6 +171,13 @@ fn check_values(def: &ChrootDef) -> std::result::Result<(), String> {
             "key `variant`: unknown variant {:?}; accepted: {}",
             def.variant,
             VARIANTS.join(", ")
+        ));
+    }
+    if !PROFILES.contains(&def.profile.as_str()) {
+        return Err(format!(
+            "key `profile`: unknown profile {:?}; accepted: {}",
+            def.profile,
+            PROFILES.join(", ")
         ));
     }
     if !def.mirror.contains("://") {
@@ -233,6 +253,7 @@ mirror = "http://mirror.example/debian"
 variant = "buildd"
 include = ["dbus", "systemd", "nginx"]
 setup = ["echo hi > /etc/hi"]
+profile = "fast"
 "#,
         )
         .unwrap();
@@ -243,6 +264,20 @@ setup = ["echo hi > /etc/hi"]
         assert_eq!(d.variant, "buildd");
         assert_eq!(d.include, ["dbus", "systemd", "nginx"]);
         assert_eq!(d.setup, ["echo hi > /etc/hi"]);
+        assert_eq!(d.profile, "fast");
+        assert!(d.stamp().contains("profile = \"fast\""));
+        assert!(!ChrootDef::with_defaults("x").stamp().contains("profile"));
+    }
+
+    #[test]
+    fn unknown_profile_names_the_accepted_ones() {
+        let err = parse(
+            "[workspace.metadata.nspawn.chroots.bookworm]
+profile = \"quick\"
+",
+        )
+        .unwrap_err();
+        assert!(err.ends_with("accepted: full, fast"), "{err}");
     }
 
     #[test]
@@ -251,7 +286,7 @@ setup = ["echo hi > /etc/hi"]
             parse("[workspace.metadata.nspawn.chroots.bookworm]\nsuit = \"sid\"\n").unwrap_err();
         assert_eq!(
             err,
-            "[workspace.metadata.nspawn.chroots.bookworm]: unknown key `suit`; accepted keys: suite, mirror, variant, include, setup"
+            "[workspace.metadata.nspawn.chroots.bookworm]: unknown key `suit`; accepted keys: suite, mirror, variant, include, setup, profile"
         );
     }
 

@@ -39,6 +39,8 @@ pub enum Event {
         chroot: String,
         /// The machine.
         machine: String,
+        /// Booted ahead of the module's first test.
+        ahead: bool,
     },
     /// The machine of a module's tests could not boot.
     ModuleBootFailed {
@@ -103,7 +105,8 @@ impl fmt::Display for Event {
                 module,
                 chroot,
                 machine,
-            } => write!(f, "module-boot {module} {chroot} {machine}"),
+                ahead,
+            } => write!(f, "module-boot {module} {chroot} {machine} {ahead}"),
             Event::ModuleBootFailed { module, chroot } => {
                 write!(f, "module-boot-failed {module} {chroot}")
             }
@@ -142,6 +145,7 @@ impl Event {
                 module: field(0)?,
                 chroot: field(1)?,
                 machine: field(2)?,
+                ahead: field(3)?.parse().ok()?,
             },
             "module-boot-failed" => Event::ModuleBootFailed {
                 module: field(0)?,
@@ -246,6 +250,7 @@ mod tests {
                 module: "fixture::alpha".into(),
                 chroot: "bookworm".into(),
                 machine: m(),
+                ahead: true,
             },
             Event::ModuleBootFailed {
                 module: "fixture::broken".into(),

@@ -52,6 +52,7 @@ pub const VARIABLES: &[&str] = &[
     "NSPAWN_EVENT_LOG",
     "NSPAWN_RUN_DIR",
     "NSPAWN_AUTO_BUILD",
+    "NSPAWN_BOOT_AHEAD",
 ];
 
 /// The settings of this process.
@@ -77,6 +78,9 @@ pub struct Settings {
     pub quiet: bool,
     /// `NSPAWN_AUTO_BUILD`: `0` stops missing or outdated chroots from being built on demand.
     pub auto_build: bool,
+    /// `NSPAWN_BOOT_AHEAD`: how many machines of upcoming modules may boot ahead of need at
+    /// once (`0`: none; default: one per CPU).
+    pub boot_ahead: Option<usize>,
 }
 
 impl Default for Settings {
@@ -92,6 +96,7 @@ impl Default for Settings {
             event_log: None,
             quiet: false,
             auto_build: true,
+            boot_ahead: None,
         }
     }
 }
@@ -169,6 +174,12 @@ impl Settings {
             };
             check("NSPAWN_AUTO_BUILD", "accepted: 0, 1", on.is_some(), &v);
             s.auto_build = on.unwrap_or(true);
+        }
+        if let Some(v) = text("NSPAWN_BOOT_AHEAD") {
+            let n = v.trim().parse::<usize>().ok();
+            let accepted = "accepted: a whole number of machines, 0 to boot none ahead";
+            check("NSPAWN_BOOT_AHEAD", accepted, n.is_some(), &v);
+            s.boot_ahead = n;
         }
         (s, problems)
     }

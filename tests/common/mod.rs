@@ -175,6 +175,34 @@ impl Events {
         })
     }
 
+    /// Machines booted ahead of their module's first test.
+    pub fn ahead_boots(&self) -> Vec<String> {
+        self.machines_where(|e| match e {
+            Event::ModuleBoot {
+                machine,
+                ahead: true,
+                ..
+            } => Some(machine),
+            _ => None,
+        })
+    }
+
+    /// The most machines this run had at once: started, and not yet stopped or kept.
+    pub fn most_at_once(&self) -> usize {
+        let (mut now, mut most) = (0usize, 0usize);
+        for e in &self.lines {
+            match e {
+                Event::Spawned { .. } => now += 1,
+                Event::Stopped { .. } | Event::StoppedAtExit { .. } | Event::Kept { .. } => {
+                    now = now.saturating_sub(1)
+                }
+                _ => {}
+            }
+            most = most.max(now);
+        }
+        most
+    }
+
     /// Failed boot attempts for a module.
     pub fn module_boot_failures(&self, of: &str) -> usize {
         self.lines

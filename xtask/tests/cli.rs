@@ -53,7 +53,7 @@ fn an_undeclared_name_lists_the_declared_ones() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(
-            "chroot \"jessie\" is not declared; declared chroots: bookworm, host, trixie"
+            "chroot \"jessie\" is not declared; declared chroots: bookworm, bookworm-fast, host, trixie"
         ),
         "{stderr}"
     );

@@ -125,6 +125,39 @@ fn check(ret: libc::c_int) -> std::io::Result<()> {
 fn accept(control: BorrowedFd, leader: PidFd, zygote: std::io::Result<Zygote>) {
     let leader = std::sync::Arc::new(leader);
     let zygote = std::sync::Arc::new(zygote);
+    serve_until_gone(control, &leader, &zygote);
+    if let Ok(zygote) = zygote.as_ref() {
+        zygote.shutdown();
+    }
+    reap_exiting(std::time::Duration::from_millis(500));
+}
+
+/// Reaps the children that have exited or are exiting (calls that signalled their end), for
+/// up to `grace`. Children of ours in the machine's PID namespace that outlive the agent are
+/// zombies only the host's init reaps, and the machine's init cannot finish exiting before
+/// they are gone. Commands still running are left to their parent-death signal.
+fn reap_exiting(grace: std::time::Duration) {
+    let deadline = std::time::Instant::now() + grace;
+    loop {
+        // SAFETY: reaping our own children, without blocking.
+        let pid = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) };
+        match pid {
+            p if p > 0 => continue,
+            0 if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(2))
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Hands each new connection to a thread of its own, until the test process or the machine
+/// is gone.
+fn serve_until_gone(
+    control: BorrowedFd,
+    leader: &std::sync::Arc<PidFd>,
+    zygote: &std::sync::Arc<std::io::Result<Zygote>>,
+) {
     loop {
         let mut fds = [
             PollFd::new(control, PollFlags::POLLIN),

@@ -47,6 +47,7 @@ impl Spare {
 #[derive(Debug)]
 pub struct Zygote {
     state: Mutex<State>,
+    pid: libc::pid_t,
 }
 
 #[derive(Debug)]
@@ -76,7 +77,25 @@ impl Zygote {
                 sock: ours.into(),
                 ordered: false,
             }),
+            pid,
         })
+    }
+
+    /// Ends the zygote and the spare it made, and reaps both, before the agent exits. The
+    /// spare lives in the machine's PID namespace: left to die as an orphan, it would be a
+    /// zombie that only the host's init reaps, and until then the machine's init cannot
+    /// finish exiting (a stop took 1.1-1.7 s instead of 30-70 ms).
+    pub fn shutdown(&self) {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        if state.ordered {
+            if let Ok((Ok(pid), _sock)) =
+                wire::recv::<Result<u32, i32>>(state.sock.as_fd(), Some(deadline))
+            {
+                kill_and_reap(pid as libc::pid_t);
+            }
+        }
+        kill_and_reap(self.pid);
     }
 
     /// A spare call process: the one ordered, or a new one.
@@ -96,6 +115,16 @@ impl Zygote {
         if !state.ordered {
             state.ordered = wire::send(state.sock.as_fd(), &(), &[]).is_ok();
         }
+    }
+}
+
+/// Kills and reaps a child of the agent that has not been reaped yet (so its PID is still
+/// its own).
+fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: signalling and waiting for our own unreaped child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
     }
 }
 

@@ -373,6 +373,12 @@ fn assemble(
         result.map_err(|r| fail("setup", r))?;
     }
     item.phase("finishing");
+    super::profile::apply(tmp, &def.profile).map_err(|e| {
+        fail(
+            "profile",
+            format!("applying profile {:?}: {e}", def.profile),
+        )
+    })?;
     // The bootstrapper copies the host's name; without it a machine is named as nspawn calls it.
     let _ = std::fs::remove_file(tmp.join("etc/hostname"));
     let stamp = tmp.join(STAMP);

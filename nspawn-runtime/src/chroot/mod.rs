@@ -15,6 +15,7 @@ mod build;
 pub mod config;
 mod locate;
 mod on_demand;
+pub mod profile;
 mod progress;
 mod status;
 pub mod storage;

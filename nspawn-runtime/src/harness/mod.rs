@@ -4,6 +4,7 @@
 //! (`boot`) from the chroot its [`TestInfo`] names; a failure to set the machine up fails
 //! the test, never passes for the panic a `#[should_panic]` test expects.
 
+mod ahead;
 mod boot;
 mod filter;
 mod inside;
@@ -43,7 +44,10 @@ pub fn run<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) 
     match info.scope {
         Scope::Test => run_alone(info, body),
         Scope::Module => {
-            let mut lease = match sharing::Lease::acquire(info) {
+            let lease = sharing::Lease::acquire(info);
+            // This module's machine is taken: the next ones may boot meanwhile.
+            ahead::schedule();
+            let mut lease = match lease {
                 Ok(lease) => lease,
                 Err(e) => return fail(info, &e, None),
             };
@@ -57,7 +61,7 @@ pub fn run<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) 
 }
 
 fn run_alone<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R) -> R {
-    let machine = match boot(info, &info.test_name()) {
+    let machine = match boot(info, &info.test_name(), None) {
         Ok(machine) => machine,
         Err(e) => return fail(info, &e, None),
     };

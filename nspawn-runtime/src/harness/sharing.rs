@@ -10,6 +10,7 @@ use super::boot::boot;
 use super::filter::Filter;
 use super::test_info::{registered, Scope, TestInfo};
 use crate::cleanup::keep;
+use crate::cleanup::slots::Slot;
 use crate::machine::Machine;
 use crate::report::{self, Event};
 
@@ -46,6 +47,12 @@ struct State {
     active: usize,
     /// Whether one of its tests failed (for `NSPAWN_KEEP=failed`).
     failed: bool,
+    /// Whether a test has taken the machine yet (a machine booted ahead has not).
+    used: bool,
+    /// Booted, or booting, ahead of its tests.
+    ahead: bool,
+    /// A boot ahead was tried and could not be made: its first test boots it.
+    ahead_refused: bool,
 }
 
 /// The machine of one (module, chroot), and the tests waiting for it.
@@ -76,6 +83,9 @@ fn shared(key: Key) -> Arc<Shared> {
                     remaining: EXPECTED.get(&key).copied().unwrap_or(1),
                     active: 0,
                     failed: false,
+                    used: false,
+                    ahead: false,
+                    ahead_refused: false,
                 }),
                 changed: Condvar::new(),
             })
@@ -101,6 +111,7 @@ impl Lease {
     pub(crate) fn acquire(info: &'static TestInfo) -> Result<Lease, SharedError> {
         let shared = shared(Key::of(info));
         let mut state = shared.lock();
+        state.used = true;
         loop {
             match &state.phase {
                 Phase::Up(machine) => {
@@ -123,7 +134,7 @@ impl Lease {
                 Phase::Idle => {
                     state.phase = Phase::Booting;
                     drop(state);
-                    let phase = boot_module(info);
+                    let phase = boot_module(info, None);
                     state = shared.lock();
                     state.phase = phase;
                     shared.changed.notify_all();
@@ -142,13 +153,15 @@ impl Lease {
     }
 }
 
-fn boot_module(info: &'static TestInfo) -> Phase {
-    match boot(info, info.module) {
+fn boot_module(info: &'static TestInfo, spare: Option<Slot>) -> Phase {
+    let ahead = spare.is_some();
+    match boot(info, info.module, spare) {
         Ok(machine) => {
             report::event(Event::ModuleBoot {
                 module: info.module.into(),
                 chroot: info.chroot.into(),
                 machine: machine.name().into(),
+                ahead,
             });
             if let Err(why) = super::setup::run_for(info, &machine) {
                 if keep::wanted(true) {
@@ -164,10 +177,12 @@ fn boot_module(info: &'static TestInfo) -> Phase {
             Phase::Up(Arc::new(machine))
         }
         Err(e) => {
-            report::event(Event::ModuleBootFailed {
-                module: info.module.into(),
-                chroot: info.chroot.into(),
-            });
+            if !ahead {
+                report::event(Event::ModuleBootFailed {
+                    module: info.module.into(),
+                    chroot: info.chroot.into(),
+                });
+            }
             Phase::Failed(e.to_string().into())
         }
     }
@@ -193,14 +208,77 @@ impl Drop for Lease {
                     "NSPAWN_KEEP=all"
                 };
                 machine.keep(why);
-            } else if let Err(e) = machine.shutdown() {
-                tracing::error!(
-                    machine = machine.name(),
-                    "stopping after the module's last test: {e}"
-                );
+            } else {
+                // The last test's thread goes on to the next test at once.
+                machine.stop_in_background();
             }
         }
     }
+}
+
+/// Claims the machine of `info`'s module for a boot ahead of its tests: only one nothing has
+/// started or used, with tests left. The boot itself is [`boot_claimed`].
+pub(super) fn claim_ahead(info: &'static TestInfo) -> bool {
+    let shared = shared(Key::of(info));
+    let mut state = shared.lock();
+    if !matches!(state.phase, Phase::Idle)
+        || state.used
+        || state.ahead_refused
+        || state.remaining == 0
+    {
+        return false;
+    }
+    state.phase = Phase::Booting;
+    state.ahead = true;
+    true
+}
+
+/// Boots a claimed machine ahead, on `spare`; returns whether it is up. If it fails, the
+/// module is left as it was and not tried ahead again: its first test boots it, and reports
+/// the failure itself.
+pub(super) fn boot_claimed(info: &'static TestInfo, spare: Slot) -> bool {
+    let shared = shared(Key::of(info));
+    let phase = match boot_module(info, Some(spare)) {
+        Phase::Failed(_) => Phase::Idle,
+        up => up,
+    };
+    let mut state = shared.lock();
+    let up = matches!(phase, Phase::Up(_));
+    state.ahead = up;
+    state.ahead_refused = !up;
+    state.phase = phase;
+    shared.changed.notify_all();
+    up
+}
+
+/// Gives back a claim whose boot never started.
+pub(super) fn unclaim_ahead(info: &'static TestInfo) {
+    let shared = shared(Key::of(info));
+    let mut state = shared.lock();
+    state.phase = Phase::Idle;
+    state.ahead = false;
+    shared.changed.notify_all();
+}
+
+/// Every module machine of this process, taken out of the map's lock.
+fn all_shared() -> Vec<Arc<Shared>> {
+    SHARED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect()
+}
+
+/// Machines booted or booting ahead that no test has taken yet.
+pub(super) fn ahead_unused() -> usize {
+    all_shared()
+        .iter()
+        .filter(|s| {
+            let state = s.lock();
+            state.ahead && !state.used && matches!(state.phase, Phase::Booting | Phase::Up(_))
+        })
+        .count()
 }
 
 /// Stops one machine of this process that no test is using, to free a host-wide slot for a
@@ -208,13 +286,7 @@ impl Drop for Lease {
 /// that all wait for slots held by idle machines of modules with tests still to come would
 /// wait forever.
 pub(crate) fn evict_idle() -> bool {
-    let all: Vec<Arc<Shared>> = SHARED
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .cloned()
-        .collect();
-    for shared in all {
+    for shared in all_shared() {
         let mut state = shared.lock();
         if state.active > 0 || !matches!(state.phase, Phase::Up(_)) {
             continue;

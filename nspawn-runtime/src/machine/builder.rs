@@ -266,13 +266,31 @@ impl MachineBuilder {
     /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn start(self) -> Result<Machine> {
+        let dir = self.prepare()?;
+        let slot = slots::acquire(SLOT_TIMEOUT)?;
+        self.boot(dir, slot)
+    }
+
+    /// Boots the machine on a host-wide slot already held (a spare one, for a machine booted
+    /// ahead of need: see `harness::ahead`).
+    pub(crate) fn start_on(self, slot: slots::Slot) -> Result<Machine> {
+        let dir = self.prepare()?;
+        self.boot(dir, slot)
+    }
+
+    /// Everything before a slot: settings, privileges, binds, the chroot (built if need be),
+    /// the sweep and the watchdog. Returns the chroot's directory.
+    fn prepare(&self) -> Result<PathBuf> {
         crate::settings::get()?;
         privs::require_root("booting a machine")?;
         self.check_binds()?;
         let dir = chroot::ensure(&self.chroot, self.workspace.as_deref())?;
         sweep::at_startup(dir.parent());
         watchdog::ensure_started();
-        let slot = slots::acquire(SLOT_TIMEOUT)?;
+        Ok(dir)
+    }
+
+    fn boot(self, dir: PathBuf, slot: slots::Slot) -> Result<Machine> {
         let name = format!(
             "nspawn-{}-{}",
             std::process::id(),

@@ -256,6 +256,24 @@ impl Machine {
         self.shutdown()
     }
 
+    /// Stops the machine on a thread of its own: the caller goes on at once, and the process
+    /// waits for the stop before it exits (see [`registry::InFlight`]).
+    pub(crate) fn stop_in_background(self: Arc<Self>) {
+        let in_flight = registry::InFlight::begin();
+        let spawned = std::thread::Builder::new()
+            .name("nspawn-stop".into())
+            .spawn(move || {
+                let _in_flight = in_flight;
+                if let Err(e) = self.shutdown() {
+                    tracing::error!(machine = self.name, "stopping in the background: {e}");
+                }
+            });
+        // Without a thread, the machine (dropped with the closure) stopped here.
+        if let Err(e) = spawned {
+            tracing::warn!("no thread to stop a machine in the background: {e}");
+        }
+    }
+
     /// Stops the machine through a shared reference; later calls do nothing.
     pub(crate) fn shutdown(&self) -> Result<()> {
         let Some(mut running) = self

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::Duration;
 
 use nix::sys::signal::{self, SigHandler, Signal};
@@ -21,6 +21,48 @@ static LIVE: Mutex<Vec<(String, Handle)>> = Mutex::new(Vec::new());
 static HOOKS: Once = Once::new();
 static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
 const SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+/// Work on other threads that the process waits for before it exits: stops of machines
+/// done in the background, and boots ahead of need.
+static IN_FLIGHT: Mutex<usize> = Mutex::new(0);
+static LANDED: Condvar = Condvar::new();
+/// How long the exit waits for work in flight; a machine still stopping after it is the
+/// watchdog's and the sweep's, as after any crash.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
+
+/// A piece of background work the process waits for at exit, for as long as this lives.
+pub(crate) struct InFlight(());
+
+impl InFlight {
+    /// Counts one more piece of work in flight.
+    pub(crate) fn begin() -> InFlight {
+        HOOKS.call_once(install_hooks);
+        *IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        InFlight(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut n = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+        LANDED.notify_all();
+    }
+}
+
+/// Set once the process is going down: no more work is to start in the background.
+static CLOSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the process is going down (exiting, or dying of a signal).
+pub(crate) fn closing() -> bool {
+    CLOSING.load(Ordering::SeqCst)
+}
+
+/// Waits until no work is in flight, or `timeout`.
+fn wait_in_flight(timeout: Duration) {
+    let n = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+    let _ = LANDED.wait_timeout_while(n, timeout, |n| *n > 0);
+}
 
 /// Records a running machine.
 pub(crate) fn register(name: &str, handle: Handle) {
@@ -72,6 +114,8 @@ fn install_hooks() {
 }
 
 extern "C" fn at_exit() {
+    CLOSING.store(true, Ordering::SeqCst);
+    wait_in_flight(IN_FLIGHT_WAIT);
     stop_all();
     report::summary();
 }
@@ -110,7 +154,11 @@ fn watch_signals(mut pipe: std::fs::File) {
         return;
     }
     let sig = Signal::try_from(byte[0] as libc::c_int).unwrap_or(Signal::SIGTERM);
+    CLOSING.store(true, Ordering::SeqCst);
+    // Machines booting ahead register when up, and are then stopped with the rest.
     let n = stop_all();
+    wait_in_flight(IN_FLIGHT_WAIT);
+    let n = n + stop_all();
     let _ = writeln!(std::io::stderr(), "nspawn: {sig}: stopped {n} machine(s)");
     // SAFETY: back to the default disposition, then die of the signal as we would have.
     unsafe {
