@@ -60,7 +60,8 @@
 //! ```
 //!
 //! Options: `chroot = "<name>"` (a declared chroot, or a path containing `/` to any tree;
-//! may be left out when the workspace declares one), `scope = "module" | "test"`, `inside`
+//! may be left out when the workspace declares one; `chroot = ["bookworm", "trixie"]` makes
+//! one test per chroot, `name::bookworm` and `name::trixie`), `scope = "module" | "test"`, `inside`
 //! (the body runs in the machine, see below), and `crate = "<path>"` if you renamed this
 //! crate. Mistakes are compile errors on the offending
 //! tokens, all at once.
@@ -115,6 +116,11 @@
 //! # Ok::<(), nspawn::Error>(())
 //! ```
 //!
+//! Waits have a timeout and explain themselves: [`Machine::wait_for_unit`] (the unit's
+//! status and journal tail), [`Machine::wait_until_running`] (the failed units),
+//! [`Machine::wait_for_port`] (the ports that do listen); [`Machine::unit`] gives a unit's
+//! state for assertions.
+//!
 //! Failures are an [`Error`] whose message says what happened and what to do: a command's
 //! status and stderr, a boot's console tail, the command that builds a missing chroot.
 //! [`privs`] is for the rare test code that needs root in the test process itself.
@@ -123,7 +129,7 @@
 
 pub use nspawn_runtime::chroot::storage::Storage;
 pub use nspawn_runtime::host::privs;
-pub use nspawn_runtime::{Call, Command, Error, Machine, MachineBuilder, Result};
+pub use nspawn_runtime::{Call, Command, Error, Machine, MachineBuilder, Result, UnitState};
 
 pub use nspawn_macros::{setup, test};
 

@@ -373,3 +373,47 @@ fn boots_ahead_can_be_turned_off_and_never_take_the_last_slots() {
         common::assert_nothing_left(&run.events.machines());
     }
 }
+
+#[test]
+fn a_matrix_runs_once_per_chroot_each_on_its_chroots_module_machine() {
+    let run = run_fixture(&["--ignored", "matrix::"], &[]);
+    let out = run.stdout();
+    assert!(run.output.status.success(), "{out}");
+    for test in [
+        "matrix::os::bookworm",
+        "matrix::os::trixie",
+        "matrix::inside_too::bookworm",
+        "matrix::inside_too::trixie",
+        "matrix::plain",
+    ] {
+        assert!(
+            out.contains(&format!("test {test} ... ok")),
+            "{test}: {out}"
+        );
+    }
+    let boots = run.events.module_boots("fixture::matrix");
+    assert_eq!(boots.len(), 2, "one per chroot: {:?}", run.events.lines);
+    let chroots: Vec<&str> = run
+        .events
+        .lines
+        .iter()
+        .filter_map(|e| match e {
+            nspawn_runtime::report::Event::ModuleBoot { module, chroot, .. }
+                if module == "fixture::matrix" =>
+            {
+                Some(chroot.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    let mut chroots = chroots;
+    chroots.sort();
+    assert_eq!(chroots, ["bookworm", "trixie"]);
+    common::assert_nothing_left(&run.events.machines());
+    // Each instance runs alone by its name.
+    let alone = run_fixture(&["--ignored", "--exact", "matrix::os::trixie"], &[]);
+    assert!(alone.output.status.success(), "{}", alone.stdout());
+    assert!(alone.stdout().contains("1 passed"), "{}", alone.stdout());
+    assert_eq!(alone.events.machines().len(), 1);
+    common::assert_nothing_left(&alone.events.machines());
+}

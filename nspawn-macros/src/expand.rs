@@ -18,87 +18,236 @@
 //! fn __nspawn_inside((): ()) -> Result<(), String> { BodyResult::into_result(__nspawn_body()) }
 //! run(&__NSPAWN_TEST, |machine| inside(&__NSPAWN_TEST, machine, __nspawn_inside))
 //! ```
+//!
+//! A matrix (`chroot = ["bookworm", "trixie"]`) keeps the body beside the function's other
+//! items, with one description per chroot whose module is the function's (so that each
+//! instance shares its chroot's module machine), and makes a module of the function's name
+//! holding one `#[test]` per chroot: `name::bookworm`, `name::trixie`.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
+use syn::{Attribute, LitStr};
 
 use crate::maybe_fn::MaybeItemFn;
-use crate::validate::{Options, Scope};
+use crate::validate::{instance_name, Options, Scope};
 
 pub fn expand(options: &Options, func: MaybeItemFn) -> TokenStream {
-    let Options {
-        chroot,
-        scope,
-        krate,
-        inside,
-        manifest,
-    } = options;
+    if options.matrix {
+        matrix(options, func)
+    } else {
+        single(options, func)
+    }
+}
+
+/// What every expansion needs, from the options and the signature.
+struct Parts<'a> {
+    options: &'a Options,
+    ignored: bool,
+    expects_panic: bool,
+    scope: TokenStream,
+    track: Option<TokenStream>,
+}
+
+impl<'a> Parts<'a> {
+    fn new(options: &'a Options, attrs: &[Attribute]) -> Parts<'a> {
+        let krate = &options.krate;
+        // Editing the workspace manifest (the chroot declarations) must rebuild the test.
+        let track = options.manifest.as_ref().map(|m| {
+            let m = m.display().to_string();
+            quote!(
+                const _: &[u8] = ::core::include_bytes!(#m);
+            )
+        });
+        Parts {
+            options,
+            ignored: attrs.iter().any(|a| a.path().is_ident("ignore")),
+            expects_panic: attrs.iter().any(|a| a.path().is_ident("should_panic")),
+            scope: match options.scope {
+                Scope::Module => quote!(#krate::__private::Scope::Module),
+                Scope::Test => quote!(#krate::__private::Scope::Test),
+            },
+            track,
+        }
+    }
+
+    /// The description of one test (`name` is its name within its module), and its
+    /// registration: two items.
+    fn info(&self, info: &Ident, name: TokenStream, chroot: &LitStr) -> Vec<TokenStream> {
+        let krate = &self.options.krate;
+        let (scope, ignored, expects_panic) = (&self.scope, self.ignored, self.expects_panic);
+        vec![
+            quote! {
+                #[allow(non_upper_case_globals)]
+                const #info: #krate::__private::TestInfo = #krate::__private::TestInfo {
+                    module: ::core::module_path!(),
+                    name: #name,
+                    chroot: #chroot,
+                    scope: #scope,
+                    ignored: #ignored,
+                    expects_panic: #expects_panic,
+                    manifest_dir: ::core::env!("CARGO_MANIFEST_DIR"),
+                };
+            },
+            quote!(#krate::__private::inventory::submit! { #info }),
+        ]
+    }
+
+    /// The body as a function of its own, and, for `inside`, the function the machine runs.
+    fn body(&self, sig: &syn::Signature, body: &TokenStream, body_fn: &Ident) -> Vec<TokenStream> {
+        let output = &sig.output;
+        let krate = &self.options.krate;
+        let param = sig.inputs.first();
+        let mut items = vec![quote! {
+            #[allow(non_snake_case)]
+            fn #body_fn(#param) #output #body
+        }];
+        if self.options.inside {
+            let inside_fn = format_ident!("{}_inside", body_fn);
+            items.push(quote! {
+                #[allow(non_snake_case)]
+                fn #inside_fn((): ()) -> ::core::result::Result<(), ::std::string::String> {
+                    #krate::__private::BodyResult::into_result(#body_fn())
+                }
+            });
+        }
+        items
+    }
+
+    /// What `run` is given: the body, taking the machine; `prefix` is where the body is.
+    fn call(
+        &self,
+        sig: &syn::Signature,
+        body_fn: &Ident,
+        prefix: &TokenStream,
+        info: &TokenStream,
+    ) -> TokenStream {
+        let krate = &self.options.krate;
+        if self.options.inside {
+            let inside_fn = format_ident!("{}_inside", body_fn);
+            quote!(|machine: &#krate::Machine| {
+                #krate::__private::inside(&#info, machine, #prefix #inside_fn)
+            })
+        } else if sig.inputs.is_empty() {
+            quote!(|_: &#krate::Machine| #prefix #body_fn())
+        } else {
+            quote!(#prefix #body_fn)
+        }
+    }
+
+    /// The `#[test]` function itself.
+    fn test_fn(
+        &self,
+        attrs: &[Attribute],
+        vis: TokenStream,
+        name: &Ident,
+        output: TokenStream,
+        inner: TokenStream,
+        run: TokenStream,
+    ) -> TokenStream {
+        let krate = &self.options.krate;
+        quote! {
+            #(#attrs)*
+            #[::core::prelude::v1::test]
+            #vis fn #name() #output {
+                #inner
+                #[used]
+                #[link_section = ".init_array"]
+                static __NSPAWN_DROP_PRIVILEGES: extern "C" fn() = #krate::__private::init_privileges;
+                #krate::__private::run(#run)
+            }
+        }
+    }
+
+    /// A test's return type: an `inside` test returns `()`, its body's result was handled in
+    /// the machine.
+    fn test_output(&self, sig: &syn::Signature) -> TokenStream {
+        if self.options.inside {
+            quote!()
+        } else {
+            let output = &sig.output;
+            quote!(#output)
+        }
+    }
+}
+
+fn single(options: &Options, func: MaybeItemFn) -> TokenStream {
     let MaybeItemFn {
         attrs,
         vis,
         sig,
         body,
     } = func;
+    let parts = Parts::new(options, &attrs);
     let name = &sig.ident;
-    let output = &sig.output;
-    let ignored = attrs.iter().any(|a| a.path().is_ident("ignore"));
-    let expects_panic = attrs.iter().any(|a| a.path().is_ident("should_panic"));
-    let scope = match scope {
-        Scope::Module => quote!(#krate::__private::Scope::Module),
-        Scope::Test => quote!(#krate::__private::Scope::Test),
-    };
+    let info = format_ident!("__NSPAWN_TEST");
     let body_fn = format_ident!("__nspawn_body");
-    let (body_sig, call) = match sig.inputs.first() {
-        Some(param) => (quote!(fn #body_fn(#param) #output), quote!(#body_fn)),
-        None => (
-            quote!(fn #body_fn() #output),
-            quote!(|_: &#krate::Machine| #body_fn()),
-        ),
+    let track = &parts.track;
+    let describe = parts.info(
+        &info,
+        quote!(::core::stringify!(#name)),
+        &options.chroots[0],
+    );
+    let body = parts.body(&sig, &body, &body_fn);
+    let call = parts.call(&sig, &body_fn, &quote!(), &quote!(#info));
+    let inner = quote! {
+        #track
+        #(#describe)*
+        #(#body)*
     };
-    let (test_output, inside_fn, call) = if *inside {
-        let inside_fn = format_ident!("__nspawn_inside");
-        (
+    let run = quote!(&#info, #call);
+    parts.test_fn(
+        &attrs,
+        quote!(#vis),
+        name,
+        parts.test_output(&sig),
+        inner,
+        run,
+    )
+}
+
+fn matrix(options: &Options, func: MaybeItemFn) -> TokenStream {
+    let MaybeItemFn {
+        attrs,
+        vis,
+        sig,
+        body,
+    } = func;
+    let parts = Parts::new(options, &attrs);
+    let name = &sig.ident;
+    // `#[cfg]` goes on everything made; the other attributes on each test.
+    let (cfgs, attrs): (Vec<Attribute>, Vec<Attribute>) =
+        attrs.into_iter().partition(|a| a.path().is_ident("cfg"));
+    let body_fn = format_ident!("__nspawn_body_{}", name);
+    let mut items: Vec<TokenStream> = parts.track.iter().cloned().collect();
+    items.extend(parts.body(&sig, &body, &body_fn));
+    let output = parts.test_output(&sig);
+    let mut tests = Vec::new();
+    for chroot in &options.chroots {
+        let instance = format_ident!("{}", instance_name(&chroot.value()));
+        let info = format_ident!("__NSPAWN_TEST_{}_{}", name, instance);
+        let test_name = quote!(::core::concat!(
+            ::core::stringify!(#name),
+            "::",
+            ::core::stringify!(#instance)
+        ));
+        items.extend(parts.info(&info, test_name, chroot));
+        let call = parts.call(&sig, &body_fn, &quote!(super::), &quote!(super::#info));
+        let run = quote!(&super::#info, #call);
+        tests.push(parts.test_fn(
+            &attrs,
+            quote!(pub),
+            &instance,
+            output.clone(),
             quote!(),
-            quote! {
-                fn #inside_fn((): ()) -> ::core::result::Result<(), ::std::string::String> {
-                    #krate::__private::BodyResult::into_result(#body_fn())
-                }
-            },
-            quote!(|machine: &#krate::Machine| {
-                #krate::__private::inside(&__NSPAWN_TEST, machine, #inside_fn)
-            }),
-        )
-    } else {
-        (quote!(#output), quote!(), call)
-    };
-    // Editing the workspace manifest (the chroot declarations) must rebuild the test.
-    let track = manifest.as_ref().map(|m| {
-        let m = m.display().to_string();
-        quote!(
-            const _: &[u8] = ::core::include_bytes!(#m);
-        )
-    });
+            run,
+        ));
+    }
+    let cfg = quote!(#(#cfgs)*);
     quote! {
-        #(#attrs)*
-        #[::core::prelude::v1::test]
-        #vis fn #name() #test_output {
-            #track
-            const __NSPAWN_TEST: #krate::__private::TestInfo = #krate::__private::TestInfo {
-                module: ::core::module_path!(),
-                name: ::core::stringify!(#name),
-                chroot: #chroot,
-                scope: #scope,
-                ignored: #ignored,
-                expects_panic: #expects_panic,
-                manifest_dir: ::core::env!("CARGO_MANIFEST_DIR"),
-            };
-            #krate::__private::inventory::submit! { __NSPAWN_TEST }
-            #[used]
-            #[link_section = ".init_array"]
-            static __NSPAWN_DROP_PRIVILEGES: extern "C" fn() = #krate::__private::init_privileges;
-            #body_sig #body
-            #inside_fn
-            #krate::__private::run(&__NSPAWN_TEST, #call)
+        #(#cfg #items)*
+        #cfg
+        #vis mod #name {
+            #(#tests)*
         }
     }
 }

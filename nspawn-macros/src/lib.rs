@@ -26,7 +26,9 @@ use maybe_fn::MaybeItemFn;
 /// }
 /// ```
 ///
-/// Options: `chroot = "<name>"` (may be omitted when only one chroot is declared),
+/// Options: `chroot = "<name>"` (may be omitted when only one chroot is declared; an array,
+/// `chroot = ["bookworm", "trixie"]`, makes one test per chroot in a module named after the
+/// function),
 /// `scope = "module" | "test"` (default `module`: one machine shared by the module's tests),
 /// `inside` (the body runs inside the machine, through `Machine::call`; it then takes no
 /// parameter), `crate = "<path>"` (where the `nspawn` crate is, if renamed).

@@ -17,6 +17,8 @@ pub struct Raw {
     pub krate: Option<LitStr>,
     /// `inside`: the body runs inside the machine.
     pub inside: Option<syn::Path>,
+    /// `chroot = ["a", "b"]`: one test per chroot (the array, and its names).
+    pub matrix: Option<(syn::ExprArray, Vec<LitStr>)>,
     /// `chroot` was written, even if with a bad value, or the arguments did not parse: an
     /// omitted chroot is then not worth a second error.
     pub chroot_attempted: bool,
@@ -70,6 +72,17 @@ pub fn parse(args: TokenStream) -> Raw {
             .map(ToString::to_string)
             .unwrap_or_default();
         raw.chroot_attempted |= name == "chroot";
+        if let (true, Expr::Array(array)) = (name == "chroot", &pair.value) {
+            if raw.chroot.is_some() || raw.matrix.is_some() {
+                raw.errors.push(syn::Error::new_spanned(
+                    &pair.path,
+                    "duplicate option `chroot`",
+                ));
+            } else {
+                raw.matrix = Some((array.clone(), matrix_names(array, &mut raw.errors)));
+            }
+            continue;
+        }
         let slot = match name.as_str() {
             "chroot" => &mut raw.chroot,
             "scope" => &mut raw.scope,
@@ -83,12 +96,18 @@ pub fn parse(args: TokenStream) -> Raw {
         let value = match string_literal(&pair.value) {
             Some(v) => v,
             None => {
-                let msg = format!("`{name}` takes a string literal, e.g. {name} = \"...\"");
+                let msg = if name == "chroot" {
+                    "`chroot` takes a string literal, or an array of them for a matrix: \
+                     chroot = \"bookworm\" or chroot = [\"bookworm\", \"trixie\"]"
+                        .to_string()
+                } else {
+                    format!("`{name}` takes a string literal, e.g. {name} = \"...\"")
+                };
                 raw.errors.push(syn::Error::new_spanned(&pair.value, msg));
                 continue;
             }
         };
-        if slot.is_some() {
+        if slot.is_some() || (name == "chroot" && raw.matrix.is_some()) {
             raw.errors.push(syn::Error::new_spanned(
                 &pair.path,
                 format!("duplicate option `{name}`"),
@@ -98,6 +117,21 @@ pub fn parse(args: TokenStream) -> Raw {
         *slot = Some(value);
     }
     raw
+}
+
+/// The names of `chroot = [...]`; elements that are not string literals are errors.
+fn matrix_names(array: &syn::ExprArray, errors: &mut Vec<syn::Error>) -> Vec<LitStr> {
+    let mut names = Vec::new();
+    for element in &array.elems {
+        match string_literal(element) {
+            Some(name) => names.push(name),
+            None => errors.push(syn::Error::new_spanned(
+                element,
+                "each chroot of a matrix is a string literal, e.g. chroot = [\"bookworm\", \"trixie\"]",
+            )),
+        }
+    }
+    names
 }
 
 /// A bare word: `inside`, or a name that needs a value.

@@ -12,7 +12,8 @@ use crate::workspace;
 
 /// Validated options of a set-up.
 pub struct Setup {
-    pub chroot: LitStr,
+    /// The chroots whose machines it sets up: one, or each of a matrix.
+    pub chroots: Vec<LitStr>,
     pub krate: syn::Path,
     pub inside: bool,
 }
@@ -28,8 +29,9 @@ pub fn validate(raw: Raw, func: &MaybeItemFn) -> (Setup, Vec<syn::Error>) {
     }
     let krate = validate::krate(raw.krate.as_ref(), &mut errors);
     let declared = workspace::declared();
-    let chroot = validate::chroot(
+    let chroots = validate::chroots(
         raw.chroot,
+        raw.matrix,
         raw.chroot_attempted,
         declared.as_ref(),
         &mut errors,
@@ -38,7 +40,7 @@ pub fn validate(raw: Raw, func: &MaybeItemFn) -> (Setup, Vec<syn::Error>) {
     check_function(func, inside, &mut errors);
     (
         Setup {
-            chroot,
+            chroots,
             krate,
             inside,
         },
@@ -95,7 +97,7 @@ fn check_parameters(f: &MaybeItemFn, errors: &mut Vec<syn::Error>) {
 /// The function as written, plus its registration with the runtime.
 pub fn expand(setup: &Setup, func: MaybeItemFn) -> TokenStream {
     let Setup {
-        chroot,
+        chroots,
         krate,
         inside,
     } = setup;
@@ -128,13 +130,15 @@ pub fn expand(setup: &Setup, func: MaybeItemFn) -> TokenStream {
             #run
         }
 
-        #krate::__private::inventory::submit! {
-            #krate::__private::SetupInfo {
-                module: ::core::module_path!(),
-                name: ::core::stringify!(#name),
-                chroot: #chroot,
-                run: #wrapper,
+        #(
+            #krate::__private::inventory::submit! {
+                #krate::__private::SetupInfo {
+                    module: ::core::module_path!(),
+                    name: ::core::stringify!(#name),
+                    chroot: #chroots,
+                    run: #wrapper,
+                }
             }
-        }
+        )*
     }
 }

@@ -18,7 +18,10 @@ pub enum Scope {
 
 /// Validated options.
 pub struct Options {
-    pub chroot: LitStr,
+    /// One chroot, or several for a matrix.
+    pub chroots: Vec<LitStr>,
+    /// `chroot = [...]`: one test per chroot, in a module named after the function.
+    pub matrix: bool,
     pub scope: Scope,
     pub krate: syn::Path,
     /// The body runs inside the machine.
@@ -42,8 +45,10 @@ pub fn validate(raw: Raw, func: &MaybeItemFn) -> Checked {
     let scope = scope(raw.scope.as_ref(), &mut option_errors);
     let krate = krate(raw.krate.as_ref(), &mut option_errors);
     let declared = workspace::declared();
-    let chroot = chroot(
+    let matrix = raw.matrix.is_some();
+    let chroots = chroots(
         raw.chroot,
+        raw.matrix,
         raw.chroot_attempted,
         declared.as_ref(),
         &mut option_errors,
@@ -52,7 +57,8 @@ pub fn validate(raw: Raw, func: &MaybeItemFn) -> Checked {
     check_function(func, raw.inside.is_some(), &mut function_errors);
     Checked {
         options: Options {
-            chroot,
+            chroots,
+            matrix,
             scope,
             krate,
             inside: raw.inside.is_some(),
@@ -85,6 +91,64 @@ pub fn krate(value: Option<&LitStr>, errors: &mut Vec<syn::Error>) -> syn::Path 
         ));
         default()
     })
+}
+
+/// The chroot, or each chroot of a matrix, checked.
+pub fn chroots(
+    one: Option<LitStr>,
+    matrix: Option<(syn::ExprArray, Vec<LitStr>)>,
+    attempted: bool,
+    declared: Option<&workspace::Declared>,
+    errors: &mut Vec<syn::Error>,
+) -> Vec<LitStr> {
+    let Some((array, names)) = matrix else {
+        return vec![chroot(one, attempted, declared, errors)];
+    };
+    if array.elems.is_empty() {
+        errors.push(syn::Error::new_spanned(
+            &array,
+            "a matrix needs at least one chroot, e.g. chroot = [\"bookworm\", \"trixie\"]",
+        ));
+        return vec![literal("bookworm")];
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut unique = Vec::new();
+    for name in names {
+        let instance = instance_name(&name.value());
+        if seen.contains(&instance) {
+            let msg = format!("the matrix names chroot {instance:?} twice");
+            errors.push(syn::Error::new_spanned(&name, msg));
+            continue;
+        }
+        seen.push(instance);
+        unique.push(chroot(Some(name), true, declared, errors));
+    }
+    unique
+}
+
+/// The name of a matrix instance's test: the chroot's name, or its path's last component,
+/// with what cannot be in an identifier made `_`.
+pub fn instance_name(chroot: &str) -> String {
+    let last = chroot
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(chroot);
+    let name: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.starts_with(|c: char| c.is_ascii_digit()) || name.is_empty() {
+        format!("_{name}")
+    } else {
+        name
+    }
 }
 
 pub fn chroot(

@@ -277,6 +277,21 @@ pub enum Error {
         signal: Option<i32>,
     },
 
+    /// A unit, a socket or the system did not reach the state waited for (see
+    /// [`crate::Machine::wait_for_unit`] and its siblings).
+    #[error("{what} in machine {machine} {problem}{}", tail_block(detail))]
+    NotReady {
+        /// Machine name.
+        machine: String,
+        /// What was waited for: "unit nginx.service", "127.0.0.1:80", "the system".
+        what: String,
+        /// What is wrong, with the state found.
+        problem: String,
+        /// What helps to debug it: the unit's status and journal, the failed units, the
+        /// sockets that do listen.
+        detail: Box<str>,
+    },
+
     /// `NSPAWN_*` environment variables with values that do not parse.
     #[error("invalid settings in the environment:\n  {}", problems.join("\n  "))]
     Settings {

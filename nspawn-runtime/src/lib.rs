@@ -33,7 +33,7 @@ mod text;
 pub use inventory;
 
 pub use error::{Error, Result};
-pub use machine::{Call, Command, Machine, MachineBuilder};
+pub use machine::{Call, Command, Machine, MachineBuilder, UnitState};
 
 /// Building blocks the project's own tests and benchmarks reach for; not a stable API.
 #[doc(hidden)]

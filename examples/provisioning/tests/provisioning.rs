@@ -237,16 +237,27 @@ mod pristine {
     }
 }
 
-/// The same actions on the next Debian release.
-mod trixie {
+/// The same actions on each Debian release: one test per chroot, `releases::
+/// actions_work_on_every_release::bookworm` and `::trixie`.
+mod releases {
     use super::*;
 
-    #[nspawn::test(chroot = "trixie", inside)]
-    fn actions_work_on_trixie_too() -> provisioning_example::Result<()> {
-        assert!(std::fs::read_to_string("/etc/os-release")?.contains("trixie"));
+    #[nspawn::test(chroot = ["bookworm", "trixie"], inside)]
+    fn actions_work_on_every_release() -> provisioning_example::Result<()> {
+        assert!(std::fs::read_to_string("/etc/os-release")?.contains("debian"));
         let deb = build_deb(&unique("hello"))?;
         assert!(DebInstalled::from_file(&deb).apply()?.changed);
         assert!(UserExists::regular(&unique("t")).apply()?.changed);
+        Ok(())
+    }
+
+    /// What the machine reports from outside, with testinfra-style helpers.
+    #[nspawn::test(chroot = ["bookworm", "trixie"])]
+    fn the_system_is_up_with_its_packages(m: &Machine) -> nspawn::Result<()> {
+        m.wait_until_running(std::time::Duration::from_secs(30))?;
+        let systemd = m.package_version("systemd")?;
+        assert!(systemd.is_some(), "systemd is installed on {}", m.chroot());
+        assert!(m.user_exists("root")?);
         Ok(())
     }
 }

@@ -414,24 +414,17 @@ impl Machine {
     }
 
     fn wait_running(&self, timeout: Duration) -> Result<()> {
-        let out = self
-            .command("systemctl")
-            .args(["is-system-running", "--wait"])
-            .timeout(timeout.max(Duration::from_secs(1)))
-            .output()?;
-        let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if state == "running" {
-            return Ok(());
+        match self.wait_until_running(timeout) {
+            Err(Error::NotReady {
+                problem, detail, ..
+            }) => Err(Error::Boot {
+                machine: self.name.clone(),
+                chroot: self.chroot.clone(),
+                reason: format!("the system {problem}\n{detail}"),
+                log: self.log.clone(),
+                tail: console::tail(&self.log, 20).into(),
+            }),
+            other => other,
         }
-        let failed = self
-            .sh("systemctl --failed --no-legend --plain")
-            .unwrap_or_default();
-        Err(Error::Boot {
-            machine: self.name.clone(),
-            chroot: self.chroot.clone(),
-            reason: format!("the system is {state:?}, not \"running\"; failed units:\n{failed}"),
-            log: self.log.clone(),
-            tail: console::tail(&self.log, 20).into(),
-        })
     }
 }

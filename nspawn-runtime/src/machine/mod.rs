@@ -6,6 +6,7 @@
 //! - `command`, `stdio`: commands, and their output;
 //! - `call`: the test binary's own functions, run inside;
 //! - `files`: file calls;
+//! - `wait`: waiting for units, sockets and the system, and their state;
 //! - `registry`: every machine of this process, stopped at exit and on signals.
 
 mod builder;
@@ -15,8 +16,10 @@ mod files;
 mod lifecycle;
 pub(crate) mod registry;
 mod stdio;
+mod wait;
 
 pub use builder::MachineBuilder;
 pub use call::Call;
 pub use command::Command;
 pub use lifecycle::Machine;
+pub use wait::UnitState;

@@ -1,0 +1,373 @@
+//! Waiting for the system instead of sleeping, and looking at its state as testinfra does:
+//! units, the system's state, sockets, packages and users. Every wait has a timeout, and its
+//! error carries what is needed to debug it (the unit's status and journal, the failed
+//! units, the sockets that do listen).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::lifecycle::Machine;
+use crate::error::{Error, Result};
+
+/// How often a wait looks again, at first; it backs off to [`POLL_MAX`].
+const POLL_MIN: Duration = Duration::from_millis(20);
+const POLL_MAX: Duration = Duration::from_millis(250);
+/// Journal lines an error carries.
+const JOURNAL_LINES: usize = 20;
+
+/// The state of a systemd unit, as `systemctl show` gives it.
+///
+/// `Display` shows all of it, for assertion messages:
+///
+/// ```no_run
+/// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
+/// let dbus = machine.unit("dbus.socket")?;
+/// assert!(dbus.is_active(), "{dbus}");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitState {
+    /// The unit's name.
+    pub name: String,
+    /// `LoadState`: `loaded`, `not-found`, `masked`...
+    pub load: String,
+    /// `ActiveState`: `active`, `inactive`, `activating`, `failed`...
+    pub active: String,
+    /// `SubState`: `running`, `exited`, `listening`, `dead`...
+    pub sub: String,
+    /// `UnitFileState`: `enabled`, `disabled`, `static`, `masked`... (empty for transient units)
+    pub enabled: String,
+    /// `Result` of the last run: `success`, `exit-code`, `signal`, `timeout`...
+    pub result: String,
+}
+
+impl UnitState {
+    /// Whether the unit is active.
+    pub fn is_active(&self) -> bool {
+        self.active == "active"
+    }
+
+    /// Whether the unit is enabled (started at boot).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled == "enabled"
+    }
+
+    /// Whether the unit failed.
+    pub fn is_failed(&self) -> bool {
+        self.active == "failed"
+    }
+}
+
+impl std::fmt::Display for UnitState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {}, {} ({}), {}, result {}",
+            self.name,
+            self.load,
+            self.active,
+            self.sub,
+            if self.enabled.is_empty() {
+                "no unit file state"
+            } else {
+                &self.enabled
+            },
+            self.result
+        )
+    }
+}
+
+/// Polls `check` until it says done (`Some`), backing off, until `timeout`.
+fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<Option<T>> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = POLL_MIN;
+    loop {
+        if let Some(done) = check()? {
+            return Ok(Some(done));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(POLL_MAX);
+    }
+}
+
+impl Machine {
+    /// The state of a unit.
+    ///
+    /// ```no_run
+    /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
+    /// let journald = machine.unit("systemd-journald.service")?;
+    /// assert!(journald.is_active(), "{journald}");
+    /// # Ok(()) }
+    /// ```
+    pub fn unit(&self, name: &str) -> Result<UnitState> {
+        let props = "LoadState,ActiveState,SubState,UnitFileState,Result";
+        let out = self.run(["systemctl", "show", "--property", props, "--", name])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let get = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .unwrap_or_default()
+                .to_string()
+        };
+        Ok(UnitState {
+            name: name.to_string(),
+            load: get("LoadState"),
+            active: get("ActiveState"),
+            sub: get("SubState"),
+            enabled: get("UnitFileState"),
+            result: get("Result"),
+        })
+    }
+
+    /// Waits until `unit` is active. Fails at once if it fails, and after `timeout` if it is
+    /// still not active; the error carries its status and the tail of its journal.
+    ///
+    /// ```no_run
+    /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
+    /// machine.run(["systemctl", "start", "--no-block", "nginx"])?;
+    /// machine.wait_for_unit("nginx.service", std::time::Duration::from_secs(10))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_for_unit(&self, unit: &str, timeout: Duration) -> Result<UnitState> {
+        let mut last = None;
+        let done = poll(timeout, || {
+            let state = self.unit(unit)?;
+            let settled = state.is_active() || state.is_failed() || state.load != "loaded";
+            last = Some(state.clone());
+            Ok(settled.then_some(state))
+        })?;
+        match done {
+            Some(state) if state.is_active() => Ok(state),
+            Some(state) => Err(self.unit_error(unit, &format!("is not active: {state}"))),
+            None => {
+                let state = last.map(|s| s.to_string()).unwrap_or_default();
+                let problem = format!(
+                    "is still not active after {:.1} s: {state}",
+                    timeout.as_secs_f64()
+                );
+                Err(self.unit_error(unit, &problem))
+            }
+        }
+    }
+
+    /// Waits until the system has finished starting up (`systemctl is-system-running --wait`):
+    /// an error unless it is `running`, naming the failed units with their journals.
+    ///
+    /// ```no_run
+    /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
+    /// machine.wait_until_running(std::time::Duration::from_secs(30))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_until_running(&self, timeout: Duration) -> Result<()> {
+        let out = self
+            .command("systemctl")
+            .args(["is-system-running", "--wait"])
+            .timeout(timeout.max(Duration::from_secs(1)))
+            .output();
+        let state = match out {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            Err(Error::Timeout { .. }) => "still starting".to_string(),
+            Err(e) => return Err(e),
+        };
+        if state == "running" {
+            return Ok(());
+        }
+        let failed = self
+            .sh("systemctl --failed --no-legend --plain | cut -d' ' -f1")
+            .unwrap_or_default();
+        let failed: Vec<&str> = failed.split_whitespace().collect();
+        let detail = failed
+            .iter()
+            .map(|u| format!("{u}:\n{}", self.journal_tail(u)))
+            .collect::<Vec<_>>()
+            .join("\n");
+        Err(Error::NotReady {
+            machine: self.name().to_string(),
+            what: "the system".into(),
+            problem: format!(
+                "is {state:?}, not \"running\"; failed units: {}",
+                if failed.is_empty() {
+                    "none".to_string()
+                } else {
+                    failed.join(", ")
+                }
+            ),
+            detail: detail.into(),
+        })
+    }
+
+    /// Waits until something accepts TCP connections on `port` of the machine's loopback
+    /// (tried from inside the machine). The error lists the ports that do listen.
+    ///
+    /// ```no_run
+    /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
+    /// machine.wait_for_port(80, std::time::Duration::from_secs(10))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_for_port(&self, port: u16, timeout: Duration) -> Result<()> {
+        let connect = |port: u16| {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        let mut last = String::new();
+        let done = poll(timeout, || match self.call(connect, port)? {
+            Ok(()) => Ok(Some(())),
+            Err(e) => {
+                last = e;
+                Ok(None)
+            }
+        })?;
+        if done.is_some() {
+            return Ok(());
+        }
+        let listening = self.call(listening_tcp_ports, ())?;
+        Err(Error::NotReady {
+            machine: self.name().to_string(),
+            what: format!("127.0.0.1:{port}"),
+            problem: format!(
+                "accepts no connection after {:.1} s (last: {last})",
+                timeout.as_secs_f64()
+            ),
+            detail: format!("listening TCP ports: {listening:?}").into(),
+        })
+    }
+
+    /// Waits until something accepts connections on the Unix socket at `path` in the machine.
+    ///
+    /// ```no_run
+    /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
+    /// machine.wait_for_socket("/run/dbus/system_bus_socket", std::time::Duration::from_secs(5))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_for_socket(&self, path: impl AsRef<Path>, timeout: Duration) -> Result<()> {
+        let path = path.as_ref().to_string_lossy().into_owned();
+        let connect = |p: String| {
+            std::os::unix::net::UnixStream::connect(&p)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        let mut last = String::new();
+        let done = poll(timeout, || match self.call(connect, path.clone())? {
+            Ok(()) => Ok(Some(())),
+            Err(e) => {
+                last = e;
+                Ok(None)
+            }
+        })?;
+        done.ok_or_else(|| Error::NotReady {
+            machine: self.name().to_string(),
+            what: path.clone(),
+            problem: format!(
+                "accepts no connection after {:.1} s (last: {last})",
+                timeout.as_secs_f64()
+            ),
+            detail: "".into(),
+        })
+    }
+
+    /// The installed version of a Debian package, or `None` if it is not installed.
+    ///
+    /// ```no_run
+    /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
+    /// let systemd = machine.package_version("systemd")?;
+    /// assert!(systemd.as_deref().is_some_and(|v| v.starts_with("252")), "{systemd:?}");
+    /// # Ok(()) }
+    /// ```
+    pub fn package_version(&self, package: &str) -> Result<Option<String>> {
+        let out = self
+            .command("dpkg-query")
+            .args([
+                "--show",
+                "--showformat=${Status}\t${Version}",
+                "--",
+                package,
+            ])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text
+            .strip_prefix("install ok installed\t")
+            .map(|v| v.trim().to_string()))
+    }
+
+    /// Whether the machine has this user (through its NSS, as `getent passwd`).
+    ///
+    /// ```no_run
+    /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
+    /// assert!(machine.user_exists("root")?);
+    /// # Ok(()) }
+    /// ```
+    pub fn user_exists(&self, user: &str) -> Result<bool> {
+        let status = self
+            .command("getent")
+            .args(["passwd", "--", user])
+            .status()?;
+        Ok(status.success())
+    }
+
+    /// The error for a unit that was waited for, with its status and journal.
+    fn unit_error(&self, unit: &str, problem: &str) -> Error {
+        let status = self
+            .command("systemctl")
+            .args(["status", "--no-pager", "--lines=0", "--", unit])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        Error::NotReady {
+            machine: self.name().to_string(),
+            what: format!("unit {unit}"),
+            problem: problem.to_string(),
+            detail: format!(
+                "{}\njournal:\n{}",
+                status.trim_end(),
+                self.journal_tail(unit)
+            )
+            .into(),
+        }
+    }
+
+    fn journal_tail(&self, unit: &str) -> String {
+        let lines = JOURNAL_LINES.to_string();
+        self.command("journalctl")
+            .args([
+                "--no-pager",
+                "--output=short",
+                "--lines",
+                &lines,
+                "--unit",
+                unit,
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The TCP ports something listens on, from the machine's `/proc/net/tcp{,6}` (run inside).
+fn listening_tcp_ports((): ()) -> Vec<u16> {
+    let mut ports: Vec<u16> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let fields: Vec<&str> = l.split_whitespace().collect();
+                    // State 0A is LISTEN; the local address ends in the port, in hex.
+                    (fields.get(3) == Some(&"0A"))
+                        .then(|| fields.get(1)?.rsplit(':').next())
+                        .flatten()
+                        .and_then(|p| u16::from_str_radix(p, 16).ok())
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}

@@ -1,0 +1,154 @@
+//! Waiting for the system instead of sleeping, and testinfra-style state: each helper's
+//! success, its timeout, and a unit that fails, with the messages they carry.
+
+use std::time::Duration;
+
+use nspawn::{Error, Machine};
+
+const CHROOT: &str = "bookworm";
+
+/// Installs a unit from `service`'s `[Service]` lines and starts it without waiting.
+fn start_unit(m: &Machine, name: &str, service: &str) {
+    m.write(
+        format!("/etc/systemd/system/{name}.service"),
+        format!("[Service]\n{service}\n"),
+    )
+    .unwrap();
+    m.run(["systemctl", "daemon-reload"]).unwrap();
+    m.run(["systemctl", "start", "--no-block", name]).unwrap();
+}
+
+fn message(e: &Error) -> String {
+    e.to_string()
+}
+
+#[test]
+fn units_are_waited_for_and_their_failures_explained() {
+    let m = Machine::start(CHROOT).unwrap();
+    start_unit(
+        &m,
+        "slow",
+        "Type=oneshot\nRemainAfterExit=yes\nExecStartPre=/bin/sleep 0.5\nExecStart=/bin/true",
+    );
+    let state = m
+        .wait_for_unit("slow.service", Duration::from_secs(30))
+        .unwrap();
+    assert!(state.is_active(), "{state}");
+    assert_eq!(state.sub, "exited");
+
+    start_unit(&m, "stuck", "Type=oneshot\nExecStart=/bin/sleep 600");
+    let err = m
+        .wait_for_unit("stuck.service", Duration::from_millis(500))
+        .unwrap_err();
+    let text = message(&err);
+    assert!(matches!(err, Error::NotReady { .. }), "{text}");
+    assert!(text.contains("still not active after 0.5 s"), "{text}");
+    assert!(text.contains("activating"), "{text}");
+
+    start_unit(
+        &m,
+        "broken",
+        "Type=oneshot\nExecStart=/bin/sh -c 'echo broken-unit-says-why; exit 3'",
+    );
+    let err = m
+        .wait_for_unit("broken.service", Duration::from_secs(30))
+        .unwrap_err();
+    let text = message(&err);
+    assert!(text.contains("unit broken.service"), "{text}");
+    assert!(text.contains("failed"), "{text}");
+    assert!(text.contains("exit-code"), "{text}");
+    assert!(
+        text.contains("broken-unit-says-why"),
+        "the journal tail: {text}"
+    );
+
+    let err = m
+        .wait_for_unit("no-such.service", Duration::from_secs(5))
+        .unwrap_err();
+    assert!(message(&err).contains("not-found"), "{err}");
+}
+
+#[test]
+fn the_system_state_names_the_failed_units() {
+    let m = Machine::start(CHROOT).unwrap();
+    m.wait_until_running(Duration::from_secs(30)).unwrap();
+    start_unit(
+        &m,
+        "crashes",
+        "Type=oneshot\nExecStart=/bin/sh -c 'echo crash-report-line; exit 1'",
+    );
+    let failed = m
+        .wait_for_unit("crashes.service", Duration::from_secs(30))
+        .unwrap_err();
+    assert!(message(&failed).contains("failed"));
+    let err = m.wait_until_running(Duration::from_secs(30)).unwrap_err();
+    let text = message(&err);
+    assert!(text.contains("\"degraded\""), "{text}");
+    assert!(text.contains("crashes.service"), "{text}");
+    assert!(text.contains("crash-report-line"), "{text}");
+}
+
+#[test]
+fn sockets_are_waited_for_and_the_listening_ports_shown() {
+    let m = Machine::start(CHROOT).unwrap();
+    let err = m
+        .wait_for_port(8089, Duration::from_millis(300))
+        .unwrap_err();
+    let text = message(&err);
+    assert!(text.contains("127.0.0.1:8089"), "{text}");
+    assert!(text.contains("accepts no connection after 0.3 s"), "{text}");
+    assert!(text.contains("Connection refused"), "{text}");
+    assert!(text.contains("listening TCP ports: ["), "{text}");
+
+    // systemd itself listens: socket units need no daemon in the chroot.
+    m.write(
+        "/etc/systemd/system/probe.socket",
+        "[Socket]\nListenStream=127.0.0.1:8089\nListenStream=/run/probe.sock\nAccept=yes\n",
+    )
+    .unwrap();
+    m.write(
+        "/etc/systemd/system/probe@.service",
+        "[Service]\nExecStart=/bin/echo hello\nStandardInput=socket\n",
+    )
+    .unwrap();
+    m.run(["systemctl", "daemon-reload"]).unwrap();
+    m.run(["systemctl", "start", "probe.socket"]).unwrap();
+    m.wait_for_port(8089, Duration::from_secs(10)).unwrap();
+    m.wait_for_socket("/run/probe.sock", Duration::from_secs(10))
+        .unwrap();
+    let err = m
+        .wait_for_socket("/run/nothing.sock", Duration::from_millis(200))
+        .unwrap_err();
+    assert!(message(&err).contains("/run/nothing.sock"), "{err}");
+    let err = m
+        .wait_for_port(8090, Duration::from_millis(200))
+        .unwrap_err();
+    assert!(
+        message(&err).contains("8089"),
+        "listening ports listed: {err}"
+    );
+}
+
+#[test]
+fn packages_users_and_units_show_their_actual_state() {
+    let m = Machine::start(CHROOT).unwrap();
+    let systemd = m.package_version("systemd").unwrap();
+    assert!(
+        systemd.as_deref().is_some_and(|v| v.starts_with("252")),
+        "{systemd:?}"
+    );
+    assert_eq!(m.package_version("nginx").unwrap(), None);
+    assert!(m.user_exists("root").unwrap());
+    assert!(!m.user_exists("no-such-user").unwrap());
+    let journald = m.unit("systemd-journald.service").unwrap();
+    assert!(journald.is_active(), "{journald}");
+    assert_eq!(journald.sub, "running");
+    let shown = journald.to_string();
+    assert!(
+        shown.starts_with("systemd-journald.service: loaded, active (running)"),
+        "{shown}"
+    );
+    let missing = m.unit("no-such.service").unwrap();
+    assert!(!missing.is_active());
+    assert_eq!(missing.load, "not-found");
+}
