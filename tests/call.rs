@@ -316,3 +316,17 @@ fn the_environment_is_a_login_one_and_users_are_the_machines() {
         .unwrap_err();
     assert!(matches!(err, Error::NoSuchUser { .. }), "{err}");
 }
+
+/// The spare call process waiting in the machine is the agent's child: when the machine's
+/// init exits by itself, the agent must reap it, or the init never finishes exiting.
+#[test]
+fn a_machine_powered_off_from_inside_after_calls_goes_down() {
+    let m = Machine::start(CHROOT).unwrap();
+    m.call(|(): ()| (), ()).unwrap();
+    let _ = m.run(["systemctl", "poweroff"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while m.is_running() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!m.is_running(), "the machine is still up after poweroff");
+}

@@ -7,6 +7,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags};
@@ -18,13 +19,13 @@ use super::wire::{poll_timeout, Call, Response, Step};
 use super::zygote::Zygote;
 
 /// Runs `call` with its stdout, stderr and outcome descriptors; `None` when the runtime hung up
-/// meanwhile (the call is then killed). A call that signalled its end is left to `reaper`.
+/// meanwhile (the call is then killed). A call that signalled its end is left to
+/// [`reap_ended`].
 pub fn run(
     call: Call,
     fds: Vec<OwnedFd>,
     conn: BorrowedFd,
     zygote: &std::io::Result<Zygote>,
-    reaper: &mut Reaper,
 ) -> Option<Response> {
     let failed = |step, e| Some(Response::failed(step, &e));
     let zygote = match zygote {
@@ -55,7 +56,7 @@ pub fn run(
         outcome.as_fd(),
         end_theirs.as_fd(),
     ];
-    let pid = match hand_over(zygote, &spawn, theirs, reaper) {
+    let pid = match hand_over(zygote, &spawn, theirs) {
         Ok(pid) => pid,
         Err(e) => return failed(Step::Spawn, e),
     };
@@ -72,7 +73,7 @@ pub fn run(
     zygote.order();
     let status = match end {
         End::Signalled => {
-            reaper.0.push(pid);
+            ended(pid);
             0
         }
         End::Closed => {
@@ -98,17 +99,12 @@ pub fn run(
 
 /// Gives the request to a spare; one that died waiting (the guest can kill it) is reaped and
 /// replaced once.
-fn hand_over(
-    zygote: &Zygote,
-    spawn: &Spawn,
-    fds: [BorrowedFd; 4],
-    reaper: &mut Reaper,
-) -> std::io::Result<u32> {
+fn hand_over(zygote: &Zygote, spawn: &Spawn, fds: [BorrowedFd; 4]) -> std::io::Result<u32> {
     let spare = zygote.take()?;
     if spare.send(spawn, fds).is_ok() {
         return Ok(spare.pid);
     }
-    reaper.0.push(spare.pid);
+    ended(spare.pid);
     let spare = zygote.take()?;
     spare.send(spawn, fds)?;
     Ok(spare.pid)
@@ -154,30 +150,26 @@ fn wait_for_end(end: BorrowedFd, conn: BorrowedFd, deadline: Option<Instant>) ->
     }
 }
 
-/// Calls that ended but may not have exited yet, reaped as they go, and all of them when
-/// the connection closes.
-#[derive(Default)]
-pub struct Reaper(Vec<u32>);
+/// Call processes that ended but may not have exited yet: reaped by [`reap_ended`], before
+/// each request and whenever a child of the agent exits. They must not wait for long: a zombie
+/// of ours in the machine's PID namespace holds its init in exit.
+static ENDED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
-impl Reaper {
-    /// Reaps those that have exited.
-    pub fn collect(&mut self) {
-        self.0.retain(|pid| {
+fn ended(pid: u32) {
+    ENDED.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+}
+
+/// Reaps the ended calls that have exited.
+pub fn reap_ended() {
+    ENDED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|pid| {
             // SAFETY: reaping our own child without blocking.
             let done =
                 unsafe { libc::waitpid(*pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG) };
             done == 0
         });
-    }
-}
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        for pid in self.0.drain(..) {
-            // SAFETY: reaping our own child, which is exiting.
-            unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
-        }
-    }
 }
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {

@@ -13,6 +13,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::confine::Walls;
 use super::wire::{self, Meta, RecvError, Request, Response, Step};
@@ -158,11 +160,17 @@ fn serve_until_gone(
     leader: &std::sync::Arc<PidFd>,
     zygote: &std::sync::Arc<std::io::Result<Zygote>>,
 ) {
+    // Blocked here, before any connection thread exists, so that every thread has it
+    // blocked and the descriptor gets each one.
+    let children = child_exits();
     loop {
-        let mut fds = [
+        let mut fds = vec![
             PollFd::new(control, PollFlags::POLLIN),
             PollFd::new(leader.as_fd(), PollFlags::POLLIN),
         ];
+        if let Some(sfd) = &children {
+            fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
+        }
         match nix::poll::poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
@@ -170,6 +178,16 @@ fn serve_until_gone(
         }
         if fds[1].any().unwrap_or(true) {
             return;
+        }
+        if fds.get(2).is_some_and(|f| f.any().unwrap_or(false)) {
+            if let Some(sfd) = &children {
+                while let Ok(Some(_)) = sfd.read_signal() {}
+            }
+            call::reap_ended();
+            if let Ok(zygote) = zygote.as_ref() {
+                zygote.reap_idle();
+            }
+            continue;
         }
         let conns = match wire::recv::<()>(control, None) {
             Ok(((), conns)) => conns,
@@ -187,10 +205,17 @@ fn serve_until_gone(
     }
 }
 
+/// A descriptor that reads when a child of the agent exits (`SIGCHLD`, blocked for it).
+fn child_exits() -> Option<SignalFd> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.thread_block().ok()?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).ok()
+}
+
 /// Answers one connection's requests, one at a time, until the runtime closes it.
 fn serve_connection(conn: OwnedFd, leader: &PidFd, zygote: &std::io::Result<Zygote>) {
     let in_pid_namespace = spawn::enter_pid_namespace(leader);
-    let mut reaper = call::Reaper::default();
     loop {
         let (request, fds) = match wire::recv::<Request>(conn.as_fd(), None) {
             Ok(got) => got,
@@ -205,15 +230,8 @@ fn serve_connection(conn: OwnedFd, leader: &PidFd, zygote: &std::io::Result<Zygo
             }
             Err(_) => return,
         };
-        reaper.collect();
-        let served = answer(
-            request,
-            fds,
-            conn.as_fd(),
-            &in_pid_namespace,
-            zygote,
-            &mut reaper,
-        );
+        call::reap_ended();
+        let served = answer(request, fds, conn.as_fd(), &in_pid_namespace, zygote);
         let Some((reply, file)) = served else {
             return;
         };
@@ -232,7 +250,6 @@ fn answer(
     conn: BorrowedFd,
     in_pid_namespace: &std::io::Result<()>,
     zygote: &std::io::Result<Zygote>,
-    reaper: &mut call::Reaper,
 ) -> Option<(Response, Option<OwnedFd>)> {
     Some(match (request, in_pid_namespace) {
         (Request::Stat { path }, _) => (stat(&path), None),
@@ -242,7 +259,7 @@ fn answer(
         },
         (Request::Exec(_), Err(e)) => (Response::failed(Step::Enter, e), None),
         (Request::Exec(exec), Ok(())) => (spawn::run(exec, fds, conn)?, None),
-        (Request::Call(c), _) => (call::run(c, fds, conn, zygote, reaper)?, None),
+        (Request::Call(c), _) => (call::run(c, fds, conn, zygote)?, None),
     })
 }
 

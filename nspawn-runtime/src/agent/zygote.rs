@@ -55,6 +55,8 @@ struct State {
     sock: OwnedFd,
     /// A spare was ordered and not yet received.
     ordered: bool,
+    /// A spare received and not yet taken.
+    ready: Option<Spare>,
 }
 
 impl Zygote {
@@ -76,9 +78,37 @@ impl Zygote {
             state: Mutex::new(State {
                 sock: ours.into(),
                 ordered: false,
+                ready: None,
             }),
             pid,
         })
+    }
+
+    /// Reaps the spare if it died idle. When the machine's init exits (a `poweroff` inside),
+    /// the kernel kills every process of the machine and makes the init wait until they are
+    /// all reaped: our spare is our child, so until we reap it the machine cannot finish.
+    /// Called whenever a child of the agent exits.
+    pub fn reap_idle(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.ordered && readable_now(state.sock.as_fd()) {
+            if let Ok(spare) = receive(state.sock.as_fd()) {
+                state.ready = Some(spare);
+            }
+            state.ordered = false;
+        }
+        let died = state.ready.as_ref().is_some_and(|spare| {
+            // SAFETY: reaping our own child, without blocking.
+            unsafe {
+                libc::waitpid(
+                    spare.pid as libc::pid_t,
+                    std::ptr::null_mut(),
+                    libc::WNOHANG,
+                ) > 0
+            }
+        });
+        if died {
+            state.ready = None;
+        }
     }
 
     /// Ends the zygote and the spare it made, and reaps both, before the agent exits. The
@@ -86,7 +116,10 @@ impl Zygote {
     /// zombie that only the host's init reaps, and until then the machine's init cannot
     /// finish exiting (a stop took 1.1-1.7 s instead of 30-70 ms).
     pub fn shutdown(&self) {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(spare) = state.ready.take() {
+            kill_and_reap(spare.pid as libc::pid_t);
+        }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
         if state.ordered {
             if let Ok((Ok(pid), _sock)) =
@@ -101,6 +134,9 @@ impl Zygote {
     /// A spare call process: the one ordered, or a new one.
     pub fn take(&self) -> std::io::Result<Spare> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(spare) = state.ready.take() {
+            return Ok(spare);
+        }
         if !state.ordered {
             wire::send(state.sock.as_fd(), &(), &[])?;
         }
@@ -126,6 +162,11 @@ fn kill_and_reap(pid: libc::pid_t) {
         libc::kill(pid, libc::SIGKILL);
         libc::waitpid(pid, std::ptr::null_mut(), 0);
     }
+}
+
+fn readable_now(sock: BorrowedFd) -> bool {
+    let mut fds = [nix::poll::PollFd::new(sock, nix::poll::PollFlags::POLLIN)];
+    matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
 fn receive(sock: BorrowedFd) -> std::io::Result<Spare> {
