@@ -365,6 +365,34 @@ fn machines_boot_ahead_within_the_cap_and_stop_in_the_background() {
 }
 
 #[test]
+fn under_sudo_machines_boot_ahead_and_stop_in_the_background() {
+    let (uid, gid) = common::probe_user();
+    let (uid, gid) = (uid.to_string(), gid.to_string());
+    let run_dir = common::scratch_dir();
+    let run_dir = run_dir.path().join("run");
+    let run = run_fixture(
+        &["--test-threads=1"],
+        &[
+            ("SUDO_UID", &uid),
+            ("SUDO_GID", &gid),
+            ("SUDO_USER", common::PROBE_USER),
+            ("NSPAWN_RUN_DIR", run_dir.to_str().unwrap()),
+        ],
+    );
+    assert!(run.output.status.success(), "{}", run.stdout());
+    assert!(
+        !run.events.ahead_boots().is_empty(),
+        "{:?}",
+        run.events.lines
+    );
+    let (mut stopped, mut booted) = (run.events.stopped(), run.events.machines());
+    stopped.sort();
+    booted.sort();
+    assert_eq!(stopped, booted, "each stopped during the run");
+    common::assert_nothing_left(&run.events.machines());
+}
+
+#[test]
 fn boots_ahead_can_be_turned_off_and_never_take_the_last_slots() {
     for env in [[("NSPAWN_BOOT_AHEAD", "0")], [("NSPAWN_MAX_MACHINES", "2")]] {
         let run = run_fixture(&[], &env);
