@@ -48,6 +48,11 @@
 //! }
 //! ```
 //!
+//! With the `tokio` feature, a test may be an `async fn`, run on a runtime the attribute
+//! builds (`flavor = "multi_thread"`, `worker_threads = N` as `#[tokio::test]`'s; do not add
+//! `#[tokio::test]`). The machine's methods block: call them in
+//! `tokio::task::block_in_place` on a multi-thread runtime to keep other tasks going.
+//!
 //! [`setup`] marks a module's set-up: it runs once on each machine the module's tests get,
 //! after the boot and before the first test.
 //!
@@ -139,4 +144,7 @@ pub mod __private {
         init_privileges, inside, inside_setup, run, BodyResult, Scope, SetupInfo, TestInfo,
     };
     pub use nspawn_runtime::inventory;
+
+    #[cfg(feature = "tokio")]
+    pub use nspawn_runtime::harness::{block_on, Flavor};
 }

@@ -29,7 +29,7 @@ use quote::{format_ident, quote};
 use syn::{Attribute, LitStr};
 
 use crate::maybe_fn::MaybeItemFn;
-use crate::validate::{instance_name, Options, Scope};
+use crate::validate::{instance_name, Flavor, Options, Scope};
 
 pub fn expand(options: &Options, func: MaybeItemFn) -> TokenStream {
     if options.matrix {
@@ -97,9 +97,10 @@ impl<'a> Parts<'a> {
         let output = &sig.output;
         let krate = &self.options.krate;
         let param = sig.inputs.first();
+        let asyncness = &sig.asyncness;
         let mut items = vec![quote! {
             #[allow(non_snake_case)]
-            fn #body_fn(#param) #output #body
+            #asyncness fn #body_fn(#param) #output #body
         }];
         if self.options.inside {
             let inside_fn = format_ident!("{}_inside", body_fn);
@@ -122,6 +123,22 @@ impl<'a> Parts<'a> {
         info: &TokenStream,
     ) -> TokenStream {
         let krate = &self.options.krate;
+        if let Some(flavor) = self.options.flavor {
+            let flavor = match flavor {
+                Flavor::CurrentThread => quote!(#krate::__private::Flavor::CurrentThread),
+                Flavor::MultiThread(None) => {
+                    quote!(#krate::__private::Flavor::MultiThread(::core::option::Option::None))
+                }
+                Flavor::MultiThread(Some(n)) => {
+                    quote!(#krate::__private::Flavor::MultiThread(::core::option::Option::Some(#n)))
+                }
+            };
+            let args = sig.inputs.first().map(|_| quote!(machine));
+            return quote!(|machine: &#krate::Machine| {
+                let _ = machine;
+                #krate::__private::block_on(#flavor, #prefix #body_fn(#args))
+            });
+        }
         if self.options.inside {
             let inside_fn = format_ident!("{}_inside", body_fn);
             quote!(|machine: &#krate::Machine| {

@@ -31,7 +31,9 @@ use maybe_fn::MaybeItemFn;
 /// function),
 /// `scope = "module" | "test"` (default `module`: one machine shared by the module's tests),
 /// `inside` (the body runs inside the machine, through `Machine::call`; it then takes no
-/// parameter), `crate = "<path>"` (where the `nspawn` crate is, if renamed).
+/// parameter), `flavor = "current_thread" | "multi_thread"` and `worker_threads = N` (the
+/// tokio runtime of an `async fn` test; feature `tokio`), `crate = "<path>"` (where the
+/// `nspawn` crate is, if renamed).
 #[proc_macro_attribute]
 pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
     let item: proc_macro2::TokenStream = item.into();

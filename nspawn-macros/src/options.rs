@@ -7,7 +7,14 @@ use syn::punctuated::Punctuated;
 use syn::{Expr, Lit, LitStr, Meta, Token};
 
 /// The options accepted, for messages.
-pub const NAMES: &[&str] = &["chroot", "scope", "crate", "inside"];
+pub const NAMES: &[&str] = &[
+    "chroot",
+    "scope",
+    "crate",
+    "inside",
+    "flavor",
+    "worker_threads",
+];
 
 /// What the attribute said, before validation.
 #[derive(Default)]
@@ -15,6 +22,10 @@ pub struct Raw {
     pub chroot: Option<LitStr>,
     pub scope: Option<LitStr>,
     pub krate: Option<LitStr>,
+    /// `flavor` of an async test's runtime.
+    pub flavor: Option<LitStr>,
+    /// `worker_threads` of a multi-thread runtime (an integer or a string).
+    pub worker_threads: Option<LitStr>,
     /// `inside`: the body runs inside the machine.
     pub inside: Option<syn::Path>,
     /// `chroot = ["a", "b"]`: one test per chroot (the array, and its names).
@@ -87,13 +98,20 @@ pub fn parse(args: TokenStream) -> Raw {
             "chroot" => &mut raw.chroot,
             "scope" => &mut raw.scope,
             "crate" => &mut raw.krate,
+            "flavor" => &mut raw.flavor,
+            "worker_threads" => &mut raw.worker_threads,
             _ => {
                 let msg = format!("unknown option; valid options: {}", NAMES.join(", "));
                 raw.errors.push(syn::Error::new_spanned(&pair.path, msg));
                 continue;
             }
         };
-        let value = match string_literal(&pair.value) {
+        let read = if name == "worker_threads" {
+            number_or_string
+        } else {
+            string_literal
+        };
+        let value = match read(&pair.value) {
             Some(v) => v,
             None => {
                 let msg = if name == "chroot" {
@@ -169,6 +187,16 @@ fn string_literal(expr: &Expr) -> Option<LitStr> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// `worker_threads = 4`, as tokio writes it, or `"4"`.
+fn number_or_string(expr: &Expr) -> Option<LitStr> {
+    match expr {
+        Expr::Lit(syn::ExprLit {
+            lit: Lit::Int(i), ..
+        }) => Some(LitStr::new(i.base10_digits(), i.span())),
+        other => string_literal(other),
     }
 }
 

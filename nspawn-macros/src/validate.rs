@@ -16,8 +16,17 @@ pub enum Scope {
     Test,
 }
 
+/// The runtime of an async test.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    CurrentThread,
+    MultiThread(Option<usize>),
+}
+
 /// Validated options.
 pub struct Options {
+    /// For an `async fn`: the runtime it runs on.
+    pub flavor: Option<Flavor>,
     /// One chroot, or several for a matrix.
     pub chroots: Vec<LitStr>,
     /// `chroot = [...]`: one test per chroot, in a module named after the function.
@@ -40,8 +49,9 @@ pub struct Checked {
 }
 
 /// Checks everything, collecting every error.
-pub fn validate(raw: Raw, func: &MaybeItemFn) -> Checked {
-    let mut option_errors = raw.errors;
+pub fn validate(mut raw: Raw, func: &MaybeItemFn) -> Checked {
+    let mut option_errors = std::mem::take(&mut raw.errors);
+    let flavor = flavor(&raw, func, &mut option_errors);
     let scope = scope(raw.scope.as_ref(), &mut option_errors);
     let krate = krate(raw.krate.as_ref(), &mut option_errors);
     let declared = workspace::declared();
@@ -57,6 +67,7 @@ pub fn validate(raw: Raw, func: &MaybeItemFn) -> Checked {
     check_function(func, raw.inside.is_some(), &mut function_errors);
     Checked {
         options: Options {
+            flavor,
             chroots,
             matrix,
             scope,
@@ -66,6 +77,51 @@ pub fn validate(raw: Raw, func: &MaybeItemFn) -> Checked {
         },
         option_errors,
         function_errors,
+    }
+}
+
+/// The runtime of an async test, from `flavor` and `worker_threads` (tokio's names and
+/// defaults); `None` for a sync test, which may not have them.
+fn flavor(raw: &Raw, func: &MaybeItemFn, errors: &mut Vec<syn::Error>) -> Option<Flavor> {
+    let is_async = func.sig.asyncness.is_some();
+    if !is_async {
+        for given in [&raw.flavor, &raw.worker_threads].into_iter().flatten() {
+            errors.push(syn::Error::new_spanned(
+                given,
+                "`flavor` and `worker_threads` are for `async fn` tests",
+            ));
+        }
+        return None;
+    }
+    let threads = raw.worker_threads.as_ref().and_then(|lit| {
+        let n = lit.value().parse::<usize>().ok().filter(|n| *n >= 1);
+        if n.is_none() {
+            errors.push(syn::Error::new_spanned(
+                lit,
+                "`worker_threads` is a number, 1 or more",
+            ));
+        }
+        n
+    });
+    match raw.flavor.as_ref().map(LitStr::value).as_deref() {
+        None if raw.worker_threads.is_some() => Some(Flavor::MultiThread(threads)),
+        None | Some("current_thread") => {
+            if let (Some(_), Some(lit)) = (&raw.flavor, &raw.worker_threads) {
+                errors.push(syn::Error::new_spanned(
+                    lit,
+                    "`worker_threads` needs flavor = \"multi_thread\"",
+                ));
+            }
+            Some(Flavor::CurrentThread)
+        }
+        Some("multi_thread") => Some(Flavor::MultiThread(threads)),
+        Some(other) => {
+            let msg = format!(
+                "unknown flavor \"{other}\"; expected \"current_thread\" (the default) or \"multi_thread\""
+            );
+            errors.push(syn::Error::new_spanned(&raw.flavor, msg));
+            Some(Flavor::CurrentThread)
+        }
     }
 }
 
@@ -209,11 +265,18 @@ pub fn chroot(
 fn check_function(f: &MaybeItemFn, inside: bool, errors: &mut Vec<syn::Error>) {
     let sig = &f.sig;
     if let Some(token) = &sig.asyncness {
-        errors.push(syn::Error::new_spanned(
-            token,
-            "async tests are not supported yet; write a sync test and block on your future inside it \
-             (e.g. with tokio::runtime::Runtime::new()?.block_on(...))",
-        ));
+        if !cfg!(feature = "tokio") {
+            errors.push(syn::Error::new_spanned(
+                token,
+                "async tests need the `tokio` feature of nspawn: \
+                 nspawn = { version = \"0.1\", features = [\"tokio\"] }",
+            ));
+        } else if inside {
+            errors.push(syn::Error::new_spanned(
+                token,
+                "an `inside` body cannot be async; drop `inside`, or make the body sync",
+            ));
+        }
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         errors.push(syn::Error::new_spanned(
@@ -255,13 +318,34 @@ pub fn check_inside(f: &MaybeItemFn, errors: &mut Vec<syn::Error>) {
 }
 
 fn check_attributes(f: &MaybeItemFn, errors: &mut Vec<syn::Error>) {
-    for attr in &f.attrs {
-        if is_test_attribute(attr) {
-            errors.push(syn::Error::new_spanned(
-                attr,
-                "#[nspawn::test] already makes this a test; remove this attribute",
-            ));
+    for attr in f.attrs.iter().filter(|a| is_test_attribute(a)) {
+        errors.push(syn::Error::new_spanned(attr, test_attribute_error(attr)));
+    }
+}
+
+/// What to say of another test attribute: `#[tokio::test]` above or below, or a plain one.
+fn test_attribute_error(attr: &syn::Attribute) -> &'static str {
+    let path: Vec<String> = attr
+        .path()
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    match path
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["tokio", "test"] => {
+            "remove #[tokio::test]: #[nspawn::test] runs an async test on a tokio runtime itself \
+             (feature `tokio`; flavor = \"multi_thread\" and worker_threads = N as tokio's)"
         }
+        ["core", "prelude", "v1", "test"] => {
+            "an attribute above #[nspawn::test] (#[tokio::test]?) already made this a test: \
+             remove it; #[nspawn::test] runs async tests itself (feature `tokio`)"
+        }
+        _ => "#[nspawn::test] already makes this a test; remove this attribute",
     }
 }
 

@@ -52,15 +52,14 @@ fn main() -> ExitCode {
 fn test() -> Result<(), Error> {
     setup(&[])?;
     cargo(&["fmt", "--all", "--check"])?;
-    cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])?;
-    cargo(&["test", "--workspace"])?;
+    // Without and with the optional `tokio` feature: both must be clean.
+    for features in [&[][..], &["--all-features"]] {
+        let mut args = vec!["clippy", "--workspace", "--all-targets"];
+        args.extend_from_slice(features);
+        args.extend_from_slice(&["--", "-D", "warnings"]);
+        cargo(&args)?;
+    }
+    cargo(&["test", "--workspace", "--features", "nspawn/tokio"])?;
     // The crates users depend on must stay publishable.
     cargo(&[
         "package",

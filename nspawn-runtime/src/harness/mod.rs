@@ -9,6 +9,8 @@ mod boot;
 mod filter;
 mod inside;
 mod outcome;
+#[cfg(feature = "tokio")]
+mod runtime;
 mod setup;
 mod sharing;
 mod test_info;
@@ -18,6 +20,8 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 pub use inside::{inside, inside_setup};
 use outcome::fail;
 pub use outcome::{BodyResult, TestOutcome};
+#[cfg(feature = "tokio")]
+pub use runtime::{block_on, Flavor};
 pub use setup::SetupInfo;
 pub use test_info::{registered, Scope, TestInfo};
 
