@@ -50,8 +50,8 @@
 //!
 //! With the `tokio` feature, a test may be an `async fn`, run on a runtime the attribute
 //! builds (`flavor = "multi_thread"`, `worker_threads = N` as `#[tokio::test]`'s; do not add
-//! `#[tokio::test]`). The machine's methods block: call them in
-//! `tokio::task::block_in_place` on a multi-thread runtime to keep other tasks going.
+//! `#[tokio::test]`). `Machine::asynchronous()` gives the calls as `async fn`s that keep the
+//! runtime's other tasks going; a `Machine` clone is another handle on the same machine.
 //!
 //! [`setup`] marks a module's set-up: it runs once on each machine the module's tests get,
 //! after the boot and before the first test.
@@ -134,6 +134,8 @@
 
 pub use nspawn_runtime::chroot::storage::Storage;
 pub use nspawn_runtime::host::privs;
+#[cfg(feature = "tokio")]
+pub use nspawn_runtime::AsyncMachine;
 pub use nspawn_runtime::{Call, Command, Error, Machine, MachineBuilder, Result, UnitState};
 
 pub use nspawn_macros::{setup, test};

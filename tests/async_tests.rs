@@ -14,6 +14,19 @@ fn same_machine_as_siblings(m: &Machine, test: &str) {
     assert!(seen.split(m.name()).all(str::is_empty), "{seen}");
 }
 
+/// A task that counts up every millisecond, to see whether the runtime's tasks go on.
+fn ticker() -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+    let ticks = Arc::new(AtomicU64::new(0));
+    let counted = ticks.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    (ticks, task)
+}
+
 mod shared {
     use super::*;
 
@@ -30,16 +43,7 @@ mod shared {
     #[nspawn::test(chroot = "bookworm", flavor = "multi_thread", worker_threads = 2)]
     async fn other_tasks_go_on_during_a_call(m: &Machine) -> nspawn::Result<()> {
         same_machine_as_siblings(m, "multi-thread");
-        let ticks = Arc::new(AtomicU64::new(0));
-        let ticker = {
-            let ticks = ticks.clone();
-            tokio::spawn(async move {
-                loop {
-                    ticks.fetch_add(1, Ordering::SeqCst);
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            })
-        };
+        let (ticks, ticker) = ticker();
         tokio::time::sleep(Duration::from_millis(5)).await;
         let before = ticks.load(Ordering::SeqCst);
         tokio::task::block_in_place(|| m.run(["sleep", "0.3"]))?;
@@ -73,6 +77,46 @@ mod shared {
             })
         });
         assert!(hosts.iter().all(|h| h.trim() == m.name()), "{hosts:?}");
+    }
+
+    /// The async forms: on the default one-thread runtime, other tasks go on during a call.
+    #[nspawn::test(chroot = "bookworm")]
+    async fn async_calls_keep_one_thread_going(m: &Machine) -> nspawn::Result<()> {
+        same_machine_as_siblings(m, "async-forms");
+        let (ticks, ticker) = ticker();
+        tokio::task::yield_now().await;
+        let before = ticks.load(Ordering::SeqCst);
+        let m = m.asynchronous();
+        m.run(["sleep", "0.3"]).await?;
+        let after = ticks.load(Ordering::SeqCst);
+        ticker.abort();
+        assert!(
+            after > before,
+            "the ticker ran during the call: {before} -> {after}"
+        );
+        m.write("/root/async", "written").await?;
+        assert_eq!(m.read_to_string("/root/async").await?, "written");
+        assert!(m.exists("/root/async").await?);
+        Ok(())
+    }
+
+    /// Calls from several tasks at once, each with its own handle.
+    #[nspawn::test(chroot = "bookworm")]
+    async fn calls_from_several_tasks_at_once(m: &Machine) {
+        same_machine_as_siblings(m, "tasks");
+        let hostname = |(): ()| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map_err(|e| e.to_string())
+        };
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let m = m.asynchronous();
+                tokio::spawn(async move { m.call(hostname, ()).await })
+            })
+            .collect();
+        for task in tasks {
+            let host = task.await.unwrap().unwrap().unwrap();
+            assert_eq!(host.trim(), m.name());
+        }
     }
 
     #[nspawn::test(chroot = "bookworm")]

@@ -33,6 +33,8 @@ mod text;
 pub use inventory;
 
 pub use error::{Error, Result};
+#[cfg(feature = "tokio")]
+pub use machine::AsyncMachine;
 pub use machine::{Call, Command, Machine, MachineBuilder, UnitState};
 
 /// Building blocks the project's own tests and benchmarks reach for; not a stable API.

@@ -18,7 +18,7 @@ use crate::host::console;
 use crate::host::privs;
 use crate::report::{self, Event};
 
-use super::lifecycle::Machine;
+use super::lifecycle::{Machine, State};
 
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -310,7 +310,7 @@ impl MachineBuilder {
         let leader = running.leader().try_clone();
         let handle: registry::Handle = Arc::new(Mutex::new(Some(running)));
         registry::register(&name, handle.clone());
-        let machine = Machine {
+        let machine = Machine::new(State {
             leader: leader.map_err(|e| Error::io("duplicating the leader pidfd", e))?,
             name,
             chroot: self.chroot.clone(),
@@ -321,7 +321,7 @@ impl MachineBuilder {
             slot: Mutex::new(Some(slot)),
             stop_timeout: self.stop_timeout,
             span,
-        };
+        });
         if self.wait_until_running {
             machine.wait_running(self.boot_timeout.saturating_sub(started.elapsed()))?;
         }

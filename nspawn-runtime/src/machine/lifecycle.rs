@@ -30,8 +30,16 @@ use crate::report::{self, Event};
 /// machine.stop()?;
 /// # Ok::<(), nspawn::Error>(())
 /// ```
+///
+/// A clone is another handle on the same machine, to hand to a thread or a task: the machine
+/// stops when the last handle is dropped, or at the first [`Machine::stop`].
+#[derive(Debug, Clone)]
+pub struct Machine(Arc<State>);
+
+/// What a [`Machine`] handle shares.
+#[doc(hidden)]
 #[derive(Debug)]
-pub struct Machine {
+pub struct State {
     pub(super) name: String,
     pub(super) chroot: String,
     pub(super) storage: Storage,
@@ -258,14 +266,15 @@ impl Machine {
 
     /// Stops the machine on a thread of its own: the caller goes on at once, and the process
     /// waits for the stop before it exits (see [`registry::InFlight`]).
-    pub(crate) fn stop_in_background(self: Arc<Self>) {
+    pub(crate) fn stop_in_background(&self) {
         let in_flight = registry::InFlight::begin();
+        let machine = self.clone();
         let spawned = std::thread::Builder::new()
             .name("nspawn-stop".into())
             .spawn(move || {
                 let _in_flight = in_flight;
-                if let Err(e) = self.shutdown() {
-                    tracing::error!(machine = self.name, "stopping in the background: {e}");
+                if let Err(e) = machine.shutdown() {
+                    tracing::error!(machine = machine.name, "stopping in the background: {e}");
                 }
             });
         // Without a thread, the machine (dropped with the closure) stopped here.
@@ -273,7 +282,9 @@ impl Machine {
             tracing::warn!("no thread to stop a machine in the background: {e}");
         }
     }
+}
 
+impl State {
     /// Stops the machine through a shared reference; later calls do nothing.
     pub(crate) fn shutdown(&self) -> Result<()> {
         let Some(mut running) = self
@@ -307,7 +318,22 @@ impl Machine {
     }
 }
 
-impl Drop for Machine {
+impl std::ops::Deref for Machine {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.0
+    }
+}
+
+impl Machine {
+    /// A handle on a machine of this state.
+    pub(crate) fn new(state: State) -> Machine {
+        Machine(Arc::new(state))
+    }
+}
+
+impl Drop for State {
     fn drop(&mut self) {
         if let Err(e) = self.shutdown() {
             tracing::error!(machine = %self.name, "stopping on drop failed: {e}");

@@ -6,9 +6,12 @@
 //! - `command`, `stdio`: commands, and their output;
 //! - `call`: the test binary's own functions, run inside;
 //! - `files`: file calls;
+//! - `asynchronous`: the calls as `async fn`s (feature `tokio`);
 //! - `wait`: waiting for units, sockets and the system, and their state;
 //! - `registry`: every machine of this process, stopped at exit and on signals.
 
+#[cfg(feature = "tokio")]
+mod asynchronous;
 mod builder;
 mod call;
 mod command;
@@ -18,6 +21,8 @@ pub(crate) mod registry;
 mod stdio;
 mod wait;
 
+#[cfg(feature = "tokio")]
+pub use asynchronous::AsyncMachine;
 pub use builder::MachineBuilder;
 pub use call::Call;
 pub use command::Command;
