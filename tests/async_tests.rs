@@ -97,6 +97,11 @@ mod shared {
         m.write("/root/async", "written").await?;
         assert_eq!(m.read_to_string("/root/async").await?, "written");
         assert!(m.exists("/root/async").await?);
+        let failed = m.output(["sh", "-c", "echo out; exit 3"]).await?;
+        assert_eq!(
+            (failed.status.code(), &failed.stdout[..]),
+            (Some(3), &b"out\n"[..])
+        );
         Ok(())
     }
 

@@ -69,6 +69,20 @@ impl AsyncMachine {
         self.blocking(move |m| m.run(argv)).await
     }
 
+    /// `machine.command(argv[0]).args(&argv[1..]).output()`: the program's status and output,
+    /// whatever its exit code.
+    pub async fn output(
+        &self,
+        argv: impl IntoIterator<Item = impl AsRef<OsStr>>,
+    ) -> Result<Output> {
+        let argv: Vec<OsString> = argv.into_iter().map(|a| a.as_ref().into()).collect();
+        self.blocking(move |m| match argv.split_first() {
+            Some((program, args)) => m.command(program).args(args).output(),
+            None => m.run(argv.iter()),
+        })
+        .await
+    }
+
     /// [`Machine::sh`].
     pub async fn sh(&self, script: &str) -> Result<String> {
         let script = script.to_string();
