@@ -328,19 +328,29 @@ fn under_sudo_inside_tests_run_as_root_in_the_machine() {
     common::assert_nothing_left(&run.events.machines());
 }
 
+/// A whole fixture run on one test thread, with host-wide state of its own (slots are
+/// host-wide: a run directory of its own keeps other tests' runs out of its count).
+fn run_alone(env: &[(&str, &str)]) -> Run {
+    let dir = common::scratch_dir();
+    let run_dir = dir.path().join("run");
+    let mut env = env.to_vec();
+    env.push(("NSPAWN_RUN_DIR", run_dir.to_str().unwrap()));
+    run_fixture(&["--test-threads=1"], &env)
+}
+
+/// Every machine the run booted was stopped while it ran (not at exit), and left nothing.
+fn assert_each_stopped_during_the_run(run: &Run) {
+    let (mut stopped, mut booted) = (run.events.stopped(), run.events.machines());
+    stopped.sort();
+    booted.sort();
+    assert_eq!(stopped, booted, "each stopped during the run");
+    common::assert_nothing_left(&run.events.machines());
+}
+
 #[test]
 fn machines_boot_ahead_within_the_cap_and_stop_in_the_background() {
-    // One test thread: the run's own machine and the one ahead are all it has at once. Slots
-    // are host-wide: a run directory of its own keeps other tests' runs out of its count.
-    let run_dir = common::scratch_dir();
-    let run_dir = run_dir.path().join("run");
-    let run = run_fixture(
-        &["--test-threads=1"],
-        &[
-            ("NSPAWN_MAX_MACHINES", "4"),
-            ("NSPAWN_RUN_DIR", run_dir.to_str().unwrap()),
-        ],
-    );
+    // One test thread: the run's own machine and the one ahead are all it has at once.
+    let run = run_alone(&[("NSPAWN_MAX_MACHINES", "4")]);
     let out = run.stdout();
     assert!(run.output.status.success(), "{out}");
     assert!(
@@ -357,45 +367,32 @@ fn machines_boot_ahead_within_the_cap_and_stop_in_the_background() {
     for module in ["fixture::alpha", "fixture::beta", "fixture::slow"] {
         assert_eq!(run.events.module_boots(module).len(), 1, "{module}");
     }
-    let (mut stopped, mut booted) = (run.events.stopped(), run.events.machines());
-    stopped.sort();
-    booted.sort();
-    assert_eq!(stopped, booted, "each stopped during the run");
-    common::assert_nothing_left(&run.events.machines());
+    assert_each_stopped_during_the_run(&run);
 }
 
 #[test]
 fn under_sudo_machines_boot_ahead_and_stop_in_the_background() {
     let (uid, gid) = common::probe_user();
     let (uid, gid) = (uid.to_string(), gid.to_string());
-    let run_dir = common::scratch_dir();
-    let run_dir = run_dir.path().join("run");
-    let run = run_fixture(
-        &["--test-threads=1"],
-        &[
-            ("SUDO_UID", &uid),
-            ("SUDO_GID", &gid),
-            ("SUDO_USER", common::PROBE_USER),
-            ("NSPAWN_RUN_DIR", run_dir.to_str().unwrap()),
-        ],
-    );
+    let run = run_alone(&[
+        ("SUDO_UID", &uid),
+        ("SUDO_GID", &gid),
+        ("SUDO_USER", common::PROBE_USER),
+    ]);
     assert!(run.output.status.success(), "{}", run.stdout());
     assert!(
         !run.events.ahead_boots().is_empty(),
         "{:?}",
         run.events.lines
     );
-    let (mut stopped, mut booted) = (run.events.stopped(), run.events.machines());
-    stopped.sort();
-    booted.sort();
-    assert_eq!(stopped, booted, "each stopped during the run");
-    common::assert_nothing_left(&run.events.machines());
+    assert_each_stopped_during_the_run(&run);
 }
 
 #[test]
 fn boots_ahead_can_be_turned_off_and_never_take_the_last_slots() {
     for env in [[("NSPAWN_BOOT_AHEAD", "0")], [("NSPAWN_MAX_MACHINES", "2")]] {
-        let run = run_fixture(&[], &env);
+        // Alone, so that the absence of boots ahead is this setting's doing, not other runs'.
+        let run = run_alone(&env);
         assert!(run.output.status.success(), "{env:?}: {}", run.stdout());
         assert_eq!(run.events.ahead_boots(), Vec::<String>::new(), "{env:?}");
         common::assert_nothing_left(&run.events.machines());

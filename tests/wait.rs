@@ -120,6 +120,7 @@ fn sockets_are_waited_for_and_the_listening_ports_shown() {
         .wait_for_socket("/run/nothing.sock", Duration::from_millis(200))
         .unwrap_err();
     assert!(message(&err).contains("/run/nothing.sock"), "{err}");
+    assert!(message(&err).contains("No such file or directory"), "{err}");
     let err = m
         .wait_for_port(8090, Duration::from_millis(200))
         .unwrap_err();

@@ -104,12 +104,7 @@ impl<'a> Parts<'a> {
         }];
         if self.options.inside {
             let inside_fn = format_ident!("{}_inside", body_fn);
-            items.push(quote! {
-                #[allow(non_snake_case)]
-                fn #inside_fn((): ()) -> ::core::result::Result<(), ::std::string::String> {
-                    #krate::__private::BodyResult::into_result(#body_fn())
-                }
-            });
+            items.push(inside_wrapper(krate, &inside_fn, body_fn));
         }
         items
     }
@@ -183,6 +178,17 @@ impl<'a> Parts<'a> {
         } else {
             let output = &sig.output;
             quote!(#output)
+        }
+    }
+}
+
+/// The function a machine runs for an `inside` body `body_fn` (a test's or a set-up's): the
+/// body's result made a message, as `Machine::call` can carry it back.
+pub fn inside_wrapper(krate: &syn::Path, inside_fn: &Ident, body_fn: &Ident) -> TokenStream {
+    quote! {
+        #[allow(non_snake_case)]
+        fn #inside_fn((): ()) -> ::core::result::Result<(), ::std::string::String> {
+            #krate::__private::BodyResult::into_result(#body_fn())
         }
     }
 }

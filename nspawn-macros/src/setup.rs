@@ -111,10 +111,9 @@ pub fn expand(setup: &Setup, func: MaybeItemFn) -> TokenStream {
     let wrapper = format_ident!("__nspawn_setup_{}", name);
     let run = if *inside {
         let inside_fn = format_ident!("__nspawn_inside_{}", name);
+        let wrapper = crate::expand::inside_wrapper(krate, &inside_fn, name);
         quote! {
-            fn #inside_fn((): ()) -> ::core::result::Result<(), ::std::string::String> {
-                #krate::__private::BodyResult::into_result(#name())
-            }
+            #wrapper
             #krate::__private::inside_setup(machine, #inside_fn)
         }
     } else {

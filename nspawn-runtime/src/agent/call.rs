@@ -10,12 +10,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags};
-
 use super::callee::Spawn;
-use super::spawn::{kill_group, wait};
+use super::spawn::{kill_group, wait, wait_on, Woken};
 use super::user::Identity;
-use super::wire::{poll_timeout, Call, Response, Step};
+use super::wire::{Call, Response, Step};
 use super::zygote::Zygote;
 
 /// Runs `call` with its stdout, stderr and outcome descriptors; `None` when the runtime hung up
@@ -32,12 +30,8 @@ pub fn run(
         Ok(z) => z,
         Err(e) => return failed(Step::Enter, std::io::Error::from(e.kind())),
     };
-    let id = match &call.user {
-        None => Identity::root(),
-        Some(name) => match Identity::lookup(name) {
-            Some(id) => id,
-            None => return failed(Step::User, std::io::Error::from_raw_os_error(libc::ENOENT)),
-        },
+    let Some(id) = Identity::of_request(call.user.as_deref()) else {
+        return failed(Step::User, std::io::Error::from_raw_os_error(libc::ENOENT));
     };
     let Ok([stdout, stderr, outcome]) = <[OwnedFd; 3]>::try_from(fds) else {
         return failed(
@@ -69,14 +63,14 @@ pub fn run(
     let deadline = call
         .timeout_ms
         .map(|ms| crate::deadline::after(Duration::from_millis(ms)));
-    let end = wait_for_end(end.as_fd(), conn, deadline);
+    let woken = wait_on(end.as_fd(), conn, deadline);
     zygote.order();
-    let status = match end {
-        End::Signalled => {
+    let status = match woken {
+        Woken::Ready if signalled(end.as_fd()) => {
             ended(pid);
             0
         }
-        End::Closed => {
+        Woken::Ready => {
             // It died, or exec'd: its status says which, within the time left.
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             match wait(pid, conn, left)? {
@@ -84,11 +78,11 @@ pub fn run(
                 other => return Some(other),
             }
         }
-        End::TimedOut => {
+        Woken::TimedOut => {
             kill_group(pid);
             return Some(Response::TimedOut);
         }
-        End::HungUp => {
+        Woken::HungUp => {
             kill_group(pid);
             return None;
         }
@@ -110,44 +104,11 @@ fn hand_over(zygote: &Zygote, spawn: &Spawn, fds: [BorrowedFd; 4]) -> std::io::R
     Ok(spare.pid)
 }
 
-/// How waiting for a call's end byte ended.
-enum End {
-    /// The byte came: the outcome is written, the process is about to exit.
-    Signalled,
-    /// The pipe closed without it: the process died or exec'd.
-    Closed,
-    /// The call's timeout passed.
-    TimedOut,
-    /// The runtime closed the connection.
-    HungUp,
-}
-
-fn wait_for_end(end: BorrowedFd, conn: BorrowedFd, deadline: Option<Instant>) -> End {
-    loop {
-        let Some(timeout) = poll_timeout(deadline) else {
-            return End::TimedOut;
-        };
-        let mut fds = [
-            PollFd::new(end, PollFlags::POLLIN),
-            PollFd::new(conn, PollFlags::POLLIN),
-        ];
-        match nix::poll::poll(&mut fds, timeout) {
-            Err(nix::errno::Errno::EINTR) | Ok(0) => continue,
-            Err(_) => return End::Closed,
-            Ok(_) => {}
-        }
-        if fds[0].any().unwrap_or(false) {
-            let mut byte = [0u8; 1];
-            return match nix::unistd::read(end.as_raw_fd(), &mut byte) {
-                Ok(1) => End::Signalled,
-                _ => End::Closed,
-            };
-        }
-        if fds[1].any().unwrap_or(false) {
-            // The runtime sends nothing during a call: this is its end of the socket closing.
-            return End::HungUp;
-        }
-    }
+/// Whether the call's process wrote its end byte (its outcome is written and it is about to
+/// exit), or the pipe closed without it (it died, or exec'd).
+fn signalled(end: BorrowedFd) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(nix::unistd::read(end.as_raw_fd(), &mut byte), Ok(1))
 }
 
 /// Call processes that ended but may not have exited yet: reaped by [`reap_ended`], before

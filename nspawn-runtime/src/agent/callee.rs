@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::user::Identity;
-use super::wire::{self, Bytes, Outcome};
+use super::wire::{self, Bytes, Outcome, ROUND_TRIP};
 
 /// What a call's process needs from its connection thread: the entry point and argument,
 /// and who it runs as. Its stdout, stderr, outcome pipe and end signal come along as
@@ -63,7 +63,7 @@ where
 {
     let arg: A = match ciborium::from_reader(arg) {
         Ok(arg) => arg,
-        Err(e) => return Outcome::Failed(format!("decoding the argument: {e}")),
+        Err(e) => return Outcome::Failed(format!("decoding the argument: {e}; {ROUND_TRIP}")),
     };
     assert_eq!(std::mem::size_of::<F>(), 0, "callable types are zero-sized");
     // SAFETY: `F` is zero-sized and implements `Fn` on stable Rust, so it is a function item
@@ -74,7 +74,7 @@ where
     let mut out = Vec::new();
     match ciborium::into_writer(&result, &mut out) {
         Ok(()) => Outcome::Returned(out),
-        Err(e) => Outcome::Failed(format!("encoding the result: {e}")),
+        Err(e) => Outcome::Failed(format!("encoding the result: {e}; {ROUND_TRIP}")),
     }
 }
 

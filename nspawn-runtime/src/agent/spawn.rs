@@ -11,7 +11,7 @@
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags};
 
@@ -35,12 +35,8 @@ pub fn enter_pid_namespace(leader: &PidFd) -> std::io::Result<()> {
 /// entered the PID namespace.
 pub fn run(exec: Exec, fds: Vec<OwnedFd>, conn: BorrowedFd) -> Option<Response> {
     let failed = |step, e| Some(Response::failed(step, &e));
-    let id = match &exec.user {
-        None => Identity::root(),
-        Some(name) => match Identity::lookup(name) {
-            Some(id) => id,
-            None => return failed(Step::User, errno(libc::ENOENT)),
-        },
+    let Some(id) = Identity::of_request(exec.user.as_deref()) else {
+        return failed(Step::User, errno(libc::ENOENT));
     };
     if let Some(Err(e)) = exec.cwd.as_deref().map(check_dir) {
         return failed(Step::Cwd, e);
@@ -109,33 +105,55 @@ fn prepare(
     Ok((launch, vec![stdin, stdout, stderr]))
 }
 
+/// What ended a wait of [`wait_on`].
+pub enum Woken {
+    /// The descriptor waited on became readable (or the wait itself failed).
+    Ready,
+    /// The deadline passed.
+    TimedOut,
+    /// The runtime closed the connection: it sends nothing while a program or a call runs.
+    HungUp,
+}
+
+/// Waits until `fd` is readable, `deadline` passes or the runtime hangs up on `conn`.
+pub fn wait_on(fd: BorrowedFd, conn: BorrowedFd, deadline: Option<Instant>) -> Woken {
+    loop {
+        let Some(timeout) = poll_timeout(deadline) else {
+            return Woken::TimedOut;
+        };
+        let mut fds = [
+            PollFd::new(fd, PollFlags::POLLIN),
+            PollFd::new(conn, PollFlags::POLLIN),
+        ];
+        match nix::poll::poll(&mut fds, timeout) {
+            Err(nix::errno::Errno::EINTR) | Ok(0) => continue,
+            Err(_) => return Woken::Ready,
+            Ok(_) => {}
+        }
+        if fds[0].any().unwrap_or(false) {
+            return Woken::Ready;
+        }
+        if fds[1].any().unwrap_or(false) {
+            return Woken::HungUp;
+        }
+    }
+}
+
 /// Waits for the program, its timeout, or the runtime hanging up, whichever comes first.
 pub fn wait(pid: u32, conn: BorrowedFd, timeout: Option<Duration>) -> Option<Response> {
     let deadline = timeout.map(crate::deadline::after);
     let Ok(handle) = PidFd::open(pid) else {
         return Some(reap(pid));
     };
-    loop {
-        let Some(ms) = poll_timeout(deadline) else {
+    match wait_on(handle.as_fd(), conn, deadline) {
+        Woken::Ready => Some(reap(pid)),
+        Woken::TimedOut => {
             kill_group(pid);
-            return Some(Response::TimedOut);
-        };
-        let mut fds = [
-            PollFd::new(handle.as_fd(), PollFlags::POLLIN),
-            PollFd::new(conn.as_fd(), PollFlags::POLLIN),
-        ];
-        match nix::poll::poll(&mut fds, ms) {
-            Err(nix::errno::Errno::EINTR) | Ok(0) => continue,
-            Err(_) => return Some(reap(pid)),
-            Ok(_) => {}
+            Some(Response::TimedOut)
         }
-        if fds[0].any().unwrap_or(false) {
-            return Some(reap(pid));
-        }
-        if fds[1].any().unwrap_or(false) {
-            // The runtime sends nothing during a command: this is its end of the socket closing.
+        Woken::HungUp => {
             kill_group(pid);
-            return None;
+            None
         }
     }
 }

@@ -36,6 +36,12 @@ impl Identity {
         }
     }
 
+    /// Who a request runs as: root, or the user it names; `None` if the machine has no such
+    /// user.
+    pub fn of_request(user: Option<&str>) -> Option<Identity> {
+        user.map_or_else(|| Some(Identity::root()), Identity::lookup)
+    }
+
     /// Looks `name` up in the files of the current root (the machine's, in the agent).
     pub fn lookup(name: &str) -> Option<Identity> {
         let passwd = std::fs::read_to_string("/etc/passwd").ok()?;

@@ -61,6 +61,11 @@ pub struct Call {
     pub timeout_ms: Option<u64>,
 }
 
+/// What to check when a value does not cross.
+pub const ROUND_TRIP: &str = "the argument and result types must come back from their own \
+     Serialize as their Deserialize reads them (no skipped fields without defaults, no \
+     custom impls that disagree)";
+
 /// What a called function's process reports, straight to the runtime through a pipe: a
 /// little-endian `u32` length and the postcard body. The guest can tamper with that process,
 /// so the runtime decodes this as untrusted data.

@@ -144,11 +144,11 @@ impl Zygote {
         receive(state.sock.as_fd())
     }
 
-    /// Orders the next spare, unless one is on its way: after a call, so that forking it
-    /// does not compete with the call for the CPUs.
+    /// Orders the next spare, unless one is ready or on its way: after a call, so that
+    /// forking it does not compete with the call for the CPUs.
     pub fn order(&self) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if !state.ordered {
+        if !state.ordered && state.ready.is_none() {
             state.ordered = wire::send(state.sock.as_fd(), &(), &[]).is_ok();
         }
     }

@@ -16,7 +16,7 @@ use super::command::TIMEOUT_GRACE;
 use super::lifecycle::Machine;
 use super::stdio::{pump, Pipes};
 use crate::agent::callee::{self, Entry};
-use crate::agent::wire::{self, Outcome, Request, Response, Step};
+use crate::agent::wire::{self, Outcome, Request, Response, Step, ROUND_TRIP};
 use crate::error::{Error, Result};
 
 /// How a call's process ended: the outcome it wrote, if whole, and its wait status (0 while
@@ -44,7 +44,8 @@ struct Ended {
 #[must_use]
 pub struct Call<'m, F> {
     machine: &'m Machine,
-    function: F,
+    /// The function's type is all there is of it (it is zero-sized; see `callee::entry`).
+    function: std::marker::PhantomData<fn() -> F>,
     user: Option<String>,
     timeout: Option<Duration>,
 }
@@ -103,11 +104,10 @@ impl<F> Call<'_, F> {
                  pass what it needs as the argument"
             )
         };
-        let _ = &self.function;
         let entry: Entry = callee::entry::<F, A, R>;
         let mut arg_bytes = Vec::new();
         ciborium::into_writer(&arg, &mut arg_bytes)
-            .map_err(|e| self.failed(format!("encoding the argument: {e}"), None))?;
+            .map_err(|e| self.failed(format!("encoding the argument: {e}; {ROUND_TRIP}"), None))?;
         let started = Instant::now();
         let ended = self.run(callee::offset(entry), arg_bytes)?;
         tracing::debug!(
@@ -122,7 +122,7 @@ impl<F> Call<'_, F> {
             .map(postcard::from_bytes::<Outcome>);
         match decoded {
             Some(Ok(Outcome::Returned(bytes))) => ciborium::from_reader(bytes.as_slice())
-                .map_err(|e| self.failed(format!("decoding the result: {e}"), None)),
+                .map_err(|e| self.failed(format!("decoding the result: {e}; {ROUND_TRIP}"), None)),
             Some(Ok(Outcome::Panicked { message, location })) => Err(Error::Panicked {
                 machine: self.machine.name().into(),
                 function: self.name(),
@@ -304,10 +304,10 @@ impl Machine {
     /// assert!(users.map_or(false, |p| p.contains("root:")));
     /// # Ok(()) }
     /// ```
-    pub fn function<F>(&self, function: F) -> Call<'_, F> {
+    pub fn function<F>(&self, _function: F) -> Call<'_, F> {
         Call {
             machine: self,
-            function,
+            function: std::marker::PhantomData,
             user: None,
             timeout: None,
         }

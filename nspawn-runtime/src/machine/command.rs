@@ -225,10 +225,13 @@ impl<'m> Command<'m> {
         let status = match pumped.reply {
             Some(Response::Exited { status }) => ExitStatus::from_raw(status),
             Some(other) => return Err(self.failure(other)),
+            // Only a call's outcome pipe ends the pump before the agent's answer.
             None => {
-                return Err(self
-                    .machine
-                    .agent_confused("running a command", &Response::Started))
+                return Err(Error::Agent {
+                    machine: self.machine.name().to_string(),
+                    during: format!("running `{}`", self.command_line()),
+                    reason: "it gave no answer for the program".into(),
+                })
             }
         };
         conn.release();

@@ -260,14 +260,22 @@ impl Machine {
                 Ok(None)
             }
         })?;
-        done.ok_or_else(|| Error::NotReady {
+        if done.is_some() {
+            return Ok(());
+        }
+        let what_is_there = |p: String| match std::fs::symlink_metadata(&p) {
+            Ok(meta) => format!("{p} is a {:?}", meta.file_type()),
+            Err(e) => format!("{p}: {e}"),
+        };
+        let found = self.call(what_is_there, path.clone())?;
+        Err(Error::NotReady {
             machine: self.name().to_string(),
-            what: path.clone(),
+            what: path,
             problem: format!(
                 "accepts no connection after {:.1} s (last: {last})",
                 timeout.as_secs_f64()
             ),
-            detail: "".into(),
+            detail: found.into(),
         })
     }
 
