@@ -14,7 +14,9 @@
 //! Then the framework's overhead per test on a shared machine, and whole suites against raw
 //! boots (`--suites` runs only these): the seed's suite (4 modules, 18 tests) and 8 modules x
 //! 5 tests, with 1 and 2 test threads, with and without boots ahead, against as many raw
-//! boots one after another; and the `fast` profile's boot against the full one. Needs root; `NSPAWN_BENCH_SAMPLES` sets
+//! boots one after another; and the `fast` profile's boot against the full one. Boot time on
+//! each network (`--networks` runs only this): host, private, isolated, joining a zone, and
+//! joining a zone with a way out, against raw nspawn on the host's network. Needs root; `NSPAWN_BENCH_SAMPLES` sets
 //! the sample count (default 11).
 
 use std::os::unix::net::UnixDatagram;
@@ -244,6 +246,9 @@ fn main() {
         return backends::in_a_systemd_host();
     }
     let chroot = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_chroots/bookworm");
+    if args.iter().any(|a| a == "--networks") {
+        return networks::table(&chroot);
+    }
     if args.iter().any(|a| a == "--suites") {
         return suites::table(&chroot);
     }
@@ -259,6 +264,7 @@ fn main() {
     );
     drop(btrfs);
     overhead::per_test();
+    networks::table(&chroot);
     suites::table(&chroot);
     backends::in_a_systemd_host();
 }
@@ -480,6 +486,8 @@ mod overhead {
         ignored: false,
         expects_panic: false,
         manifest_dir: env!("CARGO_MANIFEST_DIR"),
+        network: "",
+        machines: &[],
     };
 
     /// What `#[nspawn::test]` adds to a test that does nothing, on an already-booted shared
@@ -609,5 +617,82 @@ mod suites {
         println!("\nboot to ready by profile, {} samples (ms)\n", samples());
         row("full profile", &Stats(ours_full), Some(&Stats(raw_full)));
         row("fast profile", &Stats(ours_fast), Some(&Stats(raw_fast)));
+    }
+}
+
+mod networks {
+    use super::*;
+    use nspawn::Network;
+
+    /// Start-to-ready (for a zone: with its address and route set) and stop, per network,
+    /// interleaved with raw nspawn boots on the host's network. An isolated machine makes its
+    /// own bridge and table every time; the zone rows measure joining a zone that another
+    /// machine keeps up (what every machine but a zone's first pays).
+    pub fn table(chroot: &Path) {
+        let n = samples();
+        let zone = |name: &str, outside| Network::Zone {
+            name: name.into(),
+            outside,
+        };
+        let modes = [
+            ("host", Network::Host),
+            ("private", Network::Private),
+            ("isolated", Network::Isolated),
+            ("zone (joining)", zone("bench", false)),
+            ("zone+outside (joining)", zone("bench-out", true)),
+        ];
+        let dir = chroot.to_str().unwrap();
+        let residents: Vec<Machine> = ["bench", "bench-out"]
+            .iter()
+            .map(|z| {
+                Machine::builder(dir)
+                    .network(zone(z, *z == "bench-out"))
+                    .start()
+                    .unwrap()
+            })
+            .collect();
+        let mut boots: Vec<Vec<Duration>> = vec![Vec::new(); modes.len()];
+        let mut stops: Vec<Vec<Duration>> = vec![Vec::new(); modes.len()];
+        let mut raw = Vec::new();
+        for i in 0..n {
+            let (r, t) = raw_boot(chroot, 1000 + i);
+            raw.push(t);
+            r.stop();
+            for (k, (_, network)) in modes.iter().enumerate() {
+                let (m, t) = time(|| {
+                    Machine::builder(dir)
+                        .network(network.clone())
+                        .start()
+                        .unwrap()
+                });
+                boots[k].push(t);
+                stops[k].push(time(|| m.stop().unwrap()).1);
+            }
+        }
+        drop(residents);
+        let host = Stats(boots[0].clone()).median();
+        let raw = Stats(raw);
+        println!("\nboot per network, bookworm plain directory ({n} samples; median [min-max])\n");
+        println!(
+            "| {:<24} | {:<26} | {:<22} | vs host | vs raw |",
+            "network", "start to ready", "stop"
+        );
+        println!("|{:-<26}|{:-<28}|{:-<24}|---------|--------|", "", "", "");
+        println!(
+            "| {:<24} | {:<26} | {:<22} |         | 1.00x  |",
+            "raw nspawn (host)",
+            raw.show(),
+            "-"
+        );
+        for (k, (label, _)) in modes.iter().enumerate() {
+            let boot = Stats(boots[k].clone());
+            println!(
+                "| {label:<24} | {:<26} | {:<22} | {:.2}x   | {:.2}x  |",
+                boot.show(),
+                Stats(stops[k].clone()).show(),
+                boot.median() / host,
+                boot.median() / raw.median()
+            );
+        }
     }
 }

@@ -136,14 +136,17 @@ pub use nspawn_runtime::chroot::storage::Storage;
 pub use nspawn_runtime::host::privs;
 #[cfg(feature = "tokio")]
 pub use nspawn_runtime::AsyncMachine;
-pub use nspawn_runtime::{Call, Command, Error, Machine, MachineBuilder, Result, UnitState};
+pub use nspawn_runtime::{
+    Call, Command, Error, Machine, MachineBuilder, Network, Result, UnitState,
+};
 
 pub use nspawn_macros::{setup, test};
 
 #[doc(hidden)]
 pub mod __private {
     pub use nspawn_runtime::harness::{
-        init_privileges, inside, inside_setup, run, BodyResult, Scope, SetupInfo, TestInfo,
+        init_privileges, inside, inside_setup, run, run_group, BodyResult, Scope, SetupInfo,
+        TestInfo,
     };
     pub use nspawn_runtime::inventory;
 

@@ -23,16 +23,6 @@ fn alive(pid: u32) -> bool {
 }
 
 /// Polls `check` for up to 10 s: for what the kernel finishes asynchronously.
-fn eventually(mut check: impl FnMut() -> bool) -> bool {
-    for _ in 0..500 {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 fn ns(pid: u32, kind: &str) -> std::path::PathBuf {
     std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap()
 }
@@ -87,7 +77,7 @@ fn one_agent_per_machine_inside_its_namespaces_and_invisible_there() {
     // After a first call, one call process waits in the machine for the next.
     m.call(|(): ()| (), ()).unwrap();
     assert!(
-        eventually(|| common::running(&m, "nspawn-agent") == 1),
+        common::eventually(|| common::running(&m, "nspawn-agent") == 1),
         "one spare"
     );
 }
@@ -115,7 +105,7 @@ fn the_agent_dies_with_its_machine() {
     // The machine goes away on its own, not through the runtime.
     let _ = m.command("systemctl").arg("poweroff").status();
     assert!(
-        eventually(|| !alive(agent)),
+        common::eventually(|| !alive(agent)),
         "agent {agent} outlived its machine"
     );
     let err = m.run(["true"]).unwrap_err();
@@ -145,7 +135,7 @@ fn a_crashed_agent_is_a_clear_error_and_the_next_call_gets_a_new_one() {
                 .output()
         });
         running.recv().unwrap();
-        assert!(eventually(|| m.exists("/tmp/running")));
+        assert!(common::eventually(|| m.exists("/tmp/running")));
         // The agent is root's: under sudo, only root may signal it.
         let root = nspawn::privs::root().unwrap();
         nix::sys::signal::kill(
@@ -163,7 +153,7 @@ fn a_crashed_agent_is_a_clear_error_and_the_next_call_gets_a_new_one() {
     assert_eq!(m.sh("echo back").unwrap(), "back\n");
     assert_ne!(m.agent_pid().unwrap(), agent);
     // Its command died with it.
-    assert!(eventually(|| common::running(&m, "sleep") == 0));
+    assert!(common::eventually(|| common::running(&m, "sleep") == 0));
 }
 
 #[test]
@@ -232,7 +222,7 @@ fn a_timeout_kills_the_command_and_what_it_started() {
         .output()
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
-    assert!(eventually(|| common::running(&m, "sleep") == 0));
+    assert!(common::eventually(|| common::running(&m, "sleep") == 0));
     // The connection it used is fine for the next call.
     assert_eq!(m.sh("echo next").unwrap(), "next\n");
 }

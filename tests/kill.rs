@@ -98,7 +98,7 @@ fn start(end: End, chroots: &Path) -> Case {
         .env("NSPAWN_EVENT_LOG", &log)
         .env("NSPAWN_CHROOTS_DIR", chroots)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
         .spawn()
         .unwrap();
     Case {
@@ -106,6 +106,16 @@ fn start(end: End, chroots: &Path) -> Case {
         log,
         sleep,
         _dir: dir,
+    }
+}
+
+impl Case {
+    /// The end of what the test process wrote to stderr, for a failure's message.
+    fn stderr_tail(&self) -> String {
+        let path = self.log.with_file_name("stderr");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
     }
 }
 
@@ -121,7 +131,10 @@ fn run_case(end: End, chroots: &Path) -> Result<(), String> {
     while machines(&case.log).len() < expected {
         if Instant::now() > deadline {
             let _ = case.child.kill();
-            return Err(format!("{end:?}: the machines never came up"));
+            return Err(format!(
+                "{end:?}: the machines never came up; the test process said:\n{}",
+                case.stderr_tail()
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -100,7 +100,7 @@ fn commands_that_hang_time_out() {
         .output()
         .unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
-    assert_eq!(common::running(&m, "sleep"), 0);
+    assert!(common::eventually(|| common::running(&m, "sleep") == 0));
 }
 
 #[test]

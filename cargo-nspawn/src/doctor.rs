@@ -6,7 +6,8 @@ use nspawn_runtime::cleanup::{records, slots};
 use nspawn_runtime::host::{console, probe, tools};
 use nspawn_runtime::{backend, Error};
 
-/// Prints one line per fact: backend, privileges, nspawn, chroots, inotify, cap, machines.
+/// Prints one line per fact: backend, privileges, nspawn, network, chroots, inotify, cap,
+/// machines.
 pub fn report(ws: &Workspace) -> Result<(), Error> {
     match backend::selected() {
         Ok((kind, why)) => println!("backend:    {kind} ({why})"),
@@ -31,6 +32,7 @@ pub fn report(ws: &Workspace) -> Result<(), Error> {
         ),
         None => println!("nspawn:     not installed (apt-get install systemd-container)"),
     }
+    network();
     let dir = ws.chroots_dir();
     println!("chroots:    {}", dir.display());
     for def in ws.chroots()? {
@@ -57,4 +59,30 @@ pub fn report(ws: &Workspace) -> Result<(), Error> {
         println!("machines:   only root can read the records of running machines");
     }
     Ok(())
+}
+
+/// Whether the default network (`isolated`, and zones) can be made here, and what a crashed
+/// run left of zones.
+fn network() {
+    let default = &nspawn_runtime::settings::lenient().network;
+    let missing: Vec<&str> = [tools::IP, tools::NFT]
+        .iter()
+        .filter(|t| !tools::has(**t))
+        .map(|t| t.package)
+        .collect();
+    let tools = if missing.is_empty() {
+        "ip and nft present".to_string()
+    } else {
+        format!("missing for zones: apt-get install {}", missing.join(" "))
+    };
+    println!("network:    default {default}; {tools}");
+    if tools::is_root() {
+        let stale = nspawn_runtime::network::stale();
+        if !stale.is_empty() {
+            println!(
+                "  left by dead runs (cargo nspawn gc removes them): {}",
+                stale.join("; ")
+            );
+        }
+    }
 }

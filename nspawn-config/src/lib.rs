@@ -5,11 +5,13 @@
 //! A small crate on purpose: the macro crate depends on it, and it depends on `toml` alone.
 
 mod declaration;
+mod network;
 mod reference;
 mod workspace;
 
 pub use declaration::{
     check_name, parse_manifest, ChrootDef, DEFAULT_MIRROR, KNOWN_SUITES, VARIANTS,
 };
+pub use network::{check_zone_name, NetworkSpec, NETWORK_FORMS};
 pub use reference::ChrootRef;
 pub use workspace::workspace_root;

@@ -6,7 +6,7 @@
 //!     const __NSPAWN_TEST: TestInfo = TestInfo { module: module_path!(), name: "name", .. };
 //!     inventory::submit! { __NSPAWN_TEST }      // lets the runtime count a module's tests
 //!     fn __nspawn_body(machine: &Machine) -> R { /* the original body */ }
-//!     run(&__NSPAWN_TEST, __nspawn_body)
+//!     run_group(&__NSPAWN_TEST, |machines| __nspawn_body(&machines[0]))
 //! }
 //! ```
 //!
@@ -16,8 +16,12 @@
 //! ```ignore
 //! fn __nspawn_body() -> R { /* the original body */ }
 //! fn __nspawn_inside((): ()) -> Result<(), String> { BodyResult::into_result(__nspawn_body()) }
-//! run(&__NSPAWN_TEST, |machine| inside(&__NSPAWN_TEST, machine, __nspawn_inside))
+//! run_group(&__NSPAWN_TEST, |machines| inside(&__NSPAWN_TEST, &machines[0], __nspawn_inside))
 //! ```
+//!
+//! A group (`machines(server = "bookworm", client = "trixie")`) is one test whose body takes
+//! its machines by role: `|machines| __nspawn_body(&machines[1], &machines[0])` for
+//! `fn t(client: &Machine, server: &Machine)`.
 //!
 //! A matrix (`chroot = ["bookworm", "trixie"]`) keeps the body beside the function's other
 //! items, with one description per chroot whose module is the function's (so that each
@@ -29,6 +33,7 @@ use quote::{format_ident, quote};
 use syn::{Attribute, LitStr};
 
 use crate::maybe_fn::MaybeItemFn;
+use crate::options::literal;
 use crate::validate::{instance_name, Flavor, Options, Scope};
 
 pub fn expand(options: &Options, func: MaybeItemFn) -> TokenStream {
@@ -75,6 +80,11 @@ impl<'a> Parts<'a> {
     fn info(&self, info: &Ident, name: TokenStream, chroot: &LitStr) -> Vec<TokenStream> {
         let krate = &self.options.krate;
         let (scope, ignored, expects_panic) = (&self.scope, self.ignored, self.expects_panic);
+        let network = self.options.network.clone().unwrap_or_else(|| literal(""));
+        let machines = self.options.machines.iter().map(|(role, chroot)| {
+            let role = role.to_string();
+            quote!((#role, #chroot))
+        });
         vec![
             quote! {
                 #[allow(non_upper_case_globals)]
@@ -86,6 +96,8 @@ impl<'a> Parts<'a> {
                     ignored: #ignored,
                     expects_panic: #expects_panic,
                     manifest_dir: ::core::env!("CARGO_MANIFEST_DIR"),
+                    network: #network,
+                    machines: &[#(#machines),*],
                 };
             },
             quote!(#krate::__private::inventory::submit! { #info }),
@@ -96,11 +108,11 @@ impl<'a> Parts<'a> {
     fn body(&self, sig: &syn::Signature, body: &TokenStream, body_fn: &Ident) -> Vec<TokenStream> {
         let output = &sig.output;
         let krate = &self.options.krate;
-        let param = sig.inputs.first();
+        let params = &sig.inputs;
         let asyncness = &sig.asyncness;
         let mut items = vec![quote! {
             #[allow(non_snake_case)]
-            #asyncness fn #body_fn(#param) #output #body
+            #asyncness fn #body_fn(#params) #output #body
         }];
         if self.options.inside {
             let inside_fn = format_ident!("{}_inside", body_fn);
@@ -109,7 +121,20 @@ impl<'a> Parts<'a> {
         items
     }
 
-    /// What `run` is given: the body, taking the machine; `prefix` is where the body is.
+    /// The body's arguments, from `machines: &[Machine]`: a group's machines by role, or the
+    /// one machine if the body takes it.
+    fn arguments(&self, sig: &syn::Signature) -> TokenStream {
+        if self.options.machines.is_empty() {
+            return match sig.inputs.first() {
+                Some(_) => quote!(&machines[0]),
+                None => quote!(),
+            };
+        }
+        let indexes = &self.options.parameters;
+        quote!(#(&machines[#indexes]),*)
+    }
+
+    /// What `run_group` is given: the body, taking the machines; `prefix` is where the body is.
     fn call(
         &self,
         sig: &syn::Signature,
@@ -118,6 +143,7 @@ impl<'a> Parts<'a> {
         info: &TokenStream,
     ) -> TokenStream {
         let krate = &self.options.krate;
+        let args = self.arguments(sig);
         if let Some(flavor) = self.options.flavor {
             let flavor = match flavor {
                 Flavor::CurrentThread => quote!(#krate::__private::Flavor::CurrentThread),
@@ -128,21 +154,21 @@ impl<'a> Parts<'a> {
                     quote!(#krate::__private::Flavor::MultiThread(::core::option::Option::Some(#n)))
                 }
             };
-            let args = sig.inputs.first().map(|_| quote!(machine));
-            return quote!(|machine: &#krate::Machine| {
-                let _ = machine;
+            return quote!(|machines: &[#krate::Machine]| {
+                let _ = machines;
                 #krate::__private::block_on(#flavor, #prefix #body_fn(#args))
             });
         }
         if self.options.inside {
             let inside_fn = format_ident!("{}_inside", body_fn);
-            quote!(|machine: &#krate::Machine| {
-                #krate::__private::inside(&#info, machine, #prefix #inside_fn)
+            quote!(|machines: &[#krate::Machine]| {
+                #krate::__private::inside(&#info, &machines[0], #prefix #inside_fn)
             })
-        } else if sig.inputs.is_empty() {
-            quote!(|_: &#krate::Machine| #prefix #body_fn())
         } else {
-            quote!(#prefix #body_fn)
+            quote!(|machines: &[#krate::Machine]| {
+                let _ = machines;
+                #prefix #body_fn(#args)
+            })
         }
     }
 
@@ -165,7 +191,7 @@ impl<'a> Parts<'a> {
                 #[used]
                 #[link_section = ".init_array"]
                 static __NSPAWN_DROP_PRIVILEGES: extern "C" fn() = #krate::__private::init_privileges;
-                #krate::__private::run(#run)
+                #krate::__private::run_group(#run)
             }
         }
     }

@@ -1,5 +1,6 @@
-//! Parsing the attribute's arguments: `name = "value"` pairs and the `inside` flag. Problems
-//! are collected, not returned at the first one.
+//! Parsing the attribute's arguments: `name = "value"` pairs, the `inside` flag and the
+//! `machines(role = "chroot", ...)` list. Problems are collected, not returned at the first
+//! one.
 
 use proc_macro2::{Span, TokenStream};
 use syn::parse::Parser;
@@ -14,6 +15,8 @@ pub const NAMES: &[&str] = &[
     "inside",
     "flavor",
     "worker_threads",
+    "network",
+    "machines",
 ];
 
 /// What the attribute said, before validation.
@@ -26,6 +29,10 @@ pub struct Raw {
     pub flavor: Option<LitStr>,
     /// `worker_threads` of a multi-thread runtime (an integer or a string).
     pub worker_threads: Option<LitStr>,
+    /// `network = "..."`.
+    pub network: Option<LitStr>,
+    /// `machines(role = "chroot", ...)`: the list, and its roles.
+    pub machines: Option<(syn::MetaList, Vec<(syn::Ident, LitStr)>)>,
     /// `inside`: the body runs inside the machine.
     pub inside: Option<syn::Path>,
     /// `chroot = ["a", "b"]`: one test per chroot (the array, and its names).
@@ -59,6 +66,10 @@ pub fn parse(args: TokenStream) -> Raw {
             Meta::NameValue(pair) => pair,
             Meta::Path(path) => {
                 flag(&mut raw, path);
+                continue;
+            }
+            Meta::List(list) if list.path.is_ident("machines") => {
+                machines(&mut raw, list);
                 continue;
             }
             Meta::List(list) => {
@@ -100,6 +111,15 @@ pub fn parse(args: TokenStream) -> Raw {
             "crate" => &mut raw.krate,
             "flavor" => &mut raw.flavor,
             "worker_threads" => &mut raw.worker_threads,
+            "network" => &mut raw.network,
+            "machines" => {
+                raw.chroot_attempted = true;
+                raw.errors.push(syn::Error::new_spanned(
+                    &pair,
+                    "write the group as a list: machines(server = \"bookworm\", client = \"trixie\")",
+                ));
+                continue;
+            }
             _ => {
                 let msg = format!("unknown option; valid options: {}", NAMES.join(", "));
                 raw.errors.push(syn::Error::new_spanned(&pair.path, msg));
@@ -135,6 +155,53 @@ pub fn parse(args: TokenStream) -> Raw {
         *slot = Some(value);
     }
     raw
+}
+
+/// `machines(role = "chroot", ...)`: each role an identifier (it names the test's parameter),
+/// each chroot a string literal, no role twice.
+fn machines(raw: &mut Raw, list: syn::MetaList) {
+    if raw.machines.is_some() {
+        raw.errors.push(syn::Error::new_spanned(
+            &list.path,
+            "duplicate option `machines`",
+        ));
+        return;
+    }
+    raw.chroot_attempted = true;
+    let pairs = match list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) {
+        Ok(pairs) => pairs,
+        Err(e) => {
+            raw.errors.push(syn::Error::new(
+                e.span(),
+                "expected `role = \"chroot\"` pairs: machines(server = \"bookworm\", client = \"trixie\")",
+            ));
+            raw.machines = Some((list, Vec::new()));
+            return;
+        }
+    };
+    let mut roles: Vec<(syn::Ident, LitStr)> = Vec::new();
+    for pair in pairs {
+        let (ident, value) = match &pair {
+            Meta::NameValue(nv) => (nv.path.get_ident().cloned(), string_literal(&nv.value)),
+            _ => (None, None),
+        };
+        let (Some(ident), Some(value)) = (ident, value) else {
+            raw.errors.push(syn::Error::new_spanned(
+                &pair,
+                "each machine is `role = \"chroot\"`, e.g. server = \"bookworm\"",
+            ));
+            continue;
+        };
+        if roles.iter().any(|(r, _)| *r == ident) {
+            raw.errors.push(syn::Error::new_spanned(
+                &ident,
+                format!("role `{ident}` is named twice"),
+            ));
+            continue;
+        }
+        roles.push((ident, value));
+    }
+    raw.machines = Some((list, roles));
 }
 
 /// The names of `chroot = [...]`; elements that are not string literals are errors.

@@ -27,6 +27,18 @@ pub fn validate(raw: Raw, func: &MaybeItemFn) -> (Setup, Vec<syn::Error>) {
             "a set-up has no scope: it runs on every machine of its module, shared or not",
         ));
     }
+    if let Some(network) = &raw.network {
+        errors.push(syn::Error::new_spanned(
+            network,
+            "a set-up has no network: it runs on the machines its module's tests get",
+        ));
+    }
+    if let Some((list, _)) = &raw.machines {
+        errors.push(syn::Error::new_spanned(
+            list,
+            "a set-up runs on each machine of a group whose chroot is its own: name that chroot",
+        ));
+    }
     let krate = validate::krate(raw.krate.as_ref(), &mut errors);
     let declared = workspace::declared();
     let chroots = validate::chroots(

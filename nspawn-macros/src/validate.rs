@@ -37,6 +37,12 @@ pub struct Options {
     pub inside: bool,
     /// The workspace manifest, so that editing it rebuilds the tests.
     pub manifest: Option<PathBuf>,
+    /// `network = "..."`, checked.
+    pub network: Option<LitStr>,
+    /// `machines(role = "chroot", ...)`: each role and its chroot, checked.
+    pub machines: Vec<(syn::Ident, LitStr)>,
+    /// For a group: the role each parameter of the function takes, by index in `machines`.
+    pub parameters: Vec<usize>,
 }
 
 /// The options, with defaults where they are in error, and every problem found.
@@ -55,16 +61,26 @@ pub fn validate(mut raw: Raw, func: &MaybeItemFn) -> Checked {
     let scope = scope(raw.scope.as_ref(), &mut option_errors);
     let krate = krate(raw.krate.as_ref(), &mut option_errors);
     let declared = workspace::declared();
+    let network = network(raw.network.as_ref(), &mut option_errors);
+    let machines = machines(&mut raw, declared.as_ref(), &mut option_errors);
     let matrix = raw.matrix.is_some();
-    let chroots = chroots(
-        raw.chroot,
-        raw.matrix,
-        raw.chroot_attempted,
-        declared.as_ref(),
-        &mut option_errors,
-    );
+    let chroots = match machines.first() {
+        Some((_, chroot)) => vec![chroot.clone()],
+        None => chroots(
+            raw.chroot,
+            raw.matrix,
+            raw.chroot_attempted,
+            declared.as_ref(),
+            &mut option_errors,
+        ),
+    };
     let mut function_errors = Vec::new();
-    check_function(func, raw.inside.is_some(), &mut function_errors);
+    let parameters = if raw.machines.is_some() && raw.inside.is_none() {
+        group_parameters(func, &machines, &mut function_errors)
+    } else {
+        check_function(func, raw.inside.is_some(), &mut function_errors);
+        Vec::new()
+    };
     Checked {
         options: Options {
             flavor,
@@ -74,9 +90,116 @@ pub fn validate(mut raw: Raw, func: &MaybeItemFn) -> Checked {
             krate,
             inside: raw.inside.is_some(),
             manifest: declared.map(|d| d.manifest),
+            network,
+            machines,
+            parameters,
         },
         option_errors,
         function_errors,
+    }
+}
+
+/// `network = "..."`, parsed as the runtime parses it.
+fn network(value: Option<&LitStr>, errors: &mut Vec<syn::Error>) -> Option<LitStr> {
+    let lit = value?;
+    match nspawn_config::NetworkSpec::parse(&lit.value()) {
+        Ok(_) => Some(lit.clone()),
+        Err(why) => {
+            errors.push(syn::Error::new_spanned(lit, why));
+            None
+        }
+    }
+}
+
+/// `machines(...)`: each chroot checked as `chroot` is; not with `chroot`, a matrix or
+/// `inside`, and not empty.
+fn machines(
+    raw: &mut Raw,
+    declared: Option<&workspace::Declared>,
+    errors: &mut Vec<syn::Error>,
+) -> Vec<(syn::Ident, LitStr)> {
+    let Some((list, roles)) = raw.machines.clone() else {
+        return Vec::new();
+    };
+    if let Some(chroot) = &raw.chroot {
+        errors.push(syn::Error::new_spanned(
+            chroot,
+            "a group names its machines' chroots in `machines(...)`: drop `chroot`",
+        ));
+    }
+    if let Some((array, _)) = &raw.matrix {
+        errors.push(syn::Error::new_spanned(
+            array,
+            "a group cannot be a matrix: drop `chroot = [...]`, or write one test per group",
+        ));
+    }
+    if let Some(inside) = &raw.inside {
+        errors.push(syn::Error::new_spanned(
+            inside,
+            "an `inside` body runs in one machine; a group's test takes its machines as parameters",
+        ));
+    }
+    if list.tokens.is_empty() {
+        errors.push(syn::Error::new_spanned(
+            &list,
+            "a group needs at least one machine: machines(server = \"bookworm\", client = \"trixie\")",
+        ));
+    }
+    roles
+        .into_iter()
+        .map(|(role, chroot)| (role, self::chroot(Some(chroot), true, declared, errors)))
+        .collect()
+}
+
+/// A group's test takes `role: &Machine` for each role (`_role` too), in any order; returns
+/// the role of each parameter.
+fn group_parameters(
+    f: &MaybeItemFn,
+    roles: &[(syn::Ident, LitStr)],
+    errors: &mut Vec<syn::Error>,
+) -> Vec<usize> {
+    check_common(f, errors);
+    let names: Vec<String> = roles.iter().map(|(r, _)| r.to_string()).collect();
+    let mut taken = Vec::new();
+    for param in &f.sig.inputs {
+        let name = parameter_name(param);
+        let role = name
+            .as_deref()
+            .map(|n| n.strip_prefix('_').unwrap_or(n))
+            .and_then(|n| names.iter().position(|r| r == n));
+        match role {
+            Some(index) if is_machine_ref(param) => taken.push(index),
+            Some(_) => errors.push(syn::Error::new_spanned(
+                param,
+                "a machine of the group is taken as `&nspawn::Machine`",
+            )),
+            None => errors.push(syn::Error::new_spanned(
+                param,
+                format!(
+                    "a group's test takes its machines by role: `role: &nspawn::Machine`, one of: {}",
+                    names.join(", ")
+                ),
+            )),
+        }
+    }
+    for (index, (role, _)) in roles.iter().enumerate() {
+        if !taken.contains(&index) {
+            errors.push(syn::Error::new_spanned(
+                role,
+                format!("machine `{role}` has no parameter: add `{role}: &nspawn::Machine` to the function"),
+            ));
+        }
+    }
+    taken
+}
+
+fn parameter_name(param: &FnArg) -> Option<String> {
+    let FnArg::Typed(pat) = param else {
+        return None;
+    };
+    match pat.pat.as_ref() {
+        syn::Pat::Ident(ident) => Some(ident.ident.to_string()),
+        _ => None,
     }
 }
 
@@ -262,7 +385,9 @@ pub fn chroot(
     lit
 }
 
-fn check_function(f: &MaybeItemFn, inside: bool, errors: &mut Vec<syn::Error>) {
+/// What every test function must be, whatever it takes: not generic, async only with the
+/// feature, and with no other test attribute.
+fn check_common(f: &MaybeItemFn, errors: &mut Vec<syn::Error>) {
     let sig = &f.sig;
     if let Some(token) = &sig.asyncness {
         if !cfg!(feature = "tokio") {
@@ -270,11 +395,6 @@ fn check_function(f: &MaybeItemFn, inside: bool, errors: &mut Vec<syn::Error>) {
                 token,
                 "async tests need the `tokio` feature of nspawn: \
                  nspawn = { version = \"0.1\", features = [\"tokio\"] }",
-            ));
-        } else if inside {
-            errors.push(syn::Error::new_spanned(
-                token,
-                "an `inside` body cannot be async; drop `inside`, or make the body sync",
             ));
         }
     }
@@ -284,14 +404,26 @@ fn check_function(f: &MaybeItemFn, inside: bool, errors: &mut Vec<syn::Error>) {
             "test functions cannot be generic",
         ));
     }
+    check_attributes(f, errors);
+}
+
+fn check_function(f: &MaybeItemFn, inside: bool, errors: &mut Vec<syn::Error>) {
+    check_common(f, errors);
+    let sig = &f.sig;
     if inside {
-        check_inside(f, errors);
-        return check_attributes(f, errors);
+        if let (Some(token), true) = (&sig.asyncness, cfg!(feature = "tokio")) {
+            errors.push(syn::Error::new_spanned(
+                token,
+                "an `inside` body cannot be async; drop `inside`, or make the body sync",
+            ));
+        }
+        return check_inside(f, errors);
     }
     for extra in sig.inputs.iter().skip(1) {
         errors.push(syn::Error::new_spanned(
             extra,
-            "a test takes at most one parameter: `&nspawn::Machine`",
+            "a test takes at most one parameter: `&nspawn::Machine` (several machines: \
+             machines(role = \"chroot\", ...) with one `role: &nspawn::Machine` each)",
         ));
     }
     if let Some(first) = sig.inputs.first() {
@@ -302,7 +434,6 @@ fn check_function(f: &MaybeItemFn, inside: bool, errors: &mut Vec<syn::Error>) {
             ));
         }
     }
-    check_attributes(f, errors);
 }
 
 /// An `inside` body runs in a process of its own inside the machine: no machine to take, and

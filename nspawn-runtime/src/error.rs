@@ -340,6 +340,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A machine's network could not be set up (or was asked for wrongly).
+    #[error("network {network} of machine {machine}: {reason}")]
+    Network {
+        /// The network asked for (`zone:web`, `isolated`, ...).
+        network: String,
+        /// Machine name.
+        machine: String,
+        /// What failed, and what to do about it.
+        reason: String,
+    },
+
     /// The machine was already stopped, or its boot failed earlier.
     #[error("machine {machine} is not running: {reason}")]
     NotRunning {

@@ -11,6 +11,7 @@
 //! - `backend/`: booting with `systemd-nspawn`, directly or as a systemd unit;
 //! - `agent/`: the process inside each machine that runs commands and opens files;
 //! - `cleanup/`: what makes sure nothing outlives a run: records, slots, sweep, watchdog;
+//! - `network/`: zones: bridges, addresses, NAT, and the hosts files of their machines;
 //! - `chroot/`: declarations, storage, building master chroots;
 //! - `host/`: the host's facilities: privileges, cgroups, pidfds, tools, console logs;
 //! - and at the bottom, files every layer may use: [`error`], [`settings`], [`report`].
@@ -25,6 +26,7 @@ pub mod error;
 pub mod harness;
 pub mod host;
 mod machine;
+pub mod network;
 pub mod report;
 pub mod settings;
 mod text;
@@ -36,6 +38,7 @@ pub use error::{Error, Result};
 #[cfg(feature = "tokio")]
 pub use machine::AsyncMachine;
 pub use machine::{Call, Command, Machine, MachineBuilder, UnitState};
+pub use network::Network;
 
 /// Building blocks the project's own tests and benchmarks reach for; not a stable API.
 #[doc(hidden)]

@@ -53,6 +53,7 @@ pub const VARIABLES: &[&str] = &[
     "NSPAWN_RUN_DIR",
     "NSPAWN_AUTO_BUILD",
     "NSPAWN_BOOT_AHEAD",
+    "NSPAWN_NETWORK",
 ];
 
 /// The settings of this process.
@@ -81,6 +82,8 @@ pub struct Settings {
     /// `NSPAWN_BOOT_AHEAD`: how many machines of upcoming modules may boot ahead of need at
     /// once (`0`: none; default: one per CPU).
     pub boot_ahead: Option<usize>,
+    /// `NSPAWN_NETWORK`: the network of machines that do not choose one (default `isolated`).
+    pub network: nspawn_config::NetworkSpec,
 }
 
 impl Default for Settings {
@@ -97,6 +100,7 @@ impl Default for Settings {
             quiet: false,
             auto_build: true,
             boot_ahead: None,
+            network: nspawn_config::NetworkSpec::Isolated,
         }
     }
 }
@@ -180,6 +184,12 @@ impl Settings {
             let accepted = "accepted: a whole number of machines, 0 to boot none ahead";
             check("NSPAWN_BOOT_AHEAD", accepted, n.is_some(), &v);
             s.boot_ahead = n;
+        }
+        if let Some(v) = text("NSPAWN_NETWORK") {
+            let network = nspawn_config::NetworkSpec::parse(&v);
+            let accepted = format!("accepted: {}", nspawn_config::NETWORK_FORMS);
+            check("NSPAWN_NETWORK", &accepted, network.is_ok(), &v);
+            s.network = network.unwrap_or_default();
         }
         (s, problems)
     }

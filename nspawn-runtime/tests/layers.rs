@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["backend"],
     &["agent"],
     &["cleanup"],
+    &["network"],
     &["chroot"],
     &["host"],
     &["lib", "error", "settings", "report", "deadline", "text"],

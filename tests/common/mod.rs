@@ -1,8 +1,11 @@
 //! Helpers shared by the integration tests: finding what a machine may have left behind.
 #![allow(dead_code)]
 
+use std::io::Read as _;
+use std::net::{IpAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use nspawn_runtime::report::Event;
 
@@ -340,6 +343,33 @@ pub fn leftovers(machines: &[String], chroots: &Path) -> Vec<String> {
     left
 }
 
+/// The host's own network state that zones must never change: routes and rules of every
+/// table, IPv4 forwarding, and the nft tables that are not a zone's.
+pub fn host_network() -> String {
+    let run = |program: &str, args: &[&str]| {
+        let mut cmd = host_command(program);
+        cmd.args(args);
+        nspawn::privs::start_as_root(&mut cmd);
+        let out = cmd.output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ours = |line: &&str| line.contains("nspawn-z") || line.contains("nspawn_z");
+    let keep = |text: String| {
+        text.lines()
+            .filter(|l| !ours(l))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    [
+        keep(run("ip", &["-4", "route", "show", "table", "all"])),
+        keep(run("ip", &["-6", "route", "show", "table", "all"])),
+        keep(run("ip", &["rule"])),
+        keep(run("nft", &["list", "tables"])),
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+    ]
+    .join("\n--\n")
+}
+
 /// A host program, found in the sbin directories too: `sudo env PATH=...` from a user's shell
 /// leaves them out of `PATH`.
 fn host_command(program: &str) -> Command {
@@ -469,6 +499,18 @@ fn each_named(name: &str, body: &str) -> String {
 }
 
 /// How many processes of the machine are named `name`.
+/// Whether `check` holds within 10 s: for what the kernel finishes after a call returns (a
+/// killed process is gone once reaped), never a measure of speed.
+pub fn eventually(mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 pub fn running(m: &nspawn::Machine, name: &str) -> usize {
     let count = m.sh(&each_named(name, ":;")).unwrap();
     count.trim().parse().unwrap()
@@ -478,4 +520,49 @@ pub fn running(m: &nspawn::Machine, name: &str) -> usize {
 pub fn kill_named(m: &nspawn::Machine, name: &str) {
     m.sh(&each_named(name, "kill -9 ${p#/proc/} 2>/dev/null;"))
         .unwrap();
+}
+
+// Services in machines, and reaching them (tests/network.rs, tests/groups.rs).
+
+/// Serves `page` on port 80 with a socket unit: the chroot has no web server, systemd is one.
+pub fn serve(m: &nspawn::Machine, page: &str) {
+    m.write(
+        "/etc/systemd/system/page.socket",
+        "[Socket]\nListenStream=80\nAccept=yes\n",
+    )
+    .unwrap();
+    m.write(
+        "/etc/systemd/system/page@.service",
+        format!("[Service]\nExecStart=/bin/echo {page}\nStandardOutput=socket\n"),
+    )
+    .unwrap();
+    m.run(["systemctl", "daemon-reload"]).unwrap();
+    m.run(["systemctl", "start", "page.socket"]).unwrap();
+}
+
+/// Inside a machine (through `Machine::call`): what `host:80` answers, or why it did not.
+pub fn fetch(host: String) -> Result<String, String> {
+    let mut stream = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), 80))
+        .map_err(|e| format!("resolving {host}: {e}"))?
+        .find_map(|a| TcpStream::connect_timeout(&a, Duration::from_secs(3)).ok())
+        .ok_or_else(|| format!("no connection to {host}:80"))?;
+    let mut page = String::new();
+    stream
+        .read_to_string(&mut page)
+        .map_err(|e| e.to_string())?;
+    Ok(page.trim().to_string())
+}
+
+/// Inside a machine: whether a TCP connection to `address:port` opens within 3 s.
+pub fn connects(address: (IpAddr, u16)) -> bool {
+    TcpStream::connect_timeout(&address.into(), Duration::from_secs(3)).is_ok()
+}
+
+/// From the test process: what `address:80` answers.
+pub fn fetch_from_host(address: IpAddr) -> String {
+    let mut stream = TcpStream::connect_timeout(&(address, 80).into(), Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("the test process cannot reach {address}:80: {e}"));
+    let mut page = String::new();
+    stream.read_to_string(&mut page).unwrap();
+    page.trim().to_string()
 }

@@ -87,9 +87,16 @@ fn setup(chroots: &[&str]) -> Result<(), Error> {
         return Err(not_root("setting up"));
     }
     // btrfs-progs: the storage tests put a chroot on a loop-mounted btrfs image.
-    tools::ensure(&[tools::NSPAWN, tools::BTRFS, tools::MKFS_BTRFS], &|m| {
-        eprintln!("{m}")
-    })?;
+    tools::ensure(
+        &[
+            tools::NSPAWN,
+            tools::BTRFS,
+            tools::MKFS_BTRFS,
+            tools::IP,
+            tools::NFT,
+        ],
+        &|m| eprintln!("{m}"),
+    )?;
     let ws = cargo_nspawn::find_workspace(None)?;
     cargo_nspawn::make_chroots(
         &ws,

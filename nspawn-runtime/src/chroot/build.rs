@@ -190,7 +190,14 @@ fn require_root(names: &[String]) -> Result<()> {
 }
 
 fn prepare_host(dir: &Path, tool: Bootstrapper, progress: &Progress) -> Result<()> {
-    let mut tools = vec![tool.tool(), tools::EATMYDATA, tools::NSPAWN];
+    // `ip` and `nft` are for the machines' networks (see `network`), set up here with the rest.
+    let mut tools = vec![
+        tool.tool(),
+        tools::EATMYDATA,
+        tools::NSPAWN,
+        tools::IP,
+        tools::NFT,
+    ];
     std::fs::create_dir_all(dir).context(|| format!("creating {}", dir.display()))?;
     if storage::is_btrfs(dir) {
         tools.push(tools::BTRFS);

@@ -59,6 +59,8 @@ pub fn sweep(options: &Options) -> crate::Result<Vec<String>> {
     removed.extend(stale_cgroups(&live));
     removed.extend(stale_notify_sockets(&live));
     removed.extend(unreadable_records(scan.unreadable, &live));
+    // After the machines: a dead run's zone is taken down once nothing of it runs.
+    removed.extend(crate::network::sweep());
     Ok(removed)
 }
 

@@ -13,12 +13,12 @@
 use std::sync::{LazyLock, Mutex};
 
 use super::filter::Filter;
-use super::sharing::{ahead_unused, boot_claimed, claim_ahead, unclaim_ahead};
+use super::sharing::{ahead_unused, boot_claimed, claim_ahead, unclaim_ahead, Key};
 use super::test_info::{registered, Scope, TestInfo};
 use crate::cleanup::slots::{self, Slot};
 use crate::machine::registry::{self, InFlight};
 
-/// One test of each (module, chroot) with selected tests, in the order libtest reaches them.
+/// One test of each module machine ([`Key`]) with selected tests, in the order libtest reaches them.
 static ORDER: LazyLock<Vec<&'static TestInfo>> = LazyLock::new(|| {
     let filter = Filter::from_env();
     let mut tests: Vec<(String, &'static TestInfo)> = registered()
@@ -28,10 +28,7 @@ static ORDER: LazyLock<Vec<&'static TestInfo>> = LazyLock::new(|| {
     tests.sort_by(|a, b| a.0.cmp(&b.0));
     let mut firsts: Vec<&'static TestInfo> = Vec::new();
     for (_, info) in tests {
-        if !firsts
-            .iter()
-            .any(|f| f.module == info.module && f.chroot == info.chroot)
-        {
+        if !firsts.iter().any(|f| Key::of(f) == Key::of(info)) {
             firsts.push(info);
         }
     }

@@ -1,25 +1,88 @@
-//! Booting the machine a test asks for.
+//! Booting the machines a test asks for: one, or a group booted in parallel.
 
 use super::test_info::TestInfo;
 use crate::cleanup::slots::Slot;
 use crate::machine::Machine;
 
-/// Boots the machine a test asks for, saying so on stderr with the boot time. With `spare`,
-/// a slot taken for a boot ahead of any test.
-pub(crate) fn boot(info: &TestInfo, purpose: &str, spare: Option<Slot>) -> crate::Result<Machine> {
+/// The machines of one test: one, or a group in the order of the test's parameters.
+pub(crate) type Group = Vec<Machine>;
+
+/// Boots what a test asks for, saying so on stderr with the boot time. With `spare`, a slot
+/// taken for a boot ahead of any test (a single machine only).
+pub(crate) fn boot(info: &TestInfo, purpose: &str, spare: Option<Slot>) -> crate::Result<Group> {
+    if info.machines.is_empty() {
+        return boot_one(info, purpose, spare).map(|m| vec![m]);
+    }
+    boot_group(info, purpose)
+}
+
+fn boot_one(info: &TestInfo, purpose: &str, spare: Option<Slot>) -> crate::Result<Machine> {
     let started = std::time::Instant::now();
     let ahead = spare.is_some();
-    let builder = Machine::builder(info.chroot).workspace(info.manifest_dir);
+    let network = info.network();
+    let on = match network {
+        crate::network::Network::Host => String::new(),
+        ref other => format!(" on {other}"),
+    };
+    let builder = Machine::builder(info.chroot)
+        .workspace(info.manifest_dir)
+        .network(network);
     let machine = match spare {
         Some(slot) => builder.start_on(slot)?,
         None => builder.start()?,
     };
     crate::report::announce(&format!(
-        "booted {} ({}) for {purpose}{} in {:.2} s",
+        "booted {} ({}){on} for {purpose}{} in {:.2} s",
         machine.name(),
         info.chroot,
         if ahead { ", ahead of its tests," } else { "" },
         started.elapsed().as_secs_f64()
     ));
     Ok(machine)
+}
+
+/// Boots a group's machines in parallel (each takes its host-wide slot), each knowing the
+/// others by their roles. If one fails, the others are stopped and the first error returned.
+fn boot_group(info: &TestInfo, purpose: &str) -> crate::Result<Group> {
+    let started = std::time::Instant::now();
+    let network = info.network();
+    let group = group_id();
+    let booted: Vec<crate::Result<Machine>> = std::thread::scope(|scope| {
+        let boots: Vec<_> = info
+            .machines
+            .iter()
+            .map(|&(role, chroot)| {
+                let builder = Machine::builder(chroot)
+                    .workspace(info.manifest_dir)
+                    .network(network.clone())
+                    .alias(role)
+                    .group(group);
+                scope.spawn(move || builder.start())
+            })
+            .collect();
+        boots
+            .into_iter()
+            .map(|boot| boot.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    // Dropping the machines that did boot stops them.
+    let group: Group = booted.into_iter().collect::<crate::Result<_>>()?;
+    let roles: Vec<String> = info
+        .machines
+        .iter()
+        .zip(&group)
+        .map(|(&(role, chroot), m)| format!("{role}={} ({chroot})", m.name()))
+        .collect();
+    crate::report::announce(&format!(
+        "booted {} on {network} for {purpose} in {:.2} s",
+        roles.join(", "),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(group)
+}
+
+/// A group's identity among this process's groups.
+fn group_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -42,6 +42,12 @@ pub extern "C" fn init_privileges() {
 /// Runs a test body against its machine. A machine that fails to boot fails the test with the
 /// boot error.
 pub fn run<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R) -> R {
+    run_group(info, |machines| body(&machines[0]))
+}
+
+/// Runs a test body against its machines: a group's (`machines(...)`) in the order of the
+/// test's parameters, or a test's one machine.
+pub fn run_group<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Machine]) -> R) -> R {
     crate::host::privs::init();
     // A test waiting for a machine slot may stop an idle machine its module shares.
     crate::cleanup::slots::set_room_maker(sharing::evict_idle);
@@ -55,7 +61,7 @@ pub fn run<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) 
                 Ok(lease) => lease,
                 Err(e) => return fail(info, &e, None),
             };
-            let result = catch_unwind(AssertUnwindSafe(|| body(lease.machine())));
+            let result = catch_unwind(AssertUnwindSafe(|| body(lease.machines())));
             if result.as_ref().map_or(true, TestOutcome::failed) {
                 lease.set_failed();
             }
@@ -64,31 +70,40 @@ pub fn run<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) 
     }
 }
 
-fn run_alone<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R) -> R {
-    let machine = match boot(info, &info.test_name(), None) {
-        Ok(machine) => machine,
+fn run_alone<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Machine]) -> R) -> R {
+    let machines = match boot(info, &info.test_name(), None) {
+        Ok(machines) => machines,
         Err(e) => return fail(info, &e, None),
     };
-    report::event(Event::TestBoot {
-        test: info.test_name(),
-        machine: machine.name().into(),
-    });
-    if let Err(why) = setup::run_for(info, &machine) {
-        if keep::wanted(true) {
-            machine.keep("its module's set-up failed");
-        } else {
-            let _ = machine.stop();
+    for machine in &machines {
+        report::event(Event::TestBoot {
+            test: info.test_name(),
+            machine: machine.name().into(),
+        });
+    }
+    if let Err(why) = setup::run_for_all(info, &machines) {
+        for machine in machines {
+            if keep::wanted(true) {
+                machine.keep("its module's set-up failed");
+            } else {
+                let _ = machine.stop();
+            }
         }
         return fail(info, &why, None);
     }
-    let result = catch_unwind(AssertUnwindSafe(|| body(&machine)));
+    let result = catch_unwind(AssertUnwindSafe(|| body(&machines)));
     let failed = result.as_ref().map_or(true, TestOutcome::failed);
-    let stopped = if keep::wanted(failed) {
-        machine.keep(&format!("test {}", info.test_name()));
-        Ok(())
-    } else {
-        machine.stop()
-    };
+    // Every machine is stopped (or kept); the first failure to stop is reported.
+    let mut stopped = Ok(());
+    for machine in machines {
+        let this = if keep::wanted(failed) {
+            machine.keep(&format!("test {}", info.test_name()));
+            Ok(())
+        } else {
+            machine.stop()
+        };
+        stopped = stopped.and(this);
+    }
     match (result, stopped) {
         (Ok(outcome), Ok(())) => outcome,
         (Ok(outcome), Err(e)) => fail(info, &e, Some(outcome)),

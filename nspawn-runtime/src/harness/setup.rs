@@ -26,11 +26,17 @@ pub struct SetupInfo {
 
 inventory::collect!(SetupInfo);
 
-/// Runs the set-up of `info`'s module and chroot on `machine`, when the module has one.
-pub(crate) fn run_for(info: &TestInfo, machine: &Machine) -> Result<(), String> {
+/// Runs the set-up of `info`'s module on each machine of a test, for the machine's chroot.
+pub(crate) fn run_for_all(info: &TestInfo, machines: &[Machine]) -> Result<(), String> {
+    machines.iter().try_for_each(|m| run_for(info, m))
+}
+
+/// Runs the set-up of `info`'s module and `machine`'s chroot on it, when the module has one.
+fn run_for(info: &TestInfo, machine: &Machine) -> Result<(), String> {
+    let chroot = machine.chroot();
     let setups: Vec<&SetupInfo> = inventory::iter::<SetupInfo>
         .into_iter()
-        .filter(|s| s.module == info.module && s.chroot == info.chroot)
+        .filter(|s| s.module == info.module && s.chroot == chroot)
         .collect();
     let setup = match setups.as_slice() {
         [] => return Ok(()),
@@ -41,7 +47,7 @@ pub(crate) fn run_for(info: &TestInfo, machine: &Machine) -> Result<(), String> 
                 "module {} has {} set-ups for chroot {}: {}; keep one",
                 info.module,
                 many.len(),
-                info.chroot,
+                chroot,
                 names.join(", ")
             ));
         }

@@ -1,4 +1,5 @@
-//! One machine per (module, chroot), shared by the module's tests like `setUpClass`: the first
+//! One machine (or group of machines) per (module, chroot, network, group), shared by the
+//! module's tests like `setUpClass`: the first
 //! test boots it, tests arriving meanwhile wait for that boot, and the machine stops when the
 //! last of the module's selected tests has finished. A boot failure is kept and given to every
 //! test that needed the machine, without booting again.
@@ -6,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
 
-use super::boot::boot;
+use super::boot::{boot, Group};
 use super::filter::Filter;
 use super::test_info::{registered, Scope, TestInfo};
 use crate::cleanup::keep;
@@ -18,16 +19,20 @@ use crate::report::{self, Event};
 type SharedError = Arc<str>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Key {
+pub(super) struct Key {
     module: &'static str,
     chroot: &'static str,
+    network: &'static str,
+    machines: &'static [(&'static str, &'static str)],
 }
 
 impl Key {
-    fn of(info: &TestInfo) -> Key {
+    pub(super) fn of(info: &TestInfo) -> Key {
         Key {
             module: info.module,
             chroot: info.chroot,
+            network: info.network,
+            machines: info.machines,
         }
     }
 }
@@ -35,7 +40,7 @@ impl Key {
 enum Phase {
     Idle,
     Booting,
-    Up(Arc<Machine>),
+    Up(Arc<Group>),
     Failed(SharedError),
 }
 
@@ -55,7 +60,7 @@ struct State {
     ahead_refused: bool,
 }
 
-/// The machine of one (module, chroot), and the tests waiting for it.
+/// The machines of one [`Key`], and the tests waiting for them.
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
@@ -63,7 +68,7 @@ struct Shared {
 
 static SHARED: LazyLock<Mutex<HashMap<Key, Arc<Shared>>>> = LazyLock::new(Default::default);
 
-/// How many selected tests each (module, chroot) has in this run.
+/// How many selected tests each [`Key`] has in this run.
 static EXPECTED: LazyLock<HashMap<Key, usize>> = LazyLock::new(|| {
     let filter = Filter::from_env();
     let mut counts = HashMap::new();
@@ -102,7 +107,7 @@ impl Shared {
 /// A test's use of its module's machine; finishing the last one stops the machine.
 pub(crate) struct Lease {
     shared: Arc<Shared>,
-    machine: Arc<Machine>,
+    machines: Arc<Group>,
     failed: bool,
 }
 
@@ -114,13 +119,13 @@ impl Lease {
         state.used = true;
         loop {
             match &state.phase {
-                Phase::Up(machine) => {
-                    let machine = machine.clone();
+                Phase::Up(machines) => {
+                    let machines = machines.clone();
                     state.active += 1;
                     drop(state);
                     return Ok(Lease {
                         shared,
-                        machine,
+                        machines,
                         failed: false,
                     });
                 }
@@ -143,8 +148,9 @@ impl Lease {
         }
     }
 
-    pub(crate) fn machine(&self) -> &Machine {
-        &self.machine
+    /// The module's machines: one, or a group in the order of the test's parameters.
+    pub(crate) fn machines(&self) -> &[Machine] {
+        &self.machines
     }
 
     /// Records that the test failed (its result, or a panic).
@@ -156,25 +162,29 @@ impl Lease {
 fn boot_module(info: &'static TestInfo, spare: Option<Slot>) -> Phase {
     let ahead = spare.is_some();
     match boot(info, info.module, spare) {
-        Ok(machine) => {
-            report::event(Event::ModuleBoot {
-                module: info.module.into(),
-                chroot: info.chroot.into(),
-                machine: machine.name().into(),
-                ahead,
-            });
-            if let Err(why) = super::setup::run_for(info, &machine) {
-                if keep::wanted(true) {
-                    machine.keep("its module's set-up failed");
-                } else if let Err(e) = machine.shutdown() {
-                    tracing::error!(
-                        machine = machine.name(),
-                        "stopping after a failed set-up: {e}"
-                    );
+        Ok(machines) => {
+            for machine in &machines {
+                report::event(Event::ModuleBoot {
+                    module: info.module.into(),
+                    chroot: machine.chroot().into(),
+                    machine: machine.name().into(),
+                    ahead,
+                });
+            }
+            if let Err(why) = super::setup::run_for_all(info, &machines) {
+                for machine in &machines {
+                    if keep::wanted(true) {
+                        machine.keep("its module's set-up failed");
+                    } else if let Err(e) = machine.shutdown() {
+                        tracing::error!(
+                            machine = machine.name(),
+                            "stopping after a failed set-up: {e}"
+                        );
+                    }
                 }
                 return Phase::Failed(why.into());
             }
-            Phase::Up(Arc::new(machine))
+            Phase::Up(Arc::new(machines))
         }
         Err(e) => {
             if !ahead {
@@ -200,25 +210,31 @@ impl Drop for Lease {
         let phase = std::mem::replace(&mut state.phase, Phase::Idle);
         let failed = state.failed;
         drop(state);
-        if let Phase::Up(machine) = phase {
-            if keep::wanted(failed) {
-                let why = if failed {
-                    "a test of its module failed"
+        if let Phase::Up(machines) = phase {
+            for machine in machines.iter() {
+                if keep::wanted(failed) {
+                    let why = if failed {
+                        "a test of its module failed"
+                    } else {
+                        "NSPAWN_KEEP=all"
+                    };
+                    machine.keep(why);
                 } else {
-                    "NSPAWN_KEEP=all"
-                };
-                machine.keep(why);
-            } else {
-                // The last test's thread goes on to the next test at once.
-                machine.stop_in_background();
+                    // The last test's thread goes on to the next test at once.
+                    machine.stop_in_background();
+                }
             }
         }
     }
 }
 
 /// Claims the machine of `info`'s module for a boot ahead of its tests: only one nothing has
-/// started or used, with tests left. The boot itself is [`boot_claimed`].
+/// started or used, with tests left, and not a group (whose machines take a slot each). The
+/// boot itself is [`boot_claimed`].
 pub(super) fn claim_ahead(info: &'static TestInfo) -> bool {
+    if !info.machines.is_empty() {
+        return false;
+    }
     let shared = shared(Key::of(info));
     let mut state = shared.lock();
     if !matches!(state.phase, Phase::Idle)
@@ -293,12 +309,14 @@ pub(crate) fn evict_idle() -> bool {
         }
         let phase = std::mem::replace(&mut state.phase, Phase::Idle);
         drop(state);
-        if let Phase::Up(machine) = phase {
-            report::event(Event::Evicted {
-                machine: machine.name().into(),
-            });
-            if let Err(e) = machine.shutdown() {
-                tracing::error!(machine = machine.name(), "stopping an idle machine: {e}");
+        if let Phase::Up(machines) = phase {
+            for machine in machines.iter() {
+                report::event(Event::Evicted {
+                    machine: machine.name().into(),
+                });
+                if let Err(e) = machine.shutdown() {
+                    tracing::error!(machine = machine.name(), "stopping an idle machine: {e}");
+                }
             }
         }
         return true;

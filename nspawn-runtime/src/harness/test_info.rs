@@ -35,6 +35,11 @@ pub struct TestInfo {
     pub expects_panic: bool,
     /// `CARGO_MANIFEST_DIR` of the crate, to find the workspace's chroots.
     pub manifest_dir: &'static str,
+    /// `network = "..."` (checked by the macro); empty for the default.
+    pub network: &'static str,
+    /// `machines(role = "chroot", ...)`: the machines of a group, in the order of the
+    /// test's parameters; empty for a test of one machine.
+    pub machines: &'static [(&'static str, &'static str)],
 }
 
 inventory::collect!(TestInfo);
@@ -48,6 +53,21 @@ impl TestInfo {
         }
     }
 
+    /// The network its machines are on: the attribute's, else a zone of its own for a group,
+    /// else the default (`NSPAWN_NETWORK`, or `isolated`).
+    pub(crate) fn network(&self) -> crate::network::Network {
+        if let Ok(network) = crate::network::Network::parse(self.network) {
+            return network;
+        }
+        if self.machines.is_empty() {
+            return crate::settings::lenient().network.clone();
+        }
+        crate::network::Network::Zone {
+            name: group_zone(self.module, self.machines),
+            outside: false,
+        }
+    }
+
     /// Whether this test is one the running binary will execute.
     pub(crate) fn selected(&self, filter: &Filter) -> bool {
         filter.selects(&self.test_name(), self.ignored)
@@ -57,4 +77,13 @@ impl TestInfo {
 /// Every registered test of the binary.
 pub fn registered() -> impl Iterator<Item = &'static TestInfo> {
     inventory::iter::<TestInfo>.into_iter()
+}
+
+/// The zone of a group that names none: one per (module, group), within a zone name's 32
+/// characters.
+fn group_zone(module: &str, machines: &[(&str, &str)]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (module, machines).hash(&mut hasher);
+    format!("group-{:016x}", hasher.finish())
 }

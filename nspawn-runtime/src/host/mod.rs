@@ -9,5 +9,6 @@ pub(crate) mod notify;
 pub(crate) mod pidfd;
 pub mod privs;
 pub mod probe;
+pub mod process;
 pub mod run_dir;
 pub mod tools;

@@ -47,6 +47,17 @@ pub const MKFS_BTRFS: Tool = Tool {
     package: "btrfs-progs",
 };
 
+/// `ip`, for zones' bridges and machines' addresses.
+pub const IP: Tool = Tool {
+    program: "ip",
+    package: "iproute2",
+};
+/// `nft`, for zones' forwarding filter and NAT.
+pub const NFT: Tool = Tool {
+    program: "nft",
+    package: "nftables",
+};
+
 /// Finds a program in `PATH`, and in the sbin directories that a user's `PATH` may lack.
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -119,6 +130,11 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
         .stdin(Stdio::null())
         .output()
         .map_err(|e| Error::io(format!("running `{line}`"), e))?;
+    checked(line, out)
+}
+
+/// A finished command's output, or the error naming `line`, its status and its stderr.
+fn checked(line: String, out: Output) -> Result<Output> {
     if out.status.success() {
         Ok(out)
     } else {
@@ -128,6 +144,28 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
             stderr: crate::text::tail(&String::from_utf8_lossy(&out.stderr), 20),
         })
     }
+}
+
+/// [`run`], with `input` on the command's standard input (a script for `ip -batch -` or
+/// `nft -f -`).
+pub fn run_with_input(cmd: &mut Command, input: &str) -> Result<Output> {
+    use std::io::Write;
+    let line = command_line(cmd);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io(format!("running `{line}`"), e))?;
+    // A program that exits before reading it all fails below, with its own message.
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::io(format!("running `{line}`"), e))?;
+    let script = input.trim_end().replace('\n', "; ");
+    checked(format!("{line} <<<'{script}'"), out)
 }
 
 /// A command line as a shell would read it, for messages.

@@ -16,6 +16,7 @@ use crate::cleanup::watchdog;
 use crate::error::{Error, Result};
 use crate::host::console;
 use crate::host::privs;
+use crate::network::{Joining, Membership, Network};
 use crate::report::{self, Event};
 
 use super::lifecycle::{Machine, State};
@@ -45,7 +46,11 @@ pub struct MachineBuilder {
     chroot: String,
     boot_timeout: Duration,
     stop_timeout: Duration,
-    private_network: bool,
+    network: Network,
+    /// Other names its zone's peers know it by.
+    aliases: Vec<String>,
+    /// The group (of one test's machines) whose peers also know its aliases.
+    group: Option<u64>,
     binds: Vec<(PathBuf, PathBuf, bool)>,
     env: Vec<(String, String)>,
     args: Vec<OsString>,
@@ -61,7 +66,9 @@ impl MachineBuilder {
             chroot: chroot.into(),
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
-            private_network: false,
+            network: crate::settings::lenient().network.clone(),
+            aliases: Vec::new(),
+            group: None,
             binds: Vec::new(),
             env: Vec::new(),
             args: Vec::new(),
@@ -144,7 +151,8 @@ impl MachineBuilder {
         self
     }
 
-    /// A private network namespace (only loopback) instead of the host's network.
+    /// A private network namespace (only loopback): the same as `.network(Network::Private)`
+    /// (and `false`, as `.network(Network::Host)`).
     ///
     /// ```no_run
     /// let machine = nspawn::Machine::builder("bookworm")
@@ -153,8 +161,61 @@ impl MachineBuilder {
     /// assert_eq!(machine.sh("ls /sys/class/net")?, "lo\n");
     /// # Ok::<(), nspawn::Error>(())
     /// ```
-    pub fn private_network(mut self, private: bool) -> Self {
-        self.private_network = private;
+    pub fn private_network(self, private: bool) -> Self {
+        self.network(if private {
+            Network::Private
+        } else {
+            Network::Host
+        })
+    }
+
+    /// The machine's network (default: `isolated`, or `NSPAWN_NETWORK`):
+    ///
+    /// - `Network::Isolated`: an address of its own (see [`Machine::address`]), the outside
+    ///   through the host (NAT); only the test process reaches it, and its services never
+    ///   clash with the host's or another machine's;
+    /// - `Network::Host`: the host's interfaces and ports, as the seed had it;
+    /// - `Network::Private`: loopback only;
+    /// - `Network::Zone { name, outside }`: a bridge shared with the machines of this run on
+    ///   the same zone, which reach each other by name (`/etc/hosts`), and, with `outside`,
+    ///   the outside through the host.
+    ///
+    /// The forms of the attribute also parse: `"zone:web+outside".parse::<Network>()`.
+    ///
+    /// ```no_run
+    /// use nspawn::{Machine, Network};
+    ///
+    /// let web = Network::Zone { name: "web".into(), outside: false };
+    /// let server = Machine::builder("bookworm").network(web.clone()).start()?;
+    /// let client = Machine::builder("bookworm").network(web).start()?;
+    /// client.run(["getent", "hosts", server.name()])?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
+    pub fn network(mut self, network: Network) -> Self {
+        self.network = network;
+        self
+    }
+
+    /// Another name the machine's zone peers know it by (in their `/etc/hosts`), such as
+    /// `"db"`; no effect on `host` and `private` networks.
+    ///
+    /// ```no_run
+    /// use nspawn::{Machine, Network};
+    ///
+    /// let zone = Network::Zone { name: "app".into(), outside: false };
+    /// let db = Machine::builder("bookworm").network(zone.clone()).alias("db").start()?;
+    /// let app = Machine::builder("bookworm").network(zone).start()?;
+    /// app.run(["getent", "hosts", "db"])?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
+    pub fn alias(mut self, name: &str) -> Self {
+        self.aliases.push(name.into());
+        self
+    }
+
+    /// Makes the machine one of a group whose members alone know each other's aliases.
+    pub(crate) fn group(mut self, group: u64) -> Self {
+        self.group = Some(group);
         self
     }
 
@@ -299,7 +360,15 @@ impl MachineBuilder {
         let span = tracing::info_span!("machine", name = %name, chroot = %self.chroot);
         let started = Instant::now();
         let (log, log_file) = console::create_log(&name)?;
-        let spec = self.spec(dir);
+        let membership = Membership::join(&Joining {
+            network: &self.network,
+            machine: &name,
+            aliases: &self.aliases,
+            group: self.group,
+        })?;
+        let mut spec = self.spec(dir);
+        spec.extra_args
+            .splice(0..0, membership.iter().flat_map(Membership::nspawn_args));
         span.in_scope(
             || tracing::debug!(storage = %spec.storage, log = %log.display(), "starting"),
         );
@@ -321,7 +390,10 @@ impl MachineBuilder {
             slot: Mutex::new(Some(slot)),
             stop_timeout: self.stop_timeout,
             span,
+            network: self.network.clone(),
+            membership: Mutex::new(membership),
         });
+        machine.configure_network()?;
         if self.wait_until_running {
             machine.wait_running(self.boot_timeout.saturating_sub(started.elapsed()))?;
         }
@@ -370,7 +442,7 @@ impl MachineBuilder {
             dir,
             tied_to_process: keep::mode() == keep::Keep::Never,
             boot_timeout: self.boot_timeout,
-            private_network: self.private_network,
+            private_network: self.network == Network::Private,
             binds: self
                 .binds
                 .iter()
@@ -411,6 +483,21 @@ impl Machine {
     /// ```
     pub fn builder(chroot: &str) -> MachineBuilder {
         MachineBuilder::new(chroot)
+    }
+
+    /// Gives a machine on a zone its address and route, before anything is asked of it.
+    fn configure_network(&self) -> Result<()> {
+        let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(membership) = membership.as_ref() else {
+            return Ok(());
+        };
+        membership
+            .configure(&self.leader)
+            .map_err(|e| Error::Network {
+                network: self.network.to_string(),
+                machine: self.name.clone(),
+                reason: format!("configuring its address in the machine failed: {e}"),
+            })
     }
 
     fn wait_running(&self, timeout: Duration) -> Result<()> {

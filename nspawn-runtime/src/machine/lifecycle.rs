@@ -14,6 +14,7 @@ use crate::cleanup::records::Record;
 use crate::cleanup::slots;
 use crate::error::{Error, Result};
 use crate::host::pidfd::PidFd;
+use crate::network::{Membership, Network};
 use crate::report::{self, Event};
 
 /// A running, ephemeral copy of a master chroot, booted with systemd.
@@ -50,6 +51,9 @@ pub struct State {
     pub(super) slot: Mutex<Option<slots::Slot>>,
     pub(super) stop_timeout: Duration,
     pub(super) span: tracing::Span,
+    pub(super) network: Network,
+    /// Its place on a zone, left when it stops.
+    pub(super) membership: Mutex<Option<Membership>>,
 }
 
 impl Machine {
@@ -106,6 +110,37 @@ impl Machine {
     /// ```
     pub fn log_path(&self) -> &Path {
         &self.log
+    }
+
+    /// The machine's network, as it was asked for.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm").private_network(true).start()?;
+    /// assert_eq!(machine.network(), &nspawn::Network::Private);
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// The machine's address on its zone (`isolated` and `zone:` networks), which the test
+    /// process reaches directly: a service the machine runs is at this address. `None` on
+    /// `host` (use `127.0.0.1`) and `private` networks (nothing reaches them).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use nspawn::{Machine, Network};
+    ///
+    /// let machine = Machine::builder("bookworm").network(Network::Isolated).start()?;
+    /// machine.run(["apt-get", "install", "-y", "openssh-server"])?;
+    /// machine.wait_for_port(22, Duration::from_secs(10))?;
+    /// let address = machine.address().expect("an isolated machine has an address");
+    /// let ssh = std::net::TcpStream::connect((address, 22))?; // from the test process
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn address(&self) -> Option<std::net::IpAddr> {
+        let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
+        membership.as_ref().map(|m| m.address().into())
     }
 
     /// Whether the machine is still up.
@@ -313,6 +348,11 @@ impl State {
         if result.is_ok() {
             Record::remove(&self.name);
         }
+        // Its veth went with it; its address, and the zone if it was the last, go now.
+        self.membership
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
         result
     }

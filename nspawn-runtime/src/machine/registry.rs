@@ -104,6 +104,8 @@ pub fn stop_all() -> usize {
             machine: name.clone(),
         });
     }
+    // Their zones go with them: nothing of this run is left on the host's network.
+    crate::network::leave_all();
     taken.len()
 }
 

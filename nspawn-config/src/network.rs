@@ -1,0 +1,148 @@
+//! How a machine is networked, as written in `#[nspawn::test(network = "...")]` and in
+//! `NSPAWN_NETWORK`: parsed the same way at compile time and at run time.
+
+use std::fmt;
+
+/// A machine's network.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum NetworkSpec {
+    /// The host's network namespace: its interfaces, addresses and ports.
+    Host,
+    /// A namespace of its own with loopback only.
+    Private,
+    /// A namespace and address of its own on a bridge of its own; it reaches the outside
+    /// through the host (NAT), and only the test process reaches it. The default.
+    #[default]
+    Isolated,
+    /// A bridge shared by the machines of this run that name the same zone: they reach each
+    /// other by name, and, with `outside`, the outside through the host.
+    Zone {
+        /// The zone's name: lower-case letters, digits, `-` and `_`, at most 32.
+        name: String,
+        /// Whether this machine reaches the outside through the host (NAT).
+        outside: bool,
+    },
+}
+
+/// The forms accepted, for messages.
+pub const NETWORK_FORMS: &str =
+    "\"host\", \"private\", \"isolated\", \"zone:NAME\" or \"zone:NAME+outside\"";
+
+impl NetworkSpec {
+    /// Parses `host`, `private`, `isolated`, `zone:NAME` or `zone:NAME+outside`.
+    pub fn parse(text: &str) -> Result<NetworkSpec, String> {
+        match text {
+            "host" => return Ok(NetworkSpec::Host),
+            "private" => return Ok(NetworkSpec::Private),
+            "isolated" => return Ok(NetworkSpec::Isolated),
+            _ => {}
+        }
+        let Some(zone) = text.strip_prefix("zone:") else {
+            return Err(format!(
+                "unknown network {text:?}; expected {NETWORK_FORMS}"
+            ));
+        };
+        let (name, outside) = match zone.strip_suffix("+outside") {
+            Some(name) => (name, true),
+            None => (zone, false),
+        };
+        check_zone_name(name)?;
+        Ok(NetworkSpec::Zone {
+            name: name.into(),
+            outside,
+        })
+    }
+
+    /// Whether the machine reaches the outside through the host.
+    pub fn reaches_outside(&self) -> bool {
+        match self {
+            NetworkSpec::Host | NetworkSpec::Isolated => true,
+            NetworkSpec::Private => false,
+            NetworkSpec::Zone { outside, .. } => *outside,
+        }
+    }
+}
+
+/// A zone name: it becomes part of host-side names, so it is kept plain.
+pub fn check_zone_name(name: &str) -> Result<(), String> {
+    let plain = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if name.is_empty() || name.len() > 32 || !plain {
+        return Err(format!(
+            "zone name {name:?} must be 1 to 32 lower-case letters, digits, `-` or `_`"
+        ));
+    }
+    Ok(())
+}
+
+impl std::str::FromStr for NetworkSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<NetworkSpec, String> {
+        NetworkSpec::parse(text)
+    }
+}
+
+impl fmt::Display for NetworkSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetworkSpec::Host => f.write_str("host"),
+            NetworkSpec::Private => f.write_str("private"),
+            NetworkSpec::Isolated => f.write_str("isolated"),
+            NetworkSpec::Zone { name, outside } => {
+                write!(f, "zone:{name}{}", if *outside { "+outside" } else { "" })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_form_parses_and_prints_back() {
+        for text in [
+            "host",
+            "private",
+            "isolated",
+            "zone:web",
+            "zone:db-1+outside",
+        ] {
+            assert_eq!(NetworkSpec::parse(text).unwrap().to_string(), text);
+        }
+        assert_eq!(
+            NetworkSpec::parse("zone:web+outside").unwrap(),
+            NetworkSpec::Zone {
+                name: "web".into(),
+                outside: true
+            }
+        );
+    }
+
+    #[test]
+    fn bad_forms_say_what_is_accepted() {
+        for (text, says) in [
+            ("bridge", "expected \"host\""),
+            ("zone:", "must be 1 to 32"),
+            ("zone:Web", "must be 1 to 32"),
+            ("zone:a b", "must be 1 to 32"),
+            ("zone:web+inside", "must be 1 to 32"),
+        ] {
+            let err = NetworkSpec::parse(text).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn only_private_and_closed_zones_stay_inside() {
+        assert!(NetworkSpec::Host.reaches_outside());
+        assert!(NetworkSpec::Isolated.reaches_outside());
+        assert!(!NetworkSpec::Private.reaches_outside());
+        assert!(!NetworkSpec::parse("zone:a").unwrap().reaches_outside());
+        assert!(NetworkSpec::parse("zone:a+outside")
+            .unwrap()
+            .reaches_outside());
+    }
+}

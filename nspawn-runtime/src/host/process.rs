@@ -1,0 +1,75 @@
+//! A process known by PID *and* start time: PIDs are reused, so an ownership record that
+//! names its owner so can prove the owner dead.
+
+use serde::{Deserialize, Serialize};
+
+/// A process, identified beyond its PID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessId {
+    /// The PID.
+    pub pid: u32,
+    /// Its start time, in clock ticks after boot (`/proc/<pid>/stat`, field 22).
+    pub start: u64,
+}
+
+impl ProcessId {
+    /// The identity of a running process.
+    pub fn of(pid: u32) -> Option<ProcessId> {
+        start_time(pid).map(|start| ProcessId { pid, start })
+    }
+
+    /// This process.
+    pub fn current() -> Option<ProcessId> {
+        ProcessId::of(std::process::id())
+    }
+
+    /// Whether this very process still runs: a reused PID does not count, nor does a zombie
+    /// (dead, not yet reaped by its parent).
+    pub fn is_alive(&self) -> bool {
+        stat(self.pid)
+            .is_some_and(|(state, start)| start == self.start && state != 'Z' && state != 'X')
+    }
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    stat(pid).map(|(_, start)| start)
+}
+
+/// The state letter and start time of a process, from `/proc/<pid>/stat`.
+fn stat(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields resume after the last ')'.
+    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processes_are_known_by_pid_and_start_time() {
+        let me = ProcessId::current().unwrap();
+        assert!(me.is_alive());
+        let reused = ProcessId {
+            pid: me.pid,
+            start: me.start + 1,
+        };
+        assert!(
+            !reused.is_alive(),
+            "the same PID with another start time is another process"
+        );
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let id = ProcessId::of(child.id()).unwrap();
+        // Dead but not reaped yet: a zombie is not alive.
+        while std::fs::read_to_string(format!("/proc/{}/stat", id.pid))
+            .is_ok_and(|s| !s.contains(") Z "))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!id.is_alive());
+        child.wait().unwrap();
+        assert!(!id.is_alive());
+    }
+}

@@ -1,0 +1,146 @@
+//! A zone's packet filter and NAT: one nft table of its own per zone (`inet nspawn_zN`), so
+//! that the host's own rules are never touched and removing the table removes everything.
+//!
+//! The table's forward chain keeps a zone to itself: traffic within the bridge passes,
+//! machines in the `outside` set reach out (masqueraded as the host) and get their answers,
+//! everything else forwarded to or from the bridge is dropped (another zone, the host's
+//! other networks, and anybody routing through the host to the zone). The test process
+//! reaches the machines directly: that is the host's own traffic, not forwarded.
+//!
+//! Reaching out needs the host's IPv4 forwarding on. If it was off, the first zone that needs
+//! it turns it on and leaves a marker; when no zone that needed it is left (at the end of the
+//! run, or by the sweep after a crash) it is turned off again.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use nix::fcntl::Flock;
+
+use super::subnet::{hand_down, host_lock, ZoneRecord};
+use crate::error::{Error, Result};
+use crate::host::privs::{self, ThreadRoot};
+use crate::host::run_dir::private_dir;
+use crate::host::tools::{self, NFT};
+
+const FORWARDING: &str = "/proc/sys/net/ipv4/ip_forward";
+
+fn nft() -> std::process::Command {
+    let mut cmd = tools::command(NFT.program);
+    cmd.args(["-f", "-"]);
+    privs::start_as_root(&mut cmd);
+    cmd
+}
+
+/// Installs the zone's table; `nft` holds `zones` (see [`hand_down`]).
+pub(crate) fn install(zone: &ZoneRecord, zones: &Flock<std::fs::File>) -> Result<()> {
+    let (table, bridge, cidr) = (zone.table(), zone.bridge(), zone.cidr());
+    let script = format!(
+        "table inet {table} {{\n\
+           set outside {{ type ipv4_addr; }}\n\
+           chain forward {{\n\
+             type filter hook forward priority filter; policy accept;\n\
+             iifname \"{bridge}\" oifname \"{bridge}\" accept\n\
+             iifname \"{bridge}\" ip saddr @outside accept\n\
+             oifname \"{bridge}\" ip daddr @outside ct state established,related accept\n\
+             iifname \"{bridge}\" drop\n\
+             oifname \"{bridge}\" drop\n\
+           }}\n\
+           chain postrouting {{\n\
+             type nat hook postrouting priority srcnat; policy accept;\n\
+             ip saddr @outside ip daddr != {cidr} masquerade\n\
+           }}\n\
+         }}\n"
+    );
+    let mut cmd = nft();
+    hand_down(&mut cmd, zones);
+    tools::run_with_input(&mut cmd, &script).map(drop)
+}
+
+/// Removes the zone's table; one that is already gone is no error.
+pub(crate) fn remove(zone: &ZoneRecord) -> Result<()> {
+    let script = format!("delete table inet {}\n", zone.table());
+    match tools::run_with_input(&mut nft(), &script) {
+        Err(Error::HostCommand { stderr, .. }) if stderr.contains("No such file") => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+/// Lets the machine at `address` reach out, or stops it (`allow` false).
+pub(crate) fn outside(zone: &ZoneRecord, address: Ipv4Addr, allow: bool) -> Result<()> {
+    let verb = if allow { "add" } else { "delete" };
+    let script = format!(
+        "{verb} element inet {} outside {{ {address} }}\n",
+        zone.table()
+    );
+    tools::run_with_input(&mut nft(), &script).map(drop)
+}
+
+/// Turns the host's IPv4 forwarding on for a zone that reaches out, marking it if it was off.
+pub(crate) fn need_forwarding() -> Result<()> {
+    let _lock = host_lock("forwarding")?;
+    let _root = ThreadRoot::acquire()?;
+    if read_forwarding()? {
+        return Ok(());
+    }
+    let marker = marker()?;
+    std::fs::write(
+        &marker,
+        "IPv4 forwarding was off before nspawn turned it on\n",
+    )
+    .map_err(|e| Error::io(format!("writing {}", marker.display()), e))?;
+    std::fs::write(FORWARDING, "1")
+        .map_err(|e| Error::io(format!("turning IPv4 forwarding on ({FORWARDING})"), e))
+}
+
+/// Turns forwarding off again if we turned it on and no live zone reaches out. The zones are
+/// read under the lock: a zone records that it reaches out before it takes the lock to turn
+/// forwarding on, so either it is seen here or it turns forwarding on again after.
+pub(crate) fn release_forwarding() {
+    let Ok(_lock) = host_lock("forwarding") else {
+        return;
+    };
+    let live = ZoneRecord::all();
+    let Ok(_root) = ThreadRoot::acquire() else {
+        return;
+    };
+    let Ok(marker) = marker() else { return };
+    if !marker.exists() || live.iter().any(|z| z.outside && z.owner.is_alive()) {
+        return;
+    }
+    if std::fs::write(FORWARDING, "0").is_ok() {
+        let _ = std::fs::remove_file(&marker);
+    }
+}
+
+/// The subnet indexes of the zone tables on the host (`inet nspawn_zN`).
+pub(crate) fn tables() -> Vec<u8> {
+    let mut cmd = tools::command(NFT.program);
+    cmd.args(["list", "tables", "inet"]);
+    privs::start_as_root(&mut cmd);
+    let Ok(out) = tools::run(&mut cmd) else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("table inet nspawn_z")?.parse().ok())
+        .collect()
+}
+
+/// Whether a marker says forwarding was turned on by a zone.
+pub(crate) fn marked() -> bool {
+    let Ok(marker) = marker() else { return false };
+    let Ok(_root) = ThreadRoot::acquire() else {
+        return false;
+    };
+    marker.exists()
+}
+
+fn read_forwarding() -> Result<bool> {
+    std::fs::read_to_string(FORWARDING)
+        .map(|v| v.trim() != "0")
+        .map_err(|e| Error::io(format!("reading {FORWARDING}"), e))
+}
+
+fn marker() -> Result<PathBuf> {
+    Ok(private_dir("zones")?.join("forwarding-was-off"))
+}

@@ -1,0 +1,420 @@
+//! The zones of this process and their members.
+//!
+//! A zone is made when its first machine joins: a subnet and record ([`ZoneRecord`]), a
+//! bridge with the host's address, and its nft table. Each member gets the next free address,
+//! its hosts file, and, if it reaches out, a place in the table's `outside` set. The zone is
+//! taken down when its last member leaves, or at exit ([`leave_all`]); after a crash, the
+//! sweep takes down the zones of dead runs ([`sweep`]).
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use nspawn_config::NetworkSpec;
+
+use super::hosts::{self, Peer};
+use super::subnet::{host_lock, ZoneRecord};
+use super::{link, nat};
+use crate::error::{Error, Result};
+use crate::host::privs::ThreadRoot;
+use crate::host::run_dir::private_dir;
+
+/// A zone of this process.
+struct Zone {
+    record: Mutex<ZoneRecord>,
+    /// Members, with their hosts files.
+    members: Mutex<Vec<(Peer, PathBuf)>>,
+}
+
+/// Zones by key: the zone's name, or `@machine` for an isolated machine's zone of its own.
+static ZONES: LazyLock<Mutex<HashMap<String, Arc<Zone>>>> = LazyLock::new(Default::default);
+
+/// A machine's place on a zone; leaving it (drop) frees the address and, for the last
+/// member, the zone.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    key: String,
+    zone: Arc<Zone>,
+    me: Peer,
+    outside: bool,
+    hosts_file: PathBuf,
+}
+
+impl std::fmt::Debug for Zone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Zone")
+            .field("record", &self.record)
+            .finish()
+    }
+}
+
+/// What a machine asks of its zone.
+pub(crate) struct Joining<'a> {
+    pub network: &'a NetworkSpec,
+    pub machine: &'a str,
+    pub aliases: &'a [String],
+    pub group: Option<u64>,
+}
+
+impl Membership {
+    /// Joins the zone `joining.network` names (made if need be); `None` for networks without a
+    /// zone (`host`, `private`).
+    pub(crate) fn join(joining: &Joining<'_>) -> Result<Option<Membership>> {
+        let (key, outside) = match joining.network {
+            NetworkSpec::Host | NetworkSpec::Private => return Ok(None),
+            NetworkSpec::Isolated => (format!("@{}", joining.machine), true),
+            NetworkSpec::Zone { name, outside } => {
+                nspawn_config::check_zone_name(name)
+                    .map_err(|reason| network_error(joining, reason))?;
+                (name.clone(), *outside)
+            }
+        };
+        let mut zones = ZONES.lock().unwrap_or_else(|p| p.into_inner());
+        let zone = match zones.get(&key) {
+            Some(zone) => zone.clone(),
+            None => {
+                let zone =
+                    Arc::new(make_zone().map_err(|e| network_error(joining, e.to_string()))?);
+                zones.insert(key.clone(), zone.clone());
+                zone
+            }
+        };
+        let membership = zone
+            .admit(joining, key.clone(), outside)
+            .map_err(|e| network_error(joining, e.to_string()));
+        if membership.is_err() && zone.is_empty() {
+            zones.remove(&key);
+            zone.take_down();
+        }
+        membership.map(Some)
+    }
+
+    /// The nspawn arguments: the veth on the zone's bridge, the hosts file over `/etc/hosts`.
+    pub(crate) fn nspawn_args(&self) -> Vec<OsString> {
+        let bridge = self.zone.lock_record().bridge();
+        vec![
+            format!("--network-bridge={bridge}").into(),
+            format!("--bind-ro={}:/etc/hosts", self.hosts_file.display()).into(),
+        ]
+    }
+
+    /// Configures the booted machine's side: its address, and its route out if it has one.
+    pub(crate) fn configure(&self, leader: &crate::host::pidfd::PidFd) -> Result<()> {
+        let gateway = self.outside.then(|| self.zone.lock_record().address(1));
+        link::configure_guest(leader, self.me.address, gateway)
+    }
+
+    /// The machine's address on the zone.
+    pub(crate) fn address(&self) -> Ipv4Addr {
+        self.me.address
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let mut zones = ZONES.lock().unwrap_or_else(|p| p.into_inner());
+        if !zones
+            .get(&self.key)
+            .is_some_and(|z| Arc::ptr_eq(z, &self.zone))
+        {
+            // Taken down already (at exit, by `leave_all`).
+            return;
+        }
+        let record = self.zone.lock_record().clone();
+        let empty = {
+            let mut members = self.zone.lock_members();
+            members.retain(|(peer, _)| peer.name != self.me.name);
+            remove_file(&self.hosts_file);
+            write_hosts(&members, record.address(1));
+            members.is_empty()
+        };
+        if empty {
+            // The last one: the whole zone goes, its table with it; others may make zones
+            // meanwhile.
+            zones.remove(&self.key);
+            drop(zones);
+            self.zone.take_down();
+        } else if self.outside {
+            // The address may go to a machine that has no way out.
+            if let Err(e) = nat::outside(&record, self.me.address, false) {
+                tracing::warn!(machine = self.me.name, "closing its way out: {e}");
+            }
+        }
+    }
+}
+
+impl Zone {
+    fn lock_record(&self) -> std::sync::MutexGuard<'_, ZoneRecord> {
+        self.record.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_members(&self) -> std::sync::MutexGuard<'_, Vec<(Peer, PathBuf)>> {
+        self.members.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock_members().is_empty()
+    }
+
+    /// Gives a machine an address and a hosts file, and its way out if it asks.
+    fn admit(
+        self: &Arc<Zone>,
+        joining: &Joining<'_>,
+        key: String,
+        outside: bool,
+    ) -> Result<Membership> {
+        let record = self.lock_record().clone();
+        let mut members = self.lock_members();
+        let used: Vec<Ipv4Addr> = members.iter().map(|(p, _)| p.address).collect();
+        let address = (2..=254)
+            .map(|host| record.address(host))
+            .find(|a| !used.contains(a))
+            .ok_or_else(|| {
+                Error::io(
+                    "admitting a machine",
+                    std::io::Error::other("the zone is full: 253 machines"),
+                )
+            })?;
+        if outside {
+            self.open_way_out(address)?;
+        }
+        let me = Peer {
+            name: joining.machine.into(),
+            address,
+            aliases: joining.aliases.to_vec(),
+            group: joining.group,
+        };
+        let hosts_file =
+            private_dir("zones")?.join(format!("z{}-{}.hosts", record.index, joining.machine));
+        members.push((me.clone(), hosts_file.clone()));
+        write_hosts(&members, record.address(1));
+        Ok(Membership {
+            key,
+            zone: self.clone(),
+            me,
+            outside,
+            hosts_file,
+        })
+    }
+
+    /// Forwarding on, the zone recorded as needing it, the address in the `outside` set.
+    fn open_way_out(&self, address: Ipv4Addr) -> Result<()> {
+        let mut record = self.lock_record();
+        if !record.outside {
+            record.outside = true;
+            record.save()?;
+        }
+        nat::need_forwarding()?;
+        nat::outside(&record, address, true)
+    }
+
+    fn take_down(&self) {
+        let record = self.lock_record().clone();
+        for line in take_down(&record) {
+            tracing::debug!("{line}");
+        }
+    }
+}
+
+/// A new zone: a subnet, its bridge and its table, undone if any step fails. A run under
+/// another run directory (whose records we do not see) may make the same bridge at the same
+/// moment: then the next subnet is tried.
+fn make_zone() -> Result<Zone> {
+    crate::host::tools::ensure(
+        &[crate::host::tools::IP, crate::host::tools::NFT],
+        &|line| crate::report::announce(line),
+    )?;
+    let zones = host_lock("zones")?;
+    let mut attempts = 0;
+    loop {
+        let record = ZoneRecord::allocate()?;
+        let bridge = link::create_bridge(&record.bridge(), record.address(1), &zones);
+        if bridge.is_err() && link::exists(&record.bridge()) && attempts < 8 {
+            // Not ours: keep away from it.
+            record.remove();
+            attempts += 1;
+            continue;
+        }
+        if let Err(e) = bridge.and_then(|()| nat::install(&record, &zones)) {
+            take_down(&record);
+            return Err(e);
+        }
+        return Ok(Zone {
+            record: Mutex::new(record),
+            members: Mutex::new(Vec::new()),
+        });
+    }
+}
+
+/// Removes a zone's bridge, table, hosts files and record; returns what it removed.
+fn take_down(record: &ZoneRecord) -> Vec<String> {
+    let mut removed = Vec::new();
+    let bridge = record.bridge();
+    if link::exists(&bridge) {
+        match link::delete_bridge(&bridge) {
+            Ok(()) => removed.push(format!("bridge {bridge}")),
+            Err(e) => tracing::warn!("removing bridge {bridge}: {e}"),
+        }
+    }
+    if let Err(e) = nat::remove(record) {
+        tracing::warn!("removing nft table {}: {e}", record.table());
+    }
+    if let Ok(dir) = private_dir("zones") {
+        let prefix = format!("z{}-", record.index);
+        let _root = ThreadRoot::acquire();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    record.remove();
+    if record.outside {
+        nat::release_forwarding();
+    }
+    removed
+}
+
+/// Rewrites every member's hosts file in place (each is bind-mounted by its inode).
+fn write_hosts(members: &[(Peer, PathBuf)], host: Ipv4Addr) {
+    let peers: Vec<Peer> = members.iter().map(|(p, _)| p.clone()).collect();
+    let Ok(_root) = ThreadRoot::acquire() else {
+        return;
+    };
+    for (me, path) in members {
+        let text = hosts::render(me, &peers, host);
+        if let Err(e) = write_in_place(path, &text) {
+            tracing::warn!(
+                machine = me.name,
+                "writing its hosts file {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
+fn write_in_place(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+fn remove_file(path: &std::path::Path) {
+    if let Ok(_root) = ThreadRoot::acquire() {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+fn network_error(joining: &Joining<'_>, reason: String) -> Error {
+    Error::Network {
+        network: joining.network.to_string(),
+        machine: joining.machine.into(),
+        reason,
+    }
+}
+
+/// Takes down every zone of this process (at exit, after its machines stopped).
+pub(crate) fn leave_all() {
+    let zones: Vec<Arc<Zone>> = ZONES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain()
+        .map(|(_, z)| z)
+        .collect();
+    for zone in zones {
+        zone.take_down();
+    }
+}
+
+/// Takes down the zones of dead runs; returns a line for each thing removed.
+pub(crate) fn sweep() -> Vec<String> {
+    let mut removed = Vec::new();
+    let Ok(_zones) = host_lock("zones") else {
+        return removed;
+    };
+    for record in ZoneRecord::all()
+        .into_iter()
+        .filter(|r| !r.owner.is_alive())
+    {
+        let mut lines = take_down(&record);
+        lines.push(format!(
+            "zone {} of dead process {}",
+            record.cidr(),
+            record.owner.pid
+        ));
+        removed.extend(lines);
+    }
+    removed.extend(stray_hosts_files().into_iter().filter_map(|path| {
+        let _root = ThreadRoot::acquire().ok()?;
+        std::fs::remove_file(&path).ok()?;
+        Some(format!("hosts file {}", path.display()))
+    }));
+    removed
+}
+
+/// Hosts files of zones that have no record (a machine joined as its zone was taken down).
+fn stray_hosts_files() -> Vec<PathBuf> {
+    let indexes: Vec<u8> = ZoneRecord::all().iter().map(|r| r.index).collect();
+    let Ok(dir) = private_dir("zones") else {
+        return Vec::new();
+    };
+    let _root = ThreadRoot::acquire();
+    std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|path| {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            let index = name
+                .as_deref()
+                .filter(|n| n.ends_with(".hosts"))
+                .and_then(|n| n.strip_prefix('z')?.split_once('-')?.0.parse::<u8>().ok());
+            index.is_some_and(|i| !indexes.contains(&i))
+        })
+        .collect()
+}
+
+/// What is left on this host of zones whose run is dead: records, bridges, nft tables, and a
+/// forwarding marker no live zone needs. The sweep removes them; tests and `doctor` look.
+pub fn stale() -> Vec<String> {
+    let records = ZoneRecord::all();
+    let live = |index: u8| {
+        records
+            .iter()
+            .any(|r| r.index == index && r.owner.is_alive())
+    };
+    let mut left: Vec<String> = records
+        .iter()
+        .filter(|r| !r.owner.is_alive())
+        .map(|r| format!("zone record {} of dead process {}", r.cidr(), r.owner.pid))
+        .collect();
+    for index in link::bridges() {
+        if !live(index) {
+            left.push(format!("bridge {}", super::subnet::bridge_name(index)));
+        }
+    }
+    for index in nat::tables() {
+        if !live(index) {
+            left.push(format!("nft table inet nspawn_z{index}"));
+        }
+    }
+    left.extend(
+        stray_hosts_files()
+            .iter()
+            .map(|p| format!("hosts file {}", p.display())),
+    );
+    if nat::marked() && !records.iter().any(|r| r.outside && r.owner.is_alive()) {
+        left.push("IPv4 forwarding left on (marker forwarding-was-off)".into());
+    }
+    left
+}

@@ -1,0 +1,147 @@
+//! Networks and groups through the attribute: modules on isolated networks serving the same
+//! port side by side, a client and a server reaching each other by role, one group shared by
+//! its module's tests, and all of it under sudo.
+
+use std::sync::Mutex;
+
+use nspawn::{Machine, Network};
+
+mod common;
+
+use common::{fetch, fetch_from_host, serve};
+
+/// Two modules, each with a service on port 80, run in parallel: on isolated networks each
+/// machine has its own port 80 (on the host network the second would fail to bind).
+mod web_a {
+    use super::*;
+
+    #[nspawn::test(chroot = "bookworm", network = "isolated")]
+    fn serves_port_80(m: &Machine) {
+        serve(m, "page-a");
+        assert_eq!(fetch_from_host(m.address().unwrap()), "page-a");
+    }
+}
+
+mod web_b {
+    use super::*;
+
+    #[nspawn::test(chroot = "bookworm", network = "isolated")]
+    fn serves_port_80(m: &Machine) {
+        serve(m, "page-b");
+        assert_eq!(fetch_from_host(m.address().unwrap()), "page-b");
+    }
+}
+
+mod pair {
+    use super::*;
+
+    /// The names of the group's machines, as the first of its tests saw them.
+    static SEEN: Mutex<Option<(String, String)>> = Mutex::new(None);
+
+    fn same_group_as_siblings(server: &Machine, client: &Machine) {
+        let names = (server.name().to_string(), client.name().to_string());
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        assert_eq!(
+            seen.get_or_insert(names.clone()),
+            &names,
+            "one group per module"
+        );
+    }
+
+    #[nspawn::test(machines(server = "bookworm", client = "trixie"), network = "zone:web")]
+    fn the_client_fetches_from_the_server_by_role(client: &Machine, server: &Machine) {
+        same_group_as_siblings(server, client);
+        assert_eq!(server.chroot(), "bookworm");
+        assert_eq!(client.chroot(), "trixie");
+        serve(server, "from-the-server");
+        assert_eq!(
+            client.call(fetch, "server".to_string()).unwrap(),
+            Ok("from-the-server".to_string())
+        );
+        assert_eq!(
+            fetch_from_host(server.address().unwrap()),
+            "from-the-server"
+        );
+    }
+
+    #[nspawn::test(machines(server = "bookworm", client = "trixie"), network = "zone:web")]
+    fn each_knows_the_other_by_role_and_name(server: &Machine, client: &Machine) {
+        same_group_as_siblings(server, client);
+        let hosts = server.read_to_string("/etc/hosts").unwrap();
+        let client_address = client.address().unwrap().to_string();
+        let line = hosts
+            .lines()
+            .find(|l| l.starts_with(&format!("{client_address}\t")))
+            .unwrap_or_else(|| panic!("no line for the client: {hosts}"));
+        assert!(
+            line.contains(client.name()) && line.contains("client"),
+            "{hosts}"
+        );
+        server.run(["getent", "hosts", "client"]).unwrap();
+        client.run(["getent", "hosts", server.name()]).unwrap();
+    }
+
+    #[nspawn::test(machines(one = "bookworm", two = "bookworm"))]
+    fn a_group_without_a_network_gets_a_zone_of_its_own(one: &Machine, two: &Machine) {
+        let Network::Zone { name, outside } = one.network() else {
+            panic!("a group is on a zone: {:?}", one.network());
+        };
+        assert!(name.starts_with("group-") && !outside, "{name}");
+        assert_eq!(one.network(), two.network());
+        one.run(["getent", "hosts", "two"]).unwrap();
+        assert_ne!(one.address(), two.address());
+    }
+}
+
+/// Runs `under_sudo::*` again as the unprivileged probe user, as `sudo -E cargo test` would.
+#[test]
+fn zones_and_groups_work_under_sudo() {
+    let (uid, gid) = common::probe_user();
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["under_sudo::", "--ignored", "--test-threads=2"])
+        .env("SUDO_UID", uid.to_string())
+        .env("SUDO_GID", gid.to_string())
+        .env("SUDO_USER", common::PROBE_USER)
+        .env("NSPAWN_UNDER_SUDO", "1");
+    nspawn::privs::start_as_root(&mut cmd);
+    let out = cmd.output().unwrap();
+    let report = common::report(&out);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("2 passed"), "{report}");
+}
+
+mod under_sudo {
+    use super::*;
+
+    fn is_the_probe_user() {
+        if std::env::var_os("NSPAWN_UNDER_SUDO").is_some() {
+            assert_ne!(
+                nix::unistd::geteuid().as_raw(),
+                0,
+                "test code runs as the user"
+            );
+        }
+    }
+
+    #[nspawn::test(chroot = "bookworm", network = "isolated")]
+    #[ignore = "run by zones_and_groups_work_under_sudo"]
+    fn an_isolated_service_is_reached(m: &Machine) {
+        is_the_probe_user();
+        serve(m, "as-the-user");
+        assert_eq!(fetch_from_host(m.address().unwrap()), "as-the-user");
+    }
+
+    #[nspawn::test(
+        machines(server = "bookworm", client = "bookworm"),
+        network = "zone:sudo+outside"
+    )]
+    #[ignore = "run by zones_and_groups_work_under_sudo"]
+    fn a_group_on_a_zone_works(server: &Machine, client: &Machine) {
+        is_the_probe_user();
+        serve(server, "group-as-the-user");
+        assert_eq!(
+            client.call(fetch, "server".to_string()).unwrap(),
+            Ok("group-as-the-user".to_string())
+        );
+    }
+}

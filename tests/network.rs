@@ -1,0 +1,114 @@
+//! Networks: zones whose machines reach each other by name, private machines that reach
+//! nothing, isolated machines that reach out and that the test process reaches, and nothing
+//! left on the host afterwards.
+
+use nspawn::{Machine, Network};
+
+mod common;
+
+use common::{connects, fetch, fetch_from_host, serve};
+
+const CHROOT: &str = "bookworm";
+
+fn zone(name: &str, outside: bool) -> Network {
+    Network::Zone {
+        name: name.into(),
+        outside,
+    }
+}
+
+#[test]
+fn machines_of_a_zone_reach_each_other_by_name_and_alias() {
+    let server = Machine::builder(CHROOT)
+        .network(zone("t-names", false))
+        .alias("server")
+        .start()
+        .unwrap();
+    let client = Machine::builder(CHROOT)
+        .network(zone("t-names", false))
+        .start()
+        .unwrap();
+    serve(&server, "hello-from-server");
+    let by_alias = client.call(fetch, "server".to_string()).unwrap();
+    assert_eq!(by_alias, Ok("hello-from-server".to_string()));
+    let by_name = client.call(fetch, server.name().to_string()).unwrap();
+    assert_eq!(by_name, Ok("hello-from-server".to_string()));
+    let hosts = client.read_to_string("/etc/hosts").unwrap();
+    assert!(hosts.contains(client.name()), "{hosts}");
+    assert_ne!(server.address(), client.address());
+    assert!(server.address().is_some());
+}
+
+#[test]
+fn a_private_machine_reaches_no_other_machine() {
+    let server = Machine::builder(CHROOT)
+        .network(zone("t-private", false))
+        .start()
+        .unwrap();
+    serve(&server, "unreachable");
+    let private = Machine::builder(CHROOT)
+        .private_network(true)
+        .start()
+        .unwrap();
+    assert_eq!(private.address(), None);
+    let address = server.address().unwrap();
+    assert!(!private.call(connects, (address, 80)).unwrap());
+    assert_eq!(private.sh("ls /sys/class/net").unwrap(), "lo\n");
+}
+
+#[test]
+fn the_test_process_reaches_a_service_in_an_isolated_machine() {
+    let one = Machine::builder(CHROOT)
+        .network(Network::Isolated)
+        .start()
+        .unwrap();
+    let two = Machine::builder(CHROOT)
+        .network(Network::Isolated)
+        .start()
+        .unwrap();
+    // Both on port 80: each has its own.
+    serve(&one, "page-one");
+    serve(&two, "page-two");
+    assert_eq!(fetch_from_host(one.address().unwrap()), "page-one");
+    assert_eq!(fetch_from_host(two.address().unwrap()), "page-two");
+    // Each is alone on its network.
+    assert!(!one.call(connects, (two.address().unwrap(), 80)).unwrap());
+}
+
+/// `apt-get update`'s output; it exits 0 even when it fetched nothing.
+fn apt_update(m: &Machine) -> String {
+    let out = m
+        .command("apt-get")
+        .args([
+            "-o",
+            "Acquire::Retries=2",
+            "-o",
+            "Acquire::http::Timeout=10",
+            "update",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn only_machines_with_a_way_out_reach_the_mirror() {
+    let closed = Machine::builder(CHROOT)
+        .network(zone("t-closed", false))
+        .start()
+        .unwrap();
+    let text = apt_update(&closed);
+    assert!(text.contains("Failed to fetch"), "{text}");
+    assert!(
+        !text.contains("Hit:") && !text.contains("Get:"),
+        "a closed zone reached the mirror: {text}"
+    );
+
+    let open = Machine::builder(CHROOT)
+        .network(zone("t-open", true))
+        .start()
+        .unwrap();
+    let text = apt_update(&open);
+    assert!(text.contains("Get:") || text.contains("Hit:"), "{text}");
+    assert!(!text.contains("Failed to fetch"), "{text}");
+}
