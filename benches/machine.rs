@@ -16,7 +16,9 @@
 //! 5 tests, with 1 and 2 test threads, with and without boots ahead, against as many raw
 //! boots one after another; and the `fast` profile's boot against the full one. Boot time on
 //! each network (`--networks` runs only this): host, private, isolated, joining a zone, and
-//! joining a zone with a way out, against raw nspawn on the host's network. Needs root; `NSPAWN_BENCH_SAMPLES` sets
+//! joining a zone with a way out, against raw nspawn on the host's network. The example
+//! suite under `cargo test` and under `cargo nextest run`, with and without sharing across
+//! nextest's processes (`--nextest` runs only this): wall time and machines booted. Needs root; `NSPAWN_BENCH_SAMPLES` sets
 //! the sample count (default 11).
 
 use std::os::unix::net::UnixDatagram;
@@ -246,6 +248,9 @@ fn main() {
         return backends::in_a_systemd_host();
     }
     let chroot = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_chroots/bookworm");
+    if args.iter().any(|a| a == "--nextest") {
+        return under_nextest::table();
+    }
     if args.iter().any(|a| a == "--networks") {
         return networks::table(&chroot);
     }
@@ -692,6 +697,81 @@ mod networks {
                 Stats(stops[k].clone()).show(),
                 boot.median() / host,
                 boot.median() / raw.median()
+            );
+        }
+    }
+}
+
+mod under_nextest {
+    use super::*;
+
+    /// A way to run the suite: its label, cargo's arguments, extra environment.
+    type Way = (
+        &'static str,
+        &'static [&'static str],
+        &'static [(&'static str, &'static str)],
+    );
+
+    /// One run of the example suite; its wall time and the machines it booted.
+    fn suite(args: &[&str], env: &[(&str, &str)], n: usize) -> (Duration, usize) {
+        let dir = common::scratch_dir();
+        let log = dir.path().join(format!("events-{n}"));
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let started = Instant::now();
+        let out = Command::new(cargo)
+            .args(args)
+            .args(["-p", "provisioning-example"])
+            .env("NSPAWN_EVENT_LOG", &log)
+            .env("NSPAWN_QUIET", "1")
+            .envs(env.iter().copied())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        let elapsed = started.elapsed();
+        assert!(out.status.success(), "{}", common::report(&out));
+        (elapsed, common::Events::read(&log).machines().len())
+    }
+
+    /// The example suite (5 modules, 11 tests, one a two-chroot matrix), 3 runs of each way,
+    /// interleaved.
+    pub fn table() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        for warm in [&["test", "--no-run"][..], &["nextest", "list"][..]] {
+            let status = Command::new(&cargo)
+                .args(warm)
+                .args(["-p", "provisioning-example"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let ways: [Way; 3] = [
+            ("cargo test", &["test"], &[]),
+            ("cargo nextest run", &["nextest", "run"], &[]),
+            (
+                "cargo nextest run, NSPAWN_NEXTEST_SHARE=0",
+                &["nextest", "run"],
+                &[("NSPAWN_NEXTEST_SHARE", "0")],
+            ),
+        ];
+        let mut walls: Vec<Vec<Duration>> = vec![Vec::new(); ways.len()];
+        let mut boots: Vec<Vec<usize>> = vec![Vec::new(); ways.len()];
+        for i in 0..3 {
+            for (k, (_, args, env)) in ways.iter().enumerate() {
+                let (wall, booted) = suite(args, env, i * 10 + k);
+                walls[k].push(wall);
+                boots[k].push(booted);
+            }
+        }
+        println!("\nthe example suite (3 runs each, interleaved; median [min-max])\n");
+        println!("| {:<42} | {:<26} | machines booted |", "how", "wall");
+        println!("|{:-<44}|{:-<28}|-----------------|", "", "");
+        for (k, (label, _, _)) in ways.iter().enumerate() {
+            println!(
+                "| {label:<42} | {:<26} | {:?} |",
+                Stats(walls[k].clone()).show(),
+                boots[k]
             );
         }
     }

@@ -73,6 +73,16 @@ fn the_test_process_reaches_a_service_in_an_isolated_machine() {
     assert_eq!(fetch_from_host(two.address().unwrap()), "page-two");
     // Each is alone on its network.
     assert!(!one.call(connects, (two.address().unwrap(), 80)).unwrap());
+    // Its bridge is marked as this process's, so that no other run's sweep takes it down.
+    let std::net::IpAddr::V4(address) = one.address().unwrap() else {
+        panic!("an IPv4 address")
+    };
+    let bridge = format!("/sys/class/net/nspawn-z{}/ifalias", address.octets()[2]);
+    let alias = std::fs::read_to_string(&bridge).unwrap();
+    assert!(
+        alias.starts_with(&format!("nspawn-zone {} ", std::process::id())),
+        "{bridge}: {alias}"
+    );
 }
 
 /// `apt-get update`'s output; it exits 0 even when it fetched nothing.

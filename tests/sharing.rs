@@ -57,6 +57,7 @@ fn a_whole_run_boots_once_per_module_and_stops_each_machine_after_its_last_test(
         "fixture::slow",
         "fixture::slow2",
         "fixture::crash",
+        "fixture::shared_timeout",
     ] {
         assert_eq!(ev.module_boots(module).len(), 1, "{module}: {:?}", ev.lines);
     }
@@ -66,7 +67,7 @@ fn a_whole_run_boots_once_per_module_and_stops_each_machine_after_its_last_test(
         "scope = \"test\" boots per test: {:?}",
         ev.lines
     );
-    assert_eq!(ev.machines().len(), 7);
+    assert_eq!(ev.machines().len(), 8);
     // Every machine was stopped by its module's end, none was left for the exit cleanup.
     let mut stopped = ev.stopped();
     stopped.sort();

@@ -54,6 +54,8 @@ pub const VARIABLES: &[&str] = &[
     "NSPAWN_AUTO_BUILD",
     "NSPAWN_BOOT_AHEAD",
     "NSPAWN_NETWORK",
+    "NSPAWN_NEXTEST_SHARE",
+    "NSPAWN_NEXTEST_IDLE",
 ];
 
 /// The settings of this process.
@@ -84,6 +86,11 @@ pub struct Settings {
     pub boot_ahead: Option<usize>,
     /// `NSPAWN_NETWORK`: the network of machines that do not choose one (default `isolated`).
     pub network: nspawn_config::NetworkSpec,
+    /// `NSPAWN_NEXTEST_IDLE`: seconds a machine shared across nextest's processes stays up
+    /// with no test using it (default 30).
+    pub nextest_idle: std::time::Duration,
+    /// `NSPAWN_NEXTEST_SHARE`: `0` gives every nextest test process machines of its own.
+    pub nextest_share: bool,
 }
 
 impl Default for Settings {
@@ -101,6 +108,8 @@ impl Default for Settings {
             auto_build: true,
             boot_ahead: None,
             network: nspawn_config::NetworkSpec::Isolated,
+            nextest_idle: std::time::Duration::from_secs(30),
+            nextest_share: true,
         }
     }
 }
@@ -190,6 +199,21 @@ impl Settings {
             let accepted = format!("accepted: {}", nspawn_config::NETWORK_FORMS);
             check("NSPAWN_NETWORK", &accepted, network.is_ok(), &v);
             s.network = network.unwrap_or_default();
+        }
+        if let Some(v) = text("NSPAWN_NEXTEST_IDLE") {
+            let secs = v.trim().parse::<u64>().ok();
+            let accepted = "accepted: a whole number of seconds";
+            check("NSPAWN_NEXTEST_IDLE", accepted, secs.is_some(), &v);
+            s.nextest_idle = std::time::Duration::from_secs(secs.unwrap_or(30));
+        }
+        if let Some(v) = text("NSPAWN_NEXTEST_SHARE") {
+            let on = match v.as_str() {
+                "1" => Some(true),
+                "0" => Some(false),
+                _ => None,
+            };
+            check("NSPAWN_NEXTEST_SHARE", "accepted: 0, 1", on.is_some(), &v);
+            s.nextest_share = on.unwrap_or(true);
         }
         (s, problems)
     }

@@ -83,6 +83,25 @@ pub fn processes_with_arg(needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// Processes whose environment has `name` (read as root: helpers are root's).
+pub fn processes_with_env(name: &str) -> Vec<u32> {
+    let _root = nspawn::privs::root().unwrap();
+    let prefix = format!("{name}=");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|c| {
+                    c.split(|b| *b == 0)
+                        .any(|v| v.starts_with(prefix.as_bytes()))
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// Ephemeral snapshots (`.#machine.*`) in a directory.
 pub fn snapshots_in(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)

@@ -10,7 +10,7 @@ use crate::host::tools;
 const BTRFS_FIRST_FREE_OBJECTID: u64 = 256;
 
 /// How a master chroot is stored, which decides how machines are made from it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Storage {
     /// A btrfs subvolume: machines are `--ephemeral` snapshots.
     Subvolume,

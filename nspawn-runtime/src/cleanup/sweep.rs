@@ -59,6 +59,7 @@ pub fn sweep(options: &Options) -> crate::Result<Vec<String>> {
     removed.extend(stale_cgroups(&live));
     removed.extend(stale_notify_sockets(&live));
     removed.extend(unreadable_records(scan.unreadable, &live));
+    removed.extend(stale_shares());
     // After the machines: a dead run's zone is taken down once nothing of it runs.
     removed.extend(crate::network::sweep());
     Ok(removed)
@@ -367,6 +368,34 @@ fn stale_cgroups(live: &[String]) -> Vec<String> {
                 removed.push(format!("{}{what}", dir.display()));
             }
         }
+    }
+    removed
+}
+
+/// The files of machines shared across a nextest run's processes (`harness::nextest`) whose
+/// run is over: each share's lock file names the run's process.
+fn stale_shares() -> Vec<String> {
+    let dir = crate::host::run_dir::run_dir().join("shared");
+    let mut removed = Vec::new();
+    for lock in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = lock.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_suffix(".lock") else {
+            continue;
+        };
+        let run = std::fs::read_to_string(lock.path()).ok().and_then(|text| {
+            let mut fields = text.split_whitespace();
+            Some(ProcessId {
+                pid: fields.next()?.parse().ok()?,
+                start: fields.next()?.parse().ok()?,
+            })
+        });
+        if run.map_or(true, |run| run.is_alive()) {
+            continue;
+        }
+        for ext in ["toml", "users", "log", "tmp", "lock"] {
+            let _ = std::fs::remove_file(dir.join(format!("{id}.{ext}")));
+        }
+        removed.push(format!("nextest share {id} of a finished run"));
     }
     removed
 }

@@ -50,7 +50,8 @@ fn depth() -> usize {
 /// Starts the boots ahead there is room for.
 pub(crate) fn schedule() {
     let depth = depth();
-    if depth == 0 || registry::closing() {
+    // Under nextest each process runs one test: the next modules are other processes' to boot.
+    if depth == 0 || registry::closing() || super::nextest::active() {
         return;
     }
     let _one = SCHEDULING.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,6 +1,7 @@
 //! What `#[nspawn::test]` expands to calls into here. Not a public API: use the attribute.
 //!
-//! A test runs on a machine of its module's (`sharing`) or on one of its own, booted
+//! A test runs on a machine of its module's (`sharing`; across processes under nextest:
+//! `nextest`) or on one of its own, booted
 //! (`boot`) from the chroot its [`TestInfo`] names; a failure to set the machine up fails
 //! the test, never passes for the panic a `#[should_panic]` test expects.
 
@@ -8,6 +9,7 @@ mod ahead;
 mod boot;
 mod filter;
 mod inside;
+mod nextest;
 mod outcome;
 #[cfg(feature = "tokio")]
 mod runtime;
@@ -49,10 +51,17 @@ pub fn run<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) 
 /// test's parameters, or a test's one machine.
 pub fn run_group<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Machine]) -> R) -> R {
     crate::host::privs::init();
+    if let Some(id) = nextest::keeper_id() {
+        nextest::keep(info, &id);
+    }
     // A test waiting for a machine slot may stop an idle machine its module shares.
     crate::cleanup::slots::set_room_maker(sharing::evict_idle);
     match info.scope {
         Scope::Test => run_alone(info, body),
+        Scope::Module if nextest::active() => match nextest::attach(info) {
+            Ok(attached) => body(&attached.machines),
+            Err(e) => fail(info, &e, None),
+        },
         Scope::Module => {
             let lease = sharing::Lease::acquire(info);
             // This module's machine is taken: the next ones may boot meanwhile.

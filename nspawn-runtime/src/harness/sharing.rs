@@ -16,7 +16,7 @@ use crate::machine::Machine;
 use crate::report::{self, Event};
 
 /// A boot error shared by every test that needed the machine.
-type SharedError = Arc<str>;
+pub(super) type SharedError = Arc<str>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Key {
@@ -160,42 +160,50 @@ impl Lease {
 }
 
 fn boot_module(info: &'static TestInfo, spare: Option<Slot>) -> Phase {
-    let ahead = spare.is_some();
-    match boot(info, info.module, spare) {
-        Ok(machines) => {
-            for machine in &machines {
-                report::event(Event::ModuleBoot {
-                    module: info.module.into(),
-                    chroot: machine.chroot().into(),
-                    machine: machine.name().into(),
-                    ahead,
-                });
-            }
-            if let Err(why) = super::setup::run_for_all(info, &machines) {
-                for machine in &machines {
-                    if keep::wanted(true) {
-                        machine.keep("its module's set-up failed");
-                    } else if let Err(e) = machine.shutdown() {
-                        tracing::error!(
-                            machine = machine.name(),
-                            "stopping after a failed set-up: {e}"
-                        );
-                    }
-                }
-                return Phase::Failed(why.into());
-            }
-            Phase::Up(Arc::new(machines))
-        }
-        Err(e) => {
-            if !ahead {
-                report::event(Event::ModuleBootFailed {
-                    module: info.module.into(),
-                    chroot: info.chroot.into(),
-                });
-            }
-            Phase::Failed(e.to_string().into())
-        }
+    match boot_for_module(info, spare) {
+        Ok(machines) => Phase::Up(Arc::new(machines)),
+        Err(why) => Phase::Failed(why),
     }
+}
+
+/// Boots a module's machines and runs its set-up on them, with their events; a failure is
+/// what every test that needed them fails with.
+pub(super) fn boot_for_module(
+    info: &'static TestInfo,
+    spare: Option<Slot>,
+) -> Result<Group, SharedError> {
+    let ahead = spare.is_some();
+    let machines = boot(info, info.module, spare).map_err(|e| {
+        if !ahead {
+            report::event(Event::ModuleBootFailed {
+                module: info.module.into(),
+                chroot: info.chroot.into(),
+            });
+        }
+        SharedError::from(e.to_string())
+    })?;
+    for machine in &machines {
+        report::event(Event::ModuleBoot {
+            module: info.module.into(),
+            chroot: machine.chroot().into(),
+            machine: machine.name().into(),
+            ahead,
+        });
+    }
+    if let Err(why) = super::setup::run_for_all(info, &machines) {
+        for machine in &machines {
+            if keep::wanted(true) {
+                machine.keep("its module's set-up failed");
+            } else if let Err(e) = machine.shutdown() {
+                tracing::error!(
+                    machine = machine.name(),
+                    "stopping after a failed set-up: {e}"
+                );
+            }
+        }
+        return Err(why.into());
+    }
+    Ok(machines)
 }
 
 impl Drop for Lease {

@@ -25,6 +25,25 @@ pub(crate) fn private_dir(sub: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// A lock file of ours (made if need be, as root: its directory is root's), opened and
+/// locked as `how` says.
+pub(crate) fn lock_file(
+    path: &Path,
+    how: nix::fcntl::FlockArg,
+) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let file = {
+        let _root = ThreadRoot::acquire()?;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?
+    };
+    nix::fcntl::Flock::lock(file, how)
+        .map_err(|(_, e)| Error::io(format!("locking {}", path.display()), e.into()))
+}
+
 fn secure(dir: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {

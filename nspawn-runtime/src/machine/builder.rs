@@ -391,6 +391,7 @@ impl MachineBuilder {
             stop_timeout: self.stop_timeout,
             span,
             network: self.network.clone(),
+            address: membership.as_ref().map(|m| m.address().into()),
             membership: Mutex::new(membership),
         });
         machine.configure_network()?;

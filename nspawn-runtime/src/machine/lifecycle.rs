@@ -54,6 +54,8 @@ pub struct State {
     pub(super) network: Network,
     /// Its place on a zone, left when it stops.
     pub(super) membership: Mutex<Option<Membership>>,
+    /// Its address on its zone.
+    pub(super) address: Option<std::net::IpAddr>,
 }
 
 impl Machine {
@@ -139,8 +141,7 @@ impl Machine {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn address(&self) -> Option<std::net::IpAddr> {
-        let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
-        membership.as_ref().map(|m| m.address().into())
+        self.address
     }
 
     /// Whether the machine is still up.

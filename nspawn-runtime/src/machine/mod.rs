@@ -8,10 +8,12 @@
 //! - `files`: file calls;
 //! - `asynchronous`: the calls as `async fn`s (feature `tokio`);
 //! - `wait`: waiting for units, sockets and the system, and their state;
-//! - `registry`: every machine of this process, stopped at exit and on signals.
+//! - `registry`: every machine of this process, stopped at exit and on signals;
+//! - `attach`: handles on machines another process of the run owns (nextest).
 
 #[cfg(feature = "tokio")]
 mod asynchronous;
+mod attach;
 mod builder;
 mod call;
 mod command;
@@ -23,6 +25,7 @@ mod wait;
 
 #[cfg(feature = "tokio")]
 pub use asynchronous::AsyncMachine;
+pub use attach::Published;
 pub use builder::MachineBuilder;
 pub use call::Call;
 pub use command::Command;

@@ -28,11 +28,17 @@ fn ip_batch() -> Command {
     cmd
 }
 
-/// Makes bridge `name` with the host's address `host/24` on it, up; `ip` holds `zones` (see
-/// [`hand_down`]).
-pub(crate) fn create_bridge(name: &str, host: Ipv4Addr, zones: &Flock<File>) -> Result<()> {
+/// Makes bridge `name`, marked with `tag` (its alias), with the host's address `host/24` on
+/// it, up; `ip` holds `zones` (see [`hand_down`]).
+pub(crate) fn create_bridge(
+    name: &str,
+    tag: &str,
+    host: Ipv4Addr,
+    zones: &Flock<File>,
+) -> Result<()> {
     let script = format!(
         "link add {name} type bridge\n\
+         link set dev {name} alias \"{tag}\"\n\
          addr add {host}/24 dev {name}\n\
          link set {name} up\n"
     );
@@ -47,6 +53,17 @@ pub(crate) fn delete_bridge(name: &str) -> Result<()> {
         return Ok(());
     }
     tools::run_with_input(&mut ip_batch(), &format!("link del {name}\n")).map(drop)
+}
+
+/// The alias of interface `name` (empty if it has none or does not exist).
+pub(crate) fn alias(name: &str) -> String {
+    std::fs::read_to_string(
+        std::path::Path::new("/sys/class/net")
+            .join(name)
+            .join("ifalias"),
+    )
+    .map(|a| a.trim().to_string())
+    .unwrap_or_default()
 }
 
 /// Whether the host has interface `name`.

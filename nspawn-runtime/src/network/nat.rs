@@ -34,8 +34,10 @@ fn nft() -> std::process::Command {
 /// Installs the zone's table; `nft` holds `zones` (see [`hand_down`]).
 pub(crate) fn install(zone: &ZoneRecord, zones: &Flock<std::fs::File>) -> Result<()> {
     let (table, bridge, cidr) = (zone.table(), zone.bridge(), zone.cidr());
+    let tag = zone.tag();
     let script = format!(
         "table inet {table} {{\n\
+           comment \"{tag}\"\n\
            set outside {{ type ipv4_addr; }}\n\
            chain forward {{\n\
              type filter hook forward priority filter; policy accept;\n\
@@ -54,6 +56,16 @@ pub(crate) fn install(zone: &ZoneRecord, zones: &Flock<std::fs::File>) -> Result
     let mut cmd = nft();
     hand_down(&mut cmd, zones);
     tools::run_with_input(&mut cmd, &script).map(drop)
+}
+
+/// Whether the zone's table exists and is this zone's (its comment is the zone's tag).
+pub(crate) fn is_ours(zone: &ZoneRecord) -> bool {
+    let mut cmd = tools::command(NFT.program);
+    cmd.args(["list", "table", "inet", &zone.table()]);
+    privs::start_as_root(&mut cmd);
+    tools::run(&mut cmd).is_ok_and(|out| {
+        String::from_utf8_lossy(&out.stdout).contains(&format!("comment \"{}\"", zone.tag()))
+    })
 }
 
 /// Removes the zone's table; one that is already gone is no error.

@@ -48,6 +48,13 @@ impl ZoneRecord {
         Ipv4Addr::new(BASE[0], BASE[1], self.index, host)
     }
 
+    /// What marks the bridge (its alias) and the table (its comment) as this zone's: a run
+    /// under another run directory may use the same names after this one is gone, and a
+    /// sweep must not take those down.
+    pub fn tag(&self) -> String {
+        format!("nspawn-zone {} {}", self.owner.pid, self.owner.start)
+    }
+
     /// The subnet, as `10.250.N.0/24`.
     pub fn cidr(&self) -> String {
         format!("{}/24", self.address(0))
@@ -137,17 +144,7 @@ impl ZoneRecord {
 /// forwarding is turned on or off. Taken in that order when both are.
 pub(crate) fn host_lock(name: &str) -> Result<Flock<std::fs::File>> {
     let path = private_dir("zones")?.join(format!("{name}.lock"));
-    let file = {
-        let _root = ThreadRoot::acquire()?;
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?
-    };
-    Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::io(format!("locking {}", path.display()), e.into()))
+    crate::host::run_dir::lock_file(&path, FlockArg::LockExclusive)
 }
 
 /// Makes the program `cmd` starts hold `lock` too (it inherits the locked descriptor): the lock

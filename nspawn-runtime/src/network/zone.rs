@@ -230,9 +230,12 @@ fn make_zone() -> Result<Zone> {
     let mut attempts = 0;
     loop {
         let record = ZoneRecord::allocate()?;
-        let bridge = link::create_bridge(&record.bridge(), record.address(1), &zones);
-        if bridge.is_err() && link::exists(&record.bridge()) && attempts < 8 {
-            // Not ours: keep away from it.
+        let bridge =
+            link::create_bridge(&record.bridge(), &record.tag(), record.address(1), &zones);
+        let theirs =
+            link::exists(&record.bridge()) && link::alias(&record.bridge()) != record.tag();
+        if bridge.is_err() && theirs && attempts < 8 {
+            // Made meanwhile by a run under another run directory: keep away from it.
             record.remove();
             attempts += 1;
             continue;
@@ -249,17 +252,24 @@ fn make_zone() -> Result<Zone> {
 }
 
 /// Removes a zone's bridge, table, hosts files and record; returns what it removed.
+/// The table and bridge only if they carry the record's tag: under another run directory, a
+/// live run may have made its own under the same names since.
 fn take_down(record: &ZoneRecord) -> Vec<String> {
     let mut removed = Vec::new();
+    // The table before the bridge: while the bridge stands, no other run takes the subnet
+    // (and its table's name).
+    if nat::is_ours(record) {
+        match nat::remove(record) {
+            Ok(()) => removed.push(format!("nft table inet {}", record.table())),
+            Err(e) => tracing::warn!("removing nft table {}: {e}", record.table()),
+        }
+    }
     let bridge = record.bridge();
-    if link::exists(&bridge) {
+    if link::exists(&bridge) && link::alias(&bridge) == record.tag() {
         match link::delete_bridge(&bridge) {
             Ok(()) => removed.push(format!("bridge {bridge}")),
             Err(e) => tracing::warn!("removing bridge {bridge}: {e}"),
         }
-    }
-    if let Err(e) = nat::remove(record) {
-        tracing::warn!("removing nft table {}: {e}", record.table());
     }
     if let Ok(dir) = private_dir("zones") {
         let prefix = format!("z{}-", record.index);
