@@ -142,3 +142,28 @@ fn two_runs_at_once_do_not_share() {
         nothing_left(log);
     }
 }
+
+/// Under sudo, as `cargo nspawn init`'s runner has it: the test processes and the keeper (which
+/// runs set-ups, test code) drop to the invoking user, and sharing works the same.
+#[test]
+fn sharing_works_under_sudo() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (uid, gid) = common::probe_user();
+    let dir = common::scratch_dir();
+    let log = dir.path().join("events");
+    let (uid, gid) = (uid.to_string(), gid.to_string());
+    let sudo = [
+        ("SUDO_UID", uid.as_str()),
+        ("SUDO_GID", gid.as_str()),
+        ("SUDO_USER", common::PROBE_USER),
+    ];
+    let (out, report) = run(&mut nextest("test(/^alpha::/)", &log, &[], &sudo));
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("5 passed"), "{report}");
+    assert_eq!(
+        Events::read(&log).module_boots("fixture::alpha").len(),
+        1,
+        "{report}"
+    );
+    nothing_left(&log);
+}
