@@ -229,13 +229,47 @@ fn a_module_set_up_runs_once_on_each_machine_before_its_tests() {
     ]
     .concat();
     assert_eq!(machines.len(), 2, "{:?}", run.events.lines);
-    // The shared machine and the test's own boot at the same time: compare without order.
-    let mut ran_on: Vec<String> = setups.iter().map(|(m, _)| m.clone()).collect();
+    // Once on the shared machine, once on the template of the set-up layer that the test's
+    // own machine boots from (`prepared_once` checks the result there): never on that one.
+    let ran_on: Vec<String> = setups.iter().map(|(m, _)| m.clone()).collect();
+    assert_eq!(ran_on.len(), 2, "{:?}", run.events.lines);
     machines.sort();
-    ran_on.sort();
-    assert_eq!(ran_on, machines, "once per machine");
+    assert!(ran_on.contains(&run.events.module_boots("fixture::prepared")[0]));
+    assert!(
+        !ran_on.contains(&run.events.test_boots()[0]),
+        "{:?}",
+        run.events.lines
+    );
     assert!(setups.iter().all(|(_, ok)| *ok));
     common::assert_nothing_left(&run.events.machines());
+}
+
+/// Set up once: a module's `scope = "test"` machines boot from a layer holding its set-up's
+/// result; the set-up runs once (on a template), each machine starts pristine apart from it
+/// (the set-up's file and deletion are there, another test's file is not, the machine-id is
+/// its own), and nothing of the layer is left.
+#[test]
+fn scope_test_machines_start_from_the_set_up_run_once() {
+    let run = run_fixture(&["--ignored", "layered::"], &[]);
+    let out = run.stdout();
+    assert!(run.output.status.success(), "{out}");
+    assert!(out.contains("3 passed"), "{out}");
+    let setups = run.events.setups("fixture::layered");
+    assert_eq!(setups.len(), 1, "once: {:?}", run.events.lines);
+    let test_boots = run.events.test_boots();
+    assert_eq!(test_boots.len(), 3, "{:?}", run.events.lines);
+    assert!(
+        !test_boots.contains(&setups[0].0),
+        "on a template of its own"
+    );
+    common::assert_nothing_left(&run.events.machines());
+    let layers = common::chroots_dir().join(".layers");
+    let left: Vec<_> = std::fs::read_dir(&layers)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "layers left: {left:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("/.layers/"), "{mounts}");
 }
 
 #[test]
@@ -442,4 +476,50 @@ fn a_matrix_runs_once_per_chroot_each_on_its_chroots_module_machine() {
     assert!(alone.stdout().contains("1 passed"), "{}", alone.stdout());
     assert_eq!(alone.events.machines().len(), 1);
     common::assert_nothing_left(&alone.events.machines());
+}
+
+/// A run killed while its machines boot from a set-up layer leaves no layer and no mount: the
+/// watchdog's sweep finds the layer by its pointer in the run directory.
+#[test]
+fn a_killed_run_leaves_no_set_up_layer() {
+    let (mut child, log, _dir) = fixture(
+        &["--ignored", "--exact", "layered::one"],
+        &[("FIXTURE_LAYER_HANG", "1")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Events::read(&log).test_boots().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the test's machine never came up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let machines = Events::read(&log).machines();
+    let layers = common::chroots_dir().join(".layers");
+    let gone_by = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut left = common::leftovers(&machines, &common::chroots_dir());
+        left.extend(
+            std::fs::read_dir(&layers)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().display().to_string()),
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        left.extend(
+            mounts
+                .lines()
+                .filter(|l| l.contains("/.layers/"))
+                .map(String::from),
+        );
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < gone_by, "left 5 s after SIGKILL: {left:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

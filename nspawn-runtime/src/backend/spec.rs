@@ -39,6 +39,8 @@ pub(crate) struct BootSpec {
     pub suppress_sync: bool,
     /// Unit properties (systemd backend), on top of the defaults.
     pub properties: Vec<String>,
+    /// Boot the tree itself, writable (a set-up layer's template: see `chroot::layer`).
+    pub writable: bool,
 }
 
 impl BootSpec {
@@ -70,6 +72,7 @@ impl BootSpec {
             extra_args: vec![],
             suppress_sync: false,
             properties: vec![],
+            writable: false,
         }
     }
 }
@@ -111,6 +114,8 @@ pub(crate) fn nspawn_args(spec: &BootSpec, name: &str) -> Vec<OsString> {
     args.push(format!("--machine={name}").into());
     args.push(format!("--directory={}", spec.dir.display()).into());
     match spec.storage {
+        // A set-up layer's own overlay: the changes are what it is for.
+        _ if spec.writable => {}
         Storage::Subvolume => args.push("--ephemeral".into()),
         // --volatile=overlay alone locks the tree: parallel boots of one chroot would hang.
         Storage::Directory => args.extend(["--volatile=overlay".into(), "--read-only".into()]),

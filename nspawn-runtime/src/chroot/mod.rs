@@ -13,6 +13,7 @@
 
 mod build;
 pub mod config;
+pub mod layer;
 mod locate;
 mod on_demand;
 pub mod profile;

@@ -52,6 +52,8 @@ pub fn sweep(options: &Options) -> crate::Result<Vec<String>> {
     for dir in &chroot_dirs {
         removed.extend(stale_snapshots(dir));
     }
+    // After the machines that booted from them.
+    removed.extend(crate::chroot::layer::sweep());
     removed.extend(stale_registrations(&records));
     removed.extend(stale_processes(&records));
     let live = live_machine_names();

@@ -17,6 +17,25 @@ pub(crate) fn boot(info: &TestInfo, purpose: &str, spare: Option<Slot>) -> crate
 }
 
 fn boot_one(info: &TestInfo, purpose: &str, spare: Option<Slot>) -> crate::Result<Machine> {
+    boot_one_on(info, purpose, spare, None)
+}
+
+/// Boots a test's one machine from `tree` (a set-up layer's, writable or not) instead of its
+/// chroot's own tree.
+pub(crate) fn boot_one_from(
+    info: &TestInfo,
+    purpose: &str,
+    tree: Option<(std::path::PathBuf, bool)>,
+) -> crate::Result<Machine> {
+    boot_one_on(info, purpose, None, tree)
+}
+
+fn boot_one_on(
+    info: &TestInfo,
+    purpose: &str,
+    spare: Option<Slot>,
+    tree: Option<(std::path::PathBuf, bool)>,
+) -> crate::Result<Machine> {
     let started = std::time::Instant::now();
     let ahead = spare.is_some();
     let network = info.network();
@@ -24,9 +43,12 @@ fn boot_one(info: &TestInfo, purpose: &str, spare: Option<Slot>) -> crate::Resul
         crate::network::Network::Host => String::new(),
         ref other => format!(" on {other}"),
     };
-    let builder = Machine::builder(info.chroot)
+    let mut builder = Machine::builder(info.chroot)
         .workspace(info.manifest_dir)
         .network(network);
+    if let Some((tree, writable)) = tree {
+        builder = builder.tree(tree, writable);
+    }
     let machine = match spare {
         Some(slot) => builder.start_on(slot)?,
         None => builder.start()?,

@@ -9,6 +9,7 @@ mod ahead;
 mod boot;
 mod filter;
 mod inside;
+mod layered;
 mod nextest;
 mod outcome;
 #[cfg(feature = "tokio")]
@@ -80,9 +81,14 @@ pub fn run_group<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Ma
 }
 
 fn run_alone<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Machine]) -> R) -> R {
-    let machines = match boot(info, &info.test_name(), None) {
-        Ok(machines) => machines,
-        Err(e) => return fail(info, &e, None),
+    // With a set-up layer, the machine has the set-up's result already.
+    let (machines, set_up) = match layered::boot(info) {
+        Some(Ok(machine)) => (vec![machine], true),
+        Some(Err(e)) => return fail(info, &e, None),
+        None => match boot(info, &info.test_name(), None) {
+            Ok(machines) => (machines, false),
+            Err(e) => return fail(info, &e, None),
+        },
     };
     for machine in &machines {
         report::event(Event::TestBoot {
@@ -90,7 +96,12 @@ fn run_alone<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Machin
             machine: machine.name().into(),
         });
     }
-    if let Err(why) = setup::run_for_all(info, &machines) {
+    let prepared = if set_up {
+        Ok(())
+    } else {
+        setup::run_for_all(info, &machines)
+    };
+    if let Err(why) = prepared {
         for machine in machines {
             if keep::wanted(true) {
                 machine.keep("its module's set-up failed");

@@ -26,6 +26,13 @@ pub struct SetupInfo {
 
 inventory::collect!(SetupInfo);
 
+/// Whether `module` has a set-up for `chroot`.
+pub(crate) fn has_setup(module: &str, chroot: &str) -> bool {
+    inventory::iter::<SetupInfo>
+        .into_iter()
+        .any(|s| s.module == module && s.chroot == chroot)
+}
+
 /// Runs the set-up of `info`'s module on each machine of a test, for the machine's chroot.
 pub(crate) fn run_for_all(info: &TestInfo, machines: &[Machine]) -> Result<(), String> {
     machines.iter().try_for_each(|m| run_for(info, m))

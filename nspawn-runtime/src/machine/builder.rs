@@ -51,6 +51,8 @@ pub struct MachineBuilder {
     aliases: Vec<String>,
     /// The group (of one test's machines) whose peers also know its aliases.
     group: Option<u64>,
+    /// A tree to boot instead of the chroot's own (a set-up layer's), and whether writable.
+    tree: Option<(PathBuf, bool)>,
     binds: Vec<(PathBuf, PathBuf, bool)>,
     env: Vec<(String, String)>,
     args: Vec<OsString>,
@@ -69,6 +71,7 @@ impl MachineBuilder {
             network: crate::settings::lenient().network.clone(),
             aliases: Vec::new(),
             group: None,
+            tree: None,
             binds: Vec::new(),
             env: Vec::new(),
             args: Vec::new(),
@@ -213,6 +216,13 @@ impl MachineBuilder {
         self
     }
 
+    /// Boots `tree` (a set-up layer's; see `chroot::layer`) instead of the chroot's own tree,
+    /// the tree itself if `writable`.
+    pub(crate) fn tree(mut self, tree: PathBuf, writable: bool) -> Self {
+        self.tree = Some((tree, writable));
+        self
+    }
+
     /// Makes the machine one of a group whose members alone know each other's aliases.
     pub(crate) fn group(mut self, group: u64) -> Self {
         self.group = Some(group);
@@ -348,7 +358,7 @@ impl MachineBuilder {
         let dir = chroot::ensure(&self.chroot, self.workspace.as_deref())?;
         sweep::at_startup(dir.parent());
         watchdog::ensure_started();
-        Ok(dir)
+        Ok(self.tree.as_ref().map_or(dir, |(tree, _)| tree.clone()))
     }
 
     fn boot(self, dir: PathBuf, slot: slots::Slot) -> Result<Machine> {
@@ -457,6 +467,7 @@ impl MachineBuilder {
             extra_args: self.args.clone(),
             suppress_sync: self.suppress_sync,
             properties: self.properties.clone(),
+            writable: self.tree.as_ref().is_some_and(|(_, writable)| *writable),
         }
     }
 }

@@ -104,8 +104,9 @@ pub fn stop_all() -> usize {
             machine: name.clone(),
         });
     }
-    // Their zones go with them: nothing of this run is left on the host's network.
+    // Their zones and set-up layers go with them.
     crate::network::leave_all();
+    crate::chroot::layer::release_all();
     taken.len()
 }
 

@@ -1,0 +1,206 @@
+//! Set-up layers: a module's set-up run once, on a *template* machine, its changes kept as an
+//! overlay layer over the master chroot, from which the module's `scope = "test"` machines
+//! boot. Each such machine then starts from the set-up's result and is otherwise as pristine
+//! as one booted from the chroot: it runs on its own throw-away overlay on top.
+//!
+//! nspawn's `--volatile=overlay` keeps its changes in a tmpfs of its own, and `--overlay=`
+//! cannot replace the root, so the overlays are ours: under `<chroots>/.layers/<id>/`,
+//! `upper/` and `work/` hold the set-up's changes; while the template runs, `build/` is the
+//! writable overlay of `upper/` over the chroot; after it stopped, `tree/` is the read-only
+//! overlay of `upper/` over the chroot, which machines boot as they boot a chroot. `owner`
+//! names the process, and a pointer in `/run/nspawn-rs/layers/` names the layer, so that a
+//! sweep (the watchdog's too, which knows no chroot directory) unmounts and removes the layers
+//! of dead runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use crate::error::{Error, Result};
+use crate::host::privs::ThreadRoot;
+use crate::host::process::ProcessId;
+
+/// What the template's boot writes that is not the set-up's doing: taken out of the layer.
+const BOOT_ARTEFACTS: [&str; 5] = [
+    "etc/machine-id",
+    "var/lib/dbus/machine-id",
+    "var/lib/systemd/random-seed",
+    "var/lib/systemd/timers",
+    "var/log/journal",
+];
+
+/// One set-up layer of this process.
+#[derive(Debug)]
+pub struct Layer {
+    dir: PathBuf,
+    chroot: PathBuf,
+}
+
+/// Layers of this process, released at exit after its machines stopped.
+static LIVE: Mutex<Vec<Arc<Layer>>> = Mutex::new(Vec::new());
+
+fn layers_dir(chroot: &Path) -> PathBuf {
+    chroot
+        .parent()
+        .unwrap_or_else(|| Path::new("/"))
+        .join(".layers")
+}
+
+fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let context = format!("{what} {}", path.display());
+    move |e| Error::io(context, e)
+}
+
+fn overlay(target: &Path, options: &str, flags: MsFlags) -> Result<()> {
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        flags,
+        Some(options),
+    )
+    .map_err(|e| {
+        Error::io(
+            format!("mounting an overlay on {} ({options})", target.display()),
+            e.into(),
+        )
+    })
+}
+
+impl Layer {
+    /// A new layer over `chroot`, its writable overlay mounted on [`Layer::build_root`].
+    pub fn create(chroot: &Path) -> Result<Layer> {
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let layer = Layer {
+            dir: layers_dir(chroot).join(id),
+            chroot: chroot.into(),
+        };
+        let _root = ThreadRoot::acquire()?;
+        for sub in ["upper", "work", "build", "tree"] {
+            let path = layer.dir.join(sub);
+            std::fs::create_dir_all(&path).map_err(io("creating", &path))?;
+        }
+        let owner =
+            ProcessId::current().map_or(String::new(), |p| format!("{} {}\n", p.pid, p.start));
+        let path = layer.dir.join("owner");
+        std::fs::write(&path, owner).map_err(io("writing", &path))?;
+        let pointer = pointer(&layer.dir)?;
+        std::fs::write(&pointer, layer.dir.as_os_str().as_encoded_bytes())
+            .map_err(io("writing", &pointer))?;
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            chroot.display(),
+            layer.dir.join("upper").display(),
+            layer.dir.join("work").display()
+        );
+        overlay(&layer.build_root(), &options, MsFlags::empty())?;
+        Ok(layer)
+    }
+
+    /// The template machine's root while the set-up runs: writes land in the layer.
+    pub fn build_root(&self) -> PathBuf {
+        self.dir.join("build")
+    }
+
+    /// The tree machines boot from once the layer is sealed.
+    pub fn tree(&self) -> PathBuf {
+        self.dir.join("tree")
+    }
+
+    /// After the template stopped: its overlay unmounted, the boot's own writes taken out,
+    /// and the read-only tree mounted.
+    pub fn seal(self) -> Result<Arc<Layer>> {
+        let _root = ThreadRoot::acquire()?;
+        umount2(&self.build_root(), MntFlags::empty()).map_err(|e| {
+            Error::io(
+                format!("unmounting {}", self.build_root().display()),
+                e.into(),
+            )
+        })?;
+        let upper = self.dir.join("upper");
+        for artefact in BOOT_ARTEFACTS {
+            let path = upper.join(artefact);
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+        let options = format!("lowerdir={}:{}", upper.display(), self.chroot.display());
+        overlay(&self.tree(), &options, MsFlags::MS_RDONLY)?;
+        let layer = Arc::new(self);
+        LIVE.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(layer.clone());
+        Ok(layer)
+    }
+}
+
+impl Drop for Layer {
+    fn drop(&mut self) {
+        if let Ok(_root) = ThreadRoot::acquire() {
+            remove(&self.dir);
+        }
+    }
+}
+
+/// The pointer to layer `dir` in the run directory.
+fn pointer(dir: &Path) -> Result<PathBuf> {
+    let id = dir.file_name().unwrap_or_default();
+    Ok(crate::host::run_dir::private_dir("layers")?.join(id))
+}
+
+/// Unmounts a layer's overlays and removes it and its pointer (as root).
+fn remove(dir: &Path) {
+    for sub in ["tree", "build"] {
+        // Detached: a machine still booting from it keeps what it has.
+        let _ = umount2(&dir.join(sub), MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    if let Ok(pointer) = pointer(dir) {
+        let _ = std::fs::remove_file(pointer);
+    }
+}
+
+/// Removes this process's layers: at exit, once its machines have stopped.
+pub fn release_all() {
+    let layers = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|p| p.into_inner()));
+    if let Ok(_root) = ThreadRoot::acquire() {
+        for layer in layers {
+            remove(&layer.dir);
+        }
+    }
+}
+
+/// Removes the layers whose process is dead; returns a line for each. Needs root.
+pub fn sweep() -> Vec<String> {
+    let Ok(pointers) = crate::host::run_dir::private_dir("layers") else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(&pointers).into_iter().flatten().flatten() {
+        let Ok(dir) = std::fs::read_to_string(entry.path()).map(PathBuf::from) else {
+            continue;
+        };
+        let owner = std::fs::read_to_string(dir.join("owner"))
+            .ok()
+            .and_then(|t| {
+                let mut f = t.split_whitespace();
+                Some(ProcessId {
+                    pid: f.next()?.parse().ok()?,
+                    start: f.next()?.parse().ok()?,
+                })
+            });
+        if owner.is_some_and(|o| o.is_alive()) {
+            continue;
+        }
+        // Only what a pointer of ours names, and only a layer's own directory.
+        if dir.parent().and_then(Path::file_name) == Some(std::ffi::OsStr::new(".layers")) {
+            remove(&dir);
+        }
+        let _ = std::fs::remove_file(entry.path());
+        removed.push(format!("set-up layer {}", dir.display()));
+    }
+    removed
+}
