@@ -212,7 +212,7 @@ impl Zone {
 
     fn take_down(&self) {
         let record = self.lock_record().clone();
-        for line in take_down(&record) {
+        for line in take_down(&record, Whose::Ours) {
             tracing::debug!("{line}");
         }
     }
@@ -241,7 +241,7 @@ fn make_zone() -> Result<Zone> {
             continue;
         }
         if let Err(e) = bridge.and_then(|()| nat::install(&record, &zones)) {
-            take_down(&record);
+            take_down(&record, Whose::Ours);
             return Err(e);
         }
         return Ok(Zone {
@@ -252,13 +252,22 @@ fn make_zone() -> Result<Zone> {
 }
 
 /// Removes a zone's bridge, table, hosts files and record; returns what it removed.
-/// The table and bridge only if they carry the record's tag: under another run directory, a
-/// live run may have made its own under the same names since.
-fn take_down(record: &ZoneRecord) -> Vec<String> {
+/// Whether a zone's table and bridge are known to be this process's own, or only recorded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Whose {
+    /// This process made them and has not taken them down: no other run can hold the names.
+    Ours,
+    /// A dead run's record: under another run directory, a live run may have made its own
+    /// under the same names since, so only what carries the record's tag goes.
+    Recorded,
+}
+
+/// Removes a zone's table, bridge, hosts files and record.
+fn take_down(record: &ZoneRecord, whose: Whose) -> Vec<String> {
     let mut removed = Vec::new();
     // The table before the bridge: while the bridge stands, no other run takes the subnet
     // (and its table's name).
-    if nat::is_ours(record) {
+    if whose == Whose::Ours || nat::is_ours(record) {
         match nat::remove(record) {
             Ok(()) => removed.push(format!("nft table inet {}", record.table())),
             Err(e) => tracing::warn!("removing nft table {}: {e}", record.table()),
@@ -355,7 +364,7 @@ pub(crate) fn sweep() -> Vec<String> {
         .into_iter()
         .filter(|r| !r.owner.is_alive())
     {
-        let mut lines = take_down(&record);
+        let mut lines = take_down(&record, Whose::Recorded);
         lines.push(format!(
             "zone {} of dead process {}",
             record.cidr(),
