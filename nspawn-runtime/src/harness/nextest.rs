@@ -156,7 +156,8 @@ fn start_keeper(info: &'static TestInfo, id: &str) -> Result<Share, String> {
     std::mem::forget(keeper);
     let deadline = Instant::now() + KEEPER_START;
     loop {
-        if let Some(share) = read_share(id) {
+        // Only this keeper's: a dead one's share may still be there until it is replaced.
+        if let Some(share) = read_share(id).filter(|s| Some(s.keeper) == keeper_id) {
             return Ok(share);
         }
         if !keeper_id.is_some_and(|k| k.is_alive()) || Instant::now() > deadline {
