@@ -156,6 +156,7 @@ fn sharing_works_under_sudo() {
         ("SUDO_UID", uid.as_str()),
         ("SUDO_GID", gid.as_str()),
         ("SUDO_USER", common::PROBE_USER),
+        ("FIXTURE_EXPECT_UID", uid.as_str()),
     ];
     let (out, report) = run(&mut nextest("test(/^alpha::/)", &log, &[], &sudo));
     assert!(out.status.success(), "{report}");

@@ -363,6 +363,33 @@ fn under_sudo_inside_tests_run_as_root_in_the_machine() {
     common::assert_nothing_left(&run.events.machines());
 }
 
+/// Set-up layers under sudo: the set-up and the tests run as the user, the layer's mounts and
+/// files are made and removed as root.
+#[test]
+fn under_sudo_set_up_layers_work() {
+    let (uid, gid) = common::probe_user();
+    let (uid, gid) = (uid.to_string(), gid.to_string());
+    let run = run_fixture(
+        &["--ignored", "layered::"],
+        &[
+            ("SUDO_UID", &uid),
+            ("SUDO_GID", &gid),
+            ("SUDO_USER", common::PROBE_USER),
+            ("FIXTURE_EXPECT_UID", &uid),
+        ],
+    );
+    let out = run.stdout();
+    assert!(run.output.status.success(), "{out}");
+    assert!(out.contains("3 passed"), "{out}");
+    assert_eq!(
+        run.events.setups("fixture::layered").len(),
+        1,
+        "{:?}",
+        run.events.lines
+    );
+    common::assert_nothing_left(&run.events.machines());
+}
+
 /// A whole fixture run on one test thread, with host-wide state of its own (slots are
 /// host-wide: a run directory of its own keeps other tests' runs out of its count).
 fn run_alone(env: &[(&str, &str)]) -> Run {

@@ -341,7 +341,11 @@ pub enum Error {
     },
 
     /// A machine's network could not be set up (or was asked for wrongly).
-    #[error("network {network} of machine {machine}: {reason}")]
+    #[error(
+        "network {network} of machine {machine}: {reason}\n(`cargo nspawn doctor` shows what \
+         the host has for networks; network = \"host\" or NSPAWN_NETWORK=host boots without \
+         one of its own)"
+    )]
     Network {
         /// The network asked for (`zone:web`, `isolated`, ...).
         network: String,

@@ -85,8 +85,7 @@ impl Layer {
             let path = layer.dir.join(sub);
             std::fs::create_dir_all(&path).map_err(io("creating", &path))?;
         }
-        let owner =
-            ProcessId::current().map_or(String::new(), |p| format!("{} {}\n", p.pid, p.start));
+        let owner = ProcessId::current().map_or(String::new(), |p| format!("{p}\n"));
         let path = layer.dir.join("owner");
         std::fs::write(&path, owner).map_err(io("writing", &path))?;
         let pointer = pointer(&layer.dir)?;
@@ -124,8 +123,7 @@ impl Layer {
         })?;
         let upper = self.dir.join("upper");
         for artefact in BOOT_ARTEFACTS {
-            let path = upper.join(artefact);
-            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+            remove_within(&upper, artefact);
         }
         let options = format!("lowerdir={}:{}", upper.display(), self.chroot.display());
         overlay(&self.tree(), &options, MsFlags::MS_RDONLY)?;
@@ -142,6 +140,33 @@ impl Drop for Layer {
         if let Ok(_root) = ThreadRoot::acquire() {
             remove(&self.dir);
         }
+    }
+}
+
+/// Removes `relative` below `upper`, a tree the guest wrote: only if no directory on the way
+/// is a symlink, which the host would follow out of the layer (the guest has stopped, so
+/// nothing changes between the check and the removal). The last component itself is removed,
+/// never followed.
+fn remove_within(upper: &Path, relative: &str) {
+    let mut dir = upper.to_path_buf();
+    let mut parts: Vec<&str> = relative.split('/').collect();
+    let Some(last) = parts.pop() else { return };
+    for part in parts {
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(meta) if meta.file_type().is_dir() => {}
+            _ => return,
+        }
+    }
+    let path = dir.join(last);
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_dir() => {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+        Ok(_) => {
+            let _ = std::fs::remove_file(&path);
+        }
+        Err(_) => {}
     }
 }
 
@@ -185,13 +210,7 @@ pub fn sweep() -> Vec<String> {
         };
         let owner = std::fs::read_to_string(dir.join("owner"))
             .ok()
-            .and_then(|t| {
-                let mut f = t.split_whitespace();
-                Some(ProcessId {
-                    pid: f.next()?.parse().ok()?,
-                    start: f.next()?.parse().ok()?,
-                })
-            });
+            .and_then(|t| t.parse::<ProcessId>().ok());
         if owner.is_some_and(|o| o.is_alive()) {
             continue;
         }
@@ -203,4 +222,30 @@ pub fn sweep() -> Vec<String> {
         removed.push(format!("set-up layer {}", dir.display()));
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artefacts_are_removed_without_following_the_guests_symlinks() {
+        let scratch = std::env::temp_dir().join(format!("nspawn-layer-{}", std::process::id()));
+        let (upper, outside) = (scratch.join("upper"), scratch.join("outside"));
+        std::fs::create_dir_all(upper.join("etc")).unwrap();
+        std::fs::create_dir_all(upper.join("var/lib")).unwrap();
+        std::fs::create_dir_all(outside.join("systemd")).unwrap();
+        std::fs::write(upper.join("etc/machine-id"), "id").unwrap();
+        std::fs::write(outside.join("systemd/random-seed"), "host's").unwrap();
+        // The guest made var/lib/systemd a way out of the layer.
+        std::os::unix::fs::symlink(outside.join("systemd"), upper.join("var/lib/systemd")).unwrap();
+        remove_within(&upper, "etc/machine-id");
+        remove_within(&upper, "var/lib/systemd/random-seed");
+        assert!(!upper.join("etc/machine-id").exists());
+        assert!(
+            outside.join("systemd/random-seed").exists(),
+            "followed the guest's symlink"
+        );
+        std::fs::remove_dir_all(&scratch).unwrap();
+    }
 }

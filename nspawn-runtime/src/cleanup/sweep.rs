@@ -384,13 +384,9 @@ fn stale_shares() -> Vec<String> {
         let Some(id) = name.strip_suffix(".lock") else {
             continue;
         };
-        let run = std::fs::read_to_string(lock.path()).ok().and_then(|text| {
-            let mut fields = text.split_whitespace();
-            Some(ProcessId {
-                pid: fields.next()?.parse().ok()?,
-                start: fields.next()?.parse().ok()?,
-            })
-        });
+        let run = std::fs::read_to_string(lock.path())
+            .ok()
+            .and_then(|text| text.parse::<ProcessId>().ok());
         if run.map_or(true, |run| run.is_alive()) {
             continue;
         }

@@ -11,26 +11,14 @@ pub(crate) type Group = Vec<Machine>;
 /// taken for a boot ahead of any test (a single machine only).
 pub(crate) fn boot(info: &TestInfo, purpose: &str, spare: Option<Slot>) -> crate::Result<Group> {
     if info.machines.is_empty() {
-        return boot_one(info, purpose, spare).map(|m| vec![m]);
+        return boot_one(info, purpose, spare, None).map(|m| vec![m]);
     }
     boot_group(info, purpose)
 }
 
-fn boot_one(info: &TestInfo, purpose: &str, spare: Option<Slot>) -> crate::Result<Machine> {
-    boot_one_on(info, purpose, spare, None)
-}
-
-/// Boots a test's one machine from `tree` (a set-up layer's, writable or not) instead of its
-/// chroot's own tree.
-pub(crate) fn boot_one_from(
-    info: &TestInfo,
-    purpose: &str,
-    tree: Option<(std::path::PathBuf, bool)>,
-) -> crate::Result<Machine> {
-    boot_one_on(info, purpose, None, tree)
-}
-
-fn boot_one_on(
+/// Boots a test's one machine: with `spare`, ahead of need on that slot; with `tree`, from a
+/// set-up layer's tree (writable or not) instead of its chroot's own.
+pub(crate) fn boot_one(
     info: &TestInfo,
     purpose: &str,
     spare: Option<Slot>,

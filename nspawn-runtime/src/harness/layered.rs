@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use super::boot::boot_one_from;
+use super::boot::boot_one;
 use super::sharing::SharedError;
 use super::test_info::TestInfo;
 use crate::chroot::layer::Layer;
@@ -41,7 +41,7 @@ pub(crate) fn boot(info: &'static TestInfo) -> Option<crate::Result<Machine>> {
         made.get_or_insert_with(|| make(info)).clone()
     };
     Some(match layer {
-        Ok(layer) => boot_one_from(info, &info.test_name(), Some((layer.tree(), false))),
+        Ok(layer) => boot_one(info, &info.test_name(), None, Some((layer.tree(), false))),
         Err(why) => Err(crate::Error::NotRunning {
             machine: format!("of {}", info.test_name()),
             reason: why.to_string(),
@@ -54,9 +54,10 @@ fn make(info: &'static TestInfo) -> Made {
     let chroot = crate::chroot::ensure(info.chroot, Some(std::path::Path::new(info.manifest_dir)))
         .map_err(|e| SharedError::from(e.to_string()))?;
     let layer = Layer::create(&chroot).map_err(|e| SharedError::from(e.to_string()))?;
-    let template = boot_one_from(
+    let template = boot_one(
         info,
         &format!("{}'s set-up", info.module),
+        None,
         Some((layer.build_root(), true)),
     )
     .map_err(|e| SharedError::from(e.to_string()))?;

@@ -30,7 +30,7 @@ use crate::machine::{Machine, Published};
 
 /// The marker of a keeper: the share's id.
 const KEEPER: &str = "NSPAWN_KEEPER";
-/// `pid:start` of the nextest process, for the keeper to watch.
+/// The nextest process (`pid start`), for the keeper to watch.
 const RUN_PROCESS: &str = "NSPAWN_KEEPER_RUN";
 /// How long a keeper waits for its machines to boot and be set up, at most.
 const KEEPER_START: Duration = Duration::from_secs(600);
@@ -78,7 +78,7 @@ fn mark_run(lock: &Flock<File>) {
     let empty = lock.metadata().is_ok_and(|m| m.len() == 0);
     if let (true, Some(run)) = (empty, run_process()) {
         let mut file: &File = lock;
-        let _ = writeln!(file, "{} {}", run.pid, run.start);
+        let _ = writeln!(file, "{run}");
     }
 }
 
@@ -135,7 +135,7 @@ fn start_keeper(info: &'static TestInfo, id: &str) -> Result<Share, String> {
         }
     }
     if let Some(run) = run_process() {
-        cmd.env(RUN_PROCESS, format!("{}:{}", run.pid, run.start));
+        cmd.env(RUN_PROCESS, run.to_string());
     }
     let stderr = {
         let _root = ThreadRoot::acquire().map_err(|e| e.to_string())?;
@@ -161,6 +161,8 @@ fn start_keeper(info: &'static TestInfo, id: &str) -> Result<Share, String> {
             return Ok(share);
         }
         if !keeper_id.is_some_and(|k| k.is_alive()) || Instant::now() > deadline {
+            // The log is in a directory only root may enter.
+            let _root = ThreadRoot::acquire();
             return Err(format!(
                 "the keeper of module {}'s machines under nextest ended without them; its log {}:\n{}",
                 info.module,
@@ -181,14 +183,9 @@ fn run_process() -> Option<ProcessId> {
         if comm.trim() == "cargo-nextest" || comm.trim() == "nextest" {
             return ProcessId::of(pid);
         }
-        pid = parent_of(pid)?;
+        pid = crate::host::process::parent_of(pid)?;
     }
     None
-}
-
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()
 }
 
 /// In a keeper process (see the module's notes), the share's id.
@@ -264,13 +261,9 @@ fn remove(id: &str) -> crate::Result<()> {
 /// Returns once the run has ended, a machine is gone, or nobody has used them for the idle
 /// time, with the share removed while nobody was attaching.
 fn wait_for_the_end(id: &str, machines: &[Machine]) {
-    let run = std::env::var(RUN_PROCESS).ok().and_then(|v| {
-        let (pid, start) = v.split_once(':')?;
-        Some(ProcessId {
-            pid: pid.parse().ok()?,
-            start: start.parse().ok()?,
-        })
-    });
+    let run = std::env::var(RUN_PROCESS)
+        .ok()
+        .and_then(|v| v.parse::<ProcessId>().ok());
     let idle_for = crate::settings::lenient().nextest_idle;
     let mut idle_since = Instant::now();
     loop {

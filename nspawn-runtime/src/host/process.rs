@@ -31,22 +31,74 @@ impl ProcessId {
     }
 }
 
+/// `pid start`, as files and environment variables of ours carry a process (a lock file
+/// naming its run, a set-up layer's owner, a keeper's nextest process).
+impl std::fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.pid, self.start)
+    }
+}
+
+impl std::str::FromStr for ProcessId {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ProcessId, String> {
+        let mut fields = text.split_whitespace();
+        let mut next = || fields.next().and_then(|f| f.parse::<u64>().ok());
+        match (next(), next()) {
+            (Some(pid), Some(start)) => Ok(ProcessId {
+                pid: u32::try_from(pid).map_err(|e| e.to_string())?,
+                start,
+            }),
+            _ => Err(format!("not a process (`pid start`): {text:?}")),
+        }
+    }
+}
+
+/// The parent of process `pid`.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    fields(pid)?.nth(1)?.parse().ok()
+}
+
 fn start_time(pid: u32) -> Option<u64> {
     stat(pid).map(|(_, start)| start)
 }
 
 /// The state letter and start time of a process, from `/proc/<pid>/stat`.
 fn stat(pid: u32) -> Option<(char, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses; fields resume after the last ')'.
-    let mut fields = stat[stat.rfind(')')? + 2..].split(' ');
+    let mut fields = fields(pid)?;
     let state = fields.next()?.chars().next()?;
     Some((state, fields.nth(18)?.parse().ok()?))
+}
+
+/// The fields of `/proc/<pid>/stat` from the state on (field 3).
+fn fields(pid: u32) -> Option<std::vec::IntoIter<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    Some(
+        rest.split(' ')
+            .map(String::from)
+            .collect::<Vec<_>>()
+            .into_iter(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_read_back_from_their_text_and_have_parents() {
+        let me = ProcessId::current().unwrap();
+        assert_eq!(me.to_string().parse::<ProcessId>(), Ok(me));
+        assert!("12".parse::<ProcessId>().is_err());
+        assert!("a b".parse::<ProcessId>().is_err());
+        assert_eq!(
+            parent_of(std::process::id()),
+            Some(std::os::unix::process::parent_id())
+        );
+    }
 
     #[test]
     fn processes_are_known_by_pid_and_start_time() {

@@ -95,6 +95,24 @@ fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> R
 }
 
 impl Machine {
+    /// Calls `connect(arg)` in the machine until it succeeds (`None`) or `timeout` passes
+    /// (`Some` of its last error).
+    fn until_connected<F, A>(&self, timeout: Duration, connect: F, arg: A) -> Result<Option<String>>
+    where
+        F: Fn(A) -> std::result::Result<(), String> + Copy,
+        A: serde::Serialize + serde::de::DeserializeOwned + Clone,
+    {
+        let mut last = String::new();
+        let done = poll(timeout, || match self.call(connect, arg.clone())? {
+            Ok(()) => Ok(Some(())),
+            Err(e) => {
+                last = e;
+                Ok(None)
+            }
+        })?;
+        Ok(done.is_none().then_some(last))
+    }
+
     /// The state of a unit.
     ///
     /// ```no_run
@@ -215,17 +233,9 @@ impl Machine {
                 .map(drop)
                 .map_err(|e| e.to_string())
         };
-        let mut last = String::new();
-        let done = poll(timeout, || match self.call(connect, port)? {
-            Ok(()) => Ok(Some(())),
-            Err(e) => {
-                last = e;
-                Ok(None)
-            }
-        })?;
-        if done.is_some() {
+        let Some(last) = self.until_connected(timeout, connect, port)? else {
             return Ok(());
-        }
+        };
         let listening = self.call(listening_tcp_ports, ())?;
         Err(Error::NotReady {
             machine: self.name().to_string(),
@@ -252,17 +262,9 @@ impl Machine {
                 .map(drop)
                 .map_err(|e| e.to_string())
         };
-        let mut last = String::new();
-        let done = poll(timeout, || match self.call(connect, path.clone())? {
-            Ok(()) => Ok(Some(())),
-            Err(e) => {
-                last = e;
-                Ok(None)
-            }
-        })?;
-        if done.is_some() {
+        let Some(last) = self.until_connected(timeout, connect, path.clone())? else {
             return Ok(());
-        }
+        };
         let what_is_there = |p: String| match std::fs::symlink_metadata(&p) {
             Ok(meta) => format!("{p} is a {:?}", meta.file_type()),
             Err(e) => format!("{p}: {e}"),
