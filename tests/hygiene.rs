@@ -307,9 +307,24 @@ fn the_sweep_removes_unreadable_records_of_dead_owners() {
     std::fs::create_dir_all(dir).unwrap();
     let empty = dir.join("nspawn-4194305-junk01.toml");
     let tmp = dir.join(".nspawn-4194305-junk02.toml.tmp");
+    // Killed after writing it whole, before the rename: a readable record under a temporary
+    // name, which only its own path removes.
+    let whole = dir.join(".nspawn-4194305-junk03.toml.tmp");
     std::fs::write(&empty, "").unwrap();
     std::fs::write(&tmp, "name = ").unwrap();
+    let dead = "pid = 4194305\nstart = 1\n";
+    std::fs::write(
+        &whole,
+        format!(
+            "name = \"nspawn-4194305-junk03\"\nchroot = \"/nonexistent\"\ncgroups = []\n\
+             [owner]\n{dead}[nspawn]\n{dead}[leader]\n{dead}"
+        ),
+    )
+    .unwrap();
     let removed = sweep::sweep(&sweep::Options::default()).unwrap();
     // Fixture processes of this binary sweep too, and may have removed them first.
-    assert!(!empty.exists() && !tmp.exists(), "{removed:?}");
+    assert!(
+        !empty.exists() && !tmp.exists() && !whole.exists(),
+        "{removed:?}"
+    );
 }

@@ -84,8 +84,12 @@ impl Record {
             return scan;
         };
         for path in entries.flatten().map(|e| e.path()) {
+            // A temporary file is no record even when whole: a killed process left it before
+            // its rename, and only its own path removes it.
+            let temporary = path.extension().is_some_and(|e| e == "tmp");
             let record = std::fs::read_to_string(&path)
                 .ok()
+                .filter(|_| !temporary)
                 .and_then(|t| toml::from_str::<Record>(&t).ok());
             match record {
                 Some(record) => scan.records.push(record),
