@@ -545,54 +545,87 @@ mod suites {
             .unwrap_or_default()
     }
 
-    /// Wall time of a suite binary's run.
-    fn run(bin: &Path, threads: usize, ahead: Option<&str>) -> Duration {
+    /// Wall time of a suite binary's run, and its tests' own time (their bodies, from the
+    /// event log).
+    fn run(bin: &Path, threads: usize, ahead: Option<&str>) -> (Duration, Duration) {
+        let dir = common::scratch_dir();
+        let log = dir.path().join("events");
         let mut cmd = Command::new(bin);
         cmd.arg(format!("--test-threads={threads}"))
-            .env("NSPAWN_QUIET", "1");
+            .env("NSPAWN_QUIET", "1")
+            .env("NSPAWN_EVENT_LOG", &log);
         if let Some(n) = ahead {
             cmd.env("NSPAWN_BOOT_AHEAD", n);
         }
         let (out, wall) = time(|| cmd.output().unwrap());
         assert!(out.status.success(), "{}", common::report(&out));
-        wall
+        (wall, common::Events::read(&log).tests_own_time())
     }
 
-    /// `n` raw boots to READY=1, one after another.
-    fn raw_boots(dir: &Path, n: usize) -> Duration {
-        (0..n)
-            .map(|i| {
-                let (raw, t) = raw_boot(dir, 200 + i);
-                raw.stop();
-                t
-            })
-            .sum()
+    /// `n` raw boots to READY=1, `at_once` at a time: the sum of the boots' times, and the
+    /// wall time of all of them with their stops.
+    fn raw_boots(dir: &Path, n: usize, at_once: usize) -> (Duration, Duration) {
+        let started = Instant::now();
+        let sums: Vec<Duration> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..at_once)
+                .map(|w| {
+                    scope.spawn(move || {
+                        (w..n)
+                            .step_by(at_once)
+                            .map(|i| {
+                                let (raw, t) = raw_boot(dir, 200 + i);
+                                raw.stop();
+                                t
+                            })
+                            .sum::<Duration>()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        (sums.into_iter().sum(), started.elapsed())
     }
 
+    /// Each suite with 1 and 2 test threads, with and without boots ahead, beside its raw
+    /// boots one after another (the goal's measure: at most half of them plus the tests' own
+    /// time) and raw boots as many at a time as there are CPUs, with no tests, no agent and
+    /// the host's network: what overlapping boots alone gives on this host.
     pub fn table(chroot: &Path) {
         let rounds = samples().min(5);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         println!(
             "\nsuites, median of {rounds} rounds, load average before: {}\n",
             load()
         );
-        println!("| suite | threads | boots ahead | wall (s) | raw boots (s) | ratio |");
-        println!("|---|---|---|---|---|---|");
+        println!(
+            "| suite | threads | boots ahead | wall (s) | tests' own (s) | raw boots one after another (s) | ratio | goal: raw / 2 + tests (s) | raw boots {cpus} at a time, wall (s) |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
         for (name, boots) in [("suite_seed", 4), ("suite8x5", 8)] {
             let bin = common::test_binary_with(name, &["--release"]);
             for threads in [1, 2] {
                 for ahead in [Some("0"), None] {
-                    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+                    let (mut ours, mut own, mut raw, mut overlapped) =
+                        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
                     for _ in 0..rounds {
-                        ours.push(run(&bin, threads, ahead));
-                        raw.push(raw_boots(chroot, boots));
+                        let (wall, tests) = run(&bin, threads, ahead);
+                        ours.push(wall);
+                        own.push(tests);
+                        raw.push(raw_boots(chroot, boots, 1).0);
+                        overlapped.push(raw_boots(chroot, boots, cpus).1);
                     }
-                    let (o, r) = (Stats(ours).median(), Stats(raw).median());
+                    let (o, t) = (Stats(ours).median(), Stats(own).median());
+                    let (r, p) = (Stats(raw).median(), Stats(overlapped).median());
                     println!(
-                        "| {name} | {threads} | {} | {:.2} | {:.2} ({boots}) | {:.2}x |",
+                        "| {name} | {threads} | {} | {:.2} | {:.2} | {:.2} ({boots}) | {:.2}x | {:.2} | {:.2} ({:.2}x) |",
                         ahead.map_or("default", |_| "none"),
                         o / 1e3,
+                        t / 1e3,
                         r / 1e3,
-                        o / r
+                        o / r,
+                        (r / 2.0 + t) / 1e3,
+                        p / 1e3,
+                        p / r
                     );
                 }
             }

@@ -122,3 +122,66 @@ fn only_machines_with_a_way_out_reach_the_mirror() {
     assert!(text.contains("Get:") || text.contains("Hit:"), "{text}");
     assert!(!text.contains("Failed to fetch"), "{text}");
 }
+
+#[test]
+fn no_idle_zone_is_kept_once_no_isolated_machine_is_to_come() {
+    // The fixture's `zones_to_come`, one test at a time: an isolated machine of its own, then
+    // a test on the host's network that looks for a zone of its process left standing.
+    let mut cmd = std::process::Command::new(common::fixture_binary());
+    cmd.args(["--ignored", "--test-threads=1", "zones_to_come::"])
+        .env("NSPAWN_CHROOTS_DIR", common::chroots_dir())
+        .env_remove("NSPAWN_NETWORK");
+    nspawn::privs::start_as_root(&mut cmd);
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2 passed"), "{stdout}");
+}
+
+#[test]
+fn a_zone_whose_record_was_left_empty_is_swept_by_its_bridges_owner() {
+    // What a run killed while it wrote its record left (records are written whole now): an
+    // empty record, and the bridge and table tagged with the dead owner.
+    let (index, tag) = (250, "nspawn-zone 4194000 1");
+    let (bridge, table) = (format!("nspawn-z{index}"), format!("nspawn_z{index}"));
+    let record = std::path::PathBuf::from(format!("/run/nspawn-rs/zones/{index}.toml"));
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", script])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {}", common::report(&out));
+    };
+    sh(&format!(
+        "ip link add {bridge} type bridge && ip link set dev {bridge} alias '{tag}' && \
+         nft add table inet {table} '{{ comment \"{tag}\"; }}'"
+    ));
+    std::fs::create_dir_all(record.parent().unwrap()).unwrap();
+    std::fs::write(&record, "").unwrap();
+    let removed = nspawn_runtime::cleanup::sweep::sweep(&Default::default()).unwrap();
+    let gone = !std::path::Path::new("/sys/class/net")
+        .join(&bridge)
+        .exists()
+        && !record.exists()
+        && !std::process::Command::new("nft")
+            .args(["list", "table", "inet", &table])
+            .output()
+            .unwrap()
+            .status
+            .success();
+    if !gone {
+        // Leave the host as it was for the next run, then fail.
+        let _ = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("ip link del {bridge}; nft delete table inet {table}"),
+            ])
+            .status();
+        let _ = std::fs::remove_file(&record);
+    }
+    assert!(gone, "swept: {removed:?}");
+}

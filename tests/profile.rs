@@ -1,5 +1,5 @@
-//! Chroot profiles: `profile = "fast"` masks the units tests rarely need and boots to
-//! `multi-user.target`; the machine is still a working systemd.
+//! Chroot profiles: `profile = "fast"` masks the units and generators tests rarely need and
+//! boots to `multi-user.target`; the machine is still a working systemd.
 
 use nspawn::Machine;
 
@@ -19,6 +19,17 @@ fn a_fast_machine_masks_what_it_leaves_out_and_works() {
         assert_eq!(state(&fast, unit), "masked", "{unit}");
         assert_ne!(state(&full, unit), "masked", "{unit}");
     }
+    // Masked generators do not run (the getty generator's console getty is full's only);
+    // the fstab generator still does.
+    for generator in nspawn_runtime::chroot::profile::MASKED_GENERATORS {
+        let link = format!("/etc/systemd/system-generators/{generator}");
+        assert_eq!(fast.sh(&format!("readlink {link}")).unwrap(), "/dev/null\n");
+        assert!(!full.exists(&link), "{link}");
+    }
+    let console_getty = "/run/systemd/generator/getty.target.wants/console-getty.service";
+    assert!(full.exists(console_getty));
+    assert!(!fast.exists(console_getty));
+    assert!(fast.exists("/run/systemd/generator/local-fs.target.wants/systemd-remount-fs.service"));
     assert_eq!(
         fast.sh("systemctl get-default").unwrap(),
         "multi-user.target\n"

@@ -425,6 +425,13 @@ fn machines_boot_ahead_within_the_cap_and_stop_in_the_background() {
         "the cap holds: {:?}",
         run.events.lines
     );
+    // A boot keeps a CPU busy: never more boots at once than CPUs.
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        run.events.most_booting_at_once() <= cpus,
+        "at most {cpus} boots at once: {:?}",
+        run.events.lines
+    );
     // Every module still boots once, ahead or not.
     for module in ["fixture::alpha", "fixture::beta", "fixture::slow"] {
         assert_eq!(run.events.module_boots(module).len(), 1, "{module}");

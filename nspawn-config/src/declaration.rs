@@ -38,6 +38,10 @@ const KEYS: &[&str] = &["suite", "mirror", "variant", "include", "setup", "profi
 /// (see the runtime's `chroot::profile`).
 pub const PROFILES: &[&str] = &["full", "fast"];
 
+/// Raised whenever what a non-default profile does changes, so that the chroots built with
+/// the earlier one are seen as out of date and built again (2: `fast` masks generators too).
+pub const PROFILE_REVISION: u32 = 2;
+
 /// One declared chroot, with defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChrootDef {
@@ -82,6 +86,10 @@ impl ChrootDef {
         // Only when not the default: chroots built before the key existed stay current.
         if self.profile != "full" {
             t.insert("profile".into(), self.profile.clone().into());
+            t.insert(
+                "profile_revision".into(),
+                i64::from(PROFILE_REVISION).into(),
+            );
         }
         let mut root = Table::new();
         root.insert(self.name.clone(), Value::Table(t));
@@ -266,6 +274,9 @@ profile = "fast"
         assert_eq!(d.setup, ["echo hi > /etc/hi"]);
         assert_eq!(d.profile, "fast");
         assert!(d.stamp().contains("profile = \"fast\""));
+        assert!(d
+            .stamp()
+            .contains(&format!("profile_revision = {PROFILE_REVISION}")));
         assert!(!ChrootDef::with_defaults("x").stamp().contains("profile"));
     }
 

@@ -85,6 +85,13 @@ pub enum Event {
         /// The machine.
         machine: String,
     },
+    /// A test's body ran (on machines it had; its boot not counted).
+    Ran {
+        /// The test's name.
+        test: String,
+        /// How long the body took, in microseconds.
+        us: u64,
+    },
     /// The watchdog removed something a killed test process left.
     WatchdogRemoved {
         /// What, in words.
@@ -120,6 +127,7 @@ impl fmt::Display for Event {
             Event::StoppedAtExit { machine } => write!(f, "stopped-at-exit {machine}"),
             Event::Kept { machine } => write!(f, "kept {machine}"),
             Event::Evicted { machine } => write!(f, "evicted {machine}"),
+            Event::Ran { test, us } => write!(f, "ran {test} {us}"),
             Event::WatchdogRemoved { what } => write!(f, "watchdog-removed {what}"),
         }
     }
@@ -164,6 +172,10 @@ impl Event {
             "stopped-at-exit" => Event::StoppedAtExit { machine: field(0)? },
             "kept" => Event::Kept { machine: field(0)? },
             "evicted" => Event::Evicted { machine: field(0)? },
+            "ran" => Event::Ran {
+                test: field(0)?,
+                us: field(1)?.parse().ok()?,
+            },
             "watchdog-removed" => Event::WatchdogRemoved {
                 what: rest.to_string(),
             },
@@ -269,6 +281,10 @@ mod tests {
             Event::StoppedAtExit { machine: m() },
             Event::Kept { machine: m() },
             Event::Evicted { machine: m() },
+            Event::Ran {
+                test: "alpha::one".into(),
+                us: 1234,
+            },
             Event::WatchdogRemoved {
                 what: "record of nspawn-1-abc".into(),
             },

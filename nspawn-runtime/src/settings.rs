@@ -81,8 +81,8 @@ pub struct Settings {
     pub quiet: bool,
     /// `NSPAWN_AUTO_BUILD`: `0` stops missing or outdated chroots from being built on demand.
     pub auto_build: bool,
-    /// `NSPAWN_BOOT_AHEAD`: how many machines of upcoming modules may boot ahead of need at
-    /// once (`0`: none; default: one per CPU).
+    /// `NSPAWN_BOOT_AHEAD`: how many machines of upcoming modules may wait booted ahead of
+    /// need (`0`: no boots ahead; default: two per CPU).
     pub boot_ahead: Option<usize>,
     /// `NSPAWN_NETWORK`: the network of machines that do not choose one (default `isolated`).
     pub network: nspawn_config::NetworkSpec,

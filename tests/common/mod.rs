@@ -225,6 +225,36 @@ impl Events {
         most
     }
 
+    /// The time the tests' bodies took, all together.
+    pub fn tests_own_time(&self) -> std::time::Duration {
+        self.lines
+            .iter()
+            .filter_map(|e| match e {
+                Event::Ran { us, .. } => Some(std::time::Duration::from_micros(*us)),
+                _ => None,
+            })
+            .sum()
+    }
+
+    /// The most boots this run had in flight at once: started, and not yet ready (nor
+    /// stopped, nor kept).
+    pub fn most_booting_at_once(&self) -> usize {
+        let mut booting: Vec<&str> = Vec::new();
+        let mut most = 0;
+        for e in &self.lines {
+            match e {
+                Event::Spawned { machine, .. } => booting.push(machine),
+                Event::Ready { machine, .. }
+                | Event::Stopped { machine }
+                | Event::StoppedAtExit { machine }
+                | Event::Kept { machine, .. } => booting.retain(|m| m != machine),
+                _ => {}
+            }
+            most = most.max(booting.len());
+        }
+        most
+    }
+
     /// Failed boot attempts for a module.
     pub fn module_boot_failures(&self, of: &str) -> usize {
         self.lines

@@ -11,7 +11,12 @@
 //!   console;
 //! - the hugepages and FUSE control mounts;
 //! - the periodic timers (`apt-daily*`, `dpkg-db-backup`, `e2scrub*`, `fstrim`) and
-//!   `e2scrub_reap`, `systemd-pstore`, `remote-fs.target`.
+//!   `e2scrub_reap`, `systemd-pstore`, `remote-fs.target`;
+//! - the generators that find nothing to do in a container but cost an exec each at every
+//!   boot ([`MASKED_GENERATORS`]: disks, encryption, hibernation, TPM, the kernel command
+//!   line's `systemd.run=`/`systemd.mask=`/debug shell, offline updates, console gettys, the
+//!   SSH-over-vsock sockets). `fstab`, `rc-local` and `sysv` stay: packages and tests use
+//!   them.
 //!
 //! A test can still start any of them: `systemctl unmask` undoes a mask in its machine.
 
@@ -38,6 +43,23 @@ pub const MASKED: &[&str] = &[
     "remote-fs.target",
 ];
 
+/// The generators the `fast` profile masks (a link to `/dev/null` in
+/// `/etc/systemd/system-generators/`, as systemd documents); a name the release does not
+/// ship is harmless.
+pub const MASKED_GENERATORS: &[&str] = &[
+    "systemd-cryptsetup-generator",
+    "systemd-debug-generator",
+    "systemd-getty-generator",
+    "systemd-gpt-auto-generator",
+    "systemd-hibernate-resume-generator",
+    "systemd-integritysetup-generator",
+    "systemd-run-generator",
+    "systemd-ssh-generator",
+    "systemd-system-update-generator",
+    "systemd-tpm2-generator",
+    "systemd-veritysetup-generator",
+];
+
 /// Applies `profile` to the tree at `root` (being built).
 pub fn apply(root: &Path, profile: &str) -> std::io::Result<()> {
     if profile != "fast" {
@@ -56,6 +78,11 @@ pub fn apply(root: &Path, profile: &str) -> std::io::Result<()> {
         ] {
             remove_if_there(&etc.join(wants).join(unit))?;
         }
+    }
+    let generators = root.join("etc/systemd/system-generators");
+    std::fs::create_dir_all(&generators)?;
+    for generator in MASKED_GENERATORS {
+        replace_link(&generators.join(generator), Path::new("/dev/null"))?;
     }
     replace_link(
         &etc.join("default.target"),
@@ -95,6 +122,13 @@ mod tests {
             Path::new("/lib/systemd/system/multi-user.target")
         );
         assert!(std::fs::symlink_metadata(etc.join("timers.target.wants/fstrim.timer")).is_err());
+        let generator = root
+            .path()
+            .join("etc/systemd/system-generators/systemd-gpt-auto-generator");
+        assert_eq!(
+            std::fs::read_link(generator).unwrap(),
+            Path::new("/dev/null")
+        );
         // Twice is the same as once.
         apply(root.path(), "fast").unwrap();
     }

@@ -120,8 +120,9 @@ pub fn acquire(timeout: Duration) -> Result<Slot> {
 
 /// Takes a free slot if there is one, without waiting or freeing one: for a machine booted
 /// ahead of need, which must never take the place of one a test waits for. Only while half
-/// the cap stays free after it, to leave room for other runs.
-pub fn try_acquire_spare() -> Result<Option<Slot>> {
+/// the cap stays free after it and the `reserved` slots this process's boots are about to
+/// take, to leave room for other runs.
+pub fn try_acquire_spare(reserved: usize) -> Result<Option<Slot>> {
     let cap = cap().machines;
     let dir = slots_dir()?;
     let _root = ThreadRoot::acquire()?;
@@ -133,8 +134,9 @@ pub fn try_acquire_spare() -> Result<Option<Slot>> {
             free.push(slot);
         }
     }
-    if free.is_empty() || (free.len() - 1) * 2 < cap {
-        return Ok(None);
+    match free.len().checked_sub(1 + reserved) {
+        Some(left) if left * 2 >= cap => {}
+        _ => return Ok(None),
     }
     Ok(free.into_iter().next())
 }

@@ -1,11 +1,37 @@
 //! Booting the machines a test asks for: one, or a group booted in parallel.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use super::test_info::TestInfo;
 use crate::cleanup::slots::Slot;
 use crate::machine::Machine;
 
 /// The machines of one test: one, or a group in the order of the test's parameters.
 pub(crate) type Group = Vec<Machine>;
+
+/// Boots of machines of tests' own (`scope = "test"`) in flight.
+static ALONE_BOOTING: AtomicUsize = AtomicUsize::new(0);
+
+/// A boot of a test's own machines, counted while it lasts (boots ahead leave room for it).
+pub(super) struct AloneBoot(());
+
+impl AloneBoot {
+    pub(super) fn begin() -> AloneBoot {
+        ALONE_BOOTING.fetch_add(1, Ordering::SeqCst);
+        AloneBoot(())
+    }
+
+    /// How many are in flight.
+    pub(super) fn in_flight() -> usize {
+        ALONE_BOOTING.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for AloneBoot {
+    fn drop(&mut self) {
+        ALONE_BOOTING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// Boots what a test asks for, saying so on stderr with the boot time. With `spare`, a slot
 /// taken for a boot ahead of any test (a single machine only).

@@ -17,6 +17,7 @@ mod runtime;
 mod setup;
 mod sharing;
 mod test_info;
+mod upcoming;
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
@@ -52,11 +53,13 @@ pub fn run<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) 
 /// test's parameters, or a test's one machine.
 pub fn run_group<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Machine]) -> R) -> R {
     crate::host::privs::init();
+    let body = move |machines: &[Machine]| timed(info, || body(machines));
     if let Some(id) = nextest::keeper_id() {
         nextest::keep(info, &id);
     }
     // A test waiting for a machine slot may stop an idle machine its module shares.
     crate::cleanup::slots::set_room_maker(sharing::evict_idle);
+    crate::network::set_isolated_to_come(upcoming::isolated_to_come);
     match info.scope {
         Scope::Test => run_alone(info, body),
         Scope::Module if nextest::active() => match nextest::attach(info) {
@@ -64,7 +67,8 @@ pub fn run_group<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Ma
             Err(e) => fail(info, &e, None),
         },
         Scope::Module => {
-            let lease = sharing::Lease::acquire(info);
+            // The first test of a module starts the next modules' boots beside its own.
+            let lease = sharing::Lease::acquire(info, ahead::beside_own_boot);
             // This module's machine is taken: the next ones may boot meanwhile.
             ahead::schedule();
             let mut lease = match lease {
@@ -81,6 +85,8 @@ pub fn run_group<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Ma
 }
 
 fn run_alone<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Machine]) -> R) -> R {
+    upcoming::alone_begins(info);
+    let booting = boot::AloneBoot::begin();
     // With a set-up layer, the machine has the set-up's result already.
     let (machines, set_up) = match layered::boot(info) {
         Some(Ok(machine)) => (vec![machine], true),
@@ -90,6 +96,7 @@ fn run_alone<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Machin
             Err(e) => return fail(info, &e, None),
         },
     };
+    drop(booting);
     for machine in &machines {
         report::event(Event::TestBoot {
             test: info.test_name(),
@@ -137,4 +144,19 @@ fn run_alone<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Machin
             resume_unwind(panic)
         }
     }
+}
+
+/// Runs a test's body, recording in the event log how long it took (also when it panics).
+fn timed<R>(info: &TestInfo, body: impl FnOnce() -> R) -> R {
+    struct Ran<'a>(&'a TestInfo, std::time::Instant);
+    impl Drop for Ran<'_> {
+        fn drop(&mut self) {
+            report::event(Event::Ran {
+                test: self.0.test_name(),
+                us: u64::try_from(self.1.elapsed().as_micros()).unwrap_or(u64::MAX),
+            });
+        }
+    }
+    let _ran = Ran(info, std::time::Instant::now());
+    body()
 }

@@ -112,8 +112,9 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    /// The machine of the test's module, booting it if this test is the first.
-    pub(crate) fn acquire(info: &'static TestInfo) -> Result<Lease, SharedError> {
+    /// The machine of the test's module, booting it if this test is the first; `booting` is
+    /// called once that boot has begun (to start others beside it).
+    pub(crate) fn acquire(info: &'static TestInfo, booting: fn()) -> Result<Lease, SharedError> {
         let shared = shared(Key::of(info));
         let mut state = shared.lock();
         state.used = true;
@@ -139,6 +140,7 @@ impl Lease {
                 Phase::Idle => {
                     state.phase = Phase::Booting;
                     drop(state);
+                    booting();
                     let phase = boot_module(info, None);
                     state = shared.lock();
                     state.phase = phase;
@@ -275,6 +277,14 @@ pub(super) fn boot_claimed(info: &'static TestInfo, spare: Slot) -> bool {
     up
 }
 
+/// Whether `info`'s module machine is still to boot: nothing has started it, or it was
+/// stopped to free a slot, and it has tests left.
+pub(super) fn not_started(info: &'static TestInfo) -> bool {
+    let shared = shared(Key::of(info));
+    let state = shared.lock();
+    matches!(state.phase, Phase::Idle) && state.remaining > 0
+}
+
 /// Gives back a claim whose boot never started.
 pub(super) fn unclaim_ahead(info: &'static TestInfo) {
     let shared = shared(Key::of(info));
@@ -294,15 +304,19 @@ fn all_shared() -> Vec<Arc<Shared>> {
         .collect()
 }
 
-/// Machines booted or booting ahead that no test has taken yet.
-pub(super) fn ahead_unused() -> usize {
-    all_shared()
-        .iter()
-        .filter(|s| {
-            let state = s.lock();
-            state.ahead && !state.used && matches!(state.phase, Phase::Booting | Phase::Up(_))
-        })
-        .count()
+/// Module machines of this process now booting (ahead or for a waiting test), and machines
+/// booted or booting ahead that no test has taken yet.
+pub(super) fn boots() -> (usize, usize) {
+    let (mut booting, mut unused) = (0, 0);
+    for shared in all_shared() {
+        let state = shared.lock();
+        let phase_booting = matches!(state.phase, Phase::Booting);
+        booting += usize::from(phase_booting);
+        unused += usize::from(
+            state.ahead && !state.used && (phase_booting || matches!(state.phase, Phase::Up(_))),
+        );
+    }
+    (booting, unused)
 }
 
 /// Stops one machine of this process that no test is using, to free a host-wide slot for a

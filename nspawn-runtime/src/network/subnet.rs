@@ -101,7 +101,12 @@ impl ZoneRecord {
             }
             let text = toml::to_string(&record)
                 .map_err(|e| Error::io("serializing a zone record", std::io::Error::other(e)))?;
-            match create_new(&record_path_in(&dir, index), &text) {
+            let created = create_new(
+                &record_path_in(&dir, index),
+                &temporary_in(&dir, index),
+                &text,
+            );
+            match created {
                 Ok(()) => return Ok(record),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => {
@@ -121,18 +126,61 @@ impl ZoneRecord {
         ))
     }
 
-    /// Rewrites the record (after `outside` changed).
+    /// Rewrites the record (after `outside` changed), whole or not at all: a process killed
+    /// meanwhile leaves the old record, which the sweep reads.
     pub fn save(&self) -> Result<()> {
         let text = toml::to_string(self)
             .map_err(|e| Error::io("serializing a zone record", std::io::Error::other(e)))?;
-        let path = record_path_in(&private_dir("zones")?, self.index);
+        let dir = private_dir("zones")?;
+        let (path, temporary) = (
+            record_path_in(&dir, self.index),
+            temporary_in(&dir, self.index),
+        );
         let _root = ThreadRoot::acquire()?;
-        std::fs::write(&path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+        std::fs::write(&temporary, text)
+            .and_then(|()| std::fs::rename(&temporary, &path))
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    }
+
+    /// The zone a bridge's alias (`tag`) names as `index`'s, for a record that could not be
+    /// read: its owner, and a way out assumed (forwarding is then checked against the live
+    /// zones' records).
+    pub fn from_tag(index: u8, tag: &str) -> Option<ZoneRecord> {
+        let owner = tag.strip_prefix("nspawn-zone ")?.parse().ok()?;
+        Some(ZoneRecord {
+            owner,
+            index,
+            outside: true,
+        })
+    }
+
+    /// The indexes and paths of record files that do not parse (a process killed while it
+    /// wrote one, before records were written whole).
+    pub fn unreadable() -> Vec<(u8, PathBuf)> {
+        let Ok(dir) = private_dir("zones") else {
+            return Vec::new();
+        };
+        let _root = ThreadRoot::acquire();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let index = name.strip_suffix(".toml")?.parse::<u8>().ok()?;
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                toml::from_str::<ZoneRecord>(&text)
+                    .is_err()
+                    .then(|| (index, e.path()))
+            })
+            .collect()
     }
 
     /// Removes the record: the subnet is free again.
     pub fn remove(&self) {
         if let (Ok(dir), Ok(_root)) = (private_dir("zones"), ThreadRoot::acquire()) {
+            let _ = std::fs::remove_file(temporary_in(&dir, self.index));
             let _ = std::fs::remove_file(record_path_in(&dir, self.index));
         }
     }
@@ -175,13 +223,24 @@ fn record_path_in(dir: &std::path::Path, index: u8) -> PathBuf {
     dir.join(format!("{index}.toml"))
 }
 
-fn create_new(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    file.write_all(text.as_bytes())
+/// Where a record of zone `index` is written before it takes its place (hidden from
+/// [`ZoneRecord::all`], which reads `*.toml`; only the zone's owner writes it).
+fn temporary_in(dir: &std::path::Path, index: u8) -> PathBuf {
+    dir.join(format!(".{index}.toml.tmp"))
+}
+
+/// Creates `path` with `text`, failing with `AlreadyExists` if it exists: written whole to
+/// `temporary` first and linked into place (a link, unlike a rename, never replaces), so the
+/// record is never seen empty.
+fn create_new(
+    path: &std::path::Path,
+    temporary: &std::path::Path,
+    text: &str,
+) -> std::io::Result<()> {
+    std::fs::write(temporary, text)?;
+    let linked = std::fs::hard_link(temporary, path);
+    let _ = std::fs::remove_file(temporary);
+    linked
 }
 
 /// An IPv4 route of the host: destination and mask.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use nspawn_config::NetworkSpec;
 
@@ -37,6 +37,24 @@ static ZONES: LazyLock<Mutex<HashMap<String, Arc<Zone>>>> = LazyLock::new(Defaul
 static IDLE: Mutex<Vec<Arc<Zone>>> = Mutex::new(Vec::new());
 /// At most this many idle isolated zones are kept.
 const IDLE_MAX: usize = 4;
+
+/// How many isolated machines the run has still to boot, if the test harness knows.
+static TO_COME: OnceLock<fn() -> usize> = OnceLock::new();
+
+/// Sets how the zones learn how many isolated machines are still to boot: no more idle zones
+/// are kept than will be used, since taking one down at exit holds the exit up (each bridge's
+/// removal waits about 35 ms for the kernel), while during the run it overlaps the tests.
+/// The first setting stays.
+pub(crate) fn set_isolated_to_come(to_come: fn() -> usize) {
+    let _ = TO_COME.set(to_come);
+}
+
+/// How many idle isolated zones are worth keeping now.
+fn idle_wanted() -> usize {
+    TO_COME
+        .get()
+        .map_or(IDLE_MAX, |to_come| to_come().min(IDLE_MAX))
+}
 
 /// A machine's place on a zone; leaving it (drop) frees the address and, for the last
 /// member, the zone.
@@ -121,6 +139,8 @@ impl Membership {
 
 impl Drop for Membership {
     fn drop(&mut self) {
+        // Asked before `ZONES` is locked: the harness looks at its own state for it.
+        let wanted = self.key.starts_with('@').then(idle_wanted);
         let mut zones = ZONES.lock().unwrap_or_else(|p| p.into_inner());
         if !zones
             .get(&self.key)
@@ -140,17 +160,19 @@ impl Drop for Membership {
         if empty {
             zones.remove(&self.key);
             // An isolated zone waits for the next isolated machine (its way out stays: that
-            // machine gets the same address, and has one too).
-            let mut idle = lock_idle();
-            if self.key.starts_with('@') && idle.len() < IDLE_MAX {
+            // machine gets the same address, and has one too), if one is still to come.
+            let mut going = vec![self.zone.clone()];
+            if let Some(wanted) = wanted {
+                let mut idle = lock_idle();
                 idle.push(self.zone.clone());
-                return;
+                let surplus = idle.len().saturating_sub(wanted);
+                going = idle.drain(..surplus).collect();
             }
-            drop(idle);
-            // The last one: the whole zone goes, its table with it; others may make zones
-            // meanwhile.
+            // The whole zone goes, its table with it; others may make zones meanwhile.
             drop(zones);
-            self.zone.take_down();
+            for zone in going {
+                zone.take_down();
+            }
         } else if self.outside {
             // The address may go to a machine that has no way out.
             if let Err(e) = nat::outside(&record, self.me.address, false) {
@@ -394,12 +416,50 @@ pub(crate) fn sweep() -> Vec<String> {
         ));
         removed.extend(lines);
     }
+    removed.extend(unreadable_records());
     removed.extend(stray_hosts_files().into_iter().filter_map(|path| {
         let _root = ThreadRoot::acquire().ok()?;
         std::fs::remove_file(&path).ok()?;
         Some(format!("hosts file {}", path.display()))
     }));
     removed
+}
+
+/// Takes down the zones whose record cannot be read, by the owner their bridge's alias names
+/// (a dead one only); a record with no bridge is removed once it is a minute old (a live
+/// process writes its record whole before it makes the bridge).
+fn unreadable_records() -> Vec<String> {
+    let mut removed = Vec::new();
+    for (index, path) in ZoneRecord::unreadable() {
+        let bridge = super::subnet::bridge_name(index);
+        let owner = ZoneRecord::from_tag(index, &link::alias(&bridge));
+        match owner {
+            Some(record) if !record.owner.is_alive() => {
+                removed.extend(take_down(&record, Whose::Recorded));
+                removed.push(format!(
+                    "zone {} of dead process {} (unreadable record)",
+                    record.cidr(),
+                    record.owner.pid
+                ));
+            }
+            Some(_) => {}
+            None if !link::exists(&bridge) && older_than_a_minute(&path) => {
+                let _root = ThreadRoot::acquire();
+                if std::fs::remove_file(&path).is_ok() {
+                    removed.push(format!("unreadable zone record {}", path.display()));
+                }
+            }
+            None => {}
+        }
+    }
+    removed
+}
+
+fn older_than_a_minute(path: &std::path::Path) -> bool {
+    let _root = ThreadRoot::acquire();
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age.as_secs() >= 60))
 }
 
 /// Hosts files of zones that have no record (a machine joined as its zone was taken down).
