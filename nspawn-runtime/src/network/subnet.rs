@@ -62,18 +62,9 @@ impl ZoneRecord {
 
     /// Every zone record on the host.
     pub fn all() -> Vec<ZoneRecord> {
-        let Ok(dir) = private_dir("zones") else {
-            return Vec::new();
-        };
-        let _root = ThreadRoot::acquire();
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".toml"))
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .filter_map(|text| toml::from_str(&text).ok())
+        record_files()
+            .into_iter()
+            .filter_map(|(_, _, parsed)| parsed)
             .collect()
     }
 
@@ -157,23 +148,10 @@ impl ZoneRecord {
     /// The indexes and paths of record files that do not parse (a process killed while it
     /// wrote one, before records were written whole).
     pub fn unreadable() -> Vec<(u8, PathBuf)> {
-        let Ok(dir) = private_dir("zones") else {
-            return Vec::new();
-        };
-        let _root = ThreadRoot::acquire();
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let index = name.strip_suffix(".toml")?.parse::<u8>().ok()?;
-                let text = std::fs::read_to_string(e.path()).ok()?;
-                toml::from_str::<ZoneRecord>(&text)
-                    .is_err()
-                    .then(|| (index, e.path()))
-            })
+        record_files()
+            .into_iter()
+            .filter(|(_, _, parsed)| parsed.is_none())
+            .map(|(index, path, _)| (index, path))
             .collect()
     }
 
@@ -221,6 +199,26 @@ pub(crate) fn bridge_name(index: u8) -> String {
 
 fn record_path_in(dir: &std::path::Path, index: u8) -> PathBuf {
     dir.join(format!("{index}.toml"))
+}
+
+/// The record files on the host (`N.toml`), each with its index, and its record if it parses.
+fn record_files() -> Vec<(u8, PathBuf, Option<ZoneRecord>)> {
+    let Ok(dir) = private_dir("zones") else {
+        return Vec::new();
+    };
+    let _root = ThreadRoot::acquire();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let index = name.strip_suffix(".toml")?.parse::<u8>().ok()?;
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            Some((index, e.path(), toml::from_str(&text).ok()))
+        })
+        .collect()
 }
 
 /// Where a record of zone `index` is written before it takes its place (hidden from
