@@ -13,6 +13,8 @@ use common::Events;
 struct Run {
     output: Output,
     events: Events,
+    /// The fixture process's PID.
+    pid: u32,
 }
 
 impl Run {
@@ -39,11 +41,34 @@ fn fixture(args: &[&str], env: &[(&str, &str)]) -> (Child, PathBuf, common::Scra
 
 fn run_fixture(args: &[&str], env: &[(&str, &str)]) -> Run {
     let (child, log, _dir) = fixture(args, env);
+    let pid = child.id();
     let output = child.wait_with_output().unwrap();
     Run {
         output,
         events: Events::read(&log),
+        pid,
     }
+}
+
+/// What is there of the set-up layers of the fixture process `pid`: their directories
+/// (`.layers/<pid>-<id>`) and mounts. Other tests' runs may have theirs meanwhile.
+fn layers_of(pid: u32) -> Vec<String> {
+    let prefix = format!("{pid}-");
+    let mut left: Vec<String> = std::fs::read_dir(common::chroots_dir().join(".layers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path().display().to_string())
+        .collect();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    left.extend(
+        mounts
+            .lines()
+            .filter(|l| l.contains(&format!("/.layers/{prefix}")))
+            .map(String::from),
+    );
+    left
 }
 
 #[test]
@@ -229,17 +254,13 @@ fn a_module_set_up_runs_once_on_each_machine_before_its_tests() {
     ]
     .concat();
     assert_eq!(machines.len(), 2, "{:?}", run.events.lines);
-    // Once on the shared machine, once on the template of the set-up layer that the test's
-    // own machine boots from (`prepared_once` checks the result there): never on that one.
-    let ran_on: Vec<String> = setups.iter().map(|(m, _)| m.clone()).collect();
-    assert_eq!(ran_on.len(), 2, "{:?}", run.events.lines);
+    // Once on the shared machine, once on the test's own machine: with one such test, no
+    // set-up layer (its template would be a third boot).
+    let mut ran_on: Vec<String> = setups.iter().map(|(m, _)| m.clone()).collect();
+    ran_on.sort();
     machines.sort();
-    assert!(ran_on.contains(&run.events.module_boots("fixture::prepared")[0]));
-    assert!(
-        !ran_on.contains(&run.events.test_boots()[0]),
-        "{:?}",
-        run.events.lines
-    );
+    assert_eq!(ran_on, machines, "{:?}", run.events.lines);
+    assert_eq!(run.events.machines().len(), 2, "{:?}", run.events.lines);
     assert!(setups.iter().all(|(_, ok)| *ok));
     common::assert_nothing_left(&run.events.machines());
 }
@@ -263,13 +284,8 @@ fn scope_test_machines_start_from_the_set_up_run_once() {
         "on a template of its own"
     );
     common::assert_nothing_left(&run.events.machines());
-    let layers = common::chroots_dir().join(".layers");
-    let left: Vec<_> = std::fs::read_dir(&layers)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let left = layers_of(run.pid);
     assert!(left.is_empty(), "layers left: {left:?}");
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains("/.layers/"), "{mounts}");
 }
 
 #[test]
@@ -516,10 +532,12 @@ fn a_matrix_runs_once_per_chroot_each_on_its_chroots_module_machine() {
 /// watchdog's sweep finds the layer by its pointer in the run directory.
 #[test]
 fn a_killed_run_leaves_no_set_up_layer() {
+    // Two of its tests: with one, its machine would run the set-up itself, with no layer.
     let (mut child, log, _dir) = fixture(
-        &["--ignored", "--exact", "layered::one"],
+        &["--ignored", "--exact", "layered::one", "layered::two"],
         &[("FIXTURE_LAYER_HANG", "1")],
     );
+    let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(120);
     while Events::read(&log).test_boots().is_empty() {
         assert!(
@@ -529,27 +547,14 @@ fn a_killed_run_leaves_no_set_up_layer() {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
+    assert!(!layers_of(pid).is_empty(), "a layer is up before the kill");
     child.kill().unwrap();
     child.wait().unwrap();
     let machines = Events::read(&log).machines();
-    let layers = common::chroots_dir().join(".layers");
     let gone_by = Instant::now() + Duration::from_secs(5);
     loop {
         let mut left = common::leftovers(&machines, &common::chroots_dir());
-        left.extend(
-            std::fs::read_dir(&layers)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path().display().to_string()),
-        );
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        left.extend(
-            mounts
-                .lines()
-                .filter(|l| l.contains("/.layers/"))
-                .map(String::from),
-        );
+        left.extend(layers_of(pid));
         if left.is_empty() {
             break;
         }

@@ -2,7 +2,8 @@
 //! holds the set-up's result (see `chroot::layer`), made the first time one is needed: a
 //! template machine booted writable on the layer, the set-up run on it, the template stopped
 //! and the layer sealed. The set-up then runs once per module and chroot, however many such
-//! tests there are; each machine still starts pristine apart from the set-up's changes.
+//! tests there are; each machine still starts pristine apart from the set-up's changes. With
+//! one such test in the run, its machine runs the set-up itself: one boot instead of two.
 //!
 //! A layer that cannot be made fails every test that needed it, with why, without trying
 //! again for each.
@@ -25,9 +26,15 @@ static LAYERS: LazyLock<Mutex<HashMap<(&'static str, &'static str), Slot>>> =
     LazyLock::new(Default::default);
 
 /// The machine of a `scope = "test"` test, booted from its module's set-up layer; `None` when
-/// the module has no set-up for its chroot (or the test is a group's).
+/// the module has no set-up for its chroot, the test is a group's, or it is the only such
+/// test of its module and chroot in this run (the layer's template would be a boot more
+/// than running the set-up on the test's machine; so under cargo-nextest, one test per
+/// process, never).
 pub(crate) fn boot(info: &'static TestInfo) -> Option<crate::Result<Machine>> {
-    if !info.machines.is_empty() || !super::setup::has_setup(info.module, info.chroot) {
+    if !info.machines.is_empty()
+        || !super::setup::has_setup(info.module, info.chroot)
+        || super::upcoming::alone_tests(info.module, info.chroot) < 2
+    {
         return None;
     }
     let slot = LAYERS

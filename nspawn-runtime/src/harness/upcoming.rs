@@ -1,8 +1,10 @@
 //! What the run has still to boot, from the registry of tests and the binary's filter: the
-//! module machines in the order libtest reaches them (for boots ahead), and how many isolated
+//! module machines in the order libtest reaches them (for boots ahead), how many isolated
 //! machines are still to come (so that no more idle isolated zones are kept than will be
-//! used).
+//! used), and how many machines of their own a module's tests take (a set-up layer pays
+//! from the second).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::LazyLock;
 
@@ -38,6 +40,24 @@ static ALONE_TO_COME: LazyLock<AtomicUsize> = LazyLock::new(|| {
             .count(),
     )
 });
+
+/// Selected tests with one machine of their own, per (module, chroot).
+static ALONE: LazyLock<HashMap<(&'static str, &'static str), usize>> = LazyLock::new(|| {
+    let filter = Filter::from_env();
+    let mut counts = HashMap::new();
+    for info in registered()
+        .filter(|i| i.scope == Scope::Test && i.machines.is_empty() && i.selected(&filter))
+    {
+        *counts.entry((info.module, info.chroot)).or_insert(0) += 1;
+    }
+    counts
+});
+
+/// How many selected tests of `module` have one machine of their own on `chroot` in this run
+/// (under cargo-nextest, where each process runs one test: at most one).
+pub(super) fn alone_tests(module: &str, chroot: &str) -> usize {
+    ALONE.get(&(module, chroot)).copied().unwrap_or(0)
+}
 
 /// One test of each module machine of the run, in the order libtest reaches them.
 pub(super) fn modules() -> &'static [&'static TestInfo] {
