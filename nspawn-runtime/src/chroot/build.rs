@@ -517,26 +517,33 @@ fn interrupted() -> Option<Signal> {
 }
 
 /// Catches SIGINT, SIGTERM and SIGHUP while builds run, so they can end their tools and
-/// remove their half-built trees; restores the default handlers after.
-struct SignalGuard;
+/// remove their half-built trees; restores the handlers it replaced after (the machine
+/// registry's, when a test process builds a chroot on demand).
+struct SignalGuard {
+    previous: Vec<(Signal, SigHandler)>,
+}
 
 const SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
 impl SignalGuard {
     fn install() -> SignalGuard {
-        for sig in SIGNALS {
-            // SAFETY: the handler only stores to an atomic.
-            let _ = unsafe { signal::signal(sig, SigHandler::Handler(on_signal)) };
-        }
-        SignalGuard
+        let previous = SIGNALS
+            .into_iter()
+            .filter_map(|sig| {
+                // SAFETY: the handler only stores to an atomic.
+                let old = unsafe { signal::signal(sig, SigHandler::Handler(on_signal)) };
+                old.ok().map(|old| (sig, old))
+            })
+            .collect();
+        SignalGuard { previous }
     }
 }
 
 impl Drop for SignalGuard {
     fn drop(&mut self) {
-        for sig in SIGNALS {
-            // SAFETY: restoring the default disposition.
-            let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
+        for &(sig, old) in &self.previous {
+            // SAFETY: restoring the disposition this guard replaced.
+            let _ = unsafe { signal::signal(sig, old) };
         }
         if let Some(sig) = interrupted() {
             // Die of the signal that interrupted us, now that everything is cleaned up.

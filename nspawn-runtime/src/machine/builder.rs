@@ -358,6 +358,7 @@ impl MachineBuilder {
         let dir = chroot::ensure(&self.chroot, self.workspace.as_deref())?;
         sweep::at_startup(dir.parent());
         watchdog::ensure_started();
+        registry::install_hooks_once();
         Ok(self.tree.as_ref().map_or(dir, |(tree, _)| tree.clone()))
     }
 

@@ -36,7 +36,7 @@ pub(crate) struct InFlight(());
 impl InFlight {
     /// Counts one more piece of work in flight.
     pub(crate) fn begin() -> InFlight {
-        HOOKS.call_once(install_hooks);
+        install_hooks_once();
         *IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         InFlight(())
     }
@@ -64,9 +64,16 @@ fn wait_in_flight(timeout: Duration) {
     let _ = LANDED.wait_timeout_while(n, timeout, |n| *n > 0);
 }
 
+/// Installs the exit and signal hooks, once: before anything of a machine exists on the
+/// host, so that a signal during a boot is never lost (nor left to an inherited disposition:
+/// a run started in the background inherits SIGINT ignored).
+pub(crate) fn install_hooks_once() {
+    HOOKS.call_once(install_hooks);
+}
+
 /// Records a running machine.
 pub(crate) fn register(name: &str, handle: Handle) {
-    HOOKS.call_once(install_hooks);
+    install_hooks_once();
     lock().push((name.to_string(), handle));
 }
 
