@@ -546,7 +546,17 @@ impl Drop for SignalGuard {
             let _ = unsafe { signal::signal(sig, old) };
         }
         if let Some(sig) = interrupted() {
-            // Die of the signal that interrupted us, now that everything is cleaned up.
+            // Die of the signal that interrupted us, now that everything is cleaned up: through
+            // the handler it had (the registry's stops the machines first), or by default,
+            // also when it was ignored before (the build was interrupted all the same).
+            let ignored = self
+                .previous
+                .iter()
+                .any(|&(s, old)| s == sig && old == SigHandler::SigIgn);
+            if ignored {
+                // SAFETY: the default disposition.
+                let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
+            }
             let _ = signal::raise(sig);
         }
     }
