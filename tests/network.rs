@@ -162,11 +162,18 @@ fn a_zone_whose_record_was_left_empty_is_swept_by_its_bridges_owner() {
     ));
     std::fs::create_dir_all(record.parent().unwrap()).unwrap();
     std::fs::write(&record, "").unwrap();
+    // And a temporary record file of a killed writer, two minutes old.
+    let temporary = record.with_file_name(format!(".{index}.4194000.tmp"));
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+    std::fs::File::create(&temporary)
+        .and_then(|f| f.set_modified(old))
+        .unwrap();
     let removed = nspawn_runtime::cleanup::sweep::sweep(&Default::default()).unwrap();
     let gone = !std::path::Path::new("/sys/class/net")
         .join(&bridge)
         .exists()
         && !record.exists()
+        && !temporary.exists()
         && !std::process::Command::new("nft")
             .args(["list", "table", "inet", &table])
             .output()
@@ -182,6 +189,7 @@ fn a_zone_whose_record_was_left_empty_is_swept_by_its_bridges_owner() {
             ])
             .status();
         let _ = std::fs::remove_file(&record);
+        let _ = std::fs::remove_file(&temporary);
     }
     assert!(gone, "swept: {removed:?}");
 }

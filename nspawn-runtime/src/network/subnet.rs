@@ -94,7 +94,7 @@ impl ZoneRecord {
                 .map_err(|e| Error::io("serializing a zone record", std::io::Error::other(e)))?;
             let created = create_new(
                 &record_path_in(&dir, index),
-                &temporary_in(&dir, index),
+                &temporary_in(&dir, &record),
                 &text,
             );
             match created {
@@ -123,10 +123,7 @@ impl ZoneRecord {
         let text = toml::to_string(self)
             .map_err(|e| Error::io("serializing a zone record", std::io::Error::other(e)))?;
         let dir = private_dir("zones")?;
-        let (path, temporary) = (
-            record_path_in(&dir, self.index),
-            temporary_in(&dir, self.index),
-        );
+        let (path, temporary) = (record_path_in(&dir, self.index), temporary_in(&dir, self));
         let _root = ThreadRoot::acquire()?;
         std::fs::write(&temporary, text)
             .and_then(|()| std::fs::rename(&temporary, &path))
@@ -155,10 +152,22 @@ impl ZoneRecord {
             .collect()
     }
 
+    /// Temporary record files (`.N.PID.tmp`): a process killed between writing one and
+    /// putting it in place leaves it.
+    pub fn temporaries() -> Vec<PathBuf> {
+        zone_files()
+            .into_iter()
+            .filter(|path| {
+                let name = file_name(path);
+                name.starts_with('.') && name.ends_with(".tmp")
+            })
+            .collect()
+    }
+
     /// Removes the record: the subnet is free again.
     pub fn remove(&self) {
         if let (Ok(dir), Ok(_root)) = (private_dir("zones"), ThreadRoot::acquire()) {
-            let _ = std::fs::remove_file(temporary_in(&dir, self.index));
+            let _ = std::fs::remove_file(temporary_in(&dir, self));
             let _ = std::fs::remove_file(record_path_in(&dir, self.index));
         }
     }
@@ -201,30 +210,44 @@ fn record_path_in(dir: &std::path::Path, index: u8) -> PathBuf {
     dir.join(format!("{index}.toml"))
 }
 
-/// The record files on the host (`N.toml`), each with its index, and its record if it parses.
-fn record_files() -> Vec<(u8, PathBuf, Option<ZoneRecord>)> {
+/// Every file under the zones' directory (records, hosts files, locks), read as root.
+pub(crate) fn zone_files() -> Vec<PathBuf> {
     let Ok(dir) = private_dir("zones") else {
         return Vec::new();
     };
     let _root = ThreadRoot::acquire();
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    entries
+    std::fs::read_dir(&dir)
+        .into_iter()
         .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let index = name.strip_suffix(".toml")?.parse::<u8>().ok()?;
-            let text = std::fs::read_to_string(e.path()).ok()?;
-            Some((index, e.path(), toml::from_str(&text).ok()))
+        .flatten()
+        .map(|e| e.path())
+        .collect()
+}
+
+/// A path's file name, as text.
+pub(crate) fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The record files on the host (`N.toml`), each with its index, and its record if it parses.
+fn record_files() -> Vec<(u8, PathBuf, Option<ZoneRecord>)> {
+    let _root = ThreadRoot::acquire();
+    zone_files()
+        .into_iter()
+        .filter_map(|path| {
+            let index = file_name(&path).strip_suffix(".toml")?.parse::<u8>().ok()?;
+            let text = std::fs::read_to_string(&path).ok()?;
+            Some((index, path, toml::from_str(&text).ok()))
         })
         .collect()
 }
 
-/// Where a record of zone `index` is written before it takes its place (hidden from
-/// [`ZoneRecord::all`], which reads `*.toml`; only the zone's owner writes it).
-fn temporary_in(dir: &std::path::Path, index: u8) -> PathBuf {
-    dir.join(format!(".{index}.toml.tmp"))
+/// Where `record` is written before it takes its place: hidden from [`ZoneRecord::all`],
+/// which reads `N.toml`, and the owner's own (two runs may try the same subnet at once).
+fn temporary_in(dir: &std::path::Path, record: &ZoneRecord) -> PathBuf {
+    dir.join(format!(".{}.{}.tmp", record.index, record.owner.pid))
 }
 
 /// Creates `path` with `text`, failing with `AlreadyExists` if it exists: written whole to

@@ -15,7 +15,7 @@ use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use nspawn_config::NetworkSpec;
 
 use super::hosts::{self, Peer};
-use super::subnet::{host_lock, ZoneRecord};
+use super::subnet::{file_name, host_lock, zone_files, ZoneRecord};
 use super::{link, nat};
 use crate::error::{Error, Result};
 use crate::host::privs::ThreadRoot;
@@ -417,12 +417,27 @@ pub(crate) fn sweep() -> Vec<String> {
         removed.extend(lines);
     }
     removed.extend(unreadable_records());
+    removed.extend(stale_temporaries());
     removed.extend(stray_hosts_files().into_iter().filter_map(|path| {
         let _root = ThreadRoot::acquire().ok()?;
         std::fs::remove_file(&path).ok()?;
         Some(format!("hosts file {}", path.display()))
     }));
     removed
+}
+
+/// Removes the temporary record files left by killed processes (a live one puts its file in
+/// place within moments of writing it).
+fn stale_temporaries() -> Vec<String> {
+    ZoneRecord::temporaries()
+        .into_iter()
+        .filter(|path| older_than_a_minute(path))
+        .filter_map(|path| {
+            let _root = ThreadRoot::acquire().ok()?;
+            std::fs::remove_file(&path).ok()?;
+            Some(format!("temporary zone record {}", path.display()))
+        })
+        .collect()
 }
 
 /// Takes down the zones whose record cannot be read, by the owner their bridge's alias names
@@ -465,19 +480,11 @@ fn older_than_a_minute(path: &std::path::Path) -> bool {
 /// Hosts files of zones that have no record (a machine joined as its zone was taken down).
 fn stray_hosts_files() -> Vec<PathBuf> {
     let indexes: Vec<u8> = ZoneRecord::all().iter().map(|r| r.index).collect();
-    let Ok(dir) = private_dir("zones") else {
-        return Vec::new();
-    };
-    let _root = ThreadRoot::acquire();
-    std::fs::read_dir(&dir)
+    zone_files()
         .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
         .filter(|path| {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            let index = name
-                .as_deref()
+            let name = file_name(path);
+            let index = Some(name.as_str())
                 .filter(|n| n.ends_with(".hosts"))
                 .and_then(|n| n.strip_prefix('z')?.split_once('-')?.0.parse::<u8>().ok());
             index.is_some_and(|i| !indexes.contains(&i))
