@@ -162,8 +162,8 @@ fn a_zone_whose_record_was_left_empty_is_swept_by_its_bridges_owner() {
     ));
     std::fs::create_dir_all(record.parent().unwrap()).unwrap();
     std::fs::write(&record, "").unwrap();
-    // And a temporary record file of a killed writer, two minutes old.
-    let temporary = record.with_file_name(format!(".{index}.4194000.tmp"));
+    // And a temporary record file of another killed writer, two minutes old.
+    let temporary = record.with_file_name(format!(".{index}.4194001.tmp"));
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
     std::fs::File::create(&temporary)
         .and_then(|f| f.set_modified(old))
