@@ -126,20 +126,31 @@ fn only_machines_with_a_way_out_reach_the_mirror() {
 #[test]
 fn no_idle_zone_is_kept_once_no_isolated_machine_is_to_come() {
     // The fixture's `zones_to_come`, one test at a time: an isolated machine of its own, then
-    // a test on the host's network that looks for a zone of its process left standing.
-    let mut cmd = std::process::Command::new(common::fixture_binary());
-    cmd.args(["--ignored", "--test-threads=1", "zones_to_come::"])
-        .env("NSPAWN_CHROOTS_DIR", common::chroots_dir())
-        .env_remove("NSPAWN_NETWORK");
-    nspawn::privs::start_as_root(&mut cmd);
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("2 passed"), "{stdout}");
+    // a test on the host's network that looks for a zone of its process left standing. As
+    // root, and as a user under sudo.
+    let (uid, gid) = common::probe_user();
+    let sudo = [
+        ("SUDO_UID", uid.to_string()),
+        ("SUDO_GID", gid.to_string()),
+        ("SUDO_USER", common::PROBE_USER.to_string()),
+        ("FIXTURE_EXPECT_UID", uid.to_string()),
+    ];
+    for env in [&[][..], &sudo[..]] {
+        let mut cmd = std::process::Command::new(common::fixture_binary());
+        cmd.args(["--ignored", "--test-threads=1", "zones_to_come::"])
+            .env("NSPAWN_CHROOTS_DIR", common::chroots_dir())
+            .env_remove("NSPAWN_NETWORK")
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        nspawn::privs::start_as_root(&mut cmd);
+        let out = cmd.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{env:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("2 passed"), "{env:?}: {stdout}");
+    }
 }
 
 #[test]

@@ -21,6 +21,14 @@ impl Run {
     fn stdout(&self) -> String {
         String::from_utf8_lossy(&self.output.stdout).into_owned()
     }
+
+    /// The run's output, once it is known to have passed, `n` tests of it.
+    fn passed(&self, n: usize) -> String {
+        let out = self.stdout();
+        assert!(self.output.status.success(), "{out}");
+        assert!(out.contains(&format!("{n} passed")), "{out}");
+        out
+    }
 }
 
 fn fixture(args: &[&str], env: &[(&str, &str)]) -> (Child, PathBuf, common::Scratch) {
@@ -244,9 +252,7 @@ fn a_module_set_up_runs_once_on_each_machine_before_its_tests() {
         ],
         &[],
     );
-    let out = run.stdout();
-    assert!(run.output.status.success(), "{out}");
-    assert!(out.contains("3 passed"), "{out}");
+    run.passed(3);
     let setups = run.events.setups("fixture::prepared");
     let mut machines = [
         run.events.module_boots("fixture::prepared"),
@@ -272,9 +278,7 @@ fn a_module_set_up_runs_once_on_each_machine_before_its_tests() {
 #[test]
 fn scope_test_machines_start_from_the_set_up_run_once() {
     let run = run_fixture(&["--ignored", "layered::"], &[]);
-    let out = run.stdout();
-    assert!(run.output.status.success(), "{out}");
-    assert!(out.contains("3 passed"), "{out}");
+    run.passed(3);
     let setups = run.events.setups("fixture::layered");
     assert_eq!(setups.len(), 1, "once: {:?}", run.events.lines);
     let test_boots = run.events.test_boots();
@@ -311,9 +315,7 @@ fn a_failed_set_up_fails_every_test_of_its_module_without_running_again() {
 #[test]
 fn inside_tests_run_in_the_machine_after_their_inside_set_up() {
     let run = run_fixture(&["--ignored", "indoors::"], &[]);
-    let out = run.stdout();
-    assert!(run.output.status.success(), "{out}");
-    assert!(out.contains("5 passed"), "{out}");
+    run.passed(5);
     let setups = run.events.setups("fixture::indoors");
     let machines = [
         run.events.module_boots("fixture::indoors"),
@@ -373,9 +375,7 @@ fn under_sudo_inside_tests_run_as_root_in_the_machine() {
             ("SUDO_USER", common::PROBE_USER),
         ],
     );
-    let out = run.stdout();
-    assert!(run.output.status.success(), "{out}");
-    assert!(out.contains("2 passed"), "{out}");
+    run.passed(2);
     common::assert_nothing_left(&run.events.machines());
 }
 
@@ -394,9 +394,7 @@ fn under_sudo_set_up_layers_work() {
             ("FIXTURE_EXPECT_UID", &uid),
         ],
     );
-    let out = run.stdout();
-    assert!(run.output.status.success(), "{out}");
-    assert!(out.contains("3 passed"), "{out}");
+    run.passed(3);
     assert_eq!(
         run.events.setups("fixture::layered").len(),
         1,

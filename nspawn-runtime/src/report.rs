@@ -184,6 +184,11 @@ impl Event {
     }
 }
 
+/// Whether events are logged (`NSPAWN_EVENT_LOG` set): spares building one that goes nowhere.
+pub(crate) fn logging() -> bool {
+    crate::settings::lenient().event_log.is_some()
+}
+
 /// Appends `event` to `$NSPAWN_EVENT_LOG`, if set. One `write` per line, so lines of
 /// concurrent writers do not interleave.
 pub fn event(event: Event) {

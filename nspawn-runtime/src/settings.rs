@@ -180,11 +180,7 @@ impl Settings {
         s.event_log = path("NSPAWN_EVENT_LOG");
         s.quiet = text("NSPAWN_QUIET").is_some();
         if let Some(v) = text("NSPAWN_AUTO_BUILD") {
-            let on = match v.as_str() {
-                "1" => Some(true),
-                "0" => Some(false),
-                _ => None,
-            };
+            let on = switch(&v);
             check("NSPAWN_AUTO_BUILD", "accepted: 0, 1", on.is_some(), &v);
             s.auto_build = on.unwrap_or(true);
         }
@@ -207,15 +203,20 @@ impl Settings {
             s.nextest_idle = std::time::Duration::from_secs(secs.unwrap_or(30));
         }
         if let Some(v) = text("NSPAWN_NEXTEST_SHARE") {
-            let on = match v.as_str() {
-                "1" => Some(true),
-                "0" => Some(false),
-                _ => None,
-            };
+            let on = switch(&v);
             check("NSPAWN_NEXTEST_SHARE", "accepted: 0, 1", on.is_some(), &v);
             s.nextest_share = on.unwrap_or(true);
         }
         (s, problems)
+    }
+}
+
+/// An on/off setting's value: `1` or `0`.
+fn switch(value: &str) -> Option<bool> {
+    match value {
+        "1" => Some(true),
+        "0" => Some(false),
+        _ => None,
     }
 }
 

@@ -71,33 +71,25 @@ pub fn processes_of(machine: &str) -> Vec<u32> {
 
 /// PIDs of processes with `needle` as one of their arguments.
 pub fn processes_with_arg(needle: &str) -> Vec<u32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| c.split(|b| *b == 0).any(|arg| arg == needle.as_bytes()))
-                .unwrap_or(false)
-        })
-        .collect()
+    processes_whose("cmdline", |arg| arg == needle.as_bytes())
 }
 
 /// Processes whose environment has `name` (read as root: helpers are root's).
 pub fn processes_with_env(name: &str) -> Vec<u32> {
     let _root = nspawn::privs::root().unwrap();
     let prefix = format!("{name}=");
+    processes_whose("environ", |v| v.starts_with(prefix.as_bytes()))
+}
+
+/// PIDs of processes with a NUL-separated entry of `/proc/<pid>/<file>` that `matches`.
+fn processes_whose(file: &str, matches: impl Fn(&[u8]) -> bool) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|c| {
-                    c.split(|b| *b == 0)
-                        .any(|v| v.starts_with(prefix.as_bytes()))
-                })
-                .unwrap_or(false)
+            std::fs::read(format!("/proc/{pid}/{file}"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(&matches))
         })
         .collect()
 }

@@ -54,12 +54,8 @@ impl Record {
             .map_err(|e| Error::io("serializing a machine record", std::io::Error::other(e)))?;
         let dir = private_dir("machines")?;
         let path = dir.join(format!("{}.toml", self.name));
-        // Written aside and renamed: a process killed mid-write leaves no half record.
         let tmp = dir.join(format!(".{}.toml.tmp", self.name));
-        let _root = ThreadRoot::acquire()?;
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+        crate::host::run_dir::write_whole(&path, &tmp, &text)
     }
 
     /// Removes the record of machine `name`.

@@ -151,6 +151,9 @@ fn timed<R>(info: &TestInfo, body: impl FnOnce() -> R) -> R {
     struct Ran<'a>(&'a TestInfo, std::time::Instant);
     impl Drop for Ran<'_> {
         fn drop(&mut self) {
+            if !report::logging() {
+                return;
+            }
             report::event(Event::Ran {
                 test: self.0.test_name(),
                 us: u64::try_from(self.1.elapsed().as_micros()).unwrap_or(u64::MAX),

@@ -243,11 +243,7 @@ fn serve(info: &'static TestInfo, id: &str) -> crate::Result<()> {
 fn publish(id: &str, share: &Share) -> crate::Result<()> {
     let text = toml::to_string(share)
         .map_err(|e| crate::Error::io("serializing a share", std::io::Error::other(e)))?;
-    let (path, tmp) = (path(id, "toml")?, path(id, "tmp")?);
-    let _root = ThreadRoot::acquire()?;
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| crate::Error::io(format!("writing {}", path.display()), e))
+    crate::host::run_dir::write_whole(&path(id, "toml")?, &path(id, "tmp")?, &text)
 }
 
 fn remove(id: &str) -> crate::Result<()> {

@@ -44,6 +44,15 @@ pub(crate) fn lock_file(
         .map_err(|(_, e)| Error::io(format!("locking {}", path.display()), e.into()))
 }
 
+/// Writes `text` to `path` whole or not at all (as root): to `temporary` first, then renamed
+/// over it, so that a process killed meanwhile leaves the old file or none, never half of one.
+pub(crate) fn write_whole(path: &Path, temporary: &Path, text: &str) -> Result<()> {
+    let _root = ThreadRoot::acquire()?;
+    std::fs::write(temporary, text)
+        .and_then(|()| std::fs::rename(temporary, path))
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
 fn secure(dir: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {

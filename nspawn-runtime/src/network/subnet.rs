@@ -123,11 +123,11 @@ impl ZoneRecord {
         let text = toml::to_string(self)
             .map_err(|e| Error::io("serializing a zone record", std::io::Error::other(e)))?;
         let dir = private_dir("zones")?;
-        let (path, temporary) = (record_path_in(&dir, self.index), temporary_in(&dir, self));
-        let _root = ThreadRoot::acquire()?;
-        std::fs::write(&temporary, text)
-            .and_then(|()| std::fs::rename(&temporary, &path))
-            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+        crate::host::run_dir::write_whole(
+            &record_path_in(&dir, self.index),
+            &temporary_in(&dir, self),
+            &text,
+        )
     }
 
     /// The zone a bridge's alias (`tag`) names as `index`'s, for a record that could not be
