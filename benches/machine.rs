@@ -182,6 +182,47 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (r, started.elapsed())
 }
 
+/// Boot to ready and stop, user-namespaced against privileged against raw nspawn, in turns
+/// (host network: the network's own cost is `--networks`'s).
+fn private_users_table(dir: &Path) {
+    let n = samples();
+    let (mut mapped, mut privileged, mut raw) = (vec![], vec![], vec![]);
+    let boot = |private: bool| {
+        let builder = Machine::builder(dir.to_str().unwrap())
+            .network(nspawn::Network::Host)
+            .private_users(private);
+        let (m, t) = time(|| builder.start().unwrap());
+        m.stop().unwrap();
+        t
+    };
+    for i in 0..n {
+        mapped.push(boot(true));
+        privileged.push(boot(false));
+        let (r, t) = raw_boot(dir, i);
+        raw.push(t);
+        r.stop();
+    }
+    let (mapped, privileged, raw) = (Stats(mapped), Stats(privileged), Stats(raw));
+    println!("\nboot to READY=1, {n} samples in turns; median [min-max]\n");
+    println!("| {:<34} | {:<26} | vs raw |", "", "");
+    println!("|{:-<36}|{:-<28}|--------|", "", "");
+    for (label, stats) in [
+        ("ours, user namespace (default)", &mapped),
+        ("ours, privileged", &privileged),
+        ("raw systemd-nspawn, privileged", &raw),
+    ] {
+        println!(
+            "| {label:<34} | {:<26} | {:.2}x |",
+            stats.show(),
+            stats.median() / raw.median()
+        );
+    }
+    println!(
+        "\nuser namespace / privileged: {:.2}x",
+        mapped.median() / privileged.median()
+    );
+}
+
 fn bench_storage(label: &str, dir: &Path) {
     let n = samples();
     let (mut ours_boot, mut raw_boot_t, mut ours_stop, mut raw_stop) =
@@ -257,6 +298,9 @@ fn main() {
     if args.iter().any(|a| a == "--suites") {
         return suites::table(&chroot);
     }
+    if args.iter().any(|a| a == "--private-users") {
+        return private_users_table(&chroot);
+    }
     calls::table(&chroot);
     if args.iter().any(|a| a == "--calls") {
         return;
@@ -283,6 +327,7 @@ mod backends {
     pub fn in_a_systemd_host() {
         let ws = env!("CARGO_MANIFEST_DIR");
         let host = Machine::builder("host")
+            .private_users(false)
             .arg("--capability=all")
             .bind(ws, ws)
             .wait_until_running(true)

@@ -44,7 +44,7 @@ fn one_agent_per_machine_inside_its_namespaces_and_invisible_there() {
     let leader = m.leader_pid();
     // The agent is root's: under sudo, only root may read its namespaces.
     let root = nspawn::privs::root().unwrap();
-    for kind in ["mnt", "net", "uts", "ipc", "cgroup"] {
+    for kind in ["user", "mnt", "net", "uts", "ipc", "cgroup"] {
         assert_eq!(ns(agent, kind), ns(leader, kind), "{kind} namespace");
     }
     // Its own PID namespace is the host's: `ps` in the machine does not show it, while its
@@ -64,10 +64,24 @@ fn one_agent_per_machine_inside_its_namespaces_and_invisible_there() {
         0,
         "invisible in the machine"
     );
-    let status = std::fs::read_to_string(format!("/proc/{agent}/status")).unwrap();
-    assert!(
-        status.contains("\nUid:\t0\t0\t0\t0\n"),
-        "runs as root: {status}"
+    // The machine's root, an unprivileged host uid: never the host's root.
+    let uid_line = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        uid_line(agent),
+        uid_line(leader),
+        "runs as the machine's root"
+    );
+    assert_ne!(
+        uid_line(agent),
+        "Uid:\t0\t0\t0\t0",
+        "not as the host's root"
     );
     assert_eq!(
         common::processes_of(m.name()).len(),

@@ -14,7 +14,10 @@ fn host() -> Machine {
     // The workspace is bound read-write into the host machine; under sudo, in a checkout the
     // test's user cannot write (root's, here), only root may ask for that.
     let _root = nspawn::privs::root().unwrap();
+    // A host for containers of its own: privileged, as a user namespace could not give it
+    // machined, cgroup delegation and the mounts nspawn makes.
     Machine::builder("host")
+        .private_users(false)
         .arg("--capability=all")
         .bind(ws, ws)
         .wait_until_running(true)

@@ -32,8 +32,9 @@ pub fn report(ws: &Workspace) -> Result<(), Error> {
         ),
         None => println!("nspawn:     not installed (apt-get install systemd-container)"),
     }
-    network();
     let dir = ws.chroots_dir();
+    private_users(&dir);
+    network();
     println!("chroots:    {}", dir.display());
     for def in ws.chroots()? {
         let state = chroot::status(&dir, &def).describe(&def.name);
@@ -59,6 +60,36 @@ pub fn report(ws: &Workspace) -> Result<(), Error> {
         println!("machines:   only root can read the records of running machines");
     }
     Ok(())
+}
+
+/// Whether machines get a user namespace here, and why not.
+fn private_users(chroots: &std::path::Path) {
+    use nspawn_runtime::settings::PrivateUsers;
+    let mode = nspawn_runtime::settings::lenient().private_users;
+    if mode == PrivateUsers::No {
+        println!("users:      privileged machines (NSPAWN_PRIVATE_USERS=no): their root is the host's root");
+        return;
+    }
+    if !tools::is_root() {
+        println!("users:      only root can check whether machines get a user namespace here");
+        return;
+    }
+    let probe_dir = if chroots.is_dir() {
+        chroots
+    } else {
+        std::path::Path::new("/")
+    };
+    match backend::private_users::why_not(probe_dir) {
+        None => println!(
+            "users:      a user namespace per machine: its root is an unprivileged host uid"
+        ),
+        Some(why) if mode == PrivateUsers::Yes => {
+            println!("users:      none, and NSPAWN_PRIVATE_USERS=yes makes boots fail: {why}")
+        }
+        Some(why) => {
+            println!("users:      privileged machines (their root is the host's root): {why}")
+        }
+    }
 }
 
 /// Whether the default network (`isolated`, and zones) can be made here, and what a crashed

@@ -76,6 +76,25 @@ pub fn check_zone_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A machine's alias: a host name its peers find it by in `/etc/hosts`, so nothing that could
+/// end the line or add a name: letters, digits, `-`, `_` and `.` between labels.
+pub fn check_alias(name: &str) -> Result<(), String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !l.starts_with('-')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "alias {name:?} is not a host name: labels of 1 to 63 letters, digits, `-` or `_`, \
+             separated by dots, not starting with `-`"
+        ));
+    }
+    Ok(())
+}
+
 impl std::str::FromStr for NetworkSpec {
     type Err = String;
 
@@ -144,5 +163,18 @@ mod tests {
         assert!(NetworkSpec::parse("zone:a+outside")
             .unwrap()
             .reaches_outside());
+    }
+
+    #[test]
+    fn aliases_are_host_names_and_nothing_more() {
+        for good in ["web", "db-1", "server_lazy", "a.example.org"] {
+            assert!(check_alias(good).is_ok(), "{good}");
+        }
+        for bad in ["x\n1.2.3.4 y", "a b", "", "-x", "a..b", "a\tb", "a#b"] {
+            assert!(
+                check_alias(bad).unwrap_err().contains("not a host name"),
+                "{bad:?}"
+            );
+        }
     }
 }

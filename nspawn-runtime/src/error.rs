@@ -340,6 +340,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// User-namespaced machines were asked for (`NSPAWN_PRIVATE_USERS=yes`) and this host
+    /// cannot run them.
+    #[error(
+        "user-namespaced machines cannot run here: {reason}. Unset NSPAWN_PRIVATE_USERS (or set \
+         it to auto) to fall back to privileged machines, whose root is the host's root; \
+         `cargo nspawn doctor` says more"
+    )]
+    PrivateUsersUnavailable {
+        /// What the host lacks.
+        reason: String,
+    },
+
     /// A machine's network could not be set up (or was asked for wrongly).
     #[error(
         "network {network} of machine {machine}: {reason}\n(`cargo nspawn doctor` shows what \

@@ -38,6 +38,18 @@ pub enum BackendChoice {
     Systemd,
 }
 
+/// Whether machines get a user namespace (`NSPAWN_PRIVATE_USERS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PrivateUsers {
+    /// Where the host can (the default); privileged elsewhere, said once per run.
+    #[default]
+    Auto,
+    /// Always; a host that cannot is an error (`yes`).
+    Yes,
+    /// Never: privileged machines, whose root is the host's root (`no`).
+    No,
+}
+
 /// Every variable a user may set, as the README's table lists them (a test keeps the two
 /// equal). `NSPAWN_USER` is read before `main`, by [`crate::host::privs`].
 pub const VARIABLES: &[&str] = &[
@@ -56,6 +68,7 @@ pub const VARIABLES: &[&str] = &[
     "NSPAWN_NETWORK",
     "NSPAWN_NEXTEST_SHARE",
     "NSPAWN_NEXTEST_IDLE",
+    "NSPAWN_PRIVATE_USERS",
 ];
 
 /// The settings of this process.
@@ -91,6 +104,8 @@ pub struct Settings {
     pub nextest_idle: std::time::Duration,
     /// `NSPAWN_NEXTEST_SHARE`: `0` gives every nextest test process machines of its own.
     pub nextest_share: bool,
+    /// `NSPAWN_PRIVATE_USERS`: `auto` (default), `yes` or `no`.
+    pub private_users: PrivateUsers,
 }
 
 impl Default for Settings {
@@ -110,6 +125,7 @@ impl Default for Settings {
             network: nspawn_config::NetworkSpec::Isolated,
             nextest_idle: std::time::Duration::from_secs(30),
             nextest_share: true,
+            private_users: PrivateUsers::Auto,
         }
     }
 }
@@ -207,6 +223,17 @@ impl Settings {
             check("NSPAWN_NEXTEST_SHARE", "accepted: 0, 1", on.is_some(), &v);
             s.nextest_share = on.unwrap_or(true);
         }
+        if let Some(v) = text("NSPAWN_PRIVATE_USERS") {
+            let mode = match v.as_str() {
+                "auto" => Some(PrivateUsers::Auto),
+                "yes" | "1" => Some(PrivateUsers::Yes),
+                "no" | "0" => Some(PrivateUsers::No),
+                _ => None,
+            };
+            let accepted = "accepted: auto, yes, no";
+            check("NSPAWN_PRIVATE_USERS", accepted, mode.is_some(), &v);
+            s.private_users = mode.unwrap_or_default();
+        }
         (s, problems)
     }
 }
@@ -298,6 +325,22 @@ mod tests {
         assert!(problems
             .iter()
             .any(|p| p.contains("NSPAWN_KEEP=\"bogus\"") && p.contains("failed, all")));
+    }
+
+    #[test]
+    fn the_user_namespace_mode_is_auto_yes_or_no() {
+        assert_eq!(parse(&[]).0.private_users, PrivateUsers::Auto);
+        for (value, mode) in [
+            ("auto", PrivateUsers::Auto),
+            ("yes", PrivateUsers::Yes),
+            ("no", PrivateUsers::No),
+        ] {
+            let (s, problems) = parse(&[("NSPAWN_PRIVATE_USERS", value)]);
+            assert_eq!((s.private_users, problems), (mode, vec![]), "{value}");
+        }
+        let (s, problems) = parse(&[("NSPAWN_PRIVATE_USERS", "maybe")]);
+        assert_eq!(s.private_users, PrivateUsers::Auto);
+        assert!(problems[0].contains("auto, yes, no"), "{problems:?}");
     }
 
     #[test]

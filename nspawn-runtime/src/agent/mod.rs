@@ -182,6 +182,10 @@ impl Agent {
 fn spawn(machine: &str, leader: &PidFd, control: OwnedFd) -> std::io::Result<Child> {
     let leader_fd = leader.raw();
     let mut cmd = helper::command(server::ENV, leader.pid().to_string(), control);
+    // Nothing of the test process's environment (its secrets, CI's variables) goes into the
+    // machine: the agent's own block is readable there as `/proc/PID/environ` wherever the
+    // guest can read the agent's files. Commands get the environment they ask for.
+    cmd.env_clear().env(server::ENV, leader.pid().to_string());
     cmd.arg0("nspawn-agent").arg(format!("--machine={machine}"));
     // Every symbol bound at start: the call processes forked from it (see `zygote`) then
     // share the bindings instead of each resolving them again.

@@ -38,8 +38,13 @@ const NAMESPACES: libc::c_int = libc::CLONE_NEWNS
 
 /// Called before `main`: in an agent process, serves and exits; elsewhere returns false.
 pub fn run_if_requested() -> bool {
-    let Some(leader) = std::env::var(ENV).ok().and_then(|p| p.parse::<u32>().ok()) else {
+    let Some(leader) = crate::host::helper::role(ENV) else {
         return false;
+    };
+    let Ok(leader) = leader.parse::<u32>() else {
+        eprintln!("nspawn: the agent was given no leader PID ({ENV}={leader:?})");
+        // SAFETY: ending the process before the harness runs.
+        unsafe { libc::_exit(2) }
     };
     let code = serve(leader);
     // SAFETY: ending the process without running the test harness or exit handlers.
@@ -93,10 +98,17 @@ unsafe fn adopt(fd: RawFd) -> std::io::Result<OwnedFd> {
 
 /// Joins the machine: its cgroups, every namespace but the PID one, and its root; then takes
 /// on its walls (see [`confine`]). Nothing is served before all of it has succeeded.
+///
+/// In a user-namespaced machine it joins the user namespace too, as the machine's root: from
+/// then on it is an unprivileged host uid like every process of the machine. Having been
+/// started on the host, it stays out of the guest's reach all the same: its memory belongs to
+/// the host's user namespace and the uid change made it non-dumpable, so the guest's root can
+/// neither trace it, nor read or write its memory, nor open what it maps.
 fn enter(leader: &PidFd) -> std::io::Result<()> {
     let walls = Walls::of(leader)?;
     let filters = seccomp::programs(walls.bounding)?;
     let root = std::fs::File::open(format!("/proc/{}/root", leader.pid()))?;
+    let own_userns = other_user_namespace(leader)?;
     // The leader still being alive proves `root` is its root, not a reused PID's.
     leader.signal(0)?;
     walls.join_cgroups()?;
@@ -108,11 +120,30 @@ fn enter(leader: &PidFd) -> std::io::Result<()> {
         check(libc::chdir(c"/".as_ptr()))?;
     }
     drop(root);
+    // Still as the host's root: in a user-namespaced machine the tmpfs mounts nspawn made
+    // belong to the host's user namespace, and only that root may resize them.
     if let Some(memory) = walls.memory {
         super::tmpfs::bound(memory);
     }
+    if own_userns {
+        // SAFETY: as above.
+        unsafe {
+            check(libc::setns(leader.raw(), libc::CLONE_NEWUSER))?;
+            check(libc::setgroups(0, std::ptr::null()))?;
+            check(libc::setresgid(0, 0, 0))?;
+            check(libc::setresuid(0, 0, 0))?;
+        }
+    }
     walls.drop_capabilities()?;
     seccomp::install(&filters)
+}
+
+/// Whether the leader runs in a user namespace other than ours.
+fn other_user_namespace(leader: &PidFd) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = std::fs::metadata(format!("/proc/{}/ns/user", leader.pid()))?;
+    let ours = std::fs::metadata("/proc/self/ns/user")?;
+    Ok((theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino()))
 }
 
 fn check(ret: libc::c_int) -> std::io::Result<()> {

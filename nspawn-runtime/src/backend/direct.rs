@@ -13,24 +13,27 @@ use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::chroot::storage::Storage;
 use crate::cleanup::records::Record;
 use crate::error::{Error, Result};
 use crate::host::cgroup::MachineCgroup;
 use crate::host::console;
+use crate::host::idmap::{Mapping, RootPlan, Upper};
 use crate::host::limits::Limits;
 use crate::host::notify::{Message, NotifySocket};
 use crate::host::pidfd::PidFd;
 use crate::host::privs::{self, ThreadRoot};
+use crate::host::uid_range::UidRange;
 use crate::report::{self, Event};
 
-use super::spec::{nspawn_args, BootSpec};
+use super::spec::{nspawn_args, BootSpec, Root};
 
 /// The `systemd-nspawn` command line for `spec`: not registered with machined, in the
 /// caller's unit (there is none), readiness reported to us.
-pub(crate) fn nspawn_command(spec: &BootSpec, name: &str) -> Command {
+pub(crate) fn nspawn_command(spec: &BootSpec, name: &str, root: Root) -> Command {
     let mut cmd = Command::new("systemd-nspawn");
     cmd.args(["--register=no", "--keep-unit"]);
-    cmd.args(nspawn_args(spec, name));
+    cmd.args(nspawn_args(spec, name, root));
     cmd
 }
 
@@ -41,6 +44,28 @@ struct Proc {
     nspawn: PidFd,
     cgroup: MachineCgroup,
     notify: NotifySocket,
+    /// The uid range of its user namespace, held while it runs.
+    _range: Option<UidRange>,
+}
+
+/// A user-namespaced machine's range, and the root it boots (see [`crate::host::idmap`]):
+/// nspawn's own idmapped snapshot of a btrfs subvolume, or an overlay of ours.
+fn mapped_root(spec: &BootSpec) -> Result<Option<(UidRange, Option<RootPlan>)>> {
+    let Some(userns) = &spec.userns else {
+        return Ok(None);
+    };
+    let range = UidRange::pick()?;
+    let snapshot = spec.storage == Storage::Subvolume
+        && userns.upper == Upper::Tmpfs
+        && userns.lowers == [spec.dir.clone()];
+    if snapshot {
+        return Ok(Some((range, None)));
+    }
+    let base = crate::host::run_dir::private_dir("roots")?;
+    let plan = Mapping::new(range.base(), crate::host::uid_range::SIZE)
+        .and_then(|mapping| RootPlan::new(&base, &userns.lowers, &userns.upper, mapping))
+        .map_err(|e| Error::io("preparing the machine's idmapped root", e))?;
+    Ok(Some((range, Some(plan))))
 }
 
 /// A booted machine.
@@ -81,7 +106,32 @@ pub(crate) fn boot(
         remove_cgroup(&cgroup);
         return Err(e);
     }
-    let mut cmd = nspawn_command(spec, name);
+    let (range, plan) = match mapped_root(spec) {
+        Ok(Some((range, plan))) => (Some(range), plan),
+        Ok(None) => (None, None),
+        Err(e) => {
+            remove_cgroup(&cgroup);
+            Record::remove(name);
+            return Err(e);
+        }
+    };
+    let root = match (&range, &plan) {
+        (Some(range), plan) => Root::Mapped {
+            dir: plan.as_ref().map_or(spec.dir.as_path(), |p| p.root()),
+            base: range.base(),
+            map: plan.is_none(),
+        },
+        (None, _) => Root::Privileged,
+    };
+    let mut cmd = nspawn_command(spec, name, root);
+    if let Some(userns) = &spec.userns {
+        let trees: Vec<String> = userns
+            .lowers
+            .iter()
+            .map(|l| l.display().to_string())
+            .collect();
+        cmd.env(crate::chroot::LOWERS_ENV, trees.join("\n"));
+    }
     cmd.env("NOTIFY_SOCKET", notify.path())
         .stdin(Stdio::null())
         .stderr(
@@ -90,7 +140,7 @@ pub(crate) fn boot(
                 .map_err(|e| Error::io("duplicating the log fd", e))?,
         )
         .stdout(log_file);
-    let spawned = spawn_supervised(cmd, &cgroup, spec.tied_to_process)
+    let spawned = spawn_supervised(cmd, &cgroup, spec.tied_to_process, plan)
         .and_then(|child| Ok((PidFd::open(child.id())?, child)));
     let (nspawn, child) = match spawned {
         Ok(pair) => pair,
@@ -105,6 +155,7 @@ pub(crate) fn boot(
         nspawn,
         cgroup,
         notify,
+        _range: range,
     };
     let _ = proc.record(name, &spec.dir, None).save();
     report::event(Event::Spawned {
@@ -279,6 +330,7 @@ fn spawn_supervised(
     mut cmd: Command,
     cgroup: &MachineCgroup,
     tied: bool,
+    root: Option<RootPlan>,
 ) -> std::io::Result<Child> {
     static SPAWNER: OnceLock<Option<Mutex<mpsc::Sender<SpawnJob>>>> = OnceLock::new();
     let sender = SPAWNER.get_or_init(|| {
@@ -303,6 +355,9 @@ fn spawn_supervised(
         cmd.pre_exec(move || {
             privs::regain_in_child(regain)?;
             enter_cgroup();
+            if let Some(root) = &root {
+                root.mount_in_child()?;
+            }
             // After the credential change, which would clear it. SIGTERM, not SIGKILL: nspawn
             // then stops the container and removes the snapshot itself.
             if tied {
@@ -341,7 +396,11 @@ mod tests {
 
     #[test]
     fn subvolumes_boot_ephemeral() {
-        let line = command_line(&nspawn_command(&spec(Storage::Subvolume), "nspawn-x"));
+        let line = command_line(&nspawn_command(
+            &spec(Storage::Subvolume),
+            "nspawn-x",
+            Root::Privileged,
+        ));
         assert_eq!(
             line,
             "systemd-nspawn --register=no --keep-unit --quiet --boot --notify-ready=yes \
@@ -360,7 +419,7 @@ mod tests {
         });
         s.env.push(("A".into(), "b".into()));
         s.extra_args.push("--capability=all".into());
-        let line = command_line(&nspawn_command(&s, "n"));
+        let line = command_line(&nspawn_command(&s, "n", Root::Privileged));
         assert!(
             line.ends_with(
                 "--directory=/c/bookworm --volatile=overlay --read-only --private-network \

@@ -11,11 +11,13 @@
 //! cleanup, sweeping, privileges) is the same for both.
 
 pub(crate) mod direct;
+pub mod private_users;
 mod spec;
 pub(crate) mod systemd;
 
 pub(crate) use spec::Bind;
 pub(crate) use spec::BootSpec;
+pub(crate) use spec::Userns;
 
 use std::path::Path;
 use std::sync::OnceLock;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::chroot::storage::Storage;
 use crate::cleanup::records::Record;
 use crate::error::Error;
+use crate::host::idmap::Upper;
 use crate::host::pidfd::PidFd;
 use crate::host::probe;
 
@@ -41,6 +42,25 @@ pub(crate) struct BootSpec {
     pub properties: Vec<String>,
     /// Boot the tree itself, writable (a set-up layer's template: see `chroot::layer`).
     pub writable: bool,
+    /// A user namespace of its own, and the layers of its root (see [`crate::host::idmap`]).
+    pub userns: Option<Userns>,
+}
+
+/// The root of a user-namespaced machine: read-only layers, top first, and the writable one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Userns {
+    pub lowers: Vec<PathBuf>,
+    pub upper: Upper,
+}
+
+/// How nspawn is to see the machine's root.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Root<'a> {
+    /// The spec's tree, privileged.
+    Privileged,
+    /// `dir`, in a user namespace whose root is host uid `base`; `map` when nspawn is to
+    /// idmap the tree itself (a btrfs snapshot), else the tree already shows the range's ids.
+    Mapped { dir: &'a Path, base: u32, map: bool },
 }
 
 impl BootSpec {
@@ -73,6 +93,7 @@ impl BootSpec {
             suppress_sync: false,
             properties: vec![],
             writable: false,
+            userns: None,
         }
     }
 }
@@ -107,25 +128,46 @@ pub(crate) fn record(
 }
 
 /// The nspawn arguments both backends share.
-pub(crate) fn nspawn_args(spec: &BootSpec, name: &str) -> Vec<OsString> {
+pub(crate) fn nspawn_args(spec: &BootSpec, name: &str, root: Root) -> Vec<OsString> {
     let mut args: Vec<OsString> = ["--quiet", "--boot", "--notify-ready=yes"]
         .map(OsString::from)
         .to_vec();
     args.push(format!("--machine={name}").into());
-    args.push(format!("--directory={}", spec.dir.display()).into());
-    match spec.storage {
-        // A set-up layer's own overlay: the changes are what it is for.
-        _ if spec.writable => {}
-        Storage::Subvolume => args.push("--ephemeral".into()),
-        // --volatile=overlay alone locks the tree: parallel boots of one chroot would hang.
-        Storage::Directory => args.extend(["--volatile=overlay".into(), "--read-only".into()]),
+    match root {
+        Root::Privileged => {
+            args.push(format!("--directory={}", spec.dir.display()).into());
+            match spec.storage {
+                // A set-up layer's own overlay: the changes are what it is for.
+                _ if spec.writable => {}
+                Storage::Subvolume => args.push("--ephemeral".into()),
+                // --volatile=overlay alone locks the tree: parallel boots of one chroot would hang.
+                Storage::Directory => {
+                    args.extend(["--volatile=overlay".into(), "--read-only".into()])
+                }
+            }
+        }
+        Root::Mapped { dir, base, map } => {
+            args.push(format!("--directory={}", dir.display()).into());
+            if map {
+                args.push("--ephemeral".into());
+            }
+            args.push(format!("--private-users={base}:{}", crate::host::uid_range::SIZE).into());
+            let ownership = if map { "map" } else { "off" };
+            args.push(format!("--private-users-ownership={ownership}").into());
+        }
     }
+    // Host files keep their owners inside (root's are root's), not `nobody`.
+    let idmap = if matches!(root, Root::Mapped { .. }) {
+        ":idmap"
+    } else {
+        ""
+    };
     if spec.private_network {
         args.push("--private-network".into());
     }
     for b in &spec.binds {
         let flag = if b.read_only { "--bind-ro" } else { "--bind" };
-        args.push(format!("{flag}={}:{}", b.host.display(), b.guest.display()).into());
+        args.push(format!("{flag}={}:{}{idmap}", b.host.display(), b.guest.display()).into());
     }
     for (k, v) in &spec.env {
         args.push(format!("--setenv={k}={v}").into());

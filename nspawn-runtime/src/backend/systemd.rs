@@ -17,7 +17,7 @@ use crate::host::privs::{self, ThreadRoot};
 use crate::host::probe;
 use crate::host::tools;
 
-use super::spec::{nspawn_args, BootSpec};
+use super::spec::{nspawn_args, BootSpec, Root};
 use crate::host::limits::Limits;
 
 /// The unit properties of the blog post's `systemd-run` line, but for its `TasksMax=16384`:
@@ -69,7 +69,8 @@ pub(crate) fn run_command(spec: &BootSpec, name: &str, log: &Path) -> Command {
             );
         }
     }
-    cmd.arg("systemd-nspawn").args(nspawn_args(spec, name));
+    cmd.arg("systemd-nspawn")
+        .args(nspawn_args(spec, name, Root::Privileged));
     cmd
 }
 

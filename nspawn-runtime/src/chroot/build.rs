@@ -314,21 +314,15 @@ fn install(dir: &Path, tmp: &Path, final_path: &Path, name: &str) -> Result<()> 
     remove_unused_old_trees(dir)
 }
 
+/// Set on a user-namespaced machine's nspawn: the trees its root is stacked from, one per
+/// line (its `--directory=` is its own overlay).
+pub const LOWERS_ENV: &str = "NSPAWN_RS_LOWERS";
+
 /// Removes the old trees of rebuilt chroots in `dir`, unless some nspawn runs from a tree in
 /// `dir` (it may be one of them).
 fn remove_unused_old_trees(dir: &Path) -> Result<()> {
-    let in_use = format!("--directory={}/", dir.display());
     let busy = std::fs::read_dir("/proc")
-        .map(|procs| {
-            procs
-                .flatten()
-                .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
-                .any(|cmdline| {
-                    cmdline
-                        .split(|b| *b == 0)
-                        .any(|arg| arg.starts_with(in_use.as_bytes()))
-                })
-        })
+        .map(|procs| procs.flatten().any(|p| runs_from(&p.path(), dir)))
         .unwrap_or(true);
     if busy {
         return Ok(());
@@ -340,6 +334,30 @@ fn remove_unused_old_trees(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether process `proc` (its `/proc` directory) is an nspawn that runs from a tree in `dir`:
+/// its `--directory=`, or one of its [`LOWERS_ENV`].
+fn runs_from(proc: &Path, dir: &Path) -> bool {
+    let directory = format!("--directory={}/", dir.display());
+    let lower = format!("{}/", dir.display());
+    let entries = |file: &str| std::fs::read(proc.join(file)).unwrap_or_default();
+    let cmdline = entries("cmdline");
+    if cmdline
+        .split(|b| *b == 0)
+        .any(|arg| arg.starts_with(directory.as_bytes()))
+    {
+        return true;
+    }
+    let prefix = format!("{LOWERS_ENV}=");
+    entries("environ")
+        .split(|b| *b == 0)
+        .filter_map(|var| var.strip_prefix(prefix.as_bytes()))
+        .any(|trees| {
+            trees
+                .split(|b| *b == b'\n')
+                .any(|t| t.starts_with(lower.as_bytes()))
+        })
 }
 
 fn log_path(dir: &Path, name: &str) -> Result<PathBuf> {

@@ -11,6 +11,15 @@
 //! names the process, and a pointer in `/run/nspawn-rs/layers/` names the layer, so that a
 //! sweep (the watchdog's too, which knows no chroot directory) unmounts and removes the layers
 //! of dead runs.
+//!
+//! For user-namespaced machines nothing is mounted here: the template and the machines stack
+//! `upper/` and the chroot themselves in nspawn's own mount namespace (see `host::idmap`). The
+//! template writes `upper/` in its own uid range; sealing gives it host root's ids, so that it
+//! serves machines of any range, idmapped like the chroot.
+//!
+//! What a guest wrote is in `upper/`, set-uid binaries and device nodes included, so the
+//! layers' directories are root's and mode 0700, and the read-only tree is mounted `nosuid` and
+//! `nodev`: no other host user can reach or use any of it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -35,6 +44,22 @@ const BOOT_ARTEFACTS: [&str; 5] = [
 pub struct Layer {
     dir: PathBuf,
     chroot: PathBuf,
+    /// For user-namespaced machines: nothing mounted on the host.
+    private_users: bool,
+}
+
+/// What a machine boots from a layer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LayerRoot {
+    /// A privileged machine's tree: the overlay mounted on the host.
+    pub tree: PathBuf,
+    /// A user-namespaced machine's read-only layers, top first.
+    pub lowers: Vec<PathBuf>,
+    /// The template's writable layer (with `upper/` and `work/`); none for a machine, whose
+    /// changes are thrown away.
+    pub writable: Option<PathBuf>,
+    /// Whether machines of this layer run in a user namespace.
+    pub private_users: bool,
 }
 
 /// Layers of this process, released at exit after its machines stopped.
@@ -69,8 +94,9 @@ fn overlay(target: &Path, options: &str, flags: MsFlags) -> Result<()> {
 }
 
 impl Layer {
-    /// A new layer over `chroot`, its writable overlay mounted on [`Layer::build_root`].
-    pub fn create(chroot: &Path) -> Result<Layer> {
+    /// A new layer over `chroot` for privileged or user-namespaced machines; for privileged
+    /// ones, its writable overlay mounted on [`Layer::template_root`]'s tree.
+    pub fn create(chroot: &Path, private_users: bool) -> Result<Layer> {
         let id = format!(
             "{}-{}",
             std::process::id(),
@@ -79,8 +105,11 @@ impl Layer {
         let layer = Layer {
             dir: layers_dir(chroot).join(id),
             chroot: chroot.into(),
+            private_users,
         };
         let _root = ThreadRoot::acquire()?;
+        private(&layers_dir(chroot))?;
+        private(&layer.dir)?;
         for sub in ["upper", "work", "build", "tree"] {
             let path = layer.dir.join(sub);
             std::fs::create_dir_all(&path).map_err(io("creating", &path))?;
@@ -91,42 +120,66 @@ impl Layer {
         let pointer = pointer(&layer.dir)?;
         std::fs::write(&pointer, layer.dir.as_os_str().as_encoded_bytes())
             .map_err(io("writing", &pointer))?;
+        if private_users {
+            return Ok(layer);
+        }
         let options = format!(
             "lowerdir={},upperdir={},workdir={}",
             chroot.display(),
             layer.dir.join("upper").display(),
             layer.dir.join("work").display()
         );
-        overlay(&layer.build_root(), &options, MsFlags::empty())?;
+        overlay(&layer.dir.join("build"), &options, MsFlags::empty())?;
         Ok(layer)
     }
 
     /// The template machine's root while the set-up runs: writes land in the layer.
-    pub fn build_root(&self) -> PathBuf {
-        self.dir.join("build")
+    pub fn template_root(&self) -> LayerRoot {
+        LayerRoot {
+            tree: self.dir.join("build"),
+            lowers: vec![self.chroot.clone()],
+            writable: Some(self.dir.clone()),
+            private_users: self.private_users,
+        }
     }
 
-    /// The tree machines boot from once the layer is sealed.
-    pub fn tree(&self) -> PathBuf {
-        self.dir.join("tree")
+    /// What machines boot once the layer is sealed.
+    pub fn root(&self) -> LayerRoot {
+        LayerRoot {
+            tree: self.dir.join("tree"),
+            lowers: vec![self.dir.join("upper"), self.chroot.clone()],
+            writable: None,
+            private_users: self.private_users,
+        }
     }
 
     /// After the template stopped: its overlay unmounted, the boot's own writes taken out,
     /// and the read-only tree mounted.
     pub fn seal(self) -> Result<Arc<Layer>> {
         let _root = ThreadRoot::acquire()?;
-        umount2(&self.build_root(), MntFlags::empty()).map_err(|e| {
-            Error::io(
-                format!("unmounting {}", self.build_root().display()),
-                e.into(),
-            )
-        })?;
+        let build = self.dir.join("build");
+        if !self.private_users {
+            umount2(&build, MntFlags::empty())
+                .map_err(|e| Error::io(format!("unmounting {}", build.display()), e.into()))?;
+        }
         let upper = self.dir.join("upper");
+        if self.private_users {
+            // The template wrote in its own range, which its upper directory's owner names.
+            use std::os::unix::fs::MetadataExt;
+            let base = std::fs::metadata(&upper)
+                .map_err(io("inspecting", &upper))?
+                .uid();
+            crate::host::idmap::shift_down(&upper, base)
+                .map_err(io("giving host root's ids to", &upper))?;
+        }
         for artefact in BOOT_ARTEFACTS {
             remove_within(&upper, artefact);
         }
-        let options = format!("lowerdir={}:{}", upper.display(), self.chroot.display());
-        overlay(&self.tree(), &options, MsFlags::MS_RDONLY)?;
+        if !self.private_users {
+            let options = format!("lowerdir={}:{}", upper.display(), self.chroot.display());
+            let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+            overlay(&self.dir.join("tree"), &options, flags)?;
+        }
         let layer = Arc::new(self);
         LIVE.lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -168,6 +221,24 @@ fn remove_within(upper: &Path, relative: &str) {
         }
         Err(_) => {}
     }
+}
+
+/// Makes `dir` (or finds it) root's and mode 0700: an earlier version made layers 0755.
+fn private(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        other => other.map_err(io("creating", dir))?,
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(io("inspecting", dir))?;
+    if !meta.is_dir() || meta.uid() != 0 {
+        return Err(Error::io(
+            format!("using {} for set-up layers", dir.display()),
+            std::io::Error::other("it is not a directory of root's; remove it"),
+        ));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io("closing", dir))
 }
 
 /// The pointer to layer `dir` in the run directory.

@@ -21,7 +21,7 @@ mod progress;
 mod status;
 pub mod storage;
 
-pub use build::{build, build_one, Bootstrapper, BuildOptions, Outcome};
+pub use build::{build, build_one, Bootstrapper, BuildOptions, Outcome, LOWERS_ENV};
 pub use locate::locate;
 pub use on_demand::{ensure, run_if_requested};
 pub use progress::Progress;

@@ -33,11 +33,10 @@ helper::pre_main_hook!(run_if_requested);
 /// Called before `main`: in a build helper, builds and exits; elsewhere notes that builds can
 /// be started. `#[nspawn::test]`'s hook calls it too, before privileges are dropped.
 pub fn run_if_requested() {
-    let Some(name) = std::env::var_os(helper::BUILD) else {
+    let Some(name) = helper::role(helper::BUILD) else {
         HOOKED.store(true, Ordering::SeqCst);
         return;
     };
-    let name = name.to_string_lossy().into_owned();
     let code = match build_here(&name) {
         Ok(()) => 0,
         Err(e) => {

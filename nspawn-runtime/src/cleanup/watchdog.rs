@@ -31,7 +31,7 @@ static PIPE: Mutex<Option<OwnedFd>> = Mutex::new(None);
 /// Called before `main`. In a watchdog process, this is where it does its work and exits;
 /// elsewhere it notes that the watchdog can be started.
 pub fn run_if_requested() {
-    if std::env::var_os(ENV).is_none() {
+    if helper::role(ENV).is_none() {
         HOOKED.store(true, Ordering::SeqCst);
         return;
     }

@@ -48,7 +48,7 @@ pub(crate) fn boot_one(
     info: &TestInfo,
     purpose: &str,
     spare: Option<Slot>,
-    tree: Option<(std::path::PathBuf, bool)>,
+    tree: Option<crate::chroot::layer::LayerRoot>,
 ) -> crate::Result<Machine> {
     let started = std::time::Instant::now();
     let ahead = spare.is_some();
@@ -60,8 +60,8 @@ pub(crate) fn boot_one(
     let mut builder = Machine::builder(info.chroot)
         .workspace(info.manifest_dir)
         .network(network);
-    if let Some((tree, writable)) = tree {
-        builder = builder.tree(tree, writable);
+    if let Some(tree) = tree {
+        builder = builder.tree(tree);
     }
     let machine = match spare {
         Some(slot) => builder.start_on(slot)?,

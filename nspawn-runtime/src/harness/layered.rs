@@ -48,7 +48,7 @@ pub(crate) fn boot(info: &'static TestInfo) -> Option<crate::Result<Machine>> {
         made.get_or_insert_with(|| make(info)).clone()
     };
     Some(match layer {
-        Ok(layer) => boot_one(info, &info.test_name(), None, Some((layer.tree(), false))),
+        Ok(layer) => boot_one(info, &info.test_name(), None, Some(layer.root())),
         Err(why) => Err(crate::Error::NotRunning {
             machine: format!("of {}", info.test_name()),
             reason: why.to_string(),
@@ -60,12 +60,15 @@ pub(crate) fn boot(info: &'static TestInfo) -> Option<crate::Result<Machine>> {
 fn make(info: &'static TestInfo) -> Made {
     let chroot = crate::chroot::ensure(info.chroot, Some(std::path::Path::new(info.manifest_dir)))
         .map_err(|e| SharedError::from(e.to_string()))?;
-    let layer = Layer::create(&chroot).map_err(|e| SharedError::from(e.to_string()))?;
+    let private_users = crate::backend::private_users::decide(None, &chroot)
+        .map_err(|e| SharedError::from(e.to_string()))?;
+    let layer =
+        Layer::create(&chroot, private_users).map_err(|e| SharedError::from(e.to_string()))?;
     let template = boot_one(
         info,
         &format!("{}'s set-up", info.module),
         None,
-        Some((layer.build_root(), true)),
+        Some(layer.template_root()),
     )
     .map_err(|e| SharedError::from(e.to_string()))?;
     let set_up = super::setup::run_for_all(info, std::slice::from_ref(&template));

@@ -190,7 +190,7 @@ fn run_process() -> Option<ProcessId> {
 
 /// In a keeper process (see the module's notes), the share's id.
 pub(crate) fn keeper_id() -> Option<String> {
-    std::env::var(KEEPER).ok()
+    crate::host::helper::role(KEEPER)
 }
 
 /// Keeps the machines of `info`'s module for the nextest run: boots them, publishes them,

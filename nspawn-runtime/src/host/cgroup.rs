@@ -34,6 +34,9 @@ impl MachineCgroup {
 
     fn build(name: &str, limits: Option<Limits>) -> MachineCgroup {
         let mut dirs = limits.map_or_else(Vec::new, |l| limited(name, l));
+        if limits.is_some() {
+            dirs.extend(device_policy(name));
+        }
         for base in own_cgroups() {
             let dir = base.join(format!("nspawn-{name}"));
             match make_dir(&dir) {
@@ -146,6 +149,53 @@ fn limited(name: &str, limits: Limits) -> Vec<PathBuf> {
         unlimited_once();
     }
     dirs
+}
+
+/// The devices a machine may use and make, as nspawn asks of systemd for a registered
+/// machine (`DevicePolicy=closed` with `/dev/net/tun` and the ptys): the standard pseudo
+/// devices, the tty and pty masters, tun, and the ptys themselves (used, never made).
+const DEVICES_ALLOWED: &[&str] = &[
+    "c 1:3 rwm",    // null
+    "c 1:5 rwm",    // zero
+    "c 1:7 rwm",    // full
+    "c 1:8 rwm",    // random
+    "c 1:9 rwm",    // urandom
+    "c 5:0 rwm",    // tty
+    "c 5:2 rwm",    // ptmx
+    "c 10:200 rwm", // net/tun
+    "c 136:* rw",   // pts
+];
+
+/// `nspawn-<name>` in the cgroup v1 `devices` hierarchy, next to ours, with
+/// [`DEVICES_ALLOWED`] and nothing else. Without it a privileged machine may make and open
+/// any device node, the host's disks included. (On a host with cgroup v2 only, the policy is
+/// a BPF program that the systemd backend gets from systemd.)
+fn device_policy(name: &str) -> Option<PathBuf> {
+    let ours = memberships(std::process::id()).ok()?;
+    let (_, base) = ours.into_iter().find(|(mount, _)| mount.has("devices"))?;
+    let dir = base.join(format!("nspawn-{name}"));
+    let applied = make_dir(&dir)
+        .and_then(|()| std::fs::write(dir.join("devices.deny"), "a"))
+        .and_then(|()| {
+            DEVICES_ALLOWED
+                .iter()
+                .try_for_each(|rule| std::fs::write(dir.join("devices.allow"), rule))
+        });
+    match applied {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            let _ = std::fs::remove_dir(&dir);
+            static ONCE: std::sync::Once = std::sync::Once::new();
+            ONCE.call_once(|| {
+                crate::report::announce(&format!(
+                    "machines run without a device policy here ({}: {e}): a privileged \
+                     machine's root may make and open any device node",
+                    dir.display()
+                ))
+            });
+            None
+        }
+    }
 }
 
 /// Says once per process that machines run without their memory or task limit (a host with

@@ -1,8 +1,14 @@
-//! Helper processes re-executed from the test binary itself: a machine's agent, the watchdog
-//! and on-demand chroot builds. Hooks that run before `main` recognise each by its environment marker, so the
-//! test harness never starts in them.
+//! Helper processes re-executed from the test binary itself: a machine's agent, the watchdog,
+//! on-demand chroot builds and nextest's keepers. Hooks that run before `main` recognise each
+//! by its environment marker, so the test harness never starts in them.
+//!
+//! A marker alone proves nothing: a user who exported `NSPAWN_WATCHDOG=1` would otherwise see
+//! every test binary print nothing and exit 0. So the parent also hands its helper a proof no
+//! environment can forge, an inherited memfd named `nspawn-role` that holds `MARKER=value`
+//! ([`role`]); a marker without it is an error that says so.
 
-use std::os::fd::{OwnedFd, RawFd};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -47,6 +53,7 @@ pub(crate) fn command(marker: &str, value: String, stdin: OwnedFd) -> Command {
     for var in ["SUDO_UID", "SUDO_GID", "SUDO_USER", "NSPAWN_USER"] {
         cmd.env_remove(var);
     }
+    let proof = proof(marker, &value);
     cmd.env(marker, value)
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::null())
@@ -57,10 +64,77 @@ pub(crate) fn command(marker: &str, value: String, stdin: OwnedFd) -> Command {
         cmd.pre_exec(move || {
             privs::regain_in_child(regain)?;
             libc::setsid();
+            // Without it the helper refuses its role, and says so.
+            if let Some(proof) = &proof {
+                libc::dup2(proof.as_raw_fd(), PROOF_FD);
+            }
             Ok(())
         });
     }
     cmd
+}
+
+/// Where a helper finds its proof.
+const PROOF_FD: RawFd = 987;
+const PROOF_NAME: &str = "nspawn-role";
+
+/// A memfd holding `marker=value`; none if the kernel has no memfd (the helper then refuses
+/// its role with a message).
+fn proof(marker: &str, value: &str) -> Option<OwnedFd> {
+    let fd = nix::sys::memfd::memfd_create(
+        c"nspawn-role",
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+    )
+    .ok()?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(format!("{marker}={value}").as_bytes())
+        .ok()?;
+    Some(file.into())
+}
+
+/// This process's value of `marker`, if it is that helper; `None` if the marker is unset.
+/// A marker set without the proof its parent hands a real helper ends the process with a
+/// message and status 2: the test harness must not run, nor the process pass for a helper.
+pub(crate) fn role(marker: &str) -> Option<String> {
+    let value = std::env::var_os(marker)?;
+    let value = value.to_string_lossy().into_owned();
+    if proven(marker, &value) {
+        // Kept, to be checked again, but never inherited by what the helper starts.
+        // SAFETY: a flag change on a descriptor only this module uses.
+        unsafe { libc::fcntl(PROOF_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+        return Some(value);
+    }
+    eprintln!(
+        "nspawn: {marker} is set in the environment, but this process was not started as \
+         nspawn's {}; it is internal to nspawn. Unset it: env -u {marker} ...",
+        role_name(marker)
+    );
+    // SAFETY: ending the process before the harness or any exit handler runs.
+    unsafe { libc::_exit(2) }
+}
+
+fn role_name(marker: &str) -> &'static str {
+    match marker {
+        AGENT => "machine agent",
+        WATCHDOG => "watchdog",
+        BUILD => "chroot build helper",
+        _ => "nextest keeper",
+    }
+}
+
+/// Whether [`PROOF_FD`] is our memfd and holds `marker=value`.
+fn proven(marker: &str, value: &str) -> bool {
+    let named = std::fs::read_link(format!("/proc/self/fd/{PROOF_FD}")).is_ok_and(|l| {
+        l.to_string_lossy()
+            .starts_with(&format!("/memfd:{PROOF_NAME}"))
+    });
+    if !named {
+        return false;
+    }
+    let mut text = vec![0u8; marker.len() + value.len() + 2];
+    // SAFETY: reading into our buffer from the start of the descriptor.
+    let got = unsafe { libc::pread(PROOF_FD, text.as_mut_ptr().cast(), text.len(), 0) };
+    got >= 0 && text[..got as usize] == *format!("{marker}={value}").as_bytes()
 }
 
 /// Closes every descriptor from 3 up, except those in `keep`: a test runner, make's jobserver

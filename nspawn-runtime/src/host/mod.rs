@@ -4,6 +4,7 @@
 pub(crate) mod cgroup;
 pub mod console;
 pub(crate) mod helper;
+pub(crate) mod idmap;
 pub(crate) mod limits;
 pub(crate) mod notify;
 pub(crate) mod pidfd;
@@ -12,3 +13,4 @@ pub mod probe;
 pub mod process;
 pub mod run_dir;
 pub mod tools;
+pub(crate) mod uid_range;

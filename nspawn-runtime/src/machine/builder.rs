@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::registry;
-use crate::backend::{self, Bind, BootSpec};
+use crate::backend::{self, Bind, BootSpec, Userns};
 use crate::chroot;
+use crate::chroot::layer::LayerRoot;
 use crate::chroot::storage::{self};
 use crate::cleanup::keep;
 use crate::cleanup::slots;
@@ -15,6 +16,7 @@ use crate::cleanup::sweep;
 use crate::cleanup::watchdog;
 use crate::error::{Error, Result};
 use crate::host::console;
+use crate::host::idmap::Upper;
 use crate::host::privs;
 use crate::network::{Joining, Membership, Network};
 use crate::report::{self, Event};
@@ -51,8 +53,10 @@ pub struct MachineBuilder {
     aliases: Vec<String>,
     /// The group (of one test's machines) whose peers also know its aliases.
     group: Option<u64>,
-    /// A tree to boot instead of the chroot's own (a set-up layer's), and whether writable.
-    tree: Option<(PathBuf, bool)>,
+    /// A set-up layer's tree to boot instead of the chroot's own.
+    tree: Option<LayerRoot>,
+    /// A user namespace or not, whatever `NSPAWN_PRIVATE_USERS` says.
+    private_users: Option<bool>,
     binds: Vec<(PathBuf, PathBuf, bool)>,
     env: Vec<(String, String)>,
     args: Vec<OsString>,
@@ -72,6 +76,7 @@ impl MachineBuilder {
             aliases: Vec::new(),
             group: None,
             tree: None,
+            private_users: None,
             binds: Vec::new(),
             env: Vec::new(),
             args: Vec::new(),
@@ -216,10 +221,28 @@ impl MachineBuilder {
         self
     }
 
-    /// Boots `tree` (a set-up layer's; see `chroot::layer`) instead of the chroot's own tree,
-    /// the tree itself if `writable`.
-    pub(crate) fn tree(mut self, tree: PathBuf, writable: bool) -> Self {
-        self.tree = Some((tree, writable));
+    /// Runs the machine in a user namespace of its own (`true`: its root is an unprivileged
+    /// host uid, and an error where the host cannot) or privileged (`false`: its root is the
+    /// host's root, for the rare test that needs what only that allows, such as a container
+    /// that runs containers itself), whatever `NSPAWN_PRIVATE_USERS` says. See the README's
+    /// table of what a guest can reach in each mode.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm")
+    ///     .private_users(false)
+    ///     .arg("--capability=all")
+    ///     .start()?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
+    pub fn private_users(mut self, private: bool) -> Self {
+        self.private_users = Some(private);
+        self
+    }
+
+    /// Boots a set-up layer (see `chroot::layer`) instead of the chroot's own tree.
+    pub(crate) fn tree(mut self, tree: LayerRoot) -> Self {
+        self.private_users = Some(tree.private_users);
+        self.tree = Some(tree);
         self
     }
 
@@ -355,11 +378,12 @@ impl MachineBuilder {
         crate::settings::get()?;
         privs::require_root("booting a machine")?;
         self.check_binds()?;
+        self.check_aliases()?;
         let dir = chroot::ensure(&self.chroot, self.workspace.as_deref())?;
         sweep::at_startup(dir.parent());
         watchdog::ensure_started();
         registry::install_hooks_once();
-        Ok(self.tree.as_ref().map_or(dir, |(tree, _)| tree.clone()))
+        Ok(self.tree.as_ref().map_or(dir, |tree| tree.tree.clone()))
     }
 
     fn boot(self, dir: PathBuf, slot: slots::Slot) -> Result<Machine> {
@@ -378,6 +402,9 @@ impl MachineBuilder {
             group: self.group,
         })?;
         let mut spec = self.spec(dir);
+        if crate::backend::private_users::decide(self.private_users, &spec.dir)? {
+            spec.userns = Some(self.userns(&spec.dir));
+        }
         spec.extra_args
             .splice(0..0, membership.iter().flat_map(Membership::nspawn_args));
         span.in_scope(
@@ -422,6 +449,18 @@ impl MachineBuilder {
         Ok(machine)
     }
 
+    /// Aliases end up in the guests' `/etc/hosts`: a line break or a space would add entries.
+    fn check_aliases(&self) -> Result<()> {
+        for alias in &self.aliases {
+            nspawn_config::check_alias(alias).map_err(|reason| Error::Network {
+                network: self.network.to_string(),
+                machine: format!("of chroot {}", self.chroot),
+                reason,
+            })?;
+        }
+        Ok(())
+    }
+
     /// Test code running as the invoking user gets no host path through a bind that the user
     /// could not reach: checked with the user's own credentials (this thread's).
     fn check_binds(&self) -> Result<()> {
@@ -447,6 +486,20 @@ impl MachineBuilder {
         Ok(())
     }
 
+    /// The layers of a user-namespaced machine's root.
+    fn userns(&self, dir: &Path) -> Userns {
+        match &self.tree {
+            Some(tree) => Userns {
+                lowers: tree.lowers.clone(),
+                upper: tree.writable.clone().map_or(Upper::Tmpfs, Upper::Dir),
+            },
+            None => Userns {
+                lowers: vec![dir.to_path_buf()],
+                upper: Upper::Tmpfs,
+            },
+        }
+    }
+
     fn spec(&self, dir: PathBuf) -> BootSpec {
         BootSpec {
             chroot: self.chroot.clone(),
@@ -468,7 +521,8 @@ impl MachineBuilder {
             extra_args: self.args.clone(),
             suppress_sync: self.suppress_sync,
             properties: self.properties.clone(),
-            writable: self.tree.as_ref().is_some_and(|(_, writable)| *writable),
+            writable: self.tree.as_ref().is_some_and(|t| t.writable.is_some()),
+            userns: None,
         }
     }
 }

@@ -1,0 +1,72 @@
+//! Whether a machine runs in a user namespace of its own (its root an unprivileged host uid)
+//! or privileged (its root the host's root): `NSPAWN_PRIVATE_USERS`, what the host can do,
+//! and a machine's own request.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+use crate::settings::PrivateUsers;
+
+use super::Kind;
+
+/// The systemd version whose nspawn has `--private-users-ownership` and `:idmap` binds.
+const NSPAWN_SINCE: u32 = 250;
+
+/// Whether a machine booted from `dir` gets a user namespace. `requested` is the machine's
+/// own choice (`MachineBuilder::private_users`), which wins over the setting.
+pub fn decide(requested: Option<bool>, dir: &Path) -> Result<bool> {
+    let mode = match requested {
+        Some(true) => PrivateUsers::Yes,
+        Some(false) => PrivateUsers::No,
+        None => crate::settings::get()?.private_users,
+    };
+    if mode == PrivateUsers::No {
+        return Ok(false);
+    }
+    match (why_not(dir), mode) {
+        (None, _) => Ok(true),
+        (Some(reason), PrivateUsers::Yes) => Err(Error::PrivateUsersUnavailable { reason }),
+        (Some(reason), _) => {
+            fallback_once(&reason);
+            Ok(false)
+        }
+    }
+}
+
+/// Why this host cannot run user-namespaced machines from `dir`; `None` when it can.
+pub fn why_not(dir: &Path) -> Option<String> {
+    if super::selected().ok()?.0 == Kind::Systemd {
+        return Some(
+            "the systemd backend does not run user-namespaced machines yet (NSPAWN_BACKEND=direct \
+             does)"
+                .into(),
+        );
+    }
+    match crate::host::probe::nspawn_version() {
+        Some(v) if v >= NSPAWN_SINCE => {}
+        v => {
+            return Some(format!(
+                "systemd-nspawn {} is older than {NSPAWN_SINCE}, which has \
+                 --private-users-ownership and idmapped binds",
+                v.map_or("of unknown version".into(), |v| v.to_string())
+            ))
+        }
+    }
+    static PROBE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| crate::host::idmap::probe(dir))
+        .clone()
+        .err()
+}
+
+/// Says once per process that machines run privileged, and why.
+fn fallback_once(reason: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        crate::report::announce(&format!(
+            "machines run privileged here (their root is the host's root): {reason}; \
+             NSPAWN_PRIVATE_USERS=no says this is meant"
+        ))
+    });
+}

@@ -1,0 +1,149 @@
+//! Host uid ranges for user-namespaced machines: 65536 ids per machine, never shared with
+//! another machine that runs at the same time.
+//!
+//! A range is taken the way `systemd-nspawn --private-users=pick` takes one, so that ours and
+//! nspawn's own picks (another tool's containers on the same host) never collide: a lock file
+//! `/run/systemd/nspawn-uid/<base>` held with `flock` for as long as the machine runs, a base
+//! that is a multiple of 65536 between 0x80000 and 0x6FFF0000 (the container range of
+//! systemd's uid allocation), and no user or group of the host's databases inside it. A lock
+//! dies with its holder's descriptor, so a run that is killed outright frees its ranges
+//! without a sweep.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::host::privs::ThreadRoot;
+
+/// Ids per machine: the 16-bit range a Debian system uses.
+pub const SIZE: u32 = 0x10000;
+const PICK_MIN: u32 = 0x0008_0000;
+const PICK_MAX: u32 = 0x6FFF_0000;
+const LOCK_DIR: &str = "/run/systemd/nspawn-uid";
+const TRIES: usize = 100;
+
+/// A range held for one machine; released when dropped.
+#[derive(Debug)]
+pub struct UidRange {
+    base: u32,
+    lock: Option<File>,
+    path: PathBuf,
+}
+
+impl UidRange {
+    /// Takes a free range (as root).
+    pub fn pick() -> Result<UidRange> {
+        let _root = ThreadRoot::acquire()?;
+        std::fs::create_dir_all(LOCK_DIR)
+            .map_err(|e| Error::io(format!("creating {LOCK_DIR}"), e))?;
+        let taken = HostIds::read();
+        for _ in 0..TRIES {
+            let base = candidate();
+            if taken.overlaps(base) {
+                continue;
+            }
+            if let Some(range) = try_lock(base)? {
+                return Ok(range);
+            }
+        }
+        Err(Error::io(
+            format!("picking a uid range for a machine's user namespace ({TRIES} tries)"),
+            std::io::Error::other(format!(
+                "every range tried is held under {LOCK_DIR} or used by a host user or group"
+            )),
+        ))
+    }
+
+    /// The first host uid (and gid) of the range: the machine's root.
+    pub fn base(&self) -> u32 {
+        self.base
+    }
+}
+
+impl Drop for UidRange {
+    fn drop(&mut self) {
+        // Unlinked while still locked, as nspawn does: a taker that opened the old file sees
+        // it unlinked after its own lock and tries again.
+        if let Ok(_root) = ThreadRoot::acquire() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+        self.lock.take();
+    }
+}
+
+/// A random multiple of [`SIZE`] in the pick range.
+fn candidate() -> u32 {
+    let random = uuid::Uuid::new_v4().as_u128() as u32;
+    let slots = (PICK_MAX - PICK_MIN) / SIZE;
+    PICK_MIN + (random % slots) * SIZE
+}
+
+/// Locks `base`'s file; `None` when another holder has it.
+fn try_lock(base: u32) -> Result<Option<UidRange>> {
+    let path = Path::new(LOCK_DIR).join(base.to_string());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Ok(None);
+    }
+    // The holder before us may have unlinked the file between our open and our lock.
+    let still_there = match (file.metadata(), std::fs::metadata(&path)) {
+        (Ok(ours), Ok(now)) => ours.ino() == now.ino() && ours.dev() == now.dev(),
+        _ => false,
+    };
+    Ok(still_there.then_some(UidRange {
+        base,
+        lock: Some(file),
+        path,
+    }))
+}
+
+/// The uids and gids the host's user and group databases name.
+struct HostIds(Vec<u32>);
+
+impl HostIds {
+    fn read() -> HostIds {
+        let mut ids = Vec::new();
+        for db in ["/etc/passwd", "/etc/group"] {
+            let text = std::fs::read_to_string(db).unwrap_or_default();
+            ids.extend(
+                text.lines()
+                    .filter_map(|l| l.split(':').nth(2)?.parse::<u32>().ok()),
+            );
+        }
+        HostIds(ids)
+    }
+
+    fn overlaps(&self, base: u32) -> bool {
+        self.0.iter().any(|id| (base..base + SIZE).contains(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_are_aligned_and_in_the_container_range() {
+        for _ in 0..1000 {
+            let c = candidate();
+            assert_eq!(c % SIZE, 0, "{c:#x}");
+            assert!((PICK_MIN..PICK_MAX).contains(&c), "{c:#x}");
+        }
+    }
+
+    #[test]
+    fn a_range_with_a_host_id_in_it_overlaps() {
+        let ids = HostIds(vec![0, 1000, 0x0009_0005]);
+        assert!(ids.overlaps(0x0009_0000));
+        assert!(!ids.overlaps(0x000A_0000));
+        assert!(!ids.overlaps(0x0008_0000));
+    }
+}
