@@ -138,6 +138,7 @@ pub use nspawn_runtime::host::privs;
 pub use nspawn_runtime::AsyncMachine;
 pub use nspawn_runtime::{
     Call, Command, Error, Machine, MachineBuilder, Network, Result, UnitState,
+    DEFAULT_CALL_TIMEOUT, DEFAULT_OUTPUT_LIMIT,
 };
 
 pub use nspawn_macros::{setup, test};

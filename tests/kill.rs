@@ -203,7 +203,8 @@ fn wait_ended(case: &mut Case, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Within 5 s of the test process's end, nothing of any machine it started is left.
+/// Within 5 s of the test process's end, nothing of any machine it started is left, and no
+/// process of its own (a child it forked for a moment, say) outlives it.
 fn nothing_left_of_spawned(case: &Case, chroots: &Path, what: &str) -> Result<(), String> {
     let machines: Vec<String> = Events::read(&case.log)
         .spawned()
@@ -212,7 +213,12 @@ fn nothing_left_of_spawned(case: &Case, chroots: &Path, what: &str) -> Result<()
         .collect();
     let gone_by = Instant::now() + Duration::from_secs(5);
     loop {
-        let left = common::leftovers(&machines, chroots);
+        let mut left = common::leftovers(&machines, chroots);
+        left.extend(
+            common::processes_with_env_value("NSPAWN_EVENT_LOG", case.log.as_os_str())
+                .iter()
+                .map(|p| format!("a process of the test binary (pid {p})")),
+        );
         if left.is_empty() {
             return Ok(());
         }

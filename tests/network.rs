@@ -204,3 +204,88 @@ fn a_zone_whose_record_was_left_empty_is_swept_by_its_bridges_owner() {
     }
     assert!(gone, "swept: {removed:?}");
 }
+
+/// The bridge's IPv6 link-local address, with its scope, as the machine at `address` sees it.
+fn bridge_v6(address: std::net::IpAddr) -> Option<std::net::SocketAddrV6> {
+    let std::net::IpAddr::V4(v4) = address else {
+        return None;
+    };
+    let bridge = format!("nspawn-z{}", v4.octets()[2]);
+    let out = std::process::Command::new("ip")
+        .args(["-6", "-o", "addr", "show", "dev", &bridge, "scope", "link"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let addr = text
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)?;
+    let ip: std::net::Ipv6Addr = addr.split('/').next()?.parse().ok()?;
+    Some(std::net::SocketAddrV6::new(ip, 0, 0, 0))
+}
+
+/// Inside a machine: whether `[v6%host0]:port` answers within 3 s.
+fn connects_v6((ip, port): (std::net::Ipv6Addr, u16)) -> bool {
+    // SAFETY: a C string of ours.
+    let scope = unsafe { libc::if_nametoindex(c"host0".as_ptr()) };
+    let target = std::net::SocketAddrV6::new(ip, port, 0, scope);
+    std::net::TcpStream::connect_timeout(&target.into(), std::time::Duration::from_secs(3)).is_ok()
+}
+
+#[test]
+fn an_isolated_machine_reaches_no_service_of_the_host() {
+    // Host services on every address, v4 and v6, as a careless daemon listens.
+    let v4 = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let v6 = std::net::TcpListener::bind("[::]:0").unwrap();
+    let m = Machine::builder(CHROOT)
+        .network(Network::Isolated)
+        .start()
+        .unwrap();
+    // The host's side of the zone: its bridge, `.1` of the machine's subnet.
+    let std::net::IpAddr::V4(own) = m.address().unwrap() else {
+        panic!("an IPv4 address")
+    };
+    let [a, b, c, _] = own.octets();
+    let gateway = std::net::IpAddr::from([a, b, c, 1]);
+    let port = v4.local_addr().unwrap().port();
+    assert!(
+        !m.call(connects, (gateway, port)).unwrap(),
+        "{gateway}:{port}"
+    );
+    let link_local = bridge_v6(m.address().unwrap()).expect("the bridge has a link-local address");
+    let port6 = v6.local_addr().unwrap().port();
+    assert!(
+        !m.call(connects_v6, (*link_local.ip(), port6)).unwrap(),
+        "[{}]:{port6}",
+        link_local.ip()
+    );
+    // The test process still reaches the machine, and the machine the outside world's answers.
+    serve(&m, "still-here");
+    assert_eq!(fetch_from_host(m.address().unwrap()), "still-here");
+}
+
+#[test]
+fn another_local_user_cannot_reach_a_machine() {
+    let (uid, gid) = common::probe_user();
+    let m = Machine::builder(CHROOT)
+        .network(Network::Isolated)
+        .start()
+        .unwrap();
+    serve(&m, "for-the-test-only");
+    let address = m.address().unwrap();
+    assert_eq!(fetch_from_host(address), "for-the-test-only");
+    let script = format!("exec 3<>/dev/tcp/{address}/80 && head -c 100 <&3");
+    let mut other = std::process::Command::new("timeout");
+    other.args(["5", "bash", "-c", &script]);
+    std::os::unix::process::CommandExt::uid(&mut other, uid);
+    std::os::unix::process::CommandExt::gid(&mut other, gid);
+    let out = {
+        let _root = nspawn::privs::root().unwrap();
+        other.output().unwrap()
+    };
+    assert!(
+        !out.status.success(),
+        "user {uid} reached the machine: {}",
+        common::report(&out)
+    );
+}

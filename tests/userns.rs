@@ -265,7 +265,7 @@ fn every_case_holds_under_sudo() {
         .unwrap();
     let report = common::report(&out);
     assert!(out.status.success(), "{report}");
-    assert!(report.contains("8 passed"), "{report}");
+    assert!(report.contains("10 passed"), "{report}");
 }
 
 /// How many machines run at once (`NSPAWN_MAX_MACHINES` raised): boots until one fails, up to
@@ -288,4 +288,72 @@ fn how_many_machines_run_at_once() {
         }
     };
     eprintln!("{} machines at once; {outcome}", machines.len());
+}
+
+#[test]
+fn guest_sizes_stop_at_the_output_limit() {
+    let m = Machine::start(CHROOT).unwrap();
+    let vm_hwm = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            << 10
+    };
+    let err = m
+        .command("head")
+        .args(["-c", "256M", "/dev/zero"])
+        .output()
+        .unwrap_err();
+    assert!(err.to_string().contains("output_limit"), "{err}");
+    let printed = m
+        .function(|(): ()| {
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..256 {
+                std::io::Write::write_all(&mut std::io::stdout(), &chunk).unwrap();
+            }
+        })
+        .call(())
+        .unwrap_err();
+    assert!(printed.to_string().contains("stdout"), "{printed}");
+    m.run(["truncate", "-s", "2G", "/var/tmp/sparse"]).unwrap();
+    let read = m.read("/var/tmp/sparse").unwrap_err();
+    assert!(read.to_string().contains("copy_out"), "{read}");
+    // A result just under the limit still arrives whole; one over it is refused.
+    let under = m
+        .function(|n: usize| vec![7u8; n])
+        .call((8 << 20) as usize)
+        .unwrap();
+    assert_eq!(under.len(), 8 << 20);
+    let over = m
+        .function(|n: usize| vec![7u8; n])
+        .call((80 << 20) as usize)
+        .unwrap_err();
+    assert!(over.to_string().contains("result"), "{over}");
+    let high = vm_hwm();
+    // Unbounded, 256 MiB of output alone would have taken it past this.
+    assert!(
+        high < 200 << 20,
+        "the test process peaked at {} MiB",
+        high >> 20
+    );
+}
+
+#[test]
+fn a_guests_panic_text_is_bounded_and_escaped() {
+    let m = Machine::start(CHROOT).unwrap();
+    let err = m
+        .function(|(): ()| -> u8 { panic!("\u{1b}]0;pwned\u{7}{}", "y".repeat(10 << 20)) })
+        .call(())
+        .unwrap_err()
+        .to_string();
+    assert!(err.len() < 64 << 10, "{} bytes", err.len());
+    assert!(
+        !err.contains('\u{1b}') && !err.contains('\u{7}'),
+        "{err:.200}"
+    );
+    assert!(err.contains("bytes not shown"), "{err:.200}");
 }

@@ -219,6 +219,23 @@ pub enum Error {
         stderr: String,
     },
 
+    /// A program or call of a machine sent more than the test process keeps.
+    #[error(
+        "{what} in machine {machine}: its {stream} is larger than {limit} bytes, the most the \
+         test process keeps. Raise the limit with `.output_limit(bytes)` on the command or \
+         call, or write it to a file in the machine and `copy_out` that to the host"
+    )]
+    TooLarge {
+        /// The command line or function.
+        what: String,
+        /// The machine's name.
+        machine: String,
+        /// `stdout`, `stderr`, `result` or `file`.
+        stream: String,
+        /// The limit in bytes.
+        limit: usize,
+    },
+
     /// A machine's guest file system could not be accessed.
     #[error("{op} {path} in machine {machine}: {source}")]
     Guest {
@@ -249,8 +266,9 @@ pub enum Error {
 
     /// A function run with [`crate::Machine::call`] panicked.
     #[error(
-        "`{function}` panicked in machine {machine}{}: {message}",
-        location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default()
+        "`{function}` panicked in machine {machine}{}: {}",
+        location.as_ref().map(|l| format!(" at {}", crate::text::shown(l))).unwrap_or_default(),
+        crate::text::shown(message)
     )]
     Panicked {
         /// Machine name.
@@ -384,6 +402,7 @@ impl std::fmt::Debug for Error {
 }
 
 fn tail_block(tail: &str) -> String {
+    let tail = crate::text::shown(tail);
     let tail = tail.trim_end();
     if tail.is_empty() {
         String::new()

@@ -37,7 +37,9 @@ pub use inventory;
 pub use error::{Error, Result};
 #[cfg(feature = "tokio")]
 pub use machine::AsyncMachine;
-pub use machine::{Call, Command, Machine, MachineBuilder, UnitState};
+pub use machine::{
+    Call, Command, Machine, MachineBuilder, UnitState, DEFAULT_CALL_TIMEOUT, DEFAULT_OUTPUT_LIMIT,
+};
 pub use network::Network;
 
 /// Building blocks the project's own tests and benchmarks reach for; not a stable API.

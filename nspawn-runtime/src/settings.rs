@@ -180,13 +180,14 @@ impl Settings {
         if let Some(dir) = path("NSPAWN_RUN_DIR") {
             let absolute = dir.is_absolute();
             let shown = dir.display().to_string();
+            let plain = !shown.chars().any(char::is_control);
             check(
                 "NSPAWN_RUN_DIR",
-                "accepted: an absolute path",
-                absolute,
+                "accepted: an absolute path without control characters",
+                absolute && plain,
                 &shown,
             );
-            if absolute {
+            if absolute && plain {
                 s.run_dir = dir;
             }
         }
@@ -194,7 +195,11 @@ impl Settings {
         s.workspace = path("NSPAWN_WORKSPACE");
         s.log_dir = path("NSPAWN_LOG_DIR");
         s.event_log = path("NSPAWN_EVENT_LOG");
-        s.quiet = text("NSPAWN_QUIET").is_some();
+        if let Some(v) = text("NSPAWN_QUIET") {
+            let on = switch(&v);
+            check("NSPAWN_QUIET", "accepted: 0, 1", on.is_some(), &v);
+            s.quiet = on.unwrap_or(false);
+        }
         if let Some(v) = text("NSPAWN_AUTO_BUILD") {
             let on = switch(&v);
             check("NSPAWN_AUTO_BUILD", "accepted: 0, 1", on.is_some(), &v);
@@ -238,6 +243,57 @@ impl Settings {
     }
 }
 
+/// What the file system says of the paths set: a chroots directory or workspace that does
+/// not exist (a typo would otherwise have root build chroots there), an event log whose
+/// directory does not exist. One line per problem.
+fn check_paths(s: &Settings) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut need_dir = |name: &str, dir: &Option<PathBuf>, what: &str| {
+        if let Some(dir) = dir {
+            if !dir.is_dir() {
+                problems.push(format!(
+                    "{name}={:?}: not an existing directory ({what})",
+                    dir.display().to_string()
+                ));
+            }
+        }
+    };
+    need_dir(
+        "NSPAWN_CHROOTS_DIR",
+        &s.chroots_dir,
+        "create it first, or unset it to use test_chroots/ in the workspace",
+    );
+    need_dir(
+        "NSPAWN_WORKSPACE",
+        &s.workspace,
+        "a directory of the workspace",
+    );
+    let log_dir = s
+        .event_log
+        .as_ref()
+        .map(|log| {
+            log.parent()
+                .unwrap_or(std::path::Path::new("."))
+                .to_path_buf()
+        })
+        .map(|d| {
+            if d.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                d
+            }
+        });
+    need_dir(
+        "NSPAWN_EVENT_LOG",
+        &log_dir,
+        "the log's directory must exist",
+    );
+    if s.event_log.as_ref().is_some_and(|log| log.is_dir()) {
+        problems.push("NSPAWN_EVENT_LOG names a directory: accepted: a file to append to".into());
+    }
+    problems
+}
+
 /// An on/off setting's value: `1` or `0`.
 fn switch(value: &str) -> Option<bool> {
     match value {
@@ -249,7 +305,11 @@ fn switch(value: &str) -> Option<bool> {
 
 fn loaded() -> &'static (Settings, Vec<String>) {
     static SETTINGS: OnceLock<(Settings, Vec<String>)> = OnceLock::new();
-    SETTINGS.get_or_init(|| Settings::parse(|name| std::env::var_os(name)))
+    SETTINGS.get_or_init(|| {
+        let (settings, mut problems) = Settings::parse(|name| std::env::var_os(name));
+        problems.extend(check_paths(&settings));
+        (settings, problems)
+    })
 }
 
 /// The settings, or an error listing every invalid value.
@@ -325,6 +385,36 @@ mod tests {
         assert!(problems
             .iter()
             .any(|p| p.contains("NSPAWN_KEEP=\"bogus\"") && p.contains("failed, all")));
+    }
+
+    #[test]
+    fn paths_that_do_not_exist_are_problems() {
+        let s = Settings {
+            chroots_dir: Some("/nonexistent/chroots".into()),
+            workspace: Some("/".into()),
+            event_log: Some("/nonexistent/events.log".into()),
+            ..Settings::default()
+        };
+        let problems = check_paths(&s);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with("NSPAWN_CHROOTS_DIR"),
+            "{problems:?}"
+        );
+        assert!(problems[1].starts_with("NSPAWN_EVENT_LOG"), "{problems:?}");
+        let fine = Settings {
+            event_log: Some("relative.log".into()),
+            ..Settings::default()
+        };
+        assert_eq!(check_paths(&fine), Vec::<String>::new());
+    }
+
+    #[test]
+    fn quiet_is_a_switch_and_the_run_dir_a_plain_path() {
+        let (_, problems) = parse(&[("NSPAWN_QUIET", "maybe"), ("NSPAWN_RUN_DIR", "/run/x\n1")]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(parse(&[("NSPAWN_QUIET", "1")]).0.quiet);
+        assert!(!parse(&[("NSPAWN_QUIET", "0")]).0.quiet);
     }
 
     #[test]

@@ -81,6 +81,14 @@ pub fn processes_with_env(name: &str) -> Vec<u32> {
     processes_whose("environ", |v| v.starts_with(prefix.as_bytes()))
 }
 
+/// Processes whose environment has exactly `name=value` (read as root).
+pub fn processes_with_env_value(name: &str, value: &std::ffi::OsStr) -> Vec<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    let _root = nspawn::privs::root().unwrap();
+    let entry = [name.as_bytes(), b"=", value.as_bytes()].concat();
+    processes_whose("environ", |v| v == entry.as_slice())
+}
+
 /// PIDs of processes with a NUL-separated entry of `/proc/<pid>/<file>` that `matches`.
 fn processes_whose(file: &str, matches: impl Fn(&[u8]) -> bool) -> Vec<u32> {
     std::fs::read_dir("/proc")

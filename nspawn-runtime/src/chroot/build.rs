@@ -132,6 +132,8 @@ pub fn build(
     names: &[String],
     opts: &BuildOptions,
 ) -> Result<Vec<(String, Outcome)>> {
+    // A mistyped NSPAWN_CHROOTS_DIR must not become a place where root builds.
+    crate::settings::get()?;
     let defs = select(ws, names)?;
     let dir = ws.chroots_dir();
     let (todo, ready): (Vec<&ChrootDef>, Vec<&ChrootDef>) = defs

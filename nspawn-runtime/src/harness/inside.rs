@@ -14,7 +14,7 @@ pub fn inside<F>(info: &'static TestInfo, machine: &Machine, body: F)
 where
     F: Fn(()) -> Result<(), String>,
 {
-    match machine.call(body, ()) {
+    match machine.function(body).unbounded().call(()) {
         Ok(Ok(())) => {}
         Ok(Err(error)) => panic!(
             "the test returned an error inside machine {}: {error}",
@@ -37,6 +37,8 @@ where
     F: Fn(()) -> Result<(), String>,
 {
     machine
-        .call(body, ())
+        .function(body)
+        .unbounded()
+        .call(())
         .unwrap_or_else(|e| Err(e.to_string()))
 }

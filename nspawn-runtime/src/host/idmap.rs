@@ -64,6 +64,8 @@ struct NsChild {
 impl NsChild {
     fn start() -> std::io::Result<NsChild> {
         let (read, write) = nix::unistd::pipe()?;
+        // SAFETY: getpid before the fork, for the child's check.
+        let parent = unsafe { libc::getpid() };
         // SAFETY: the child makes raw system calls only, then waits for its end.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
@@ -71,13 +73,7 @@ impl NsChild {
         }
         if pid == 0 {
             // SAFETY: in the forked child: raw calls, and an exit that runs no handler.
-            unsafe {
-                let ok = libc::unshare(libc::CLONE_NEWUSER) == 0;
-                libc::write(write.as_raw_fd(), [ok as u8].as_ptr().cast(), 1);
-                loop {
-                    libc::pause();
-                }
-            }
+            unsafe { ns_child(write.as_raw_fd(), parent) }
         }
         drop(write);
         let child = NsChild { pid };
@@ -93,6 +89,28 @@ impl NsChild {
 
     fn proc(&self, file: &str) -> PathBuf {
         PathBuf::from(format!("/proc/{}/{file}", self.pid))
+    }
+}
+
+/// The forked child: it dies with its parent, and holds none of the parent's descriptors (a
+/// copy of a lock's descriptor would keep a machine slot or a uid range taken).
+///
+/// # Safety
+/// Only in the child of a fork, which it never returns from.
+unsafe fn ns_child(answer: RawFd, parent: libc::pid_t) -> ! {
+    // SAFETY: raw system calls in a single-threaded child.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        if libc::getppid() != parent || libc::dup2(answer, 0) < 0 {
+            libc::_exit(1);
+        }
+        libc::syscall(libc::SYS_close_range, 1u32, u32::MAX, 0u32);
+        let ok = libc::unshare(libc::CLONE_NEWUSER) == 0;
+        libc::write(0, [ok as u8].as_ptr().cast(), 1);
+        libc::close(0);
+        loop {
+            libc::pause();
+        }
     }
 }
 

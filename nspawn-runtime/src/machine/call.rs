@@ -48,9 +48,44 @@ pub struct Call<'m, F> {
     function: std::marker::PhantomData<fn() -> F>,
     user: Option<String>,
     timeout: Option<Duration>,
+    /// No timeout at all: a test body run inside, which is the test's own business.
+    unbounded: bool,
+    output_limit: usize,
 }
 
+/// How long a call may take when it sets no timeout: a process the guest stopped half-way
+/// through its result must not hold the test forever.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(600);
+
 impl<F> Call<'_, F> {
+    /// Keeps at most `bytes` of what the function prints on each of stdout and stderr, and
+    /// of its result (default 64 MiB); more is [`Error::TooLarge`](crate::Error::TooLarge).
+    ///
+    /// ```no_run
+    /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
+    /// let log = machine
+    ///     .function(|(): ()| std::fs::read("/var/log/dpkg.log").unwrap_or_default())
+    ///     .output_limit(256 << 20)
+    ///     .call(())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn output_limit(mut self, bytes: usize) -> Self {
+        self.output_limit = bytes;
+        self
+    }
+
+    /// No timeout at all, not even [`DEFAULT_CALL_TIMEOUT`]: for a test body run inside,
+    /// which takes as long as the test does.
+    pub(crate) fn unbounded(mut self) -> Self {
+        self.unbounded = true;
+        self
+    }
+
+    /// How long the call may take.
+    fn limit(&self) -> Option<Duration> {
+        (!self.unbounded).then(|| self.timeout.unwrap_or(DEFAULT_CALL_TIMEOUT))
+    }
+
     /// Runs as this user of the machine (default root): the process takes its uid, gid,
     /// groups, home directory and login environment.
     ///
@@ -159,22 +194,37 @@ impl<F> Call<'_, F> {
             arg,
             user: self.user.clone(),
             timeout_ms: self
-                .timeout
+                .limit()
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         });
         conn.send(&request, &pipes.theirs()).map_err(lost)?;
         let deadline = self
-            .timeout
+            .limit()
             .map(|t| crate::deadline::after(t.saturating_add(TIMEOUT_GRACE)));
         let start_deadline = Instant::now() + crate::agent::CALL_TIMEOUT;
-        let pumped =
-            pump(&mut conn, pipes.into_ours(), None, deadline, start_deadline).map_err(lost)?;
+        let pumped = pump(
+            &mut conn,
+            pipes.into_ours(),
+            None,
+            (deadline, start_deadline),
+            self.output_limit,
+        )
+        .map_err(lost)?;
         // Where the test's own output goes: libtest captures it, and shows it on failure.
         if !pumped.stdout.is_empty() {
             print!("{}", String::from_utf8_lossy(&pumped.stdout));
         }
         if !pumped.stderr.is_empty() {
             eprint!("{}", String::from_utf8_lossy(&pumped.stderr));
+        }
+        if let Some(stream) = pumped.over {
+            // Whatever it still owes on this connection, the connection is dropped.
+            return Err(Error::TooLarge {
+                what: format!("`{}`", self.name()),
+                machine: machine.name().into(),
+                stream: stream.into(),
+                limit: self.output_limit,
+            });
         }
         let outcome = pumped.outcome;
         match pumped.reply {
@@ -188,8 +238,10 @@ impl<F> Call<'_, F> {
             }
             Some(Response::TimedOut) => Err(Error::Timeout {
                 what: format!("`{}` in machine {}", self.name(), machine.name()),
-                secs: self.timeout.unwrap_or_default().as_secs_f64(),
-                hint: "its process was killed, with every process it started".into(),
+                secs: self.limit().unwrap_or_default().as_secs_f64(),
+                hint: "its process was killed, with every process it started; \
+                       `.timeout(..)` on `Machine::function` sets another limit"
+                    .into(),
             }),
             Some(Response::Failed {
                 step: Step::User, ..
@@ -310,6 +362,8 @@ impl Machine {
             function: std::marker::PhantomData,
             user: None,
             timeout: None,
+            unbounded: false,
+            output_limit: super::stdio::DEFAULT_OUTPUT_LIMIT,
         }
     }
 }

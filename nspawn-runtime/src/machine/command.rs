@@ -13,7 +13,7 @@ use std::process::{ExitStatus, Output};
 use std::time::{Duration, Instant};
 
 use super::lifecycle::Machine;
-use super::stdio::{pump, Pipes};
+use super::stdio::{pump, Pipes, DEFAULT_OUTPUT_LIMIT};
 use crate::agent::user::PATH;
 use crate::agent::wire::{Exec, Request, Response, Step};
 use crate::error::{Error, Result};
@@ -47,6 +47,7 @@ pub struct Command<'m> {
     user: Option<String>,
     stdin: Option<Vec<u8>>,
     timeout: Option<Duration>,
+    output_limit: usize,
 }
 
 impl<'m> Command<'m> {
@@ -60,6 +61,7 @@ impl<'m> Command<'m> {
             user: None,
             stdin: None,
             timeout: None,
+            output_limit: DEFAULT_OUTPUT_LIMIT,
         }
     }
 
@@ -158,6 +160,20 @@ impl<'m> Command<'m> {
         self
     }
 
+    /// Keeps at most `bytes` of each of stdout and stderr (default 64 MiB,
+    /// [`DEFAULT_OUTPUT_LIMIT`]); more is [`Error::TooLarge`](crate::Error::TooLarge). The
+    /// program is never held up: what goes past the limit is read and thrown away.
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// let big = machine.command("cat").arg("/var/log/big.log").output_limit(512 << 20).output()?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
+    pub fn output_limit(&mut self, bytes: usize) -> &mut Self {
+        self.output_limit = bytes;
+        self
+    }
+
     /// Runs the program, capturing its output.
     ///
     /// ```no_run
@@ -218,8 +234,8 @@ impl<'m> Command<'m> {
             &mut conn,
             ours,
             self.stdin.as_deref(),
-            deadline,
-            start_deadline,
+            (deadline, start_deadline),
+            self.output_limit,
         )
         .map_err(lost)?;
         let status = match pumped.reply {
@@ -235,6 +251,14 @@ impl<'m> Command<'m> {
             }
         };
         conn.release();
+        if let Some(stream) = pumped.over {
+            return Err(Error::TooLarge {
+                what: format!("`{}`", self.command_line()),
+                machine: self.machine.name().to_string(),
+                stream: stream.into(),
+                limit: self.output_limit,
+            });
+        }
         let (stdout, stderr) = (pumped.stdout, pumped.stderr);
         if pumped.held_open {
             return Err(Error::OutputHeldOpen {

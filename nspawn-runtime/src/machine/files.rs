@@ -71,7 +71,9 @@ impl Machine {
         Ok(path.as_os_str().as_bytes().to_vec())
     }
 
-    /// Reads a file of the machine.
+    /// Reads a file of the machine: at most 64 MiB, since the guest controls the size; a
+    /// larger file is [`Error::TooLarge`] (use [`Machine::copy_out`], which streams to a host
+    /// file).
     ///
     /// ```no_run
     /// let machine = nspawn::Machine::start("bookworm")?;
@@ -81,10 +83,20 @@ impl Machine {
     /// ```
     pub fn read(&self, path: impl AsRef<Path>) -> Result<Vec<u8>> {
         let path = path.as_ref();
-        let mut file = self.open(path, libc::O_RDONLY, 0, "reading")?;
+        let file = self.open(path, libc::O_RDONLY, 0, "reading")?;
+        let limit = super::stdio::DEFAULT_OUTPUT_LIMIT;
         let mut buf = Vec::new();
-        file.read_to_end(&mut buf)
+        file.take(limit as u64 + 1)
+            .read_to_end(&mut buf)
             .map_err(|e| self.guest_error("reading", path, e))?;
+        if buf.len() > limit {
+            return Err(Error::TooLarge {
+                what: format!("reading {}", path.display()),
+                machine: self.name().into(),
+                stream: "file".into(),
+                limit,
+            });
+        }
         Ok(buf)
     }
 
@@ -164,9 +176,6 @@ impl Machine {
             .metadata()
             .map(|m| m.permissions().mode() & 0o777)
             .unwrap_or(0o644);
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| self.guest_error("reading", guest, e))?;
         let context = || {
             format!(
                 "writing {} copied out of machine {} (a symlink there is refused)",
@@ -182,7 +191,8 @@ impl Machine {
             .custom_flags(libc::O_NOFOLLOW)
             .open(host)
             .map_err(|e| Error::io(context(), e))?;
-        out.write_all(&bytes).map_err(|e| Error::io(context(), e))?;
+        // Streamed: the guest controls the size, and nothing of it stays in memory.
+        std::io::copy(&mut file, &mut out).map_err(|e| Error::io(context(), e))?;
         // Through the descriptor: the path could be swapped meanwhile.
         out.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io(context(), e))

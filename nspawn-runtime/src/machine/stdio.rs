@@ -95,6 +95,38 @@ pub(crate) struct Pumped {
     pub stderr: Vec<u8>,
     /// The program exited, but something still held its output open after [`DRAIN_GRACE`].
     pub held_open: bool,
+    /// What went past the limit, if anything: `"stdout"`, `"stderr"` or `"result"`. Output past
+    /// it was read and thrown away (the program was not held up); a result past it is
+    /// never complete.
+    pub over: Option<&'static str>,
+}
+
+/// What the test process keeps of a machine's output, or of a call's result, at most by
+/// default: guest-controlled sizes must not take the test process's memory, which no machine
+/// limit covers. `Command::output_limit` and `Call::output_limit` change it.
+pub const DEFAULT_OUTPUT_LIMIT: usize = 64 << 20;
+
+/// An output kept up to a limit; what comes past it is read and thrown away.
+struct Capped {
+    kept: Vec<u8>,
+    limit: usize,
+    over: bool,
+}
+
+impl Capped {
+    fn new(limit: usize) -> Capped {
+        Capped {
+            kept: Vec::new(),
+            limit,
+            over: false,
+        }
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        let room = self.limit.saturating_sub(self.kept.len());
+        self.kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.over |= bytes.len() > room;
+    }
 }
 
 /// Feeds stdin and gathers stdout and stderr until the agent says how the program ended and
@@ -105,29 +137,37 @@ pub(crate) fn pump(
     conn: &mut Conn,
     mut ours: Ours,
     mut input: Option<&[u8]>,
-    deadline: Option<Instant>,
-    start_deadline: Instant,
+    deadlines: (Option<Instant>, Instant),
+    limit: usize,
 ) -> std::result::Result<Pumped, RecvError> {
+    let (deadline, start_deadline) = deadlines;
     if let Some(fd) = &ours.stdin {
         fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
             .map_err(std::io::Error::from)?;
     }
-    let (mut stdout, mut stderr, mut outcome) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut stdout, mut stderr) = (Capped::new(limit), Capped::new(limit));
+    let mut outcome = Capped::new(limit.saturating_add(4));
+    let over = |o: &Capped, e: &Capped, r: &Capped| {
+        [(o, "stdout"), (e, "stderr"), (r, "result")]
+            .into_iter()
+            .find_map(|(c, name)| c.over.then_some(name))
+    };
     let mut reply: Option<Response> = None;
     let mut started = false;
     let mut drain_until = None;
     loop {
         let outputs_open = ours.stdout.is_some() || ours.stderr.is_some();
         let held_open = drain_until.is_some_and(|d| Instant::now() >= d);
-        let whole = whole_message(&outcome);
+        let whole = whole_message(&outcome.kept);
         if let Some(r) = reply.take() {
             let exited = matches!(r, Response::Exited { .. } | Response::Ended { .. });
             if !exited || !(outputs_open || ours.outcome.is_some()) || held_open {
                 return Ok(Pumped {
                     reply: Some(r),
                     outcome: whole.map(<[u8]>::to_vec),
-                    stdout,
-                    stderr,
+                    over: over(&stdout, &stderr, &outcome),
+                    stdout: stdout.kept,
+                    stderr: stderr.kept,
                     held_open: exited && outputs_open,
                 });
             }
@@ -136,8 +176,9 @@ pub(crate) fn pump(
             return Ok(Pumped {
                 reply: None,
                 outcome: Some(body.to_vec()),
-                stdout,
-                stderr,
+                over: over(&stdout, &stderr, &outcome),
+                stdout: stdout.kept,
+                stderr: stderr.kept,
                 held_open: outputs_open,
             });
         }
@@ -162,7 +203,8 @@ pub(crate) fn pump(
         }
         if ready.outcome {
             drain(&mut ours.outcome, &mut outcome)?;
-            if whole_message(&outcome).is_some() || outcome.len() > MAX_OUTCOME {
+            if whole_message(&outcome.kept).is_some() || declared(&outcome.kept) > limit {
+                outcome.over |= whole_message(&outcome.kept).is_none();
                 ours.outcome = None;
                 drain_until.get_or_insert_with(|| Instant::now() + DRAIN_GRACE);
             }
@@ -181,8 +223,12 @@ pub(crate) fn pump(
     }
 }
 
-/// Past this, a call's outcome is garbage (it can only come from a tampered process).
-const MAX_OUTCOME: usize = 256 << 20;
+/// The length a message's prefix announces (0 until the prefix is there).
+fn declared(buf: &[u8]) -> usize {
+    buf.get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, |b| u32::from_le_bytes(b) as usize)
+}
 
 /// The body of a length-prefixed message, once all of it is there.
 fn whole_message(buf: &[u8]) -> Option<&[u8]> {
@@ -250,12 +296,12 @@ fn feed(pipe: &mut Option<OwnedFd>, input: &mut Option<&[u8]>) {
 }
 
 /// Reads what is there; closes the pipe at end-of-file.
-fn drain(pipe: &mut Option<OwnedFd>, out: &mut Vec<u8>) -> std::io::Result<()> {
+fn drain(pipe: &mut Option<OwnedFd>, out: &mut Capped) -> std::io::Result<()> {
     let Some(fd) = pipe else { return Ok(()) };
     let mut buf = [0u8; 64 * 1024];
     match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
         Ok(0) => *pipe = None,
-        Ok(n) => out.extend_from_slice(&buf[..n]),
+        Ok(n) => out.take(&buf[..n]),
         Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
         Err(e) => return Err(e.into()),
     }
@@ -265,6 +311,19 @@ fn drain(pipe: &mut Option<OwnedFd>, out: &mut Vec<u8>) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_past_the_limit_is_counted_not_kept() {
+        let mut c = Capped::new(5);
+        c.take(b"abc");
+        assert!(!c.over);
+        c.take(b"defg");
+        assert_eq!((c.kept.as_slice(), c.over), (&b"abcde"[..], true));
+        c.take(b"h");
+        assert_eq!(c.kept.len(), 5);
+        assert_eq!(declared(&[9, 0, 0, 0]), 9);
+        assert_eq!(declared(&[9, 0]), 0);
+    }
 
     #[test]
     fn an_outcome_is_whole_only_with_all_its_bytes() {

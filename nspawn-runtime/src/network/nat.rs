@@ -7,6 +7,12 @@
 //! other networks, and anybody routing through the host to the zone). The test process
 //! reaches the machines directly: that is the host's own traffic, not forwarded.
 //!
+//! The host itself is walled off too. Its input chain drops what the zone's machines send to
+//! the host (a service listening on `0.0.0.0` or `::` would otherwise answer at the bridge's
+//! addresses), but for answers to the host's own connections and IPv6 neighbour discovery.
+//! Its output chain lets only root and the test's user open connections to the zone, so
+//! another local user cannot reach a service in a machine.
+//!
 //! Reaching out needs the host's IPv4 forwarding on. If it was off, the first zone that needs
 //! it turns it on and leaves a marker; when no zone that needed it is left (at the end of the
 //! run, or by the sweep after a crash) it is turned off again.
@@ -35,6 +41,10 @@ fn nft() -> std::process::Command {
 pub(crate) fn install(zone: &ZoneRecord, zones: &Flock<std::fs::File>) -> Result<()> {
     let (table, bridge, cidr) = (zone.table(), zone.bridge(), zone.cidr());
     let tag = zone.tag();
+    let users = match privs::dropped_user() {
+        Some((uid, _)) if uid != 0 => format!("0, {uid}"),
+        _ => "0".to_string(),
+    };
     let script = format!(
         "table inet {table} {{\n\
            comment \"{tag}\"\n\
@@ -46,6 +56,16 @@ pub(crate) fn install(zone: &ZoneRecord, zones: &Flock<std::fs::File>) -> Result
              oifname \"{bridge}\" ip daddr @outside ct state established,related accept\n\
              iifname \"{bridge}\" drop\n\
              oifname \"{bridge}\" drop\n\
+           }}\n\
+           chain input {{\n\
+             type filter hook input priority filter; policy accept;\n\
+             iifname \"{bridge}\" ct state established,related accept\n\
+             iifname \"{bridge}\" icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} accept\n\
+             iifname \"{bridge}\" drop\n\
+           }}\n\
+           chain output {{\n\
+             type filter hook output priority filter; policy accept;\n\
+             oifname \"{bridge}\" meta l4proto {{ tcp, udp }} ct state new meta skuid != {{ {users} }} drop\n\
            }}\n\
            chain postrouting {{\n\
              type nat hook postrouting priority srcnat; policy accept;\n\
