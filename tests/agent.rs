@@ -210,9 +210,11 @@ fn a_slow_command_holds_up_no_other_call() {
 fn a_hundred_megabytes_go_through() {
     let m = Machine::start(CHROOT).unwrap();
     const SIZE: usize = 100_000_000;
+    // Past the default limit (64 MiB), as asked.
     let out = m
         .command("head")
         .args(["-c", &SIZE.to_string(), "/dev/zero"])
+        .output_limit(SIZE)
         .output()
         .unwrap();
     assert!(out.status.success());
