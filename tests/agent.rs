@@ -225,7 +225,13 @@ fn a_hundred_megabytes_go_through() {
     let out = m.command("md5sum").stdin(data.clone()).output().unwrap();
     m.write("/tmp/big", &data).unwrap();
     assert_eq!(m.sh("md5sum < /tmp/big").unwrap().as_bytes(), out.stdout);
-    assert!(m.read("/tmp/big").unwrap() == data);
+    // `read` keeps 64 MiB at most; `copy_out` streams a file of any size.
+    let err = m.read("/tmp/big").unwrap_err();
+    assert!(matches!(err, nspawn::Error::TooLarge { .. }), "{err}");
+    let dir = common::scratch_dir();
+    let copy = dir.path().join("big");
+    m.copy_out("/tmp/big", &copy).unwrap();
+    assert!(std::fs::read(&copy).unwrap() == data);
 }
 
 #[test]

@@ -81,10 +81,10 @@ pub fn processes_with_env(name: &str) -> Vec<u32> {
     processes_whose("environ", |v| v.starts_with(prefix.as_bytes()))
 }
 
-/// Processes whose environment has exactly `name=value` (read as root).
+/// Processes whose environment has exactly `name=value`. Call it as root (inside a
+/// `privs::root()` guard under sudo): another user's processes are left out otherwise.
 pub fn processes_with_env_value(name: &str, value: &std::ffi::OsStr) -> Vec<u32> {
     use std::os::unix::ffi::OsStrExt;
-    let _root = nspawn::privs::root().unwrap();
     let entry = [name.as_bytes(), b"=", value.as_bytes()].concat();
     processes_whose("environ", |v| v == entry.as_slice())
 }
