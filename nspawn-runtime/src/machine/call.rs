@@ -210,13 +210,6 @@ impl<F> Call<'_, F> {
             self.output_limit,
         )
         .map_err(lost)?;
-        // Where the test's own output goes: libtest captures it, and shows it on failure.
-        if !pumped.stdout.is_empty() {
-            print!("{}", String::from_utf8_lossy(&pumped.stdout));
-        }
-        if !pumped.stderr.is_empty() {
-            eprint!("{}", String::from_utf8_lossy(&pumped.stderr));
-        }
         if let Some(stream) = pumped.over {
             // Whatever it still owes on this connection, the connection is dropped.
             return Err(Error::TooLarge {
@@ -225,6 +218,13 @@ impl<F> Call<'_, F> {
                 stream: stream.into(),
                 limit: self.output_limit,
             });
+        }
+        // Where the test's own output goes: libtest captures it, and shows it on failure.
+        if !pumped.stdout.is_empty() {
+            print!("{}", String::from_utf8_lossy(&pumped.stdout));
+        }
+        if !pumped.stderr.is_empty() {
+            eprint!("{}", String::from_utf8_lossy(&pumped.stderr));
         }
         let outcome = pumped.outcome;
         match pumped.reply {

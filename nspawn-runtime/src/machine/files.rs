@@ -85,17 +85,22 @@ impl Machine {
         let path = path.as_ref();
         let file = self.open(path, libc::O_RDONLY, 0, "reading")?;
         let limit = super::stdio::DEFAULT_OUTPUT_LIMIT;
+        let too_large = || Error::TooLarge {
+            what: format!("reading {}", path.display()),
+            machine: self.name().into(),
+            stream: "file".into(),
+            limit,
+        };
+        // The size first (a sparse file costs nothing to make), then what really comes.
+        if file.metadata().is_ok_and(|m| m.len() > limit as u64) {
+            return Err(too_large());
+        }
         let mut buf = Vec::new();
         file.take(limit as u64 + 1)
             .read_to_end(&mut buf)
             .map_err(|e| self.guest_error("reading", path, e))?;
         if buf.len() > limit {
-            return Err(Error::TooLarge {
-                what: format!("reading {}", path.display()),
-                machine: self.name().into(),
-                stream: "file".into(),
-                limit,
-            });
+            return Err(too_large());
         }
         Ok(buf)
     }

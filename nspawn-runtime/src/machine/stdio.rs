@@ -124,7 +124,14 @@ impl Capped {
 
     fn take(&mut self, bytes: &[u8]) {
         let room = self.limit.saturating_sub(self.kept.len());
-        self.kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        let taken = bytes.len().min(room);
+        // Grown by doubling, but never past the limit: the limit is what may be held.
+        let len = self.kept.len();
+        if len + taken > self.kept.capacity() {
+            let want = (self.kept.capacity() * 2).clamp(len + taken, self.limit.max(len + taken));
+            self.kept.reserve_exact(want - len);
+        }
+        self.kept.extend_from_slice(&bytes[..taken]);
         self.over |= bytes.len() > room;
     }
 }
@@ -321,6 +328,7 @@ mod tests {
         assert_eq!((c.kept.as_slice(), c.over), (&b"abcde"[..], true));
         c.take(b"h");
         assert_eq!(c.kept.len(), 5);
+        assert_eq!(c.kept.capacity(), 5, "never more room than the limit");
         assert_eq!(declared(&[9, 0, 0, 0]), 9);
         assert_eq!(declared(&[9, 0]), 0);
     }
