@@ -301,7 +301,10 @@ fn guest_sizes_stop_at_the_output_limit() {
     if std::env::var_os(SIZES_ALONE).is_some() {
         return sizes_alone();
     }
-    let out = Command::new(std::env::current_exe().unwrap())
+    let mut alone = Command::new(std::env::current_exe().unwrap());
+    // Under sudo, this process has dropped root: its child regains it, and drops again.
+    nspawn::privs::start_as_root(&mut alone);
+    let out = alone
         .args([
             "--exact",
             "guest_sizes_stop_at_the_output_limit",
