@@ -6,8 +6,9 @@
 //! `/run/systemd/nspawn-uid/<base>` held with `flock` for as long as the machine runs, a base
 //! that is a multiple of 65536 between 0x80000 and 0x6FFF0000 (the container range of
 //! systemd's uid allocation), and no user or group of the host's databases inside it. A lock
-//! dies with its holder's descriptor, so a run that is killed outright frees its ranges
-//! without a sweep.
+//! dies with its holder's descriptor, so a run that is killed outright frees its ranges; the
+//! file it leaves (as does a run that ends without dropping its machines one by one) is
+//! unlinked by the next pick, once it can lock it ([`sweep_stale`]).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -38,6 +39,8 @@ impl UidRange {
         let _root = ThreadRoot::acquire()?;
         std::fs::create_dir_all(LOCK_DIR)
             .map_err(|e| Error::io(format!("creating {LOCK_DIR}"), e))?;
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(sweep_stale);
         let taken = HostIds::read();
         for _ in 0..TRIES {
             let base = candidate();
@@ -70,6 +73,32 @@ impl Drop for UidRange {
             let _ = std::fs::remove_file(&self.path);
         }
         self.lock.take();
+    }
+}
+
+/// Unlinks the lock files nobody holds: locked by us for the moment, as a taker's own check
+/// (the file still at its path after its lock) then sees. Only names that are numbers, ours
+/// or nspawn's; a file another holder has locked stays.
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir(LOCK_DIR) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_none()
+        {
+            continue;
+        }
+        let Ok(file) = std::fs::OpenOptions::new().write(true).open(entry.path()) else {
+            continue;
+        };
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
