@@ -266,7 +266,6 @@ fn an_isolated_machine_reaches_no_service_of_the_host() {
 
 #[test]
 fn another_local_user_cannot_reach_a_machine() {
-    let (uid, gid) = common::probe_user();
     let m = Machine::builder(CHROOT)
         .network(Network::Isolated)
         .start()
@@ -274,18 +273,46 @@ fn another_local_user_cannot_reach_a_machine() {
     serve(&m, "for-the-test-only");
     let address = m.address().unwrap();
     assert_eq!(fetch_from_host(address), "for-the-test-only");
+    // `nobody`, from a root child: neither root nor the test's user (under sudo either).
     let script = format!("exec 3<>/dev/tcp/{address}/80 && head -c 100 <&3");
-    let mut other = std::process::Command::new("timeout");
-    other.args(["5", "bash", "-c", &script]);
-    std::os::unix::process::CommandExt::uid(&mut other, uid);
-    std::os::unix::process::CommandExt::gid(&mut other, gid);
-    let out = {
-        let _root = nspawn::privs::root().unwrap();
-        other.output().unwrap()
-    };
+    let mut other = std::process::Command::new("runuser");
+    other.args(["-u", "nobody", "--", "timeout", "5", "bash", "-c", &script]);
+    nspawn::privs::start_as_root(&mut other);
+    let out = other.output().unwrap();
     assert!(
         !out.status.success(),
-        "user {uid} reached the machine: {}",
+        "nobody reached the machine: {}",
         common::report(&out)
     );
+}
+
+/// Marks the re-run under sudo, which must not recurse.
+const UNDER_SUDO: &str = "NSPAWN_NETWORK_UNDER_SUDO";
+
+/// The host's walls let the test's user through, and only it, when the test runs as a sudo
+/// user: the three tests of the walls again, as an unprivileged user's test binary.
+#[test]
+fn the_walls_hold_under_sudo() {
+    if std::env::var_os(UNDER_SUDO).is_some() {
+        return;
+    }
+    let (uid, gid) = common::probe_user();
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    nspawn::privs::start_as_root(&mut cmd);
+    let out = cmd
+        .args([
+            "--exact",
+            "the_test_process_reaches_a_service_in_an_isolated_machine",
+            "an_isolated_machine_reaches_no_service_of_the_host",
+            "another_local_user_cannot_reach_a_machine",
+        ])
+        .env("SUDO_UID", uid.to_string())
+        .env("SUDO_GID", gid.to_string())
+        .env("SUDO_USER", common::PROBE_USER)
+        .env(UNDER_SUDO, "1")
+        .output()
+        .unwrap();
+    let report = common::report(&out);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("3 passed"), "{report}");
 }

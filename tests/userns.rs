@@ -174,19 +174,26 @@ fn host_files_bound_into_the_machine_stay_read_only() {
     assert!(!out.contains("opened"), "{out}");
 }
 
-/// A loop device of the test's own stands in for the host's disk.
+/// A loop device of the test's own stands in for the host's disk. Made and removed by root
+/// children: a process-wide root guard under sudo would take root back from the threads of
+/// other tests mid-stop when it ends.
 struct Loop(String);
+
+/// Runs `script` in a shell started as root.
+fn as_root(script: &str) -> std::process::Output {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", script]);
+    nspawn::privs::start_as_root(&mut cmd);
+    cmd.output().unwrap()
+}
 
 impl Loop {
     fn new(dir: &std::path::Path) -> Loop {
-        let _root = nspawn::privs::root().unwrap();
         let file = dir.join("disk.img");
-        std::fs::write(&file, vec![0u8; 1 << 20]).unwrap();
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&file)
-            .output()
-            .unwrap();
+        let out = as_root(&format!(
+            "truncate -s 1M {0} && losetup --find --show {0}",
+            file.display()
+        ));
         assert!(out.status.success(), "{}", common::report(&out));
         Loop(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
@@ -200,25 +207,31 @@ impl Loop {
 
 impl Drop for Loop {
     fn drop(&mut self) {
-        let _root = nspawn::privs::root();
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+        as_root(&format!("losetup -d {}", self.0));
     }
 }
 
+/// In both modes: a user namespace refuses the `mknod`, and so does the device policy in a
+/// privileged machine.
 #[test]
 fn the_guest_can_neither_make_nor_open_a_block_device() {
     let dir = common::scratch_dir();
     let disk = Loop::new(dir.path());
     let (major, minor) = disk.numbers();
-    let m = Machine::start(CHROOT).unwrap();
-    let out = m
-        .sh(&format!(
-            "if mknod /tmp/disk b {major} {minor} 2>/dev/null; then echo made; fi; \
-             if dd if=/tmp/disk of=/dev/null count=1 2>/dev/null; then echo read; fi"
-        ))
-        .unwrap();
-    assert!(!out.contains("made"), "{out}");
-    assert!(!out.contains("read"), "{out}");
+    for private in [true, false] {
+        let m = Machine::builder(CHROOT)
+            .private_users(private)
+            .start()
+            .unwrap();
+        let out = m
+            .sh(&format!(
+                "if mknod /tmp/disk b {major} {minor} 2>/dev/null; then echo made; fi; \
+                 if dd if=/tmp/disk of=/dev/null count=1 2>/dev/null; then echo read; fi"
+            ))
+            .unwrap();
+        assert!(!out.contains("made"), "user namespace {private}: {out}");
+        assert!(!out.contains("read"), "user namespace {private}: {out}");
+    }
 }
 
 #[test]

@@ -268,21 +268,11 @@ fn check_paths(s: &Settings) -> Vec<String> {
         &s.workspace,
         "a directory of the workspace",
     );
-    let log_dir = s
-        .event_log
-        .as_ref()
-        .map(|log| {
-            log.parent()
-                .unwrap_or(std::path::Path::new("."))
-                .to_path_buf()
-        })
-        .map(|d| {
-            if d.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                d
-            }
-        });
+    // A bare file name's directory is the working directory.
+    let log_dir = s.event_log.as_ref().map(|log| match log.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    });
     need_dir(
         "NSPAWN_EVENT_LOG",
         &log_dir,

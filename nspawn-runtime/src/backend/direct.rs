@@ -57,12 +57,12 @@ fn mapped_root(spec: &BootSpec) -> Result<Option<(UidRange, Option<RootPlan>)>> 
     let range = UidRange::pick()?;
     let snapshot = spec.storage == Storage::Subvolume
         && userns.upper == Upper::Tmpfs
-        && userns.lowers == [spec.dir.clone()];
+        && userns.lowers == std::slice::from_ref(&spec.dir);
     if snapshot {
         return Ok(Some((range, None)));
     }
     let base = crate::host::run_dir::private_dir("roots")?;
-    let plan = Mapping::new(range.base(), crate::host::uid_range::SIZE)
+    let plan = Mapping::new(range.base())
         .and_then(|mapping| RootPlan::new(&base, &userns.lowers, &userns.upper, mapping))
         .map_err(|e| Error::io("preparing the machine's idmapped root", e))?;
     Ok(Some((range, Some(plan))))

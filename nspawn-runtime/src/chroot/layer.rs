@@ -108,9 +108,16 @@ impl Layer {
             private_users,
         };
         let _root = ThreadRoot::acquire()?;
-        private(&layers_dir(chroot))?;
-        private(&layer.dir)?;
-        for sub in ["upper", "work", "build", "tree"] {
+        // An earlier version made them 0755.
+        crate::host::run_dir::secure(&layers_dir(chroot))?;
+        crate::host::run_dir::secure(&layer.dir)?;
+        // A user-namespaced layer mounts nothing here: no `build` or `tree`.
+        let subs: &[&str] = if private_users {
+            &["upper", "work"]
+        } else {
+            &["upper", "work", "build", "tree"]
+        };
+        for sub in subs {
             let path = layer.dir.join(sub);
             std::fs::create_dir_all(&path).map_err(io("creating", &path))?;
         }
@@ -154,8 +161,9 @@ impl Layer {
     }
 
     /// After the template stopped: its overlay unmounted, the boot's own writes taken out,
-    /// and the read-only tree mounted.
-    pub fn seal(self) -> Result<Arc<Layer>> {
+    /// and the read-only tree mounted. `template_base` is the first host uid of the template's
+    /// range (user-namespaced layers), which its files are given back from.
+    pub fn seal(self, template_base: Option<u32>) -> Result<Arc<Layer>> {
         let _root = ThreadRoot::acquire()?;
         let build = self.dir.join("build");
         if !self.private_users {
@@ -164,11 +172,14 @@ impl Layer {
         }
         let upper = self.dir.join("upper");
         if self.private_users {
-            // The template wrote in its own range, which its upper directory's owner names.
-            use std::os::unix::fs::MetadataExt;
-            let base = std::fs::metadata(&upper)
-                .map_err(io("inspecting", &upper))?
-                .uid();
+            // From what the host knows of the template, never from what its guest left (the
+            // owner of `upper/` is the guest's to change).
+            let base = template_base.ok_or_else(|| {
+                Error::io(
+                    format!("sealing {}", upper.display()),
+                    std::io::Error::other("the template's uid range is unknown"),
+                )
+            })?;
             crate::host::idmap::shift_down(&upper, base)
                 .map_err(io("giving host root's ids to", &upper))?;
         }
@@ -221,24 +232,6 @@ fn remove_within(upper: &Path, relative: &str) {
         }
         Err(_) => {}
     }
-}
-
-/// Makes `dir` (or finds it) root's and mode 0700: an earlier version made layers 0755.
-fn private(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        other => other.map_err(io("creating", dir))?,
-    }
-    let meta = std::fs::symlink_metadata(dir).map_err(io("inspecting", dir))?;
-    if !meta.is_dir() || meta.uid() != 0 {
-        return Err(Error::io(
-            format!("using {} for set-up layers", dir.display()),
-            std::io::Error::other("it is not a directory of root's; remove it"),
-        ));
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(io("closing", dir))
 }
 
 /// The pointer to layer `dir` in the run directory.

@@ -71,9 +71,14 @@ fn make(info: &'static TestInfo) -> Made {
         Some(layer.template_root()),
     )
     .map_err(|e| SharedError::from(e.to_string()))?;
+    // Read while it runs: the range its files are given back from when the layer is sealed.
+    let range = crate::host::idmap::range_of(template.leader_pid());
     let set_up = super::setup::run_for_all(info, std::slice::from_ref(&template));
     let stopped = template.stop();
     set_up.map_err(SharedError::from)?;
     stopped.map_err(|e| SharedError::from(e.to_string()))?;
-    layer.seal().map_err(|e| SharedError::from(e.to_string()))
+    let range = range.map_err(|e| SharedError::from(e.to_string()))?;
+    layer
+        .seal(range)
+        .map_err(|e| SharedError::from(e.to_string()))
 }

@@ -44,10 +44,10 @@ pub struct Mapping {
 
 impl Mapping {
     /// Makes the namespace (as root: writing a map to other users' ids needs it).
-    pub fn new(base: u32, size: u32) -> std::io::Result<Mapping> {
+    pub fn new(base: u32) -> std::io::Result<Mapping> {
         let _root = ThreadRoot::acquire().map_err(std::io::Error::other)?;
         let child = NsChild::start()?;
-        let map = format!("0 {base} {size}\n");
+        let map = format!("0 {base} {}\n", crate::host::uid_range::SIZE);
         std::fs::write(child.proc("uid_map"), &map)?;
         std::fs::write(child.proc("setgroups"), "deny")?;
         std::fs::write(child.proc("gid_map"), &map)?;
@@ -366,6 +366,26 @@ fn check_long(ret: libc::c_long) -> std::io::Result<()> {
     }
 }
 
+/// The first host uid of the range process `pid` runs in (what its root is on the host);
+/// `None` outside any user namespace of ours (an identity map).
+pub fn range_of(pid: u32) -> std::io::Result<Option<u32>> {
+    let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map"))?;
+    let fields: Vec<u64> = map
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    match fields[..] {
+        [0, 0, _] => Ok(None),
+        [0, base, _] => Ok(u32::try_from(base).ok()),
+        _ => Err(std::io::Error::other(format!(
+            "unexpected uid_map of {pid}: {map:?}"
+        ))),
+    }
+}
+
 /// Gives the tree at `dir`, written by a machine whose range starts at `base`, host root's
 /// ids: `base + n` becomes `n`. Modes are set again after each change of owner, which clears
 /// set-uid and set-gid bits. Symlinks are changed themselves, never followed. Run only once the
@@ -400,8 +420,8 @@ pub fn shift_down(dir: &Path, base: u32) -> std::io::Result<()> {
 /// Whether this host can make a machine's root this way: a user namespace and an idmapped
 /// mount of `dir` (not attached anywhere). The reason when not.
 pub fn probe(dir: &Path) -> std::result::Result<(), String> {
-    let mapping = Mapping::new(0x7FFE_0000, 0x10000)
-        .map_err(|e| format!("no user namespace with a uid map: {e}"))?;
+    let mapping =
+        Mapping::new(0x7FFE_0000).map_err(|e| format!("no user namespace with a uid map: {e}"))?;
     let _root = ThreadRoot::acquire().map_err(|e| e.to_string())?;
     let source = c(dir).map_err(|e| e.to_string())?;
     // SAFETY: the mapping's descriptor is open; the detached tree goes with its descriptor.

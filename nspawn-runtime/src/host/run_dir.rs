@@ -53,7 +53,9 @@ pub(crate) fn write_whole(path: &Path, temporary: &Path, text: &str) -> Result<(
         .map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
-fn secure(dir: &Path) -> Result<()> {
+/// Makes `dir` (or finds it) a directory of root's that only root can enter: created 0700, one
+/// left open closed, one of anybody else's or a symlink refused. Needs root.
+pub(crate) fn secure(dir: &Path) -> Result<()> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {

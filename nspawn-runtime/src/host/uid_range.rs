@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -112,10 +112,12 @@ fn candidate() -> u32 {
 /// Locks `base`'s file; `None` when another holder has it.
 fn try_lock(base: u32) -> Result<Option<UidRange>> {
     let path = Path::new(LOCK_DIR).join(base.to_string());
+    // Root's alone: `flock` works on any descriptor another user could open.
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     // SAFETY: flock on a descriptor we own.

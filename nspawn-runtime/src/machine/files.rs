@@ -196,8 +196,19 @@ impl Machine {
             .custom_flags(libc::O_NOFOLLOW)
             .open(host)
             .map_err(|e| Error::io(context(), e))?;
-        // Streamed: the guest controls the size, and nothing of it stays in memory.
-        std::io::copy(&mut file, &mut out).map_err(|e| Error::io(context(), e))?;
+        // Streamed: the guest controls the size, and nothing of it stays in memory. A failed
+        // read is the machine's file's, a failed write the host's.
+        let mut chunk = vec![0u8; 256 * 1024];
+        loop {
+            let n = match file.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.guest_error("reading", guest, e)),
+            };
+            out.write_all(&chunk[..n])
+                .map_err(|e| Error::io(context(), e))?;
+        }
         // Through the descriptor: the path could be swapped meanwhile.
         out.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io(context(), e))
