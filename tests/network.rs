@@ -296,23 +296,11 @@ fn the_walls_hold_under_sudo() {
     if std::env::var_os(UNDER_SUDO).is_some() {
         return;
     }
-    let (uid, gid) = common::probe_user();
-    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-    nspawn::privs::start_as_root(&mut cmd);
-    let out = cmd
-        .args([
-            "--exact",
-            "the_test_process_reaches_a_service_in_an_isolated_machine",
-            "an_isolated_machine_reaches_no_service_of_the_host",
-            "another_local_user_cannot_reach_a_machine",
-        ])
-        .env("SUDO_UID", uid.to_string())
-        .env("SUDO_GID", gid.to_string())
-        .env("SUDO_USER", common::PROBE_USER)
-        .env(UNDER_SUDO, "1")
-        .output()
-        .unwrap();
-    let report = common::report(&out);
-    assert!(out.status.success(), "{report}");
-    assert!(report.contains("3 passed"), "{report}");
+    let tests = [
+        "--exact",
+        "the_test_process_reaches_a_service_in_an_isolated_machine",
+        "an_isolated_machine_reaches_no_service_of_the_host",
+        "another_local_user_cannot_reach_a_machine",
+    ];
+    common::rerun_under_sudo(&tests, UNDER_SUDO, 3);
 }

@@ -268,19 +268,8 @@ fn every_case_holds_under_sudo() {
     if std::env::var_os(UNDER_SUDO).is_some() {
         return;
     }
-    let (uid, gid) = common::probe_user();
-    let _root = nspawn::privs::root().unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--skip", "every_case_holds_under_sudo", "--test-threads=2"])
-        .env("SUDO_UID", uid.to_string())
-        .env("SUDO_GID", gid.to_string())
-        .env("SUDO_USER", common::PROBE_USER)
-        .env(UNDER_SUDO, "1")
-        .output()
-        .unwrap();
-    let report = common::report(&out);
-    assert!(out.status.success(), "{report}");
-    assert!(report.contains("10 passed"), "{report}");
+    let args = ["--skip", "every_case_holds_under_sudo", "--test-threads=2"];
+    common::rerun_under_sudo(&args, UNDER_SUDO, 10);
 }
 
 /// How many machines run at once (`NSPAWN_MAX_MACHINES` raised): boots until one fails, up to

@@ -81,6 +81,27 @@ pub fn processes_with_env(name: &str) -> Vec<u32> {
     processes_whose("environ", |v| v.starts_with(prefix.as_bytes()))
 }
 
+/// Runs this test binary again with `args`, as `sudo -E cargo test` by [`PROBE_USER`] would:
+/// `SUDO_*` set, and root regained in the child, which then drops to the user as test binaries
+/// do. `marker` is set for the re-running test to return at once there. Asserts that exactly
+/// `passed` tests ran and passed.
+pub fn rerun_under_sudo(args: &[&str], marker: &str, passed: usize) {
+    let (uid, gid) = probe_user();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    nspawn::privs::start_as_root(&mut cmd);
+    let out = cmd
+        .args(args)
+        .env("SUDO_UID", uid.to_string())
+        .env("SUDO_GID", gid.to_string())
+        .env("SUDO_USER", PROBE_USER)
+        .env(marker, "1")
+        .output()
+        .unwrap();
+    let report = report(&out);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains(&format!("{passed} passed;")), "{report}");
+}
+
 /// Processes whose environment has exactly `name=value`. Call it as root (inside a
 /// `privs::root()` guard under sudo): another user's processes are left out otherwise.
 pub fn processes_with_env_value(name: &str, value: &std::ffi::OsStr) -> Vec<u32> {
