@@ -49,7 +49,7 @@ fn the_backend_suite_passes_inside_a_systemd_host_and_cleans_up() {
         .unwrap();
     let report = common::report(&out);
     assert!(out.status.success(), "{report}");
-    assert!(report.contains("8 passed"), "{report}");
+    assert!(report.contains("10 passed"), "{report}");
     assert_eq!(
         ours_left(&host),
         "",

@@ -71,6 +71,20 @@ mod registered {
     }
 
     #[nspawn::test(chroot = "bookworm")]
+    fn the_guests_root_is_nobody_on_the_host(m: &Machine) {
+        let map = m.sh("cat /proc/self/uid_map").unwrap();
+        let base: u64 = map.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(base >= 0x80000 && base % 0x10000 == 0, "{map}");
+        // The mount helper execs nspawn in place: the unit's main process is nspawn.
+        let main = host(&format!(
+            "systemctl show {}.service -p MainPID --value",
+            m.name()
+        ));
+        let comm = host(&format!("cat /proc/{}/comm", main.trim()));
+        assert_eq!(comm.trim(), "systemd-nspawn");
+    }
+
+    #[nspawn::test(chroot = "bookworm")]
     fn the_module_shares_one_machine(m: &Machine) {
         m.write(format!("/root/seen-{}", std::process::id()), "")
             .unwrap();
@@ -86,6 +100,24 @@ mod fresh {
     fn a_machine_of_its_own(m: &Machine) {
         assert!(host("machinectl list --no-legend").contains(m.name()));
     }
+}
+
+/// Zones on this backend: each machine's hosts file is made by the mount helper, and kept up
+/// to date through the unit's main process.
+#[test]
+fn machines_of_a_zone_know_each_other_by_name() {
+    let zone = nspawn::Network::Zone {
+        name: "inner".into(),
+        outside: false,
+    };
+    let first = Machine::builder("bookworm")
+        .network(zone.clone())
+        .alias("first")
+        .start()
+        .unwrap();
+    let second = Machine::builder("bookworm").network(zone).start().unwrap();
+    second.run(["getent", "hosts", "first"]).unwrap();
+    first.run(["getent", "hosts", second.name()]).unwrap();
 }
 
 mod hang {

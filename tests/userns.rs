@@ -174,6 +174,41 @@ fn host_files_bound_into_the_machine_stay_read_only() {
     assert!(!out.contains("opened"), "{out}");
 }
 
+/// Every file below the run directory, with its size: what a guest could have written into.
+fn run_dir_files() -> std::collections::BTreeMap<String, u64> {
+    let run = std::env::var("NSPAWN_RUN_DIR").unwrap_or_else(|_| "/run/nspawn-rs".into());
+    let out = as_root(&format!("find {run} -xdev -type f -printf '%s %p\\n'"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(size, path)| (path.to_string(), size.parse().unwrap_or(0)))
+        .collect()
+}
+
+#[test]
+fn a_privileged_guest_that_reopens_its_hosts_file_writes_into_its_own_memory_only() {
+    let m = Machine::builder(CHROOT)
+        .private_users(false)
+        .start()
+        .unwrap();
+    let before = run_dir_files();
+    let script = r#"
+        mount -o remount,bind,rw /etc/hosts && echo remounted
+        head -c 4M /dev/zero >> /etc/hosts 2>/dev/null
+        wc -c < /etc/hosts
+    "#;
+    let out = m.sh(script).unwrap();
+    // Privileged guest root can do that much: this is no sandbox, but what it wrote is bounded
+    // and no host file.
+    assert!(out.contains("remounted"), "{out}");
+    let size: u64 = out.lines().last().unwrap().trim().parse().unwrap();
+    assert!(size <= 1 << 20, "the hosts file grew to {size} bytes");
+    for (path, after) in run_dir_files() {
+        let grown = after.saturating_sub(before.get(&path).copied().unwrap_or(0));
+        assert!(grown < 64 << 10, "{path} grew by {grown} bytes");
+    }
+}
+
 /// A loop device of the test's own stands in for the host's disk. Made and removed by root
 /// children: a process-wide root guard under sudo would take root back from the threads of
 /// other tests mid-stop when it ends.
@@ -261,6 +296,29 @@ fn a_helpers_marker_alone_fails_loudly() {
         assert_eq!(out.status.code(), Some(2), "{marker}: {report}");
         assert!(report.contains(&format!("{marker} is set")), "{report}");
     }
+    // The systemd backend's mount helper proves its role by a plan file of root's in a
+    // directory only root enters: a file anywhere else is refused, whoever made it.
+    let dir = tempfile_dir();
+    let plan = dir.join("x.plan");
+    std::fs::write(&plan, b"").unwrap();
+    for value in [std::path::PathBuf::from("1"), plan] {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .arg("--list")
+            .env("NSPAWN_MOUNT_PLAN", &value)
+            .output()
+            .unwrap();
+        let report = common::report(&out);
+        assert_eq!(out.status.code(), Some(2), "{}: {report}", value.display());
+        assert!(report.contains("NSPAWN_MOUNT_PLAN is set"), "{report}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A fresh directory under the system's temporary directory.
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("nspawn-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 #[test]
@@ -269,7 +327,7 @@ fn every_case_holds_under_sudo() {
         return;
     }
     let args = ["--skip", "every_case_holds_under_sudo", "--test-threads=2"];
-    common::rerun_under_sudo(&args, UNDER_SUDO, 10);
+    common::rerun_under_sudo(&args, UNDER_SUDO, 11);
 }
 
 /// How many machines run at once (`NSPAWN_MAX_MACHINES` raised): boots until one fails, up to

@@ -13,13 +13,12 @@ use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::chroot::storage::Storage;
 use crate::cleanup::records::Record;
 use crate::error::{Error, Result};
 use crate::host::cgroup::MachineCgroup;
 use crate::host::console;
-use crate::host::idmap::{Mapping, RootPlan, Upper};
 use crate::host::limits::Limits;
+use crate::host::mount_ns::NsPlan;
 use crate::host::notify::{Message, NotifySocket};
 use crate::host::pidfd::PidFd;
 use crate::host::privs::{self, ThreadRoot};
@@ -46,26 +45,6 @@ struct Proc {
     notify: NotifySocket,
     /// The uid range of its user namespace, held while it runs.
     _range: Option<UidRange>,
-}
-
-/// A user-namespaced machine's range, and the root it boots (see [`crate::host::idmap`]):
-/// nspawn's own idmapped snapshot of a btrfs subvolume, or an overlay of ours.
-fn mapped_root(spec: &BootSpec) -> Result<Option<(UidRange, Option<RootPlan>)>> {
-    let Some(userns) = &spec.userns else {
-        return Ok(None);
-    };
-    let range = UidRange::pick()?;
-    let snapshot = spec.storage == Storage::Subvolume
-        && userns.upper == Upper::Tmpfs
-        && userns.lowers == std::slice::from_ref(&spec.dir);
-    if snapshot {
-        return Ok(Some((range, None)));
-    }
-    let base = crate::host::run_dir::private_dir("roots")?;
-    let plan = Mapping::new(range.base())
-        .and_then(|mapping| RootPlan::new(&base, &userns.lowers, &userns.upper, mapping))
-        .map_err(|e| Error::io("preparing the machine's idmapped root", e))?;
-    Ok(Some((range, Some(plan))))
 }
 
 /// A booted machine.
@@ -106,31 +85,24 @@ pub(crate) fn boot(
         remove_cgroup(&cgroup);
         return Err(e);
     }
-    let (range, plan) = match mapped_root(spec) {
-        Ok(Some((range, plan))) => (Some(range), plan),
-        Ok(None) => (None, None),
+    let prepared = super::namespace::prepare(spec).and_then(|prepared| {
+        let plan = prepared
+            .mounts
+            .plan()
+            .map_err(|e| Error::io("preparing the machine's mount namespace", e))?;
+        Ok((prepared, plan))
+    });
+    let (prepared, plan) = match prepared {
+        Ok(pair) => pair,
         Err(e) => {
             remove_cgroup(&cgroup);
             Record::remove(name);
             return Err(e);
         }
     };
-    let root = match (&range, &plan) {
-        (Some(range), plan) => Root::Mapped {
-            dir: plan.as_ref().map_or(spec.dir.as_path(), |p| p.root()),
-            base: range.base(),
-            map: plan.is_none(),
-        },
-        (None, _) => Root::Privileged,
-    };
-    let mut cmd = nspawn_command(spec, name, root);
-    if let Some(userns) = &spec.userns {
-        let trees: Vec<String> = userns
-            .lowers
-            .iter()
-            .map(|l| l.display().to_string())
-            .collect();
-        cmd.env(crate::chroot::LOWERS_ENV, trees.join("\n"));
+    let mut cmd = nspawn_command(spec, name, prepared.root(spec));
+    if let Some(lowers) = super::namespace::lowers_env(spec) {
+        cmd.env(crate::chroot::LOWERS_ENV, lowers);
     }
     cmd.env("NOTIFY_SOCKET", notify.path())
         .stdin(Stdio::null())
@@ -155,7 +127,7 @@ pub(crate) fn boot(
         nspawn,
         cgroup,
         notify,
-        _range: range,
+        _range: prepared.range,
     };
     let _ = proc.record(name, &spec.dir, None).save();
     report::event(Event::Spawned {
@@ -330,7 +302,7 @@ fn spawn_supervised(
     mut cmd: Command,
     cgroup: &MachineCgroup,
     tied: bool,
-    root: Option<RootPlan>,
+    plan: NsPlan,
 ) -> std::io::Result<Child> {
     static SPAWNER: OnceLock<Option<Mutex<mpsc::Sender<SpawnJob>>>> = OnceLock::new();
     let sender = SPAWNER.get_or_init(|| {
@@ -355,8 +327,8 @@ fn spawn_supervised(
         cmd.pre_exec(move || {
             privs::regain_in_child(regain)?;
             enter_cgroup();
-            if let Some(root) = &root {
-                root.mount_in_child()?;
+            if !plan.is_empty() {
+                plan.enter()?;
             }
             // After the credential change, which would clear it. SIGTERM, not SIGKILL: nspawn
             // then stops the container and removes the snapshot itself.

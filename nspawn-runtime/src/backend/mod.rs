@@ -11,12 +11,15 @@
 //! cleanup, sweeping, privileges) is the same for both.
 
 pub(crate) mod direct;
+mod mount_helper;
+mod namespace;
 pub mod private_users;
 mod spec;
 pub(crate) mod systemd;
 
 pub(crate) use spec::Bind;
 pub(crate) use spec::BootSpec;
+pub(crate) use spec::HostsFile;
 pub(crate) use spec::Userns;
 
 use std::path::Path;

@@ -8,8 +8,6 @@ use std::sync::OnceLock;
 use crate::error::{Error, Result};
 use crate::settings::PrivateUsers;
 
-use super::Kind;
-
 /// The systemd version whose nspawn has `--private-users-ownership` and `:idmap` binds.
 const NSPAWN_SINCE: u32 = 250;
 
@@ -36,13 +34,6 @@ pub fn decide(requested: Option<bool>, dir: &Path) -> Result<bool> {
 
 /// Why this host cannot run user-namespaced machines from `dir`; `None` when it can.
 pub fn why_not(dir: &Path) -> Option<String> {
-    if super::selected().ok()?.0 == Kind::Systemd {
-        return Some(
-            "the systemd backend does not run user-namespaced machines yet (NSPAWN_BACKEND=direct \
-             does)"
-                .into(),
-        );
-    }
     match crate::host::probe::nspawn_version() {
         Some(v) if v >= NSPAWN_SINCE => {}
         v => {

@@ -44,6 +44,15 @@ pub(crate) struct BootSpec {
     pub writable: bool,
     /// A user namespace of its own, and the layers of its root (see [`crate::host::idmap`]).
     pub userns: Option<Userns>,
+    /// The `/etc/hosts` of a machine on a zone (see [`crate::host::mount_ns`]).
+    pub hosts: Option<HostsFile>,
+}
+
+/// A machine's own hosts file: the directory its tmpfs covers, and its first text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HostsFile {
+    pub dir: PathBuf,
+    pub text: String,
 }
 
 /// The root of a user-namespaced machine: read-only layers, top first, and the writable one.
@@ -94,6 +103,7 @@ impl BootSpec {
             properties: vec![],
             writable: false,
             userns: None,
+            hosts: None,
         }
     }
 }
@@ -168,6 +178,10 @@ pub(crate) fn nspawn_args(spec: &BootSpec, name: &str, root: Root) -> Vec<OsStri
     for b in &spec.binds {
         let flag = if b.read_only { "--bind-ro" } else { "--bind" };
         args.push(format!("{flag}={}:{}{idmap}", b.host.display(), b.guest.display()).into());
+    }
+    if let Some(hosts) = &spec.hosts {
+        let file = crate::host::mount_ns::hosts_path(&hosts.dir);
+        args.push(format!("--bind-ro={}:/etc/hosts", file.display()).into());
     }
     for (k, v) in &spec.env {
         args.push(format!("--setenv={k}={v}").into());

@@ -17,8 +17,10 @@ use crate::host::privs::{self, ThreadRoot};
 use crate::host::probe;
 use crate::host::tools;
 
+use super::mount_helper::PlanFile;
 use super::spec::{nspawn_args, BootSpec, Root};
 use crate::host::limits::Limits;
+use crate::host::uid_range::UidRange;
 
 /// The unit properties of the blog post's `systemd-run` line, but for its `TasksMax=16384`:
 /// the machine's limits come from [`Limits::for_host`], as on the direct backend.
@@ -36,8 +38,15 @@ pub(crate) use crate::host::probe::{
     systemd_available as available, systemd_unit_loaded as unit_loaded,
 };
 
-/// The `systemd-run` command line that starts machine `name`.
-pub(crate) fn run_command(spec: &BootSpec, name: &str, log: &Path) -> Command {
+/// The `systemd-run` command line that starts machine `name`, its root as `root` says; with
+/// a `plan`, through the mount helper (see [`super::mount_helper`]).
+pub(crate) fn run_command(
+    spec: &BootSpec,
+    name: &str,
+    log: &Path,
+    root: Root,
+    plan: Option<(&Path, &Path)>,
+) -> Command {
     let mut cmd = Command::new("systemd-run");
     cmd.arg(format!("--unit={name}"))
         .args(["--collect", "--quiet"]);
@@ -69,8 +78,17 @@ pub(crate) fn run_command(spec: &BootSpec, name: &str, log: &Path) -> Command {
             );
         }
     }
-    cmd.arg("systemd-nspawn")
-        .args(nspawn_args(spec, name, Root::Privileged));
+    match plan {
+        Some((program, plan)) => cmd
+            .arg(format!(
+                "--setenv={}={}",
+                super::mount_helper::MARKER,
+                plan.display()
+            ))
+            .arg(program),
+        None => cmd.arg("systemd-nspawn"),
+    };
+    cmd.args(nspawn_args(spec, name, root));
     cmd
 }
 
@@ -81,6 +99,8 @@ pub(crate) struct Running {
     /// The container's PID 1.
     pub leader: PidFd,
     nspawn: PidFd,
+    /// The uid range of its user namespace, held while it runs.
+    _range: Option<UidRange>,
 }
 
 /// Starts the unit and waits for it to be ready (`Type=notify`: systemd-run returns once
@@ -92,8 +112,19 @@ pub(crate) fn boot(
     _log_file: std::fs::File,
 ) -> Result<Running> {
     let boot_error = |reason: String| spec.boot_error(name, log, reason);
+    let prepared = super::namespace::prepare(spec)?;
+    let plan = if prepared.mounts.is_empty() {
+        None
+    } else {
+        Some((
+            super::mount_helper::program()?,
+            PlanFile::write(name, &prepared.mounts)?,
+        ))
+    };
+    let plan_paths = plan.as_ref().map(|(p, f)| (p.as_path(), f.path()));
+    let mut cmd = run_command(spec, name, log, prepared.root(spec), plan_paths);
     let out = as_root(
-        &mut run_command(spec, name, log),
+        &mut cmd,
         spec.boot_timeout.saturating_add(Duration::from_secs(10)),
     )
     .map_err(|e| boot_error(format!("could not run systemd-run: {e}")))?;
@@ -131,6 +162,7 @@ pub(crate) fn boot(
         name: name.into(),
         leader: open(leader)?,
         nspawn: open(main)?,
+        _range: prepared.range,
     })
 }
 
@@ -213,7 +245,13 @@ mod tests {
     fn the_unit_carries_the_blog_posts_properties() {
         let mut spec = BootSpec::example(Storage::Subvolume);
         spec.properties.push("CPUWeight=50".into());
-        let line = tools::command_line(&run_command(&spec, "nspawn-1-a", Path::new("/l/x.log")));
+        let line = tools::command_line(&run_command(
+            &spec,
+            "nspawn-1-a",
+            Path::new("/l/x.log"),
+            Root::Privileged,
+            None,
+        ));
         let limits = Limits::for_host(crate::cleanup::slots::cap().machines);
         let (memory, tasks) = (limits.memory, limits.tasks);
         assert!(line.starts_with(&format!("systemd-run --unit=nspawn-1-a --collect --quiet --property=KillMode=mixed --property=Type=notify \

@@ -20,8 +20,10 @@ pub(crate) const AGENT: &str = "NSPAWN_AGENT";
 pub(crate) const WATCHDOG: &str = "NSPAWN_WATCHDOG";
 /// The marker of an on-demand chroot build; its value is the chroot's name.
 pub(crate) const BUILD: &str = "NSPAWN_BUILD";
+/// The marker of the systemd backend's mount helper; its value is its plan's path.
+pub(crate) const MOUNT_PLAN: &str = "NSPAWN_MOUNT_PLAN";
 /// Every marker; a helper gets its own and none of the others.
-const MARKERS: [&str; 3] = [AGENT, WATCHDOG, BUILD];
+const MARKERS: [&str; 4] = [AGENT, WATCHDOG, BUILD, MOUNT_PLAN];
 
 /// Puts `$run` in `.init_array`, so that it runs before `main` in every binary that links
 /// the module invoking this. Invoke it in the module whose code starts the helper: the static

@@ -13,8 +13,9 @@
 //! layer cannot work: overlayfs creates its work directory as the mounting host root, whom
 //! the mapping cannot represent.)
 //!
-//! Everything is mounted by nspawn's child between `fork` and `exec`, in a mount namespace it
-//! has just made for itself ([`RootPlan::mount_in_child`]): the mounts exist for nspawn and
+//! Everything is mounted by nspawn's child between `fork` and `exec` (or by the systemd
+//! backend's mount helper before it execs nspawn), in a mount namespace it
+//! has just made for itself ([`crate::host::mount_ns`]): the mounts exist for nspawn and
 //! its container only, no other host process (or user) can reach them, and they are gone with
 //! the last process of that namespace, however the run ends. Nothing to sweep.
 
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use crate::host::privs::ThreadRoot;
 
 /// Where the writable layer of a machine lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Upper {
     /// A tmpfs of the machine's own, gone with it.
     Tmpfs,
@@ -135,8 +136,7 @@ pub struct RootPlan {
     lowers: Vec<(CString, CString)>,
     upper: UpperPlan,
     overlay_options: CString,
-    root: PathBuf,
-    root_c: CString,
+    root: CString,
 }
 
 #[derive(Debug)]
@@ -151,7 +151,12 @@ enum UpperPlan {
     },
 }
 
-fn c(path: &Path) -> std::io::Result<CString> {
+/// Where the overlay of a plan below `base` is mounted.
+pub fn root_below(base: &Path) -> PathBuf {
+    base.join("root")
+}
+
+pub(crate) fn c(path: &Path) -> std::io::Result<CString> {
     CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
 }
@@ -172,7 +177,7 @@ impl RootPlan {
             Upper::Tmpfs => base.join("rw"),
             Upper::Dir(dir) => dir.clone(),
         };
-        let root = base.join("root");
+        let root = root_below(base);
         let (upper_dir, work_dir) = (rw.join("upper"), rw.join("work"));
         let lowerdir: Vec<String> = points.iter().map(|p| p.display().to_string()).collect();
         let options = format!(
@@ -202,33 +207,19 @@ impl RootPlan {
             upper,
             overlay_options: CString::new(options)
                 .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?,
-            root_c: c(&root)?,
-            root,
+            root: c(&root)?,
         })
     }
 
-    /// The directory nspawn boots (in its own mount namespace).
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Makes the mounts, in a new mount namespace of the calling process. Runs between `fork`
-    /// and `exec`: raw system calls only, no allocation.
+    /// Makes the mounts, in the calling process's own mount namespace (see
+    /// [`crate::host::mount_ns`]). Raw system calls only, no allocation.
     ///
     /// # Safety
-    /// Only in a forked child, before exec.
-    pub unsafe fn mount_in_child(&self) -> std::io::Result<()> {
+    /// Only in a forked child before exec, or in a single-threaded process about to exec,
+    /// after it made a mount namespace of its own.
+    pub unsafe fn mount(&self) -> std::io::Result<()> {
         // SAFETY: raw system calls on strings prepared beforehand.
         unsafe {
-            check(libc::unshare(libc::CLONE_NEWNS))?;
-            // Nothing of ours may reach the host's namespace through a shared mount.
-            check(libc::mount(
-                std::ptr::null(),
-                c"/".as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ))?;
             check(libc::mount(
                 c"tmpfs".as_ptr(),
                 self.base.as_ptr(),
@@ -266,10 +257,10 @@ impl RootPlan {
                     check(libc::chown(upper.as_ptr(), base, base))?;
                 }
             }
-            check(libc::mkdir(self.root_c.as_ptr(), 0o755))?;
+            check(libc::mkdir(self.root.as_ptr(), 0o755))?;
             check(libc::mount(
                 c"overlay".as_ptr(),
-                self.root_c.as_ptr(),
+                self.root.as_ptr(),
                 c"overlay".as_ptr(),
                 0,
                 self.overlay_options.as_ptr().cast(),
@@ -280,7 +271,7 @@ impl RootPlan {
     /// Mounts `source` on `point` with the machine's mapping.
     ///
     /// # Safety
-    /// As [`RootPlan::mount_in_child`].
+    /// As [`RootPlan::mount`].
     unsafe fn idmapped(&self, source: &CString, point: &CString) -> std::io::Result<()> {
         let attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_RDONLY;
         // SAFETY: raw system calls; the tree descriptor is closed on every path.
@@ -354,7 +345,7 @@ struct MountAttr {
     userns_fd: u64,
 }
 
-fn check(ret: libc::c_int) -> std::io::Result<()> {
+pub(crate) fn check(ret: libc::c_int) -> std::io::Result<()> {
     check_long(ret.into())
 }
 

@@ -6,6 +6,7 @@ pub mod console;
 pub(crate) mod helper;
 pub(crate) mod idmap;
 pub(crate) mod limits;
+pub(crate) mod mount_ns;
 pub(crate) mod notify;
 pub(crate) mod pidfd;
 pub mod privs;

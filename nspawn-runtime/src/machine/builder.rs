@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::registry;
-use crate::backend::{self, Bind, BootSpec, Userns};
+use crate::backend::{self, Bind, BootSpec, HostsFile, Userns};
 use crate::chroot;
 use crate::chroot::layer::LayerRoot;
 use crate::chroot::storage::{self};
@@ -17,6 +17,7 @@ use crate::cleanup::watchdog;
 use crate::error::{Error, Result};
 use crate::host::console;
 use crate::host::idmap::Upper;
+use crate::host::mount_ns;
 use crate::host::privs;
 use crate::network::{Joining, Membership, Network};
 use crate::report::{self, Event};
@@ -407,6 +408,12 @@ impl MachineBuilder {
         }
         spec.extra_args
             .splice(0..0, membership.iter().flat_map(Membership::nspawn_args));
+        if let Some(membership) = &membership {
+            spec.hosts = Some(HostsFile {
+                dir: crate::host::run_dir::private_dir("hosts")?,
+                text: membership.hosts_text(),
+            });
+        }
         span.in_scope(
             || tracing::debug!(storage = %spec.storage, log = %log.display(), "starting"),
         );
@@ -415,6 +422,7 @@ impl MachineBuilder {
             tracing::warn!(machine = %name, "no ownership record, a crash would leave it to `cargo nspawn gc`: {e}");
         }
         let leader = running.leader().try_clone();
+        let nspawn_pid = running.nspawn_pid();
         let handle: registry::Handle = Arc::new(Mutex::new(Some(running)));
         registry::register(&name, handle.clone());
         let machine = Machine::new(State {
@@ -432,7 +440,7 @@ impl MachineBuilder {
             address: membership.as_ref().map(|m| m.address().into()),
             membership: Mutex::new(membership),
         });
-        machine.configure_network()?;
+        machine.configure_network(spec.hosts.as_ref(), nspawn_pid)?;
         if self.wait_until_running {
             machine.wait_running(self.boot_timeout.saturating_sub(started.elapsed()))?;
         }
@@ -523,6 +531,7 @@ impl MachineBuilder {
             properties: self.properties.clone(),
             writable: self.tree.as_ref().is_some_and(|t| t.writable.is_some()),
             userns: None,
+            hosts: None,
         }
     }
 }
@@ -552,19 +561,29 @@ impl Machine {
         MachineBuilder::new(chroot)
     }
 
-    /// Gives a machine on a zone its address and route, before anything is asked of it.
-    fn configure_network(&self) -> Result<()> {
+    /// Gives a machine on a zone its address and route, before anything is asked of it, and
+    /// hands the zone its hosts file.
+    fn configure_network(&self, hosts: Option<&HostsFile>, nspawn_pid: u32) -> Result<()> {
         let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
         let Some(membership) = membership.as_ref() else {
             return Ok(());
         };
-        membership
-            .configure(&self.leader)
-            .map_err(|e| Error::Network {
-                network: self.network.to_string(),
-                machine: self.name.clone(),
-                reason: format!("configuring its address in the machine failed: {e}"),
-            })
+        let error = |reason: String| Error::Network {
+            network: self.network.to_string(),
+            machine: self.name.clone(),
+            reason,
+        };
+        if let Some(hosts) = hosts {
+            let path = mount_ns::hosts_path(&hosts.dir);
+            let file = mount_ns::open_hosts(nspawn_pid, &path)
+                .map_err(|e| error(format!("opening its hosts file failed: {e}")))?;
+            membership.attach_hosts(file);
+        }
+        membership.configure(&self.leader).map_err(|e| {
+            error(format!(
+                "configuring its address in the machine failed: {e}"
+            ))
+        })
     }
 
     fn wait_running(&self, timeout: Duration) -> Result<()> {

@@ -25,8 +25,11 @@ use crate::host::run_dir::private_dir;
 struct Zone {
     record: Mutex<ZoneRecord>,
     /// Members, with their hosts files.
-    members: Mutex<Vec<(Peer, PathBuf)>>,
+    members: Mutex<Vec<(Peer, Hosts)>>,
 }
+
+/// A member's hosts file, once its machine runs (see [`Membership::attach_hosts`]).
+type Hosts = Arc<Mutex<Option<std::fs::File>>>;
 
 /// Zones by key: the zone's name, or `@machine` for an isolated machine's zone of its own.
 static ZONES: LazyLock<Mutex<HashMap<String, Arc<Zone>>>> = LazyLock::new(Default::default);
@@ -64,7 +67,7 @@ pub(crate) struct Membership {
     zone: Arc<Zone>,
     me: Peer,
     outside: bool,
-    hosts_file: PathBuf,
+    hosts: Hosts,
 }
 
 impl std::fmt::Debug for Zone {
@@ -116,13 +119,26 @@ impl Membership {
         membership.map(Some)
     }
 
-    /// The nspawn arguments: the veth on the zone's bridge, the hosts file over `/etc/hosts`.
+    /// The nspawn arguments: the veth on the zone's bridge.
     pub(crate) fn nspawn_args(&self) -> Vec<OsString> {
         let bridge = self.zone.lock_record().bridge();
-        vec![
-            format!("--network-bridge={bridge}").into(),
-            format!("--bind-ro={}:/etc/hosts", self.hosts_file.display()).into(),
-        ]
+        vec![format!("--network-bridge={bridge}").into()]
+    }
+
+    /// The machine's `/etc/hosts` as its zone stands now.
+    pub(crate) fn hosts_text(&self) -> String {
+        let members = self.zone.lock_members();
+        let peers: Vec<Peer> = members.iter().map(|(p, _)| p.clone()).collect();
+        hosts::render(&self.me, &peers, self.zone.lock_record().address(1))
+    }
+
+    /// Hands the zone the machine's hosts file, open for writing (it is the machine's own:
+    /// see `crate::host::mount_ns`), and brings every member's file up to date: a machine
+    /// may have joined since this one's was written.
+    pub(crate) fn attach_hosts(&self, file: std::fs::File) {
+        let members = self.zone.lock_members();
+        *self.hosts.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
+        write_hosts(&members, self.zone.lock_record().address(1));
     }
 
     /// Configures the booted machine's side: its address, and its route out if it has one.
@@ -153,7 +169,6 @@ impl Drop for Membership {
         let empty = {
             let mut members = self.zone.lock_members();
             members.retain(|(peer, _)| peer.name != self.me.name);
-            remove_file(&self.hosts_file);
             write_hosts(&members, record.address(1));
             members.is_empty()
         };
@@ -187,7 +202,7 @@ impl Zone {
         self.record.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn lock_members(&self) -> std::sync::MutexGuard<'_, Vec<(Peer, PathBuf)>> {
+    fn lock_members(&self) -> std::sync::MutexGuard<'_, Vec<(Peer, Hosts)>> {
         self.members.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -223,16 +238,15 @@ impl Zone {
             aliases: joining.aliases.to_vec(),
             group: joining.group,
         };
-        let hosts_file =
-            private_dir("zones")?.join(format!("z{}-{}.hosts", record.index, joining.machine));
-        members.push((me.clone(), hosts_file.clone()));
+        let hosts = Hosts::default();
+        members.push((me.clone(), hosts.clone()));
         write_hosts(&members, record.address(1));
         Ok(Membership {
             key,
             zone: self.clone(),
             me,
             outside,
-            hosts_file,
+            hosts,
         })
     }
 
@@ -333,45 +347,23 @@ fn take_down(record: &ZoneRecord, whose: Whose) -> Vec<String> {
     removed
 }
 
-/// Rewrites every member's hosts file in place (each is bind-mounted by its inode).
-fn write_hosts(members: &[(Peer, PathBuf)], host: Ipv4Addr) {
+/// Rewrites the hosts file of every member whose machine runs.
+fn write_hosts(members: &[(Peer, Hosts)], host: Ipv4Addr) {
     let peers: Vec<Peer> = members.iter().map(|(p, _)| p.clone()).collect();
-    let Ok(_root) = ThreadRoot::acquire() else {
-        return;
-    };
-    for (me, path) in members {
+    for (me, file) in members {
+        let file = file.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(file) = file.as_ref() else {
+            continue;
+        };
         let text = hosts::render(me, &peers, host);
-        if let Err(e) = write_in_place(path, &text) {
-            tracing::warn!(
-                machine = me.name,
-                "writing its hosts file {}: {e}",
-                path.display()
-            );
+        if let Err(e) = crate::host::mount_ns::rewrite(file, &text) {
+            tracing::warn!(machine = me.name, "rewriting its hosts file: {e}");
         }
     }
 }
 
-fn write_in_place(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)?;
-    file.write_all(text.as_bytes())
-}
-
 fn lock_idle() -> std::sync::MutexGuard<'static, Vec<Arc<Zone>>> {
     IDLE.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn remove_file(path: &std::path::Path) {
-    if let Ok(_root) = ThreadRoot::acquire() {
-        let _ = std::fs::remove_file(path);
-    }
 }
 
 fn network_error(joining: &Joining<'_>, reason: String) -> Error {
