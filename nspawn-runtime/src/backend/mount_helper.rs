@@ -92,10 +92,12 @@ fn run_if_requested() {
 fn run(plan: &Path) -> String {
     let mounts = match take_plan(plan) {
         Ok(mounts) => mounts,
-        Err(e) => return format!(
+        Err(e) => {
+            return format!(
             "{}: {e}. It is internal to nspawn's systemd backend; unset it: env -u {MARKER} ...",
             plan.display()
-        ),
+        )
+        }
     };
     let lowers = mounts.root.as_ref().map(|r| {
         let trees: Vec<String> = r.lowers.iter().map(|l| l.display().to_string()).collect();

@@ -8,7 +8,9 @@
 //! systemd's uid allocation), and no user or group of the host's databases inside it. A lock
 //! dies with its holder's descriptor, so a run that is killed outright frees its ranges; the
 //! file it leaves (as does a run that ends without dropping its machines one by one) is
-//! unlinked by the next pick, once it can lock it ([`sweep_stale`]).
+//! unlinked by the next pick, once it can lock it ([`sweep_stale`]). A lock is not the only
+//! sign of a range in use: a machine kept with `NSPAWN_KEEP` outlives the run that held its
+//! lock, so a range in which any process of the host runs is taken too ([`HostIds`]).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -136,7 +138,8 @@ fn try_lock(base: u32) -> Result<Option<UidRange>> {
     }))
 }
 
-/// The uids and gids the host's user and group databases name.
+/// The uids and gids the host's user and group databases name, and the uids processes run
+/// as (the owner of `/proc/PID`).
 struct HostIds(Vec<u32>);
 
 impl HostIds {
@@ -149,6 +152,13 @@ impl HostIds {
                     .filter_map(|l| l.split(':').nth(2)?.parse::<u32>().ok()),
             );
         }
+        let processes = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+        ids.extend(processes.filter_map(|entry| {
+            entry.file_name().to_str()?.parse::<u32>().ok()?;
+            Some(entry.metadata().ok()?.uid())
+        }));
+        ids.sort_unstable();
+        ids.dedup();
         HostIds(ids)
     }
 
@@ -168,6 +178,24 @@ mod tests {
             assert_eq!(c % SIZE, 0, "{c:#x}");
             assert!((PICK_MIN..PICK_MAX).contains(&c), "{c:#x}");
         }
+    }
+
+    #[test]
+    fn a_range_a_process_runs_in_is_taken() {
+        use std::os::unix::process::CommandExt;
+        // A process of no host user stands in for a kept machine's root.
+        let base = 0x6FFE_0000;
+        assert!(!HostIds::read().overlaps(base));
+        let _root = ThreadRoot::acquire().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .uid(base + 5)
+            .spawn()
+            .unwrap();
+        let seen = HostIds::read().overlaps(base);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(seen);
     }
 
     #[test]
