@@ -35,6 +35,9 @@ fn machines_of_a_zone_reach_each_other_by_name_and_alias() {
     assert_eq!(by_name, Ok("hello-from-server".to_string()));
     let hosts = client.read_to_string("/etc/hosts").unwrap();
     assert!(hosts.contains(client.name()), "{hosts}");
+    // Its own file, owned by its root in either mode (not `nobody`), and read-only.
+    assert_eq!(client.sh("stat -c %U /etc/hosts").unwrap(), "root\n");
+    assert!(client.sh("echo x >> /etc/hosts").is_err());
     // The server ran before the client joined: its hosts file was rewritten.
     let hosts = server.read_to_string("/etc/hosts").unwrap();
     assert!(hosts.contains(client.name()), "{hosts}");
@@ -88,29 +91,13 @@ fn the_test_process_reaches_a_service_in_an_isolated_machine() {
     );
 }
 
-/// `apt-get update`'s output; it exits 0 even when it fetched nothing.
-fn apt_update(m: &Machine) -> String {
-    let out = m
-        .command("apt-get")
-        .args([
-            "-o",
-            "Acquire::Retries=2",
-            "-o",
-            "Acquire::http::Timeout=10",
-            "update",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
 #[test]
 fn only_machines_with_a_way_out_reach_the_mirror() {
     let closed = Machine::builder(CHROOT)
         .network(zone("t-closed", false))
         .start()
         .unwrap();
-    let text = apt_update(&closed);
+    let text = common::apt_update(&closed);
     assert!(text.contains("Failed to fetch"), "{text}");
     assert!(
         !text.contains("Hit:") && !text.contains("Get:"),
@@ -121,7 +108,7 @@ fn only_machines_with_a_way_out_reach_the_mirror() {
         .network(zone("t-open", true))
         .start()
         .unwrap();
-    let text = apt_update(&open);
+    let text = common::apt_update(&open);
     assert!(text.contains("Get:") || text.contains("Hit:"), "{text}");
     assert!(!text.contains("Failed to fetch"), "{text}");
 }

@@ -410,6 +410,10 @@ fn sizes_alone() {
     m.run(["truncate", "-s", "2G", "/var/tmp/sparse"]).unwrap();
     let read = m.read("/var/tmp/sparse").unwrap_err();
     assert!(read.to_string().contains("copy_out"), "{read}");
+    assert!(
+        !read.to_string().contains("output_limit"),
+        "read has none: {read}"
+    );
     // A result under the limit still arrives whole; one over it is refused.
     let under = m
         .function(|n: usize| vec![7u8; n])

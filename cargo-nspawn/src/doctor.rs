@@ -107,6 +107,11 @@ fn network() {
         format!("missing for zones: apt-get install {}", missing.join(" "))
     };
     println!("network:    default {default}; {tools}");
+    if tools::is_root() && missing.is_empty() {
+        for line in nspawn_runtime::network::firewall::report() {
+            println!("  {line}");
+        }
+    }
     if tools::is_root() {
         let stale = nspawn_runtime::network::stale();
         if !stale.is_empty() {

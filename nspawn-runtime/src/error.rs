@@ -222,8 +222,8 @@ pub enum Error {
     /// A program or call of a machine sent more than the test process keeps.
     #[error(
         "{what} in machine {machine}: its {stream} is larger than {limit} bytes, the most the \
-         test process keeps. Raise the limit with `.output_limit(bytes)` on the command or \
-         call, or write it to a file in the machine and `copy_out` that to the host"
+         test process keeps. {}",
+        too_large_hint(.stream)
     )]
     TooLarge {
         /// The command line or function.
@@ -444,5 +444,15 @@ impl<T> IoContext<T> for std::io::Result<T> {
 impl<T> IoContext<T> for nix::Result<T> {
     fn context(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|e| Error::io(context(), e.into()))
+    }
+}
+
+/// What to do about [`Error::TooLarge`]: a file is copied out; output has a limit to raise.
+fn too_large_hint(stream: &str) -> &'static str {
+    if stream == "file" {
+        "Use `copy_out`, which streams it to a host file"
+    } else {
+        "Raise the limit with `.output_limit(bytes)` on the command or call, or write it to a \
+         file in the machine and `copy_out` that to the host"
     }
 }

@@ -628,6 +628,22 @@ pub fn connects(address: (IpAddr, u16)) -> bool {
     TcpStream::connect_timeout(&address.into(), Duration::from_secs(3)).is_ok()
 }
 
+/// `apt-get update`'s output in `m`; it exits 0 even when it fetched nothing.
+pub fn apt_update(m: &nspawn::Machine) -> String {
+    let out = m
+        .command("apt-get")
+        .args([
+            "-o",
+            "Acquire::Retries=2",
+            "-o",
+            "Acquire::http::Timeout=10",
+            "update",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
 /// From the test process: what `address:80` answers.
 pub fn fetch_from_host(address: IpAddr) -> String {
     let mut stream = TcpStream::connect_timeout(&(address, 80).into(), Duration::from_secs(5))

@@ -86,7 +86,8 @@ fn setup(chroots: &[&str]) -> Result<(), Error> {
     if !tools::is_root() {
         return Err(not_root("setting up"));
     }
-    // btrfs-progs: the storage tests put a chroot on a loop-mounted btrfs image.
+    // btrfs-progs: the storage tests put a chroot on a loop-mounted btrfs image; iptables:
+    // the firewall tests make a Docker-like FORWARD chain.
     tools::ensure(
         &[
             tools::NSPAWN,
@@ -94,6 +95,7 @@ fn setup(chroots: &[&str]) -> Result<(), Error> {
             tools::MKFS_BTRFS,
             tools::IP,
             tools::NFT,
+            tools::IPTABLES,
         ],
         &|m| eprintln!("{m}"),
     )?;

@@ -2,8 +2,10 @@
 //! or privileged (its root the host's root): `NSPAWN_PRIVATE_USERS`, what the host can do,
 //! and a machine's own request.
 
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use crate::error::{Error, Result};
 use crate::settings::PrivateUsers;
@@ -44,9 +46,17 @@ pub fn why_not(dir: &Path) -> Option<String> {
             ))
         }
     }
-    static PROBE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    PROBE
-        .get_or_init(|| crate::host::idmap::probe(dir))
+    // Idmapped mounts are a file system's feature: probed once per file system.
+    type Probes = Mutex<HashMap<u64, std::result::Result<(), String>>>;
+    static PROBES: OnceLock<Probes> = OnceLock::new();
+    let device = std::fs::metadata(dir).map_or(0, |m| m.dev());
+    let mut probes = PROBES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    probes
+        .entry(device)
+        .or_insert_with(|| crate::host::idmap::probe(dir))
         .clone()
         .err()
 }

@@ -58,6 +58,12 @@ pub const NFT: Tool = Tool {
     package: "nftables",
 };
 
+/// `iptables`, for the host's own FORWARD chains (Docker's, ufw's); the tests make one.
+pub const IPTABLES: Tool = Tool {
+    program: "iptables",
+    package: "iptables",
+};
+
 /// Finds a program in `PATH`, and in the sbin directories that a user's `PATH` may lack.
 pub fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();

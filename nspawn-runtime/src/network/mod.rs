@@ -7,6 +7,7 @@
 //! removed by its process at the end, or by the sweep after a crash. A machine's own veth
 //! goes with its network namespace.
 
+pub mod firewall;
 mod hosts;
 mod link;
 mod nat;

@@ -16,7 +16,7 @@ use nspawn_config::NetworkSpec;
 
 use super::hosts::{self, Peer};
 use super::subnet::{file_name, host_lock, zone_files, ZoneRecord};
-use super::{link, nat};
+use super::{firewall, link, nat};
 use crate::error::{Error, Result};
 use crate::host::privs::ThreadRoot;
 use crate::host::run_dir::private_dir;
@@ -291,7 +291,10 @@ fn make_zone() -> Result<Zone> {
             attempts += 1;
             continue;
         }
-        if let Err(e) = bridge.and_then(|()| nat::install(&record, &zones)) {
+        let filtered = bridge
+            .and_then(|()| nat::install(&record, &zones))
+            .and_then(|()| firewall::open(&record));
+        if let Err(e) = filtered {
             take_down(&record, Whose::Ours);
             return Err(e);
         }
@@ -324,6 +327,7 @@ fn take_down(record: &ZoneRecord, whose: Whose) -> Vec<String> {
             Err(e) => tracing::warn!("removing nft table {}: {e}", record.table()),
         }
     }
+    removed.extend(firewall::close(record));
     let bridge = record.bridge();
     if link::exists(&bridge) && link::alias(&bridge) == record.tag() {
         match link::delete_bridge(&bridge) {

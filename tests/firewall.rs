@@ -1,0 +1,135 @@
+//! Zones next to the host's own firewall. The test makes this host look like one with Docker
+//! (iptables' FORWARD policy DROP, `br_netfilter` passing bridged traffic through it) and
+//! restores it after; then machines of a zone must still reach each other, an isolated one
+//! the mirror, and nothing of ours may stay in the host's chains. A forward filter we cannot
+//! open must make the boot fail with the command that fixes it.
+//!
+//! The host's firewall is host-wide: the tests of this binary take turns ([`TURN`]), and no
+//! other binary of the suite runs at the same time under `cargo test`.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Mutex;
+
+use nspawn::{Machine, Network};
+
+const CHROOT: &str = "bookworm";
+
+/// One test at a time changes the host's firewall.
+static TURN: Mutex<()> = Mutex::new(());
+
+/// Marks the child process that runs the Docker-like scenario.
+const SCENARIO: &str = "NSPAWN_FIREWALL_SCENARIO";
+
+/// Runs `script` in a shell started as root; its stdout.
+fn as_root(script: &str) -> String {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", script]);
+    nspawn::privs::start_as_root(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{script}: {}", common::report(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The host made to filter as Docker's does, until dropped.
+struct DockerLike {
+    had_table: bool,
+    bridged: String,
+}
+
+const BRIDGED: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+
+impl DockerLike {
+    fn new() -> DockerLike {
+        let had_table =
+            !as_root("nft list table ip filter >/dev/null 2>&1 && echo yes; true").is_empty();
+        let bridged = std::fs::read_to_string(BRIDGED).unwrap().trim().to_string();
+        as_root(&format!(
+            "iptables -w 5 -P FORWARD DROP && iptables -w 5 -A FORWARD -j DROP -m comment \
+             --comment nspawn-test-docker && echo 1 > {BRIDGED}"
+        ));
+        DockerLike { had_table, bridged }
+    }
+}
+
+impl Drop for DockerLike {
+    fn drop(&mut self) {
+        let mut script =
+            "iptables -w 5 -D FORWARD -j DROP -m comment --comment nspawn-test-docker; \
+                          iptables -w 5 -P FORWARD ACCEPT"
+                .to_string();
+        if !self.had_table {
+            script.push_str("; nft delete table ip filter");
+        }
+        script.push_str(&format!("; echo {} > {BRIDGED}", self.bridged));
+        as_root(&script);
+    }
+}
+
+/// The scenario, in a process of its own so that its zones are gone when it ends.
+#[test]
+#[ignore = "run by zones_work_next_to_a_docker_like_forward_policy"]
+fn scenario() {
+    if std::env::var_os(SCENARIO).is_none() {
+        return;
+    }
+    let zone = Network::Zone {
+        name: "t-fw".into(),
+        outside: false,
+    };
+    let server = Machine::builder(CHROOT)
+        .network(zone.clone())
+        .alias("server")
+        .start()
+        .unwrap();
+    let client = Machine::builder(CHROOT).network(zone).start().unwrap();
+    common::serve(&server, "hello-through-forward");
+    // TCP between two machines of one bridge: what br_netfilter sends through FORWARD.
+    let page = client.call(common::fetch, "server".to_string()).unwrap();
+    assert_eq!(page, Ok("hello-through-forward".to_string()));
+    let isolated = Machine::builder(CHROOT)
+        .network(Network::Isolated)
+        .start()
+        .unwrap();
+    let text = common::apt_update(&isolated);
+    println!("\napt: {text}");
+}
+
+#[test]
+fn zones_work_next_to_a_docker_like_forward_policy() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let docker = DockerLike::new();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "scenario", "--ignored", "--nocapture"])
+        .env(SCENARIO, "1")
+        .output()
+        .unwrap();
+    let left = as_root("iptables -w 5 -S FORWARD; ip6tables -w 5 -S FORWARD 2>/dev/null; true");
+    drop(docker);
+    let report = common::report(&out);
+    assert!(out.status.success(), "{report}");
+    let apt = report.split("apt: ").nth(1).unwrap_or_default();
+    assert!(apt.contains("Get:") || apt.contains("Hit:"), "{report}");
+    assert!(!apt.contains("Failed to fetch"), "{report}");
+    assert!(!left.contains("nspawn-zone"), "rules left behind:\n{left}");
+}
+
+#[test]
+fn a_forward_filter_that_cannot_be_opened_fails_the_boot_with_the_command() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    as_root(
+        "nft add table inet nspawn_test_blocker && nft add chain inet nspawn_test_blocker fw \
+         '{ type filter hook forward priority 0; policy drop; }'",
+    );
+    let result = Machine::builder(CHROOT).network(Network::Isolated).start();
+    as_root("nft delete table inet nspawn_test_blocker");
+    let Err(err) = result else {
+        panic!("the boot succeeded past a forward filter that drops its traffic")
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains("nft insert rule inet nspawn_test_blocker fw iifname \"nspawn-z*\" accept"),
+        "{text}"
+    );
+}
