@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use nspawn_runtime::host::tools;
 use nspawn_runtime::Error;
 
+mod vm;
+
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
@@ -31,6 +33,9 @@ enum Cmd {
     Test,
     /// Set up everything and run the example suite: the quick start's main job.
     Demo,
+    /// Run test binaries in a VM of a second host kind: Debian trixie, systemd as PID 1,
+    /// cgroup v2 (the systemd backend), optionally with Docker.
+    VmTest(vm::VmTest),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +44,9 @@ fn main() -> ExitCode {
         Cmd::Nspawn(command) => cargo_nspawn::run(&command, cli.workspace.as_deref()),
         Cmd::Test => test().map(|()| ExitCode::SUCCESS),
         Cmd::Demo => demo().map(|()| ExitCode::SUCCESS),
+        Cmd::VmTest(options) => {
+            vm_test(cli.workspace.as_deref(), &options).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -71,6 +79,12 @@ fn test() -> Result<(), Error> {
         "--exclude",
         "provisioning-example",
     ])
+}
+
+fn vm_test(workspace: Option<&std::path::Path>, options: &vm::VmTest) -> Result<(), Error> {
+    setup(&["bookworm"])?;
+    let ws = cargo_nspawn::find_workspace(workspace)?;
+    vm::run(&ws.root, options)
 }
 
 /// The chroots the example suite boots.

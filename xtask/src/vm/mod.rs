@@ -1,0 +1,96 @@
+//! `cargo xtask vm-test`: test binaries on a second kind of host, the one most users have:
+//! Debian trixie with systemd as PID 1 and cgroup v2, where the framework picks its systemd
+//! backend (units, machined), optionally with Docker installed. The binaries are built here,
+//! the VM only runs them (see [`payload`]); its image is built once and cached (see
+//! [`image`]); QEMU runs under software emulation (see [`qemu`]).
+
+mod image;
+mod payload;
+mod qemu;
+mod smoke;
+
+use std::path::Path;
+use std::time::Instant;
+
+use nspawn_runtime::host::tools::{self, Tool};
+use nspawn_runtime::Error;
+
+/// Options of `cargo xtask vm-test`.
+#[derive(clap::Args, Debug)]
+pub struct VmTest {
+    /// Install Docker in the VM: its FORWARD policy DROP and `br_netfilter` come with it.
+    #[arg(long)]
+    pub docker: bool,
+    /// Integration test targets to run, each as TARGET or TARGET:FILTER (libtest's filter).
+    /// Without any: the smoke set, and a SIGKILL of a test process with nothing left.
+    pub tests: Vec<String>,
+}
+
+const QEMU: Tool = Tool {
+    program: "qemu-system-x86_64",
+    package: "qemu-system-x86",
+};
+const SSH: Tool = Tool {
+    program: "ssh",
+    package: "openssh-client",
+};
+
+/// Runs the tests in the VM; fails if any fails, or if anything of a run is left there.
+pub fn run(workspace: &Path, options: &VmTest) -> Result<(), Error> {
+    let started = Instant::now();
+    tools::ensure(
+        &[
+            QEMU,
+            SSH,
+            tools::MMDEBSTRAP,
+            Tool {
+                program: "mkfs.ext4",
+                package: "e2fsprogs",
+            },
+        ],
+        &|m| eprintln!("{m}"),
+    )?;
+    let runs = smoke::runs(&options.tests);
+    let targets: Vec<String> = runs.iter().map(|r| r.target.clone()).collect();
+    let dir = workspace.join("target/vm");
+    let image = image::ensure(&dir, options.docker)?;
+    let binaries = payload::build_tests(workspace, &dedup(&targets))?;
+    let run_dir = dir.join("run");
+    let disk = run_dir.join("payload.img");
+    payload::make(
+        workspace,
+        &["bookworm"],
+        &binaries,
+        &run_dir.join("stage"),
+        &disk,
+    )?;
+    let outcome = {
+        let vm = qemu::Vm::boot(&image, &disk, &run_dir)?;
+        smoke::run_all(&vm, workspace, &runs, &binaries, options.tests.is_empty())
+    };
+    let _ = std::fs::remove_file(&disk);
+    step(&format!(
+        "vm-test took {:.0} s",
+        started.elapsed().as_secs_f64()
+    ));
+    outcome
+}
+
+fn dedup(targets: &[String]) -> Vec<String> {
+    let mut seen = Vec::new();
+    for t in targets {
+        if !seen.contains(t) {
+            seen.push(t.clone());
+        }
+    }
+    seen
+}
+
+/// Progress, on stderr.
+fn step(what: &str) {
+    eprintln!("vm-test: {what}");
+}
+
+fn io(path: &Path, e: std::io::Error) -> Error {
+    Error::io(path.display().to_string(), e)
+}

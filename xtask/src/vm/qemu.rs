@@ -1,0 +1,195 @@
+//! A running VM: QEMU under TCG (this workplace's KVM is PVM, which cannot boot Debian's
+//! kernel), its root disk opened with `snapshot=on` so that the cached image stays pristine,
+//! the payload disk as `/dev/vdb`, and ssh forwarded to a local port. Dropping it stops QEMU.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nspawn_runtime::host::tools;
+use nspawn_runtime::Error;
+
+use super::image::Image;
+use super::{io, step};
+
+/// How long a boot may take under TCG before we give up.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Boots tried: TCG with several vCPUs sometimes panics early (a text-patching race).
+const BOOT_TRIES: usize = 3;
+
+pub struct Vm {
+    child: std::process::Child,
+    port: u16,
+    key: PathBuf,
+    serial: PathBuf,
+}
+
+impl Vm {
+    /// Boots `image` with `payload` attached, and waits until ssh answers.
+    pub fn boot(image: &Image, payload: &Path, dir: &Path) -> Result<Vm, Error> {
+        for attempt in 1..=BOOT_TRIES {
+            let vm = Vm::start(image, payload, dir)?;
+            match vm.wait_for_ssh() {
+                Ok(()) => return Ok(vm),
+                Err(e) if attempt < BOOT_TRIES && vm.panicked() => {
+                    step(&format!(
+                        "the guest kernel panicked at boot ({e}); booting again"
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the last attempt returns")
+    }
+
+    fn start(image: &Image, payload: &Path, dir: &Path) -> Result<Vm, Error> {
+        let port = free_port()?;
+        let serial = dir.join("serial.log");
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args([
+            "-name",
+            "nspawn-vm",
+            "-machine",
+            "q35",
+            "-accel",
+            "tcg,thread=multi,tb-size=1024",
+        ])
+        .args([
+            "-cpu", "max", "-smp", "2", "-m", "6G", "-display", "none", "-monitor", "none",
+        ])
+        .arg("-kernel")
+        .arg(&image.kernel)
+        .arg("-initrd")
+        .arg(&image.initrd)
+        .args(["-append", "root=/dev/vda rw console=ttyS0 quiet"])
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=virtio,format=raw,snapshot=on",
+            image.disk.display()
+        ))
+        .arg("-drive")
+        .arg(format!("file={},if=virtio,format=raw", payload.display()))
+        .arg("-nic")
+        .arg(format!(
+            "user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:{port}-:22"
+        ))
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let child = cmd
+            .spawn()
+            .map_err(|e| io(Path::new("qemu-system-x86_64"), e))?;
+        step(&format!(
+            "booting the VM (QEMU {}, ssh on port {port})",
+            child.id()
+        ));
+        Ok(Vm {
+            child,
+            port,
+            key: image.key.clone(),
+            serial,
+        })
+    }
+
+    fn wait_for_ssh(&self) -> Result<(), Error> {
+        let started = Instant::now();
+        while started.elapsed() < BOOT_TIMEOUT {
+            if self.panicked() {
+                return Err(self.failure("the guest kernel panicked"));
+            }
+            if self.ssh("true").is_ok_and(|out| out.status.success()) {
+                step(&format!(
+                    "the VM is up after {:.0} s",
+                    started.elapsed().as_secs_f64()
+                ));
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        Err(self.failure("ssh did not answer"))
+    }
+
+    fn panicked(&self) -> bool {
+        std::fs::read_to_string(&self.serial).is_ok_and(|s| s.contains("Kernel panic"))
+    }
+
+    fn failure(&self, what: &str) -> Error {
+        let serial = std::fs::read_to_string(&self.serial).unwrap_or_default();
+        let tail: Vec<&str> = serial.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        io(
+            &self.serial,
+            std::io::Error::other(format!("{what}; the console's end:\n{}", tail.join("\n"))),
+        )
+    }
+
+    /// Runs `script` in the VM as root; its output.
+    pub fn ssh(&self, script: &str) -> std::io::Result<Output> {
+        self.ssh_command(script).output()
+    }
+
+    /// Runs `script` in the VM as root, its output going to ours; whether it succeeded.
+    pub fn ssh_shown(&self, script: &str) -> Result<bool, Error> {
+        let status = self
+            .ssh_command(script)
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .status()
+            .map_err(|e| io(Path::new("ssh"), e))?;
+        Ok(status.success())
+    }
+
+    fn ssh_command(&self, script: &str) -> Command {
+        let mut cmd = tools::command("ssh");
+        cmd.arg("-i")
+            .arg(&self.key)
+            .args(["-p", &self.port.to_string()])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args([
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "ConnectTimeout=5",
+                "-o",
+                "BatchMode=yes",
+            ])
+            .args(["-o", "ServerAliveInterval=30", "root@127.0.0.1", script])
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.ssh("systemctl poweroff");
+        let pid = self.child.id();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                step("the VM is off");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        step(&format!("the VM did not power off; killing QEMU {pid}"));
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A local TCP port nobody listens on now.
+fn free_port() -> Result<u16, Error> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| io(Path::new("127.0.0.1:0"), e))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| io(Path::new("127.0.0.1:0"), e))
+}
