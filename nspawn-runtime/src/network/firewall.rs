@@ -11,6 +11,8 @@
 //! forward chain drops by default) makes the zone an error that names the exact command that
 //! lets the bridges through, rather than a machine whose way out fails silently.
 
+use std::sync::OnceLock;
+
 use crate::error::{Error, Result};
 use crate::host::privs;
 use crate::host::tools;
@@ -127,11 +129,7 @@ fn restrictive(program: &str) -> bool {
     if tools::which(program).is_none() {
         return false;
     }
-    let mut version = tools::command(program);
-    version.arg("-V");
-    let nf_tables = tools::run(&mut version)
-        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("nf_tables"));
-    let mut listing = if nf_tables {
+    let mut listing = if nf_tables(program) {
         let family = if program == "iptables" { "ip" } else { "ip6" };
         let mut cmd = tools::command(tools::NFT.program);
         cmd.args(["list", "chain", family, "filter", "FORWARD"]);
@@ -146,6 +144,26 @@ fn restrictive(program: &str) -> bool {
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         chain_restricts(&text)
     })
+}
+
+/// Whether `program` is iptables' nf_tables flavour (asked once per process).
+fn nf_tables(program: &str) -> bool {
+    static FLAVOURS: OnceLock<Vec<bool>> = OnceLock::new();
+    let flavours = FLAVOURS.get_or_init(|| {
+        IPTABLES
+            .iter()
+            .map(|program| {
+                let mut version = tools::command(program);
+                version.arg("-V");
+                tools::run(&mut version)
+                    .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("nf_tables"))
+            })
+            .collect()
+    });
+    IPTABLES
+        .iter()
+        .position(|p| *p == program)
+        .is_some_and(|i| flavours[i])
 }
 
 /// Whether a `FORWARD` chain, as `iptables -S` or `nft list chain` shows it, has a `DROP`
