@@ -69,6 +69,8 @@ pub const VARIABLES: &[&str] = &[
     "NSPAWN_NEXTEST_SHARE",
     "NSPAWN_NEXTEST_IDLE",
     "NSPAWN_PRIVATE_USERS",
+    "NSPAWN_BOOT_TIMEOUT",
+    "NSPAWN_STOP_TIMEOUT",
 ];
 
 /// The settings of this process.
@@ -106,6 +108,10 @@ pub struct Settings {
     pub nextest_share: bool,
     /// `NSPAWN_PRIVATE_USERS`: `auto` (default), `yes` or `no`.
     pub private_users: PrivateUsers,
+    /// `NSPAWN_BOOT_TIMEOUT`: seconds a boot may take, where a machine sets none (default 60).
+    pub boot_timeout: std::time::Duration,
+    /// `NSPAWN_STOP_TIMEOUT`: seconds a stop may take, where a machine sets none (default 10).
+    pub stop_timeout: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -126,6 +132,8 @@ impl Default for Settings {
             nextest_idle: std::time::Duration::from_secs(30),
             nextest_share: true,
             private_users: PrivateUsers::Auto,
+            boot_timeout: std::time::Duration::from_secs(60),
+            stop_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -222,6 +230,21 @@ impl Settings {
             let accepted = "accepted: a whole number of seconds";
             check("NSPAWN_NEXTEST_IDLE", accepted, secs.is_some(), &v);
             s.nextest_idle = std::time::Duration::from_secs(secs.unwrap_or(30));
+        }
+        for (name, field) in [
+            ("NSPAWN_BOOT_TIMEOUT", &mut s.boot_timeout),
+            ("NSPAWN_STOP_TIMEOUT", &mut s.stop_timeout),
+        ] {
+            if let Some(v) = text(name) {
+                let secs = v.trim().parse::<u64>().ok().filter(|n| *n > 0);
+                check(
+                    name,
+                    "accepted: a whole number of seconds, 1 or more",
+                    secs.is_some(),
+                    &v,
+                );
+                *field = secs.map_or(*field, std::time::Duration::from_secs);
+            }
         }
         if let Some(v) = text("NSPAWN_NEXTEST_SHARE") {
             let on = switch(&v);
@@ -375,6 +398,18 @@ mod tests {
         assert!(problems
             .iter()
             .any(|p| p.contains("NSPAWN_KEEP=\"bogus\"") && p.contains("failed, all")));
+    }
+
+    #[test]
+    fn timeouts_are_whole_seconds() {
+        let (s, problems) = parse(&[("NSPAWN_BOOT_TIMEOUT", "300"), ("NSPAWN_STOP_TIMEOUT", "0")]);
+        assert_eq!(s.boot_timeout, std::time::Duration::from_secs(300));
+        assert_eq!(s.stop_timeout, Settings::default().stop_timeout);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("NSPAWN_STOP_TIMEOUT"),
+            "{problems:?}"
+        );
     }
 
     #[test]

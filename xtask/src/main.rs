@@ -82,7 +82,7 @@ fn test() -> Result<(), Error> {
 }
 
 fn vm_test(workspace: Option<&std::path::Path>, options: &vm::VmTest) -> Result<(), Error> {
-    setup(&["bookworm"])?;
+    setup(&["bookworm", "trixie"])?;
     let ws = cargo_nspawn::find_workspace(workspace)?;
     vm::run(&ws.root, options)
 }

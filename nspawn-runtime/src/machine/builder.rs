@@ -24,8 +24,6 @@ use crate::report::{self, Event};
 
 use super::lifecycle::{Machine, State};
 
-const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(60);
-const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for a free machine slot (see [`crate::cleanup::slots`]).
 const SLOT_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -71,8 +69,8 @@ impl MachineBuilder {
     fn new(chroot: &str) -> MachineBuilder {
         MachineBuilder {
             chroot: chroot.into(),
-            boot_timeout: DEFAULT_BOOT_TIMEOUT,
-            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            boot_timeout: crate::settings::lenient().boot_timeout,
+            stop_timeout: crate::settings::lenient().stop_timeout,
             network: crate::settings::lenient().network.clone(),
             aliases: Vec::new(),
             group: None,

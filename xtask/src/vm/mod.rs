@@ -26,6 +26,9 @@ pub struct VmTest {
     pub tests: Vec<String>,
 }
 
+/// The chroots the tests boot, built here and copied in: never built in the VM.
+const CHROOTS: &[&str] = &["bookworm", "trixie"];
+
 const QEMU: Tool = Tool {
     program: "qemu-system-x86_64",
     package: "qemu-system-x86",
@@ -57,13 +60,7 @@ pub fn run(workspace: &Path, options: &VmTest) -> Result<(), Error> {
     let binaries = payload::build_tests(workspace, &dedup(&targets))?;
     let run_dir = dir.join("run");
     let disk = run_dir.join("payload.img");
-    payload::make(
-        workspace,
-        &["bookworm"],
-        &binaries,
-        &run_dir.join("stage"),
-        &disk,
-    )?;
+    payload::make(workspace, CHROOTS, &binaries, &run_dir.join("stage"), &disk)?;
     let outcome = {
         let vm = qemu::Vm::boot(&image, &disk, &run_dir)?;
         smoke::run_all(&vm, workspace, &runs, &binaries, options.tests.is_empty())

@@ -9,6 +9,10 @@ use nspawn_runtime::Error;
 use super::qemu::Vm;
 use super::{io, step};
 
+/// The environment of every run: the VM emulates its CPU, so boots and stops take 10-60 s
+/// there, and a chroot is never built in it.
+const ENV: &str = "NSPAWN_BOOT_TIMEOUT=300 NSPAWN_STOP_TIMEOUT=120 NSPAWN_AUTO_BUILD=0";
+
 /// One test binary's run: its target and its libtest arguments.
 #[derive(Debug, Clone)]
 pub struct Run {
@@ -78,7 +82,7 @@ pub fn run_all(
         let started = Instant::now();
         step(&format!("running {} {}", run.target, run.args.join(" ")));
         let line = format!(
-            "cd {ws} && {} --test-threads=2 {}",
+            "cd {ws} && {ENV} {} --test-threads=2 {}",
             binary.display(),
             run.args.join(" ")
         );
@@ -127,7 +131,7 @@ fn sigkill_leaves_nothing(vm: &Vm, workspace: &Path, inner: &Path) -> Result<(),
     step("SIGKILL of a test process whose machine is up");
     let ws = workspace.display();
     let start = format!(
-        "cd {ws} && (NSPAWN_NETWORK=host INNER_HANG=1 setsid {} hang >/dev/null 2>&1 & echo $!)",
+        "cd {ws} && ({ENV} NSPAWN_NETWORK=host INNER_HANG=1 setsid {} hang >/dev/null 2>&1 & echo $!)",
         inner.display()
     );
     let pid = text(vm, &start)?;
