@@ -35,7 +35,10 @@ fn as_root(script: &str) -> String {
 /// The host made to filter as Docker's does, until dropped.
 struct DockerLike {
     had_table: bool,
-    bridged: String,
+    policy: String,
+    /// `bridge-nf-call-iptables` before, if `br_netfilter` was there.
+    bridged: Option<String>,
+    loaded_module: bool,
 }
 
 const BRIDGED: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
@@ -44,25 +47,47 @@ impl DockerLike {
     fn new() -> DockerLike {
         let had_table =
             !as_root("nft list table ip filter >/dev/null 2>&1 && echo yes; true").is_empty();
-        let bridged = std::fs::read_to_string(BRIDGED).unwrap().trim().to_string();
+        let policy = as_root("iptables -w 5 -S FORWARD | sed -n 's/^-P FORWARD //p'")
+            .trim()
+            .to_string();
+        let bridged = std::fs::read_to_string(BRIDGED).ok();
+        // Docker loads it; a kernel with it built in (this workplace's) has it already.
+        let loaded_module = bridged.is_none();
+        if loaded_module {
+            as_root("modprobe br_netfilter");
+        }
         as_root(&format!(
             "iptables -w 5 -P FORWARD DROP && iptables -w 5 -A FORWARD -j DROP -m comment \
              --comment nspawn-test-docker && echo 1 > {BRIDGED}"
         ));
-        DockerLike { had_table, bridged }
+        DockerLike {
+            had_table,
+            policy,
+            bridged: bridged.map(|b| b.trim().to_string()),
+            loaded_module,
+        }
     }
 }
 
 impl Drop for DockerLike {
     fn drop(&mut self) {
-        let mut script =
+        let mut script = format!(
             "iptables -w 5 -D FORWARD -j DROP -m comment --comment nspawn-test-docker; \
-                          iptables -w 5 -P FORWARD ACCEPT"
-                .to_string();
+             iptables -w 5 -P FORWARD {}",
+            if self.policy.is_empty() {
+                "ACCEPT"
+            } else {
+                &self.policy
+            }
+        );
         if !self.had_table {
             script.push_str("; nft delete table ip filter");
         }
-        script.push_str(&format!("; echo {} > {BRIDGED}", self.bridged));
+        match &self.bridged {
+            Some(value) => script.push_str(&format!("; echo {value} > {BRIDGED}")),
+            None if self.loaded_module => script.push_str("; rmmod br_netfilter || true"),
+            None => {}
+        }
         as_root(&script);
     }
 }
