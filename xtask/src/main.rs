@@ -29,8 +29,13 @@ struct Cli {
 enum Cmd {
     #[command(flatten)]
     Nspawn(cargo_nspawn::Command),
-    /// Set up everything and run what CI runs: fmt, clippy, every test, and `cargo package`.
-    Test,
+    /// Set up everything and run what CI runs: fmt, clippy, every test, `cargo package`, and
+    /// the smoke set in a VM of the second host kind (`vm-test`).
+    Test {
+        /// Leave out the VM's smoke set (about 8 minutes).
+        #[arg(long)]
+        no_vm: bool,
+    },
     /// Set up everything and run the example suite: the quick start's main job.
     Demo,
     /// Run test binaries in a VM of a second host kind: Debian trixie, systemd as PID 1,
@@ -42,7 +47,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Nspawn(command) => cargo_nspawn::run(&command, cli.workspace.as_deref()),
-        Cmd::Test => test().map(|()| ExitCode::SUCCESS),
+        Cmd::Test { no_vm } => test(cli.workspace.as_deref(), no_vm).map(|()| ExitCode::SUCCESS),
         Cmd::Demo => demo().map(|()| ExitCode::SUCCESS),
         Cmd::VmTest(options) => {
             vm_test(cli.workspace.as_deref(), &options).map(|()| ExitCode::SUCCESS)
@@ -57,7 +62,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn test() -> Result<(), Error> {
+fn test(workspace: Option<&std::path::Path>, no_vm: bool) -> Result<(), Error> {
     setup(&[])?;
     cargo(&["fmt", "--all", "--check"])?;
     // Without and with the optional `tokio` feature: both must be clean.
@@ -78,7 +83,15 @@ fn test() -> Result<(), Error> {
         "xtask",
         "--exclude",
         "provisioning-example",
-    ])
+    ])?;
+    if no_vm {
+        return Ok(());
+    }
+    let smoke = vm::VmTest {
+        docker: false,
+        tests: Vec::new(),
+    };
+    vm_test(workspace, &smoke)
 }
 
 fn vm_test(workspace: Option<&std::path::Path>, options: &vm::VmTest) -> Result<(), Error> {
