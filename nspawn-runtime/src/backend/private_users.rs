@@ -49,6 +49,11 @@ pub fn why_not(dir: &Path) -> Option<String> {
     // Idmapped mounts are a file system's feature: probed once per file system.
     type Probes = Mutex<HashMap<u64, std::result::Result<(), String>>>;
     static PROBES: OnceLock<Probes> = OnceLock::new();
+    // A layer's directory may not be made yet: its file system is its parent's.
+    let dir = dir
+        .ancestors()
+        .find(|d| d.exists())
+        .unwrap_or(Path::new("/"));
     let device = std::fs::metadata(dir).map_or(0, |m| m.dev());
     let mut probes = PROBES
         .get_or_init(Default::default)
