@@ -34,15 +34,18 @@ impl MachineCgroup {
 
     fn build(name: &str, limits: Option<Limits>) -> MachineCgroup {
         let mut dirs = limits.map_or_else(Vec::new, |l| limited(name, l));
-        if limits.is_some() {
-            dirs.extend(device_policy(name));
-        }
+        let v1_devices = limits.and_then(|_| device_policy(name));
+        let devices_by_bpf = limits.is_some() && v1_devices.is_none();
+        dirs.extend(v1_devices);
         for base in own_cgroups() {
             let dir = base.join(format!("nspawn-{name}"));
             match make_dir(&dir) {
                 Ok(()) => dirs.push(dir),
                 Err(e) => tracing::debug!("no cgroup {}: {e}", dir.display()),
             }
+        }
+        if devices_by_bpf {
+            device_program(&dirs);
         }
         let procs = dirs
             .iter()
@@ -166,10 +169,33 @@ const DEVICES_ALLOWED: &[&str] = &[
     "c 136:* rw",   // pts
 ];
 
+/// Where there is no `devices` hierarchy (cgroup v2 only), the same policy as a BPF program
+/// on the machine's unified cgroup (see [`crate::host::device_bpf`]).
+fn device_program(dirs: &[PathBuf]) {
+    let Some(unified) = dirs.iter().find(|d| d.join("cgroup.kill").exists()) else {
+        return no_device_policy(Path::new("(no cgroup v2 directory)"), "none made");
+    };
+    if let Err(e) = crate::host::device_bpf::attach(unified, DEVICES_ALLOWED) {
+        no_device_policy(unified, &e.to_string());
+    }
+}
+
+/// Says once per process that machines have no device policy, and why.
+fn no_device_policy(dir: &Path, why: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        crate::report::announce(&format!(
+            "machines run without a device policy here ({}: {why}): a privileged machine's \
+             root may make and open any device node",
+            dir.display()
+        ))
+    });
+}
+
 /// `nspawn-<name>` in the cgroup v1 `devices` hierarchy, next to ours, with
 /// [`DEVICES_ALLOWED`] and nothing else. Without it a privileged machine may make and open
-/// any device node, the host's disks included. (On a host with cgroup v2 only, the policy is
-/// a BPF program that the systemd backend gets from systemd.)
+/// any device node, the host's disks included. (Without that hierarchy, see
+/// [`device_program`].)
 fn device_policy(name: &str) -> Option<PathBuf> {
     let ours = memberships(std::process::id()).ok()?;
     let (_, base) = ours.into_iter().find(|(mount, _)| mount.has("devices"))?;
@@ -185,14 +211,7 @@ fn device_policy(name: &str) -> Option<PathBuf> {
         Ok(()) => Some(dir),
         Err(e) => {
             let _ = std::fs::remove_dir(&dir);
-            static ONCE: std::sync::Once = std::sync::Once::new();
-            ONCE.call_once(|| {
-                crate::report::announce(&format!(
-                    "machines run without a device policy here ({}: {e}): a privileged \
-                     machine's root may make and open any device node",
-                    dir.display()
-                ))
-            });
+            no_device_policy(&dir, &e.to_string());
             None
         }
     }

@@ -3,6 +3,7 @@
 
 pub(crate) mod cgroup;
 pub mod console;
+pub(crate) mod device_bpf;
 pub(crate) mod helper;
 pub(crate) mod idmap;
 pub(crate) mod limits;
