@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nspawn_runtime::host::tools;
 use nspawn_runtime::Error;
 
 use super::qemu::Vm;
@@ -12,6 +13,16 @@ use super::{io, step};
 /// The environment of every run: the VM emulates its CPU, so boots and stops take 10-60 s
 /// there, and a chroot is never built in it.
 const ENV: &str = "NSPAWN_BOOT_TIMEOUT=300 NSPAWN_STOP_TIMEOUT=120 NSPAWN_AUTO_BUILD=0";
+
+/// The caller's own `NSPAWN_*` settings, for the runs in the VM (after [`ENV`], so they win):
+/// `NSPAWN_BACKEND=direct cargo xtask vm-test ...` runs the direct backend there.
+fn passed_on() -> String {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("NSPAWN_"))
+        .map(|(k, v)| format!("{k}={}", tools::shell_word(std::ffi::OsStr::new(&v))))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
 
 /// One test binary's run: its target and its libtest arguments.
 #[derive(Debug, Clone)]
@@ -86,7 +97,8 @@ pub fn run_all(
         let started = Instant::now();
         step(&format!("running {} {}", run.target, run.args.join(" ")));
         let line = format!(
-            "cd {ws} && {ENV} {} --test-threads=2 {}",
+            "cd {ws} && {ENV} {} {} --test-threads=2 {}",
+            passed_on(),
             binary.display(),
             run.args.join(" ")
         );
