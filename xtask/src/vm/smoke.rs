@@ -91,6 +91,13 @@ pub fn run_all(
     if !vm.ssh_shown(&format!("mkdir -p {ws} && mount /dev/vdb {ws}"))? {
         return Err(failed("mounting the payload in the VM"));
     }
+    // What kind of host this is, for the log.
+    vm.ssh_shown(
+        "systemctl --version | head -1; echo \"cgroup: $(stat -fc %T /sys/fs/cgroup)\"; \
+         echo \"docker: $(systemctl is-active docker 2>/dev/null)\"; \
+         echo \"br_netfilter: $(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || echo off)\"; \
+         iptables -S FORWARD 2>/dev/null | head -4",
+    )?;
     let mut failures = Vec::new();
     for run in runs {
         let binary = binary_of(binaries, &run.target)?;
