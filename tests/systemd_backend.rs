@@ -79,13 +79,14 @@ fn sigkill_of_the_test_process_leaves_no_unit_machine_or_snapshot() {
     }
     std::thread::sleep(Duration::from_millis(300));
     host.sh(&format!("kill -9 {}", pid.trim())).unwrap();
-    let gone_by = Instant::now() + Duration::from_secs(5);
+    // A bound, not a speed check: a busy host (a chroot being built beside) once took over 5 s.
+    let gone_by = Instant::now() + Duration::from_secs(60);
     loop {
         let left = ours_left(&host);
         if left.is_empty() {
             break;
         }
-        assert!(Instant::now() < gone_by, "left 5 s after SIGKILL: {left}");
+        assert!(Instant::now() < gone_by, "left 60 s after SIGKILL: {left}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -160,8 +160,9 @@ fn the_sweep_terminates_registered_machines_of_dead_owners() {
     assert!(started.success());
     assert!(host("machinectl list --no-legend").contains(name));
     // Other tests of this process sweep when they boot; whichever sweep it is, it must go.
+    // A bound, not a speed check: under emulation (`cargo xtask vm-test`) it took over 5 s.
     let removed = nspawn_runtime::cleanup::sweep::sweep(&Default::default()).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while host("machinectl list --no-legend").contains(name) {
         assert!(
             std::time::Instant::now() < deadline,
