@@ -6,8 +6,8 @@
 //!
 //! systemd starts the helper, not the test process, so no inherited descriptor can prove its
 //! role (see [`crate::host::helper`]). Its proof is its plan: a file of root's, mode 0600, in
-//! a directory only root may enter, named by its marker (`NSPAWN_MOUNT_PLAN`). The helper removes it once read. A
-//! marker that names anything else is an error with a message.
+//! a directory only root may enter, named by its marker (`NSPAWN_MOUNT_PLAN`). The helper
+//! removes it once read. A marker that names anything else is an error with a message.
 
 use std::ffi::OsString;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -99,10 +99,10 @@ fn run(plan: &Path) -> String {
         )
         }
     };
-    let lowers = mounts.root.as_ref().map(|r| {
-        let trees: Vec<String> = r.lowers.iter().map(|l| l.display().to_string()).collect();
-        trees.join("\n")
-    });
+    let lowers = mounts
+        .root
+        .as_ref()
+        .map(|r| super::namespace::lowers_value(&r.lowers));
     let entered = mounts.plan().and_then(|plan| {
         // SAFETY: before main, in a process that has started no thread.
         unsafe { plan.enter() }

@@ -78,11 +78,11 @@ impl Prepared {
 /// The trees a user-namespaced machine boots from, as nspawn carries them in its environment
 /// ([`crate::chroot::LOWERS_ENV`]) for `chroot::build` to see them busy.
 pub(crate) fn lowers_env(spec: &BootSpec) -> Option<String> {
-    let userns = spec.userns.as_ref()?;
-    let trees: Vec<String> = userns
-        .lowers
-        .iter()
-        .map(|l| l.display().to_string())
-        .collect();
-    Some(trees.join("\n"))
+    spec.userns.as_ref().map(|u| lowers_value(&u.lowers))
+}
+
+/// The value of [`crate::chroot::LOWERS_ENV`] for `lowers`.
+pub(crate) fn lowers_value(lowers: &[PathBuf]) -> String {
+    let trees: Vec<String> = lowers.iter().map(|l| l.display().to_string()).collect();
+    trees.join("\n")
 }

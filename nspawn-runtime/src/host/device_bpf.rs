@@ -168,18 +168,28 @@ pub(crate) fn attach(dir: &Path, allowed: &[&str]) -> std::io::Result<()> {
         replace_bpf_fd: 0,
     };
     // SAFETY: the attribute is valid for the call; the descriptors are open.
+    unsafe { bpf(CMD_PROG_ATTACH, &attr) }.map(drop)
+}
+
+/// `bpf(cmd, attr, sizeof attr)`; the kernel's answer, or the error.
+///
+/// # Safety
+/// Every pointer in `attr` must be valid for the call.
+unsafe fn bpf<T>(cmd: libc::c_long, attr: &T) -> std::io::Result<libc::c_long> {
+    // SAFETY: as the caller promises.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_bpf,
-            CMD_PROG_ATTACH,
-            &attr as *const ProgAttach,
-            std::mem::size_of::<ProgAttach>(),
+            cmd,
+            attr as *const T,
+            std::mem::size_of::<T>(),
         )
     };
     if ret < 0 {
-        return Err(std::io::Error::last_os_error());
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(ret)
     }
-    Ok(())
 }
 
 fn load(code: &[Insn]) -> std::io::Result<OwnedFd> {
@@ -195,23 +205,18 @@ fn load(code: &[Insn]) -> std::io::Result<OwnedFd> {
         ..ProgLoad::default()
     };
     // SAFETY: the attribute points at live buffers for the call's duration.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            CMD_PROG_LOAD,
-            &attr as *const ProgLoad,
-            std::mem::size_of::<ProgLoad>(),
-        )
+    let fd = unsafe { bpf(CMD_PROG_LOAD, &attr) };
+    let fd = match fd {
+        Ok(fd) => fd,
+        Err(err) => {
+            let verifier = String::from_utf8_lossy(&log);
+            let verifier = verifier.trim_end_matches('\0').trim();
+            return Err(std::io::Error::new(
+                err.kind(),
+                format!("loading the device program: {err}; verifier: {verifier}"),
+            ));
+        }
     };
-    if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        let verifier = String::from_utf8_lossy(&log);
-        let verifier = verifier.trim_end_matches('\0').trim();
-        return Err(std::io::Error::new(
-            err.kind(),
-            format!("loading the device program: {err}; verifier: {verifier}"),
-        ));
-    }
     // SAFETY: a descriptor the kernel just gave us.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }

@@ -220,13 +220,7 @@ impl RootPlan {
     pub unsafe fn mount(&self) -> std::io::Result<()> {
         // SAFETY: raw system calls on strings prepared beforehand.
         unsafe {
-            check(libc::mount(
-                c"tmpfs".as_ptr(),
-                self.base.as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                c"mode=0700".as_ptr().cast(),
-            ))?;
+            mount_tmpfs(&self.base, c"mode=0700")?;
             for (source, point) in &self.lowers {
                 check(libc::mkdir(point.as_ptr(), 0o700))?;
                 self.idmapped(source, point)?;
@@ -343,6 +337,23 @@ struct MountAttr {
     attr_clr: u64,
     propagation: u64,
     userns_fd: u64,
+}
+
+/// A `nosuid,nodev,noexec` tmpfs on `point` with `options`. A raw system call.
+///
+/// # Safety
+/// As [`RootPlan::mount`].
+pub(crate) unsafe fn mount_tmpfs(point: &CString, options: &std::ffi::CStr) -> std::io::Result<()> {
+    // SAFETY: strings prepared beforehand.
+    check(unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            point.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            options.as_ptr().cast(),
+        )
+    })
 }
 
 pub(crate) fn check(ret: libc::c_int) -> std::io::Result<()> {

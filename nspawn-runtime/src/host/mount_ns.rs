@@ -136,13 +136,7 @@ impl HostsPlan {
     unsafe fn mount(&self) -> std::io::Result<()> {
         // SAFETY: raw system calls; the descriptor is closed on every path.
         unsafe {
-            check(libc::mount(
-                c"tmpfs".as_ptr(),
-                self.dir.as_ptr(),
-                c"tmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                HOSTS_TMPFS.as_ptr().cast(),
-            ))?;
+            super::idmap::mount_tmpfs(&self.dir, HOSTS_TMPFS)?;
             let fd = libc::open(
                 self.file.as_ptr(),
                 libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
@@ -156,6 +150,9 @@ impl HostsPlan {
             libc::close(fd);
             if written < 0 || owned < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            if written as usize != self.text.len() {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
             }
         }
         Ok(())

@@ -30,11 +30,13 @@ pub fn build_tests(workspace: &Path, tests: &[String]) -> Result<Vec<PathBuf>, E
     let text = String::from_utf8_lossy(&out.stdout);
     let found: Vec<PathBuf> = text
         .lines()
-        .filter(|l| l.contains("\"executable\":\""))
-        .filter_map(|l| {
-            let exe = l.split("\"executable\":\"").nth(1)?.split('"').next()?;
-            Some(PathBuf::from(exe))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["target"]["name"]
+                .as_str()
+                .is_some_and(|n| tests.iter().any(|t| t == n))
         })
+        .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
         .collect();
     if found.len() != tests.len() {
         return Err(io(
