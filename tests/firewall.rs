@@ -2,7 +2,8 @@
 //! (iptables' FORWARD policy DROP, `br_netfilter` passing bridged traffic through it) and
 //! restores it after; then machines of a zone must still reach each other, an isolated one
 //! the mirror, and nothing of ours may stay in the host's chains. A forward filter we cannot
-//! open must make the boot fail with the command that fixes it.
+//! open must make the boot fail with the command that fixes it, and so must one that accepts
+//! by policy but drops a machine's way out in a rule (found by the way-out probe).
 //!
 //! The host's firewall is host-wide: the tests of this binary take turns ([`TURN`]), and no
 //! other binary of the suite runs at the same time under `cargo test`.
@@ -125,11 +126,13 @@ fn scenario() {
 fn zones_work_next_to_a_docker_like_forward_policy() {
     let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
     let docker = DockerLike::new();
-    let out = Command::new(std::env::current_exe().unwrap())
+    let mut child = Command::new(std::env::current_exe().unwrap());
+    child
         .args(["--exact", "scenario", "--ignored", "--nocapture"])
-        .env(SCENARIO, "1")
-        .output()
-        .unwrap();
+        .env(SCENARIO, "1");
+    // Under sudo this process has dropped to the user; the child boots machines.
+    nspawn::privs::start_as_root(&mut child);
+    let out = child.output().unwrap();
     let left = as_root("iptables -w 5 -S FORWARD; ip6tables -w 5 -S FORWARD 2>/dev/null; true");
     drop(docker);
     let report = common::report(&out);
@@ -140,21 +143,68 @@ fn zones_work_next_to_a_docker_like_forward_policy() {
     assert!(!left.contains("nspawn-zone"), "rules left behind:\n{left}");
 }
 
+/// Boots a machine on `network` while the host has a forward chain `inet <table> fw` of its
+/// own, with `policy` and, if any, `rule`; the chain is gone again when it returns.
+fn boot_next_to(
+    table: &str,
+    policy: &str,
+    rule: Option<&str>,
+    network: Network,
+) -> nspawn::Result<Machine> {
+    let mut script = format!(
+        "nft add table inet {table} && nft add chain inet {table} fw '{{ type filter hook \
+         forward priority 0; policy {policy}; }}'"
+    );
+    if let Some(rule) = rule {
+        script.push_str(&format!(" && nft add rule inet {table} fw {rule}"));
+    }
+    as_root(&script);
+    let result = Machine::builder(CHROOT).network(network).start();
+    as_root(&format!("nft delete table inet {table}"));
+    result
+}
+
+/// The error of a boot that had to fail.
+fn boot_error(result: nspawn::Result<Machine>) -> String {
+    match result {
+        Ok(_) => panic!("the boot succeeded past a forward filter that drops its traffic"),
+        Err(err) => err.to_string(),
+    }
+}
+
 #[test]
 fn a_forward_filter_that_cannot_be_opened_fails_the_boot_with_the_command() {
     let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
-    as_root(
-        "nft add table inet nspawn_test_blocker && nft add chain inet nspawn_test_blocker fw \
-         '{ type filter hook forward priority 0; policy drop; }'",
-    );
-    let result = Machine::builder(CHROOT).network(Network::Isolated).start();
-    as_root("nft delete table inet nspawn_test_blocker");
-    let Err(err) = result else {
-        panic!("the boot succeeded past a forward filter that drops its traffic")
-    };
-    let text = err.to_string();
+    let result = boot_next_to("nspawn_test_blocker", "drop", None, Network::Isolated);
+    let text = boot_error(result);
     assert!(
         text.contains("nft insert rule inet nspawn_test_blocker fw iifname \"nspawn-z*\" accept"),
         "{text}"
     );
+}
+
+#[test]
+fn an_isolated_machine_whose_way_out_a_last_rule_drops_fails_the_boot() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    // Accepting by policy, so no listing of policies can tell: only a packet can.
+    let rule = Some("iifname \"nspawn-z*\" drop");
+    let result = boot_next_to("nspawn_test_last_rule", "accept", rule, Network::Isolated);
+    let text = boot_error(result);
+    assert!(text.contains("its way out is blocked"), "{text}");
+    assert!(
+        text.contains("inet nspawn_test_last_rule fw (policy accept)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_zone_machine_without_a_way_out_boots_next_to_a_filter_that_drops_the_outside() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    // Only the way out is checked, and only for machines that have one.
+    let rule = Some("iifname \"nspawn-z*\" oifname != \"nspawn-z*\" drop");
+    let zone = Network::Zone {
+        name: "t-fw-inner".into(),
+        outside: false,
+    };
+    boot_next_to("nspawn_test_no_way_out", "accept", rule, zone).unwrap();
 }

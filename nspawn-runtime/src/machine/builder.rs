@@ -581,7 +581,10 @@ impl Machine {
             error(format!(
                 "configuring its address in the machine failed: {e}"
             ))
-        })
+        })?;
+        membership
+            .check_way_out(&self.leader)
+            .map_err(|e| error(e.to_string()))
     }
 
     fn wait_running(&self, timeout: Duration) -> Result<()> {

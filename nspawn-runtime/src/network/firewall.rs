@@ -70,13 +70,18 @@ pub(crate) fn open(zone: &ZoneRecord) -> Result<()> {
             }
         }
     }
-    match blockers(&ruleset()).first() {
+    match known_blocker() {
         None => Ok(()),
-        Some(blocker) => Err(Error::io(
+        Some(remedy) => Err(Error::io(
             "letting the zone's traffic through the host's firewall",
-            std::io::Error::other(blocker.remedy()),
+            std::io::Error::other(remedy),
         )),
     }
+}
+
+/// The remedy for the first forward filter that drops zone traffic by default, if any.
+pub(crate) fn known_blocker() -> Option<String> {
+    blockers(&ruleset()).first().map(Blocker::remedy)
 }
 
 /// Removes the zone's rules from every iptables `FORWARD` chain; returns what it removed.
@@ -188,6 +193,35 @@ fn ruleset() -> String {
     tools::run(&mut cmd)
         .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
         .unwrap_or_default()
+}
+
+/// The host's own forward-hook chains (not our zones'), as `family table chain (policy)`,
+/// and iptables-legacy's `FORWARD` if it filters: where a dropped packet may have gone.
+pub(crate) fn forward_chains() -> Vec<String> {
+    let mut found = Vec::new();
+    let (mut table, mut chain) = (String::new(), String::new());
+    for line in ruleset().lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words[..] {
+            ["table", family, name, ..] => table = format!("{family} {name}"),
+            ["chain", name, ..] => chain = name.to_string(),
+            _ => {}
+        }
+        if line.contains("hook forward") && !table.contains(" nspawn_z") {
+            let policy = if line.contains("policy drop") {
+                "drop"
+            } else {
+                "accept"
+            };
+            found.push(format!("{table} {chain} (policy {policy})"));
+        }
+    }
+    for program in IPTABLES {
+        if !nf_tables(program) && restrictive(program) {
+            found.push(format!("{program}-legacy FORWARD"));
+        }
+    }
+    found
 }
 
 /// A forward-hook chain of the host's that drops what it does not know, and that we do not

@@ -12,6 +12,7 @@ mod hosts;
 mod link;
 mod nat;
 mod subnet;
+mod way_out;
 mod zone;
 
 pub use nspawn_config::NetworkSpec as Network;

@@ -13,6 +13,9 @@
 //! Its output chain lets only root and the test's user open connections to the zone, so
 //! another local user cannot reach a service in a machine.
 //!
+//! A last forward chain counts and drops the probe that proves a way out open (see
+//! `super::way_out`).
+//!
 //! Reaching out needs the host's IPv4 forwarding on. If it was off, the first zone that needs
 //! it turns it on and leaves a marker; when no zone that needed it is left (at the end of the
 //! run, or by the sweep after a crash) it is turned off again.
@@ -23,6 +26,7 @@ use std::path::PathBuf;
 use nix::fcntl::Flock;
 
 use super::subnet::{hand_down, host_lock, ZoneRecord};
+use super::way_out;
 use crate::error::{Error, Result};
 use crate::host::privs::{self, ThreadRoot};
 use crate::host::run_dir::private_dir;
@@ -71,7 +75,9 @@ pub(crate) fn install(zone: &ZoneRecord, zones: &Flock<std::fs::File>) -> Result
              type nat hook postrouting priority srcnat; policy accept;\n\
              ip saddr @outside ip daddr != {cidr} masquerade\n\
            }}\n\
-         }}\n"
+           {way_out}\
+         }}\n",
+        way_out = way_out::nft_rules(&bridge),
     );
     let mut cmd = nft();
     hand_down(&mut cmd, zones);

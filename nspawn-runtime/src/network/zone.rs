@@ -10,13 +10,14 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use nspawn_config::NetworkSpec;
 
 use super::hosts::{self, Peer};
 use super::subnet::{file_name, host_lock, zone_files, ZoneRecord};
-use super::{firewall, link, nat};
+use super::{firewall, link, nat, way_out};
 use crate::error::{Error, Result};
 use crate::host::privs::ThreadRoot;
 use crate::host::run_dir::private_dir;
@@ -26,6 +27,8 @@ struct Zone {
     record: Mutex<ZoneRecord>,
     /// Members, with their hosts files.
     members: Mutex<Vec<(Peer, Hosts)>>,
+    /// Whether a machine's probe has passed the host's forward filters (see [`way_out`]).
+    way_out_proven: AtomicBool,
 }
 
 /// A member's hosts file, once its machine runs (see [`Membership::attach_hosts`]).
@@ -145,6 +148,18 @@ impl Membership {
     pub(crate) fn configure(&self, leader: &crate::host::pidfd::PidFd) -> Result<()> {
         let gateway = self.outside.then(|| self.zone.lock_record().address(1));
         link::configure_guest(leader, self.me.address, gateway)
+    }
+
+    /// For the zone's first machine that reaches out, proves that the host's forward filters
+    /// let its traffic out (see [`way_out`]); later machines share the same path.
+    pub(crate) fn check_way_out(&self, leader: &crate::host::pidfd::PidFd) -> Result<()> {
+        if !self.outside || self.zone.way_out_proven.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let record = self.zone.lock_record().clone();
+        way_out::check(&record, leader)?;
+        self.zone.way_out_proven.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// The machine's address on the zone.
@@ -301,11 +316,11 @@ fn make_zone() -> Result<Zone> {
         return Ok(Zone {
             record: Mutex::new(record),
             members: Mutex::new(Vec::new()),
+            way_out_proven: AtomicBool::new(false),
         });
     }
 }
 
-/// Removes a zone's bridge, table, hosts files and record; returns what it removed.
 /// Whether a zone's table and bridge are known to be this process's own, or only recorded.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Whose {
