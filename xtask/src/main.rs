@@ -88,6 +88,7 @@ fn test(workspace: Option<&std::path::Path>, no_vm: bool) -> Result<(), Error> {
         return Ok(());
     }
     let smoke = vm::VmTest {
+        firewall: None,
         docker: false,
         tests: Vec::new(),
     };

@@ -439,9 +439,21 @@ impl MachineBuilder {
             membership: Mutex::new(membership),
         });
         machine.configure_network(spec.hosts.as_ref(), nspawn_pid)?;
-        if self.wait_until_running {
-            machine.wait_running(self.boot_timeout.saturating_sub(started.elapsed()))?;
-        }
+        // The way-out probe (a few ms) runs while the guest's systemd finishes booting.
+        std::thread::scope(|scope| {
+            let probe = scope.spawn(|| machine.check_way_out());
+            let running = match self.wait_until_running {
+                true => machine.wait_running(self.boot_timeout.saturating_sub(started.elapsed())),
+                false => Ok(()),
+            };
+            let way_out = probe.join().unwrap_or_else(|_| {
+                Err(Error::io(
+                    "checking the machine's way out",
+                    std::io::Error::other("the probe's thread panicked"),
+                ))
+            });
+            running.and(way_out)
+        })?;
         let boot_ms = (started.elapsed().as_secs_f64() * 1e3).round();
         report::count_boot(boot_ms);
         machine
@@ -581,10 +593,22 @@ impl Machine {
             error(format!(
                 "configuring its address in the machine failed: {e}"
             ))
-        })?;
+        })
+    }
+
+    /// Proves that the machine's way out, if it has one, passes the host's firewall.
+    fn check_way_out(&self) -> Result<()> {
+        let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(membership) = membership.as_ref() else {
+            return Ok(());
+        };
         membership
             .check_way_out(&self.leader)
-            .map_err(|e| error(e.to_string()))
+            .map_err(|e| Error::Network {
+                network: self.network.to_string(),
+                machine: self.name.clone(),
+                reason: e.to_string(),
+            })
     }
 
     fn wait_running(&self, timeout: Duration) -> Result<()> {

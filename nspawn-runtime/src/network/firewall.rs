@@ -7,9 +7,11 @@
 //! zone and removed with it, or by the sweep with the zone's record. They open nothing the
 //! zone's own table does not allow: its drops still hold.
 //!
-//! A filter we cannot add to (firewalld, or a table of nft rules of the host's own whose
-//! forward chain drops by default) makes the zone an error that names the exact command that
-//! lets the bridges through, rather than a machine whose way out fails silently.
+//! A filter we do not add to, a chain of the host's own nft rules that drops by default,
+//! makes the zone an error that names the exact command that lets the bridges through, until
+//! the chain has a rule for them. Filters that accept by policy and drop in their rules
+//! (firewalld's) cannot be judged from their listing: a zone with a way out proves it with a
+//! packet (see `super::way_out`), whose failure names firewalld's command where it runs.
 
 use std::sync::OnceLock;
 
@@ -50,12 +52,12 @@ pub fn report() -> Vec<String> {
     if ufw.lines().any(|l| l.trim() == "ENABLED=yes") {
         lines.push("ufw: enabled".into());
     }
-    let blockers = blockers(&ruleset());
-    if blockers.is_empty() {
-        lines.push("no other forward filter drops zone traffic".into());
+    if let Some(remedy) = firewalld_remedy() {
+        lines.push(format!("firewalld: running; {remedy}"));
     }
-    for b in blockers {
-        lines.push(format!("blocked: {}", b.remedy()));
+    match known_blocker() {
+        None => lines.push("no other forward chain drops zone traffic by policy".into()),
+        Some(remedy) => lines.push(format!("blocked: {remedy}")),
     }
     lines
 }
@@ -79,10 +81,26 @@ pub(crate) fn open(zone: &ZoneRecord) -> Result<()> {
     }
 }
 
-/// The remedy for the first forward filter that drops zone traffic by default, if any.
+/// The remedy for the first forward filter that drops zone traffic by default and has no
+/// rule for our bridges yet, if any.
 pub(crate) fn known_blocker() -> Option<String> {
-    blockers(&ruleset()).first().map(Blocker::remedy)
+    blockers(&ruleset())
+        .into_iter()
+        .find(|b| !b.lets_bridges_through())
+        .map(|b| b.remedy())
 }
+
+/// firewalld's command that lets the zones through, if firewalld's table is there.
+pub(crate) fn firewalld_remedy() -> Option<&'static str> {
+    let firewalld = ruleset()
+        .lines()
+        .any(|l| l.trim().starts_with("table inet firewalld"));
+    firewalld.then_some(FIREWALLD_REMEDY)
+}
+
+const FIREWALLD_REMEDY: &str = "firewalld filters forwarded traffic: let nspawn's zones \
+    (10.250.0.0/16) through with `firewall-cmd --zone=trusted --add-source=10.250.0.0/16` \
+    (add --permanent to keep it), or set NSPAWN_NETWORK=host";
 
 /// Removes the zone's rules from every iptables `FORWARD` chain; returns what it removed.
 pub(crate) fn close(zone: &ZoneRecord) -> Vec<String> {
@@ -234,14 +252,17 @@ pub(crate) struct Blocker {
 }
 
 impl Blocker {
+    /// Whether the chain has a rule of the user's for our bridges (the remedy, applied).
+    fn lets_bridges_through(&self) -> bool {
+        let mut cmd = tools::command(tools::NFT.program);
+        cmd.args(["list", "chain", &self.family, &self.table, &self.chain]);
+        privs::start_as_root(&mut cmd);
+        tools::run(&mut cmd)
+            .is_ok_and(|out| mentions_bridges(&String::from_utf8_lossy(&out.stdout)))
+    }
+
     /// What the user runs to let the zones' bridges through.
     pub(crate) fn remedy(&self) -> String {
-        if self.table == "firewalld" {
-            return "firewalld filters forwarded traffic and would drop the zone's: let \
-                    nspawn's bridges' subnets through with `firewall-cmd --zone=trusted \
-                    --add-source=10.250.0.0/16` (or set NSPAWN_NETWORK=host)"
-                .into();
-        }
         let Blocker {
             family,
             table,
@@ -256,9 +277,16 @@ impl Blocker {
     }
 }
 
-/// The forward chains in `chains` (`nft list chains`) that would drop a zone's traffic:
-/// base chains on the forward hook with a `drop` policy, and firewalld's, but not our own
-/// tables' nor iptables' `filter` tables, which [`open`] handles.
+/// Whether a chain listing has an accepting rule for our bridges' names.
+fn mentions_bridges(listing: &str) -> bool {
+    listing
+        .lines()
+        .any(|l| l.contains("\"nspawn-z*\"") && l.trim_end().ends_with("accept"))
+}
+
+/// The forward chains in `chains` (`nft list chains`) that would drop a zone's traffic by
+/// default: base chains on the forward hook with a `drop` policy, but not our own tables'
+/// nor iptables' `filter` tables, which [`open`] handles.
 pub(crate) fn blockers(chains: &str) -> Vec<Blocker> {
     let mut found = Vec::new();
     let mut table: Option<(String, String)> = None;
@@ -276,7 +304,7 @@ pub(crate) fn blockers(chains: &str) -> Vec<Blocker> {
         let forward = line.contains("hook forward");
         let ours = name.starts_with("nspawn_z");
         let iptables = name == "filter" && matches!(family.as_str(), "ip" | "ip6");
-        let drops = line.contains("policy drop") || name == "firewalld";
+        let drops = line.contains("policy drop");
         if forward && drops && !ours && !iptables {
             found.push(Blocker {
                 family: family.clone(),
@@ -326,7 +354,15 @@ table inet firewalld {
             .iter()
             .map(|b| (b.table.as_str(), b.chain.as_str()))
             .collect();
-        assert_eq!(names, [("mine", "fw"), ("firewalld", "filter_FORWARD")]);
+        assert_eq!(names, [("mine", "fw")]);
+    }
+
+    #[test]
+    fn a_chain_with_the_remedy_applied_lets_the_bridges_through() {
+        let chain = "table inet mine {\n\tchain fw {\n\t\ttype filter hook forward priority filter; policy drop;\n\t\tiifname \"nspawn-z*\" accept\n\t}\n}\n";
+        assert!(mentions_bridges(chain));
+        assert!(!mentions_bridges(&chain.replace(" accept", " drop")));
+        assert!(!mentions_bridges("table inet mine {\n}\n"));
     }
 
     #[test]
@@ -355,10 +391,9 @@ table inet firewalld {
             nft.contains("nft insert rule inet mine fw iifname \"nspawn-z*\" accept"),
             "{nft}"
         );
-        let firewalld = found[1].remedy();
         assert!(
-            firewalld.contains("firewall-cmd --zone=trusted --add-source=10.250.0.0/16"),
-            "{firewalld}"
+            FIREWALLD_REMEDY.contains("firewall-cmd --zone=trusted --add-source=10.250.0.0/16"),
+            "{FIREWALLD_REMEDY}"
         );
     }
 }

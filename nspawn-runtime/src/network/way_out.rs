@@ -49,12 +49,13 @@ pub(crate) fn nft_rules(bridge: &str) -> String {
 /// a warning.
 pub(crate) fn check(zone: &ZoneRecord, leader: &PidFd) -> Result<()> {
     let socket = socket_in(leader)?;
+    // A zone kept for the next isolated machine has counted its last machine's probes.
+    let before = counted(zone)?;
     let start = Instant::now();
     loop {
         // A send can fail while the machine's neighbour entry for the gateway is resolved.
         let _ = socket.send_to(b"nspawn way-out probe", PROBE);
-        // Any packet counted proves the path: only packets from the zone's bridge count.
-        if counted(zone)? > 0 {
+        if counted(zone)? > before {
             return Ok(());
         }
         if start.elapsed() > PATIENCE {
@@ -131,6 +132,12 @@ fn blocked(zone: &ZoneRecord) -> Error {
     let context = "checking the machine's way out";
     if let Some(remedy) = firewall::known_blocker() {
         return Error::io(context, std::io::Error::other(remedy));
+    }
+    if let Some(remedy) = firewall::firewalld_remedy() {
+        return Error::io(
+            context,
+            std::io::Error::other(format!("its way out is blocked: {remedy}")),
+        );
     }
     let chains = firewall::forward_chains();
     let suspects = if chains.is_empty() {

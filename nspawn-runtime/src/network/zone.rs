@@ -150,10 +150,13 @@ impl Membership {
         link::configure_guest(leader, self.me.address, gateway)
     }
 
-    /// For the zone's first machine that reaches out, proves that the host's forward filters
-    /// let its traffic out (see [`way_out`]); later machines share the same path.
+    /// Proves that the host's forward filters let the machine's traffic out (see
+    /// [`way_out`]): for every isolated machine (an idle zone's proof may be stale: the host's
+    /// firewall may have changed since), and once for a named zone, whose later members share
+    /// the same path.
     pub(crate) fn check_way_out(&self, leader: &crate::host::pidfd::PidFd) -> Result<()> {
-        if !self.outside || self.zone.way_out_proven.load(Ordering::Acquire) {
+        let isolated = self.key.starts_with('@');
+        if !self.outside || (!isolated && self.zone.way_out_proven.load(Ordering::Acquire)) {
             return Ok(());
         }
         let record = self.zone.lock_record().clone();

@@ -8,7 +8,7 @@ use std::time::Instant;
 use nspawn_runtime::host::tools;
 use nspawn_runtime::Error;
 
-use super::{io, step};
+use super::{io, step, Firewall};
 
 /// The suite the VM runs: systemd >= 256, cgroup v2 only.
 const SUITE: &str = "trixie";
@@ -47,10 +47,13 @@ pub struct Image {
     pub key: PathBuf,
 }
 
-/// The image under `dir`, built first if it is missing or from another recipe. With
-/// `docker`, Docker is installed too (its FORWARD policy and `br_netfilter`).
-pub fn ensure(dir: &Path, docker: bool) -> Result<Image, Error> {
-    let name = if docker { "trixie-docker" } else { "trixie" };
+/// The image under `dir`, built first if it is missing or from another recipe. With a
+/// `firewall`, that firewall is installed and active too.
+pub fn ensure(dir: &Path, firewall: Option<Firewall>) -> Result<Image, Error> {
+    let name = match firewall {
+        None => SUITE.to_string(),
+        Some(f) => format!("{SUITE}-{}", extra(f).0),
+    };
     let dir = dir.join(name);
     let image = Image {
         disk: dir.join("disk.img"),
@@ -58,7 +61,7 @@ pub fn ensure(dir: &Path, docker: bool) -> Result<Image, Error> {
         initrd: dir.join("initrd.img"),
         key: dir.join("id_ed25519"),
     };
-    let recipe = recipe(docker);
+    let recipe = recipe(firewall);
     let stamp = dir.join("recipe");
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == recipe) && image.disk.exists() {
         step(&format!("image {} (cached)", image.disk.display()));
@@ -68,8 +71,8 @@ pub fn ensure(dir: &Path, docker: bool) -> Result<Image, Error> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
     let tree = dir.join("tree");
-    bootstrap(&tree, docker)?;
-    customize(&tree, &image.key)?;
+    bootstrap(&tree, firewall)?;
+    customize(&tree, &image.key, firewall)?;
     boot_files(&tree, &image)?;
     make_disk(&tree, &image.disk, "8G")?;
     std::fs::remove_dir_all(&tree).map_err(|e| io(&tree, e))?;
@@ -81,20 +84,36 @@ pub fn ensure(dir: &Path, docker: bool) -> Result<Image, Error> {
     Ok(image)
 }
 
-fn recipe(docker: bool) -> String {
+/// A firewall's package, and the command (run in the tree) that turns it on at boot.
+fn extra(firewall: Firewall) -> (&'static str, &'static str) {
+    match firewall {
+        // Docker and firewalld are enabled by their packages' presets.
+        Firewall::Docker => ("docker.io", "true"),
+        Firewall::Firewalld => ("firewalld", "systemctl enable firewalld.service"),
+        // ufw's default forward policy is DROP once enabled; ssh stays open for us.
+        Firewall::Ufw => (
+            "ufw",
+            "sed -i 's/^ENABLED=no/ENABLED=yes/' /etc/ufw/ufw.conf && ufw allow 22/tcp >/dev/null",
+        ),
+    }
+}
+
+fn recipe(firewall: Option<Firewall>) -> String {
     format!(
-        "revision {REVISION}\nsuite {SUITE}\npackages {}\ndocker {docker}\n",
-        PACKAGES.join(",")
+        "revision {REVISION}\nsuite {SUITE}\npackages {}\nfirewall {}\n",
+        PACKAGES.join(","),
+        firewall.map_or("none", |f| extra(f).0)
     )
 }
 
-fn bootstrap(tree: &Path, docker: bool) -> Result<(), Error> {
+fn bootstrap(tree: &Path, firewall: Option<Firewall>) -> Result<(), Error> {
     step(&format!(
         "bootstrapping {SUITE} with mmdebstrap (a few minutes)"
     ));
     let mut packages = PACKAGES.join(",");
-    if docker {
-        packages.push_str(",docker.io");
+    if let Some(firewall) = firewall {
+        packages.push(',');
+        packages.push_str(extra(firewall).0);
     }
     let mut cmd = tools::command("mmdebstrap");
     cmd.args(["--variant=minbase", "--quiet"])
@@ -105,8 +124,8 @@ fn bootstrap(tree: &Path, docker: bool) -> Result<(), Error> {
 }
 
 /// Host name, network (DHCP on QEMU's user network), ssh for root with our key, no tmpfs on
-/// `/tmp`, and a serial console.
-fn customize(tree: &Path, key: &Path) -> Result<(), Error> {
+/// `/tmp`, a serial console, and the firewall on.
+fn customize(tree: &Path, key: &Path, firewall: Option<Firewall>) -> Result<(), Error> {
     let mut keygen = tools::command("ssh-keygen");
     keygen
         .args(["-q", "-t", "ed25519", "-N", ""])
@@ -138,8 +157,9 @@ fn customize(tree: &Path, key: &Path) -> Result<(), Error> {
                   && systemctl mask tmp.mount \
                   && ln -sf ../run/systemd/resolve/stub-resolv.conf /etc/resolv.conf \
                   && chmod 700 /root/.ssh";
+    let script = format!("{script} && {}", firewall.map_or("true", |f| extra(f).1));
     let mut chroot = tools::command("chroot");
-    chroot.arg(tree).args(["sh", "-c", script]);
+    chroot.arg(tree).args(["sh", "-c", &script]);
     tools::run(&mut chroot).map(drop)
 }
 

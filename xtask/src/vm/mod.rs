@@ -1,6 +1,6 @@
 //! `cargo xtask vm-test`: test binaries on a second kind of host, the one most users have:
 //! Debian trixie with systemd as PID 1 and cgroup v2, where the framework picks its systemd
-//! backend (units, machined), optionally with Docker installed. The binaries are built here,
+//! backend (units, machined), optionally with Docker, firewalld or ufw. The binaries are built here,
 //! the VM only runs them (see [`payload`]); its image is built once and cached (see
 //! [`image`]); QEMU runs under software emulation (see [`qemu`]).
 
@@ -18,12 +18,33 @@ use nspawn_runtime::Error;
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args, Debug)]
 pub struct VmTest {
-    /// Install Docker in the VM: its FORWARD policy DROP and `br_netfilter` come with it.
-    #[arg(long)]
+    /// Give the VM a host firewall of this kind, active.
+    #[arg(long, value_enum)]
+    pub firewall: Option<Firewall>,
+    /// The same as `--firewall docker`.
+    #[arg(long, conflicts_with = "firewall")]
     pub docker: bool,
     /// Integration test targets to run, each as TARGET or TARGET:FILTER (libtest's filter).
     /// Without any: the smoke set, and a SIGKILL of a test process with nothing left.
     pub tests: Vec<String>,
+}
+
+/// The host firewalls the VM can have: what users' hosts often run.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firewall {
+    /// docker.io: iptables' FORWARD policy DROP, and `br_netfilter` loaded.
+    Docker,
+    /// firewalld (nftables backend): its own forward chain, rejecting what no zone allows.
+    Firewalld,
+    /// ufw, enabled: iptables' FORWARD policy DROP.
+    Ufw,
+}
+
+impl VmTest {
+    /// The firewall asked for, `--docker` included.
+    pub fn firewall(&self) -> Option<Firewall> {
+        self.firewall.or(self.docker.then_some(Firewall::Docker))
+    }
 }
 
 /// The chroots the tests boot, built here and copied in: never built in the VM.
@@ -56,7 +77,7 @@ pub fn run(workspace: &Path, options: &VmTest) -> Result<(), Error> {
     let runs = smoke::runs(&options.tests);
     let targets: Vec<String> = runs.iter().map(|r| r.target.clone()).collect();
     let dir = workspace.join("target/vm");
-    let image = image::ensure(&dir, options.docker)?;
+    let image = image::ensure(&dir, options.firewall())?;
     let binaries = payload::build_tests(workspace, &dedup(&targets))?;
     let run_dir = dir.join("run");
     let disk = run_dir.join("payload.img");

@@ -91,10 +91,11 @@ pub fn run_all(
     if !vm.ssh_shown(&format!("mkdir -p {ws} && mount /dev/vdb {ws}"))? {
         return Err(failed("mounting the payload in the VM"));
     }
-    // What kind of host this is, for the log.
+    // What kind of host this is, for the log, once its boot is done (Docker and firewalld
+    // set their rules while they start, which takes minutes under emulation).
     vm.ssh_shown(
-        "systemctl --version | head -1; echo \"cgroup: $(stat -fc %T /sys/fs/cgroup)\"; \
-         echo \"docker: $(systemctl is-active docker 2>/dev/null)\"; \
+        "systemctl is-system-running --wait >/dev/null; systemctl --version | head -1; echo \"cgroup: $(stat -fc %T /sys/fs/cgroup)\"; \
+         for unit in docker firewalld ufw; do echo \"$unit: $(systemctl is-active $unit 2>/dev/null)\"; done; \
          echo \"br_netfilter: $(cat /proc/sys/net/bridge/bridge-nf-call-iptables 2>/dev/null || echo off)\"; \
          iptables -S FORWARD 2>/dev/null | head -4",
     )?;
