@@ -194,6 +194,9 @@ fn a_boot_failure_fails_every_test_of_the_module_after_one_attempt() {
         "each test shows the boot error: {out}"
     );
     assert_eq!(out.matches("last console lines of").count(), 2, "{out}");
+    // The panic points at the test, not at the harness that reports the failure.
+    assert!(out.contains("panicked at tests/fixture/main.rs:"), "{out}");
+    assert!(!out.contains("panicked at nspawn-runtime/"), "{out}");
     let attempts = run.events.module_boot_failures("fixture::broken");
     assert_eq!(
         attempts, 1,

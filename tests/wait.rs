@@ -153,3 +153,21 @@ fn packages_users_and_units_show_their_actual_state() {
     assert!(!missing.is_active());
     assert_eq!(missing.load, "not-found");
 }
+
+/// The state helpers print nothing of their own: libtest captures only what the test prints
+/// through `print!`, so anything a helper's command wrote to the process's stdout would reach
+/// the terminal. This test runs the one above in a child and reads that stdout.
+#[test]
+fn the_state_helpers_print_nothing_on_the_terminal() {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child.args([
+        "--exact",
+        "packages_users_and_units_show_their_actual_state",
+        "--quiet",
+    ]);
+    nspawn::privs::start_as_root(&mut child);
+    let out = child.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("root:x:0:0"), "{stdout}");
+}

@@ -29,9 +29,10 @@ const RUNNER: &str = "sudo -E";
 const TARGET: &str = "cfg(target_os = \"linux\")";
 const CHROOTS: &str = "test_chroots";
 
+/// The first test, for the chroot named `CHROOT`.
 const FIRST_TEST: &str = r#"//! A first nspawn test: `cargo test` boots a Debian machine for it.
 
-#[nspawn::test(chroot = "bookworm")]
+#[nspawn::test(chroot = "CHROOT")]
 fn dbus_is_up(machine: &nspawn::Machine) -> nspawn::Result<()> {
     machine.run(["systemctl", "is-active", "dbus.socket"])?;
     Ok(())
@@ -56,7 +57,15 @@ pub fn run(args: &Init, dir: Option<&Path>) -> Result<(), Error> {
         exclude(&package.join("Cargo.toml"))?;
     }
     if !args.no_test {
-        first_test(&package.join("tests/nspawn.rs"))?;
+        // A chroot the workspace declares (`bookworm` when it declares none), or the test
+        // would not compile.
+        let declared = ws.chroots()?;
+        let chroot = declared
+            .iter()
+            .find(|d| d.name == "bookworm")
+            .or(declared.first())
+            .map_or("bookworm", |d| d.name.as_str());
+        first_test(&package.join("tests/nspawn.rs"), chroot)?;
     }
     let path = package.join("Cargo.toml");
     let manifest = parse(&path, &read(&path)?)?;
@@ -194,9 +203,10 @@ fn exclude(path: &Path) -> Result<(), Error> {
     write(path, &doc.to_string(), "the package exclude")
 }
 
-fn first_test(path: &Path) -> Result<(), Error> {
+fn first_test(path: &Path, chroot: &str) -> Result<(), Error> {
     if path.exists() {
         return Ok(());
     }
-    write(path, FIRST_TEST, "a first test")
+    let text = FIRST_TEST.replace("CHROOT", chroot);
+    write(path, &text, &format!("a first test (chroot {chroot})"))
 }

@@ -5,6 +5,7 @@ use std::os::unix::process::CommandExt;
 use nspawn_runtime::chroot::config::Workspace;
 use nspawn_runtime::cleanup::records::Record;
 use nspawn_runtime::cleanup::sweep;
+use nspawn_runtime::host::privs;
 use nspawn_runtime::Error;
 
 /// Removes what crashed runs left (and kept machines, with `kept`), saying what. Needs root.
@@ -54,9 +55,13 @@ pub fn shell(name: &str, command: &[String]) -> Result<(), Error> {
     } else {
         command
     };
-    let err = std::process::Command::new("nsenter")
+    let mut nsenter = std::process::Command::new("nsenter");
+    nsenter
         .args(["-t", &record.leader.pid.to_string(), "-a", "--"])
-        .args(command)
-        .exec();
+        .args(command);
+    // Under sudo this process has dropped to the user, who may not even look at the
+    // machine's namespaces: entering them, as the guest's root, takes root.
+    privs::start_as_root(&mut nsenter);
+    let err = nsenter.exec();
     Err(Error::io("starting nsenter", err))
 }

@@ -81,7 +81,8 @@ fn init_sets_the_project_up_once() {
     );
     assert!(read(".gitignore").lines().any(|l| l == "/test_chroots/"));
     assert!(read("Cargo.toml").contains("exclude = [\"test_chroots\"]"));
-    assert!(read("tests/nspawn.rs").contains("#[nspawn::test(chroot = \"bookworm\")]"));
+    // The project declares `trixie` only: a test for `bookworm` would not compile.
+    assert!(read("tests/nspawn.rs").contains("#[nspawn::test(chroot = \"trixie\")]"));
     let files = [
         "Cargo.toml",
         ".gitignore",
@@ -93,6 +94,22 @@ fn init_sets_the_project_up_once() {
     assert!(again.status.success(), "{}", text(&again));
     let after: Vec<String> = files.iter().map(|f| read(f)).collect();
     assert_eq!(before, after, "a second init changes nothing");
+}
+
+#[test]
+fn init_writes_a_first_test_for_bookworm_where_no_chroot_is_declared() {
+    let project = project();
+    let manifest = project.path().join("Cargo.toml");
+    let text_of = std::fs::read_to_string(&manifest).unwrap();
+    let bare = text_of.replace("\n[workspace.metadata.nspawn.chroots.trixie]\n", "");
+    std::fs::write(&manifest, bare).unwrap();
+    let out = cargo_nspawn(project.path()).arg("init").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let test = std::fs::read_to_string(project.path().join("tests/nspawn.rs")).unwrap();
+    assert!(
+        test.contains("#[nspawn::test(chroot = \"bookworm\")]"),
+        "{test}"
+    );
 }
 
 #[test]
@@ -172,4 +189,26 @@ fn shell_runs_in_a_running_machine() {
         text(&unknown)
     );
     machine.stop().unwrap();
+}
+
+/// Under sudo (the way the kept-machine message's `cargo nspawn shell` runs as a user), the
+/// command still gets into the machine as its root.
+#[test]
+fn shell_runs_in_a_running_machine_under_sudo() {
+    if !nix_is_root() {
+        eprintln!("skipped: booting a machine needs root");
+        return;
+    }
+    let machine = nspawn_runtime::Machine::start("bookworm").unwrap();
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut shell = cargo_nspawn(here);
+    shell
+        .args(["shell", machine.name(), "--", "id", "-u"])
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534");
+    nspawn_runtime::host::privs::start_as_root(&mut shell);
+    let out = shell.output().unwrap();
+    machine.stop().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n");
 }

@@ -53,7 +53,8 @@ pub struct ChrootDef {
     pub mirror: String,
     /// Bootstrap variant (default `minbase`).
     pub variant: String,
-    /// Extra packages (default `dbus`, `systemd`).
+    /// Packages installed besides the variant's: the declared ones, then [`BASE_PACKAGES`]
+    /// that they leave out (a machine boots systemd and talks to it over D-Bus).
     pub include: Vec<String>,
     /// Shell commands run inside the new tree after bootstrap.
     pub setup: Vec<String>,
@@ -69,7 +70,7 @@ impl ChrootDef {
             suite: name.to_string(),
             mirror: DEFAULT_MIRROR.to_string(),
             variant: "minbase".to_string(),
-            include: vec!["dbus".to_string(), "systemd".to_string()],
+            include: with_base(Vec::new()),
             setup: Vec::new(),
             profile: "full".to_string(),
         }
@@ -120,6 +121,20 @@ pub fn parse_manifest(text: &str) -> std::result::Result<Vec<ChrootDef>, String>
     Ok(defs)
 }
 
+/// What every chroot has, whatever its `include` says: without them no machine boots.
+pub const BASE_PACKAGES: [&str; 2] = ["dbus", "systemd"];
+
+/// `declared`, then the base packages it leaves out. A declaration that lists them already
+/// (as the README's example did) keeps its order, and so its stamp.
+fn with_base(mut declared: Vec<String>) -> Vec<String> {
+    for base in BASE_PACKAGES {
+        if !declared.iter().any(|p| p == base) {
+            declared.push(base.to_string());
+        }
+    }
+    declared
+}
+
 fn parse_def(name: &str, value: &Value) -> std::result::Result<ChrootDef, String> {
     let section = format!("[workspace.metadata.nspawn.chroots.{name}]");
     check_name(name).map_err(|m| format!("{section}: {m}"))?;
@@ -133,7 +148,7 @@ fn parse_def(name: &str, value: &Value) -> std::result::Result<ChrootDef, String
             "suite" => def.suite = string(value).map_err(field)?,
             "mirror" => def.mirror = string(value).map_err(field)?,
             "variant" => def.variant = string(value).map_err(field)?,
-            "include" => def.include = strings(value).map_err(field)?,
+            "include" => def.include = with_base(strings(value).map_err(field)?),
             "setup" => def.setup = strings(value).map_err(field)?,
             "profile" => def.profile = string(value).map_err(field)?,
             _ => {
@@ -243,6 +258,17 @@ mod tests {
         assert_eq!(defs[0].include, ["dbus", "systemd"]);
         assert_eq!(defs[0].variant, "minbase");
         assert_eq!(defs[0].mirror, DEFAULT_MIRROR);
+    }
+
+    #[test]
+    fn include_adds_to_the_base_packages() {
+        let defs = parse(
+            "[workspace.metadata.nspawn.chroots.b]\nsuite = \"bookworm\"\ninclude = [\"curl\"]\n",
+        )
+        .unwrap();
+        assert_eq!(defs[0].include, ["curl", "dbus", "systemd"]);
+        let listed = parse("[workspace.metadata.nspawn.chroots.b]\nsuite = \"bookworm\"\ninclude = [\"systemd\", \"nginx\", \"dbus\"]\n").unwrap();
+        assert_eq!(listed[0].include, ["systemd", "nginx", "dbus"]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::machine::Machine;
 /// with its message, by a panic (so `#[should_panic(expected = ...)]` sees the message); a
 /// failure of ours (the call could not run, or its process crashed) fails it as a boot
 /// failure does, never passing for the panic a `#[should_panic]` test expects.
+#[track_caller]
 pub fn inside<F>(info: &'static TestInfo, machine: &Machine, body: F)
 where
     F: Fn(()) -> Result<(), String>,

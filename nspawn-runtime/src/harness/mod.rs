@@ -45,12 +45,14 @@ pub extern "C" fn init_privileges() {
 
 /// Runs a test body against its machine. A machine that fails to boot fails the test with the
 /// boot error.
+#[track_caller]
 pub fn run<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) -> R) -> R {
     run_group(info, |machines| body(&machines[0]))
 }
 
 /// Runs a test body against its machines: a group's (`machines(...)`) in the order of the
 /// test's parameters, or a test's one machine.
+#[track_caller]
 pub fn run_group<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Machine]) -> R) -> R {
     crate::host::privs::init();
     let body = move |machines: &[Machine]| timed(info, || body(machines));
@@ -84,6 +86,7 @@ pub fn run_group<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Ma
     }
 }
 
+#[track_caller]
 fn run_alone<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Machine]) -> R) -> R {
     upcoming::alone_begins(info);
     let booting = boot::AloneBoot::begin();

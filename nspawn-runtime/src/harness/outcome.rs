@@ -59,6 +59,7 @@ impl<E: std::fmt::Debug> BodyResult for Result<(), E> {
 /// A failure of ours, not of the test body, fails the test: by a panic with the error, except
 /// in a `#[should_panic]` test, which a panic would pass. There the error goes to stderr and
 /// the test returns without panicking, which fails it ("did not panic as expected").
+#[track_caller]
 pub(crate) fn fail<R: TestOutcome>(
     info: &TestInfo,
     error: &dyn std::fmt::Display,

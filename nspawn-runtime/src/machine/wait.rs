@@ -313,11 +313,12 @@ impl Machine {
     /// # Ok(()) }
     /// ```
     pub fn user_exists(&self, user: &str) -> Result<bool> {
-        let status = self
+        // Its passwd line is not for the terminal.
+        let out = self
             .command("getent")
             .args(["passwd", "--", user])
-            .status()?;
-        Ok(status.success())
+            .output()?;
+        Ok(out.status.success())
     }
 
     /// The error for a unit that was waited for, with its status and journal.
