@@ -7,12 +7,18 @@
 //!
 //! # Setting a project up
 //!
+//! nspawn is not on crates.io yet: depend on a checkout (or on its git repository with
+//! `git = "..."`). Once it is published, `nspawn = "0.1"` will do.
+//!
 //! ```toml
 //! [dev-dependencies]
-//! nspawn = "0.1"
+//! nspawn = { path = "../nspawn" }
 //! ```
 //!
-//! Booting needs root; test code does not run as root. `cargo install cargo-nspawn`, then
+//! Booting needs root; test code does not run as root. Install the `cargo nspawn` command
+//! from the same checkout (`cargo install --locked --path ../nspawn/cargo-nspawn
+//! --target-dir ~/.cache/cargo-nspawn`: without `--target-dir` cargo builds in the
+//! checkout's own `target/`, which fails when the checkout is not yours), then run
 //! `cargo nspawn init` in your project: it sets the cargo runner `sudo -E` (cargo compiles as
 //! you and runs only the test binaries through sudo, which drop back to you before `main`),
 //! keeps the chroots out of git and of `cargo package`, and writes a first test. Then
@@ -24,7 +30,7 @@
 //!
 //! [workspace.metadata.nspawn.chroots.web]
 //! suite = "trixie"
-//! include = ["dbus", "systemd", "nginx"]
+//! include = ["nginx"]   # besides dbus and systemd, which every chroot has
 //! ```
 //!
 //! # Writing tests

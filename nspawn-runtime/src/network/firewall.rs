@@ -55,7 +55,7 @@ pub fn report() -> Vec<String> {
     if let Some(remedy) = firewalld_remedy() {
         lines.push(format!("firewalld: running; {remedy}"));
     }
-    match known_blocker() {
+    match known_blocker().or_else(firewalld_between_machines) {
         None => lines.push("no other forward chain drops zone traffic by policy".into()),
         Some(remedy) => lines.push(format!("blocked: {remedy}")),
     }
@@ -72,7 +72,7 @@ pub(crate) fn open(zone: &ZoneRecord) -> Result<()> {
             }
         }
     }
-    match known_blocker() {
+    match known_blocker().or_else(firewalld_between_machines) {
         None => Ok(()),
         Some(remedy) => Err(Error::io(
             "letting the zone's traffic through the host's firewall",
@@ -80,6 +80,28 @@ pub(crate) fn open(zone: &ZoneRecord) -> Result<()> {
         )),
     }
 }
+
+/// firewalld's remedy, when traffic between the machines of a bridge goes through its
+/// forward chain (`br_netfilter` on, as Docker sets it) and our subnets are not among its
+/// trusted sources: it rejects that traffic (seen in the trixie VM: "no connection").
+fn firewalld_between_machines() -> Option<String> {
+    let bridged = std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
+        .is_ok_and(|v| v.trim() == "1");
+    if !bridged || firewalld_remedy().is_none() {
+        return None;
+    }
+    let mut cmd = tools::command(tools::NFT.program);
+    cmd.args(["list", "table", "inet", "firewalld"]);
+    privs::start_as_root(&mut cmd);
+    let trusted = tools::run(&mut cmd)
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(ZONES_SUBNETS));
+    (!trusted).then(|| {
+        format!("br_netfilter sends the traffic between a zone's machines through firewalld: {FIREWALLD_REMEDY}")
+    })
+}
+
+/// The subnets zones take their /24s from.
+const ZONES_SUBNETS: &str = "10.250.0.0/16";
 
 /// The remedy for the first forward filter that drops zone traffic by default and has no
 /// rule for our bridges yet, if any.

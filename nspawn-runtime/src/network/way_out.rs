@@ -133,12 +133,10 @@ fn blocked(zone: &ZoneRecord) -> Error {
     if let Some(remedy) = firewall::known_blocker() {
         return Error::io(context, std::io::Error::other(remedy));
     }
-    if let Some(remedy) = firewall::firewalld_remedy() {
-        return Error::io(
-            context,
-            std::io::Error::other(format!("its way out is blocked: {remedy}")),
-        );
-    }
+    // firewalld, where it runs, is the likeliest cause: its command comes first.
+    let firewalld = firewall::firewalld_remedy()
+        .map(|remedy| format!("{remedy}. "))
+        .unwrap_or_default();
     let chains = firewall::forward_chains();
     let suspects = if chains.is_empty() {
         "no nft forward chain of the host's is visible: an iptables-legacy FORWARD rule, or the \
@@ -150,7 +148,7 @@ fn blocked(zone: &ZoneRecord) -> Error {
     Error::io(
         context,
         std::io::Error::other(format!(
-            "a packet from the machine to the outside ({PROBE}/udp, counted and dropped by \
+            "{firewalld}a packet from the machine to the outside ({PROBE}/udp, counted and dropped by \
              nspawn's own last forward chain) never got past the host's forward filters in {} \
              s: its way out is blocked. Forward chains on this host: {suspects}. Let nspawn's \
              bridges through the one that drops it, for example `nft insert rule <family> \
