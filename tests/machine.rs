@@ -239,3 +239,17 @@ fn a_boot_that_never_gets_ready_times_out() {
     };
     assert_eq!(common::leftovers_of(&machine), Vec::<String>::new());
 }
+
+/// The examples' `apt-get install -y jq` works as printed: a chroot keeps the package lists
+/// its bootstrap fetched, and an isolated machine (the default) has a way out.
+#[test]
+fn a_package_installs_as_the_examples_show() {
+    let machine = Machine::start(CHROOT).unwrap();
+    machine.run(["apt-get", "install", "-y", "jq"]).unwrap();
+    let version = machine.run(["jq", "--version"]).unwrap();
+    assert!(
+        String::from_utf8_lossy(&version.stdout).starts_with("jq-"),
+        "{version:?}"
+    );
+    machine.stop().unwrap();
+}

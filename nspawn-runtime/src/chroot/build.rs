@@ -97,6 +97,9 @@ impl Bootstrapper {
         match self {
             Bootstrapper::Mmdebstrap => {
                 cmd.args(["--mode=root", &format!("--variant={}", def.variant)]);
+                // The package lists it fetched stay, so that `apt-get install` works in a
+                // machine as on any Debian system (debootstrap leaves none: see `assemble`).
+                cmd.arg("--skip=cleanup/apt/lists");
                 if !def.include.is_empty() {
                     cmd.arg(include);
                 }
@@ -390,8 +393,18 @@ fn assemble(
     item.phase(&format!("bootstrapping {} with {tool}", def.suite));
     let mut cmd = tool.command(def, tmp, tools::has(tools::EATMYDATA));
     run_logged(&mut cmd, log, item).map_err(|r| fail("bootstrap", r))?;
-    for (i, script) in def.setup.iter().enumerate() {
-        item.phase(&format!("setup {}/{}", i + 1, def.setup.len()));
+    let lists = (tool == Bootstrapper::Debootstrap).then_some("apt-get update -q");
+    for (i, script) in lists
+        .iter()
+        .copied()
+        .chain(def.setup.iter().map(String::as_str))
+        .enumerate()
+    {
+        item.phase(&format!(
+            "setup {}/{}",
+            i + 1,
+            def.setup.len() + lists.iter().count()
+        ));
         let name = format!("setup-{}", uuid::Uuid::new_v4().simple());
         let cgroup = MachineCgroup::with_limits(&name, crate::host::limits::Limits::for_host(1));
         let mut cmd = setup_command(tmp, script);
@@ -596,7 +609,7 @@ mod tests {
         let cmd = Bootstrapper::Mmdebstrap.command(&def, Path::new("/c/.tmp"), false);
         assert_eq!(
             line(&cmd),
-            "mmdebstrap --mode=root --variant=minbase --include=dbus,systemd bookworm /c/.tmp http://deb.debian.org/debian"
+            "mmdebstrap --mode=root --variant=minbase --skip=cleanup/apt/lists --include=dbus,systemd bookworm /c/.tmp http://deb.debian.org/debian"
         );
     }
 
