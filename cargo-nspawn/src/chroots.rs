@@ -1,7 +1,10 @@
 //! Building and listing the declared chroots.
 
 use nspawn_runtime::chroot::config::Workspace;
-use nspawn_runtime::chroot::{self, storage, Bootstrapper, BuildOptions, Outcome};
+use nspawn_runtime::chroot::{
+    self, remove::Undeclared, storage, Bootstrapper, BuildOptions, Outcome,
+};
+use nspawn_runtime::host::privs;
 use nspawn_runtime::host::tools;
 use nspawn_runtime::Error;
 
@@ -65,4 +68,63 @@ pub fn list(ws: &Workspace) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// What `remove-chroots` was asked for.
+#[derive(clap::Args, Default)]
+pub struct RemoveChroots {
+    /// Chroot trees to remove, declared or not.
+    pub names: Vec<String>,
+    /// Also remove the trees nspawn built that no declaration names any more.
+    #[arg(long)]
+    pub undeclared: bool,
+}
+
+/// Removes the chroots `args` names, saying what and how long each took. Needs root.
+pub fn remove(ws: &Workspace, args: &RemoveChroots) -> Result<(), Error> {
+    let dir = ws.chroots_dir();
+    let mut names = args.names.clone();
+    if args.undeclared {
+        for Undeclared { name, ours } in chroot::remove::undeclared(ws)? {
+            if ours {
+                names.push(name);
+            } else {
+                eprintln!("{name}: kept, nspawn did not build it (no stamp); name it to remove it");
+            }
+        }
+    } else if names.is_empty() {
+        return Err(Error::io(
+            "removing chroots",
+            std::io::Error::other(format!(
+                "name the chroots to remove, or give --undeclared; {} has: {}",
+                dir.display(),
+                chroot::remove::trees(&dir).join(", ")
+            )),
+        ));
+    }
+    // Under sudo this process runs as the user; the trees are root's.
+    let _root = privs::root()?;
+    for name in names {
+        eprintln!("{name}: removing {}", dir.join(&name).display());
+        let took = chroot::remove::remove(&dir, &name)?;
+        eprintln!("{name}: removed in {:.1} s", took.as_secs_f64());
+    }
+    Ok(())
+}
+
+/// The trees no declaration names, as a line for `gc`, if there are any.
+pub fn undeclared_line(ws: &Workspace) -> Option<String> {
+    let names: Vec<String> = chroot::remove::undeclared(ws)
+        .ok()?
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    (!names.is_empty()).then(|| {
+        format!(
+            "chroot trees no declaration names: {} (`cargo nspawn remove-chroots --undeclared` \
+             removes those nspawn built; name one to remove it: `cargo nspawn remove-chroots \
+             NAME`)",
+            names.join(", ")
+        )
+    })
 }

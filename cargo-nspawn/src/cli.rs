@@ -26,6 +26,9 @@ pub enum Command {
         #[arg(long)]
         kept: bool,
     },
+    /// Remove master chroots: the named ones, or with --undeclared those no declaration
+    /// names any more. Needs root (through sudo).
+    RemoveChroots(chroots::RemoveChroots),
     /// Open a login shell in a running machine, e.g. one kept with NSPAWN_KEEP=failed.
     /// Needs root (through sudo).
     Shell {
@@ -51,6 +54,7 @@ pub fn run(command: &Command, workspace: Option<&Path>) -> Result<ExitCode, Erro
     let needs_root = match command {
         Command::MakeChroots(args) => (!args.list).then_some("building chroots"),
         Command::Gc { .. } => Some("removing leftovers"),
+        Command::RemoveChroots(_) => Some("removing chroots"),
         Command::Shell { .. } => Some("entering a machine"),
         _ => None,
     };
@@ -62,6 +66,7 @@ pub fn run(command: &Command, workspace: Option<&Path>) -> Result<ExitCode, Erro
         Command::List => chroots::list(&ws),
         Command::Doctor => doctor::report(&ws),
         Command::Gc { kept } => machines::gc(&ws, *kept),
+        Command::RemoveChroots(args) => chroots::remove(&ws, args),
         Command::Shell { machine, command } => machines::shell(machine, command),
         Command::Init(_) => Ok(()),
     }?;

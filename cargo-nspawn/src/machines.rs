@@ -21,6 +21,9 @@ pub fn gc(ws: &Workspace, kept: bool) -> Result<(), Error> {
     for line in removed {
         println!("removed {line}");
     }
+    if let Some(line) = crate::chroots::undeclared_line(ws) {
+        println!("{line}");
+    }
     Ok(())
 }
 

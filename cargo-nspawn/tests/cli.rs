@@ -11,6 +11,17 @@ fn cargo_nspawn(dir: &Path) -> Command {
     cmd
 }
 
+/// `cargo nspawn init` as the user runs it: never under sudo (it refuses to), even when this
+/// test binary runs through the `sudo -E` runner.
+fn init(dir: &Path) -> Output {
+    cargo_nspawn(dir)
+        .arg("init")
+        .env_remove("SUDO_UID")
+        .env_remove("SUDO_GID")
+        .output()
+        .unwrap()
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -65,7 +76,7 @@ fn it_acts_on_the_workspace_around_the_current_directory() {
 #[test]
 fn init_sets_the_project_up_once() {
     let project = project();
-    let out = cargo_nspawn(project.path()).arg("init").output().unwrap();
+    let out = init(project.path());
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("next: add nspawn to [dev-dependencies]"),
@@ -90,7 +101,7 @@ fn init_sets_the_project_up_once() {
         "tests/nspawn.rs",
     ];
     let before: Vec<String> = files.iter().map(|f| read(f)).collect();
-    let again = cargo_nspawn(project.path()).arg("init").output().unwrap();
+    let again = init(project.path());
     assert!(again.status.success(), "{}", text(&again));
     let after: Vec<String> = files.iter().map(|f| read(f)).collect();
     assert_eq!(before, after, "a second init changes nothing");
@@ -103,7 +114,7 @@ fn init_writes_a_first_test_for_bookworm_where_no_chroot_is_declared() {
     let text_of = std::fs::read_to_string(&manifest).unwrap();
     let bare = text_of.replace("\n[workspace.metadata.nspawn.chroots.trixie]\n", "");
     std::fs::write(&manifest, bare).unwrap();
-    let out = cargo_nspawn(project.path()).arg("init").output().unwrap();
+    let out = init(project.path());
     assert!(out.status.success(), "{}", text(&out));
     let test = std::fs::read_to_string(project.path().join("tests/nspawn.rs")).unwrap();
     assert!(
@@ -118,7 +129,7 @@ fn init_keeps_a_runner_already_set() {
     std::fs::create_dir(project.path().join(".cargo")).unwrap();
     let mine = "[target.'cfg(target_os = \"linux\")']\nrunner = \"my-runner\"\n";
     std::fs::write(project.path().join(".cargo/config.toml"), mine).unwrap();
-    let out = cargo_nspawn(project.path()).arg("init").output().unwrap();
+    let out = init(project.path());
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("kept the runner already set"));
     let config = std::fs::read_to_string(project.path().join(".cargo/config.toml")).unwrap();
@@ -211,4 +222,67 @@ fn shell_runs_in_a_running_machine_under_sudo() {
     machine.stop().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n");
+}
+
+/// Runs `script` in a shell started as root (this process may have dropped to the user).
+fn as_root(script: &str) {
+    let mut sh = Command::new("sh");
+    sh.args(["-ec", script]);
+    nspawn_runtime::host::privs::start_as_root(&mut sh);
+    let out = sh.output().unwrap();
+    assert!(out.status.success(), "{script}: {}", text(&out));
+}
+
+/// `remove-chroots`, as a user under sudo: a named tree goes unless a machine runs from it,
+/// `--undeclared` takes the trees nspawn built that no declaration names and keeps a
+/// hand-made one, and no name at all is an error that lists the trees.
+#[test]
+fn remove_chroots_removes_what_it_is_told_and_nothing_in_use() {
+    if !nix_is_root() {
+        eprintln!("skipped: the trees are root's");
+        return;
+    }
+    let project = project();
+    let chroots = project.path().join("test_chroots");
+    let bookworm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../test_chroots/bookworm");
+    let (c, b) = (chroots.display(), bookworm.display());
+    as_root(&format!(
+        "mkdir -p {c}/trixie/etc {c}/gone/etc {c}/by-hand/etc && touch {c}/gone/etc/nspawn-chroot.toml \
+         && cp -a {b} {c}/in-use && rm {c}/in-use/etc/nspawn-chroot.toml"
+    ));
+    let remove = |args: &[&str]| {
+        let mut cmd = cargo_nspawn(project.path());
+        cmd.arg("remove-chroots")
+            .args(args)
+            .env("SUDO_UID", "65534")
+            .env("SUDO_GID", "65534")
+            .env("NSPAWN_CHROOTS_DIR", &chroots);
+        nspawn_runtime::host::privs::start_as_root(&mut cmd);
+        cmd.output().unwrap()
+    };
+    let nothing = remove(&[]);
+    assert!(!nothing.status.success());
+    assert!(
+        text(&nothing).contains("has: by-hand, gone, in-use, trixie"),
+        "{}",
+        text(&nothing)
+    );
+    let undeclared = remove(&["--undeclared"]);
+    assert!(undeclared.status.success(), "{}", text(&undeclared));
+    assert!(!chroots.join("gone").exists());
+    assert!(chroots.join("by-hand").exists() && chroots.join("in-use").exists());
+    assert!(chroots.join("trixie").exists());
+    let machine = nspawn_runtime::Machine::start(chroots.join("in-use").to_str().unwrap()).unwrap();
+    let busy = remove(&["in-use"]);
+    let kept = chroots.join("in-use/etc").exists();
+    machine.stop().unwrap();
+    assert!(!busy.status.success() && kept, "{}", text(&busy));
+    assert!(
+        text(&busy).contains("a running machine uses"),
+        "{}",
+        text(&busy)
+    );
+    let named = remove(&["in-use", "by-hand"]);
+    assert!(named.status.success(), "{}", text(&named));
+    assert!(!chroots.join("in-use").exists() && !chroots.join("by-hand").exists());
 }

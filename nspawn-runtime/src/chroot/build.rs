@@ -326,10 +326,7 @@ pub const LOWERS_ENV: &str = "NSPAWN_RS_LOWERS";
 /// Removes the old trees of rebuilt chroots in `dir`, unless some nspawn runs from a tree in
 /// `dir` (it may be one of them).
 fn remove_unused_old_trees(dir: &Path) -> Result<()> {
-    let busy = std::fs::read_dir("/proc")
-        .map(|procs| procs.flatten().any(|p| runs_from(&p.path(), dir)))
-        .unwrap_or(true);
-    if busy {
+    if super::in_use::by_any_nspawn(dir) {
         return Ok(());
     }
     let entries = std::fs::read_dir(dir).context(|| format!("reading {}", dir.display()))?;
@@ -339,30 +336,6 @@ fn remove_unused_old_trees(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Whether process `proc` (its `/proc` directory) is an nspawn that runs from a tree in `dir`:
-/// its `--directory=`, or one of its [`LOWERS_ENV`].
-fn runs_from(proc: &Path, dir: &Path) -> bool {
-    let directory = format!("--directory={}/", dir.display());
-    let lower = format!("{}/", dir.display());
-    let entries = |file: &str| std::fs::read(proc.join(file)).unwrap_or_default();
-    let cmdline = entries("cmdline");
-    if cmdline
-        .split(|b| *b == 0)
-        .any(|arg| arg.starts_with(directory.as_bytes()))
-    {
-        return true;
-    }
-    let prefix = format!("{LOWERS_ENV}=");
-    entries("environ")
-        .split(|b| *b == 0)
-        .filter_map(|var| var.strip_prefix(prefix.as_bytes()))
-        .any(|trees| {
-            trees
-                .split(|b| *b == b'\n')
-                .any(|t| t.starts_with(lower.as_bytes()))
-        })
 }
 
 fn log_path(dir: &Path, name: &str) -> Result<PathBuf> {

@@ -13,11 +13,13 @@
 
 mod build;
 pub mod config;
+mod in_use;
 pub mod layer;
 mod locate;
 mod on_demand;
 pub mod profile;
 mod progress;
+pub mod remove;
 mod status;
 pub mod storage;
 

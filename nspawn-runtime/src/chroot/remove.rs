@@ -1,0 +1,106 @@
+//! Removing master chroots. They are root's trees with device nodes, so a user's `rm -rf`
+//! fails, and one a machine runs from must not go from under it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::config::Workspace;
+use super::{in_use, status::STAMP, storage};
+use crate::error::{Error, Result};
+
+/// A tree in the chroots directory that no declaration names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Undeclared {
+    /// Its directory name.
+    pub name: String,
+    /// Whether nspawn built it (it has the stamp). A tree without one was made by hand, and
+    /// is removed only when named.
+    pub ours: bool,
+}
+
+/// The chroot trees in `dir`: its directories, but for the hidden ones (snapshots, builds
+/// in progress, trees being replaced).
+pub fn trees(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The trees in the workspace's chroots directory that no declaration names any more.
+pub fn undeclared(ws: &Workspace) -> Result<Vec<Undeclared>> {
+    let declared: Vec<String> = ws.chroots()?.into_iter().map(|d| d.name).collect();
+    let dir = ws.chroots_dir();
+    Ok(trees(&dir)
+        .into_iter()
+        .filter(|name| !declared.contains(name))
+        .map(|name| Undeclared {
+            ours: dir.join(&name).join(STAMP).exists(),
+            name,
+        })
+        .collect())
+}
+
+/// Removes the chroot tree `name` from `dir`; how long it took. Refuses a name that is no
+/// tree there, and a tree a running machine uses. Needs root.
+pub fn remove(dir: &Path, name: &str) -> Result<Duration> {
+    let path = dir.join(name);
+    let existing = trees(dir);
+    if !existing.iter().any(|t| t == name) {
+        return Err(Error::io(
+            format!("removing chroot {name:?}"),
+            std::io::Error::other(format!(
+                "{} has no such tree; it has: {}",
+                dir.display(),
+                if existing.is_empty() {
+                    "none".to_string()
+                } else {
+                    existing.join(", ")
+                }
+            )),
+        ));
+    }
+    if in_use::by_any_nspawn(&path) {
+        return Err(Error::io(
+            format!("removing chroot {name:?}"),
+            std::io::Error::other(format!(
+                "a running machine uses {}: stop it (or let its test run end) first; `cargo \
+                 nspawn gc --kept` removes machines kept for debugging",
+                path.display()
+            )),
+        ));
+    }
+    let started = Instant::now();
+    storage::remove_tree(&path)?;
+    Ok(started.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trees_are_the_visible_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["bookworm", ".#machine.x", ".tmp-trixie-1", "old"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(dir.path().join("CACHEDIR.TAG"), "").unwrap();
+        assert_eq!(trees(dir.path()), ["bookworm", "old"]);
+    }
+
+    #[test]
+    fn a_name_that_is_no_tree_is_an_error_that_lists_the_trees() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("bookworm")).unwrap();
+        let err = remove(dir.path(), "../etc").unwrap_err().to_string();
+        assert!(err.contains("it has: bookworm"), "{err}");
+        assert!(dir.path().join("bookworm").exists());
+    }
+}
