@@ -83,6 +83,8 @@ fn test(workspace: Option<&std::path::Path>, no_vm: bool) -> Result<(), Error> {
         "xtask",
         "--exclude",
         "provisioning-example",
+        "--exclude",
+        "readme-examples",
     ])?;
     if no_vm {
         return Ok(());

@@ -319,10 +319,6 @@ fn install(dir: &Path, tmp: &Path, final_path: &Path, name: &str) -> Result<()> 
     remove_unused_old_trees(dir)
 }
 
-/// Set on a user-namespaced machine's nspawn: the trees its root is stacked from, one per
-/// line (its `--directory=` is its own overlay).
-pub const LOWERS_ENV: &str = "NSPAWN_RS_LOWERS";
-
 /// Removes the old trees of rebuilt chroots in `dir`, unless some nspawn runs from a tree in
 /// `dir` (it may be one of them).
 fn remove_unused_old_trees(dir: &Path) -> Result<()> {

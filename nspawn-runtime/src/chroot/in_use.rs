@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use super::build::LOWERS_ENV;
+/// Set on a user-namespaced machine's nspawn: the trees its root is stacked from, one per
+/// line (its `--directory=` is its own overlay).
+pub const LOWERS_ENV: &str = "NSPAWN_RS_LOWERS";
 
 /// Whether some nspawn on the host uses `path` or a tree below it. Unreadable `/proc` counts
 /// as in use: removing a tree a machine runs from is worse than keeping one.

@@ -23,7 +23,8 @@ pub mod remove;
 mod status;
 pub mod storage;
 
-pub use build::{build, build_one, Bootstrapper, BuildOptions, Outcome, LOWERS_ENV};
+pub use build::{build, build_one, Bootstrapper, BuildOptions, Outcome};
+pub use in_use::LOWERS_ENV;
 pub use locate::locate;
 pub use on_demand::{ensure, run_if_requested};
 pub use progress::Progress;
