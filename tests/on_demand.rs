@@ -72,3 +72,54 @@ fn missing_chroots_are_built_once_and_changed_ones_rebuilt_beside_their_machines
     // Root's trees: the scratch directory removes them as root, under sudo too.
     drop(ws);
 }
+
+/// A tree made by hand where a declared chroot would be (as the blog post this project grew
+/// from makes them, with debootstrap and extra packages) is booted as it is, never replaced
+/// by a build on demand nor by `make-chroots` without `--force`.
+#[test]
+fn a_tree_made_by_hand_is_booted_as_it_is_and_never_rebuilt() {
+    if std::env::var_os("NSPAWN_CHROOTS_DIR").is_some() {
+        eprintln!("skipped: NSPAWN_CHROOTS_DIR would put the scratch chroot among real ones");
+        return;
+    }
+    let ws = common::scratch_dir();
+    declare(ws.path(), &["dbus", "systemd", "jq"]);
+    let bookworm = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_chroots/bookworm");
+    let tree = ws.path().join("test_chroots/ondemand");
+    let mut copy = std::process::Command::new("sh");
+    copy.arg("-ec").arg(format!(
+        "mkdir -p {dir} && cp -a {from} {tree} && rm {tree}/etc/nspawn-chroot.toml && echo mine \
+         > {tree}/etc/by-hand",
+        dir = ws.path().join("test_chroots").display(),
+        from = bookworm.display(),
+        tree = tree.display(),
+    ));
+    nspawn::privs::start_as_root(&mut copy);
+    assert!(copy.status().unwrap().success());
+    let machine = Machine::builder("ondemand")
+        .workspace(ws.path())
+        .start()
+        .unwrap();
+    assert_eq!(machine.sh("cat /etc/by-hand").unwrap(), "mine\n");
+    assert!(
+        machine.run(["jq", "-n", "1"]).is_err(),
+        "not rebuilt from the declaration"
+    );
+    machine.stop().unwrap();
+    let workspace = nspawn_runtime::chroot::config::Workspace {
+        root: ws.path().to_path_buf(),
+    };
+    let built = {
+        let _root = nspawn::privs::root().unwrap();
+        nspawn_runtime::chroot::build(&workspace, &[], &Default::default()).unwrap()
+    };
+    assert_eq!(
+        built,
+        [(
+            "ondemand".to_string(),
+            nspawn_runtime::chroot::Outcome::HandMade
+        )]
+    );
+    assert!(tree.join("etc/by-hand").exists());
+    drop(ws);
+}

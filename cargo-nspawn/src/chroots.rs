@@ -46,8 +46,13 @@ pub fn make(ws: &Workspace, args: &MakeChroots) -> Result<(), Error> {
         bootstrapper: args.debootstrap.then_some(Bootstrapper::Debootstrap),
     };
     for (name, outcome) in chroot::build(ws, &args.names, &opts)? {
-        if outcome == Outcome::UpToDate {
-            eprintln!("{name}: up to date");
+        match outcome {
+            Outcome::UpToDate => eprintln!("{name}: up to date"),
+            Outcome::HandMade => eprintln!(
+                "{name}: made by hand (no nspawn stamp), kept as it is; `cargo nspawn \
+                 make-chroots --force {name}` replaces it with the declaration's"
+            ),
+            Outcome::Built { .. } => {}
         }
     }
     Ok(())

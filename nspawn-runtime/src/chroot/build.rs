@@ -48,6 +48,8 @@ impl Default for BuildOptions {
 pub enum Outcome {
     /// Already built from the same declaration.
     UpToDate,
+    /// A tree made by hand is there, and was kept (only `force` replaces it).
+    HandMade,
     /// Built, in this many seconds, with this tool.
     Built {
         /// Wall time.
@@ -141,10 +143,13 @@ pub fn build(
     let dir = ws.chroots_dir();
     let (todo, ready): (Vec<&ChrootDef>, Vec<&ChrootDef>) = defs
         .iter()
-        .partition(|d| opts.force || !matches!(status(&dir, d), Status::Ready(_)));
+        .partition(|d| opts.force || !status(&dir, d).bootable());
     let mut done: Vec<(String, Outcome)> = ready
         .iter()
-        .map(|d| (d.name.clone(), Outcome::UpToDate))
+        .map(|d| match status(&dir, d) {
+            Status::HandMade(_) => (d.name.clone(), Outcome::HandMade),
+            _ => (d.name.clone(), Outcome::UpToDate),
+        })
         .collect();
     if todo.is_empty() {
         return Ok(done);
@@ -273,6 +278,10 @@ pub fn build_one(
         Status::Ready(_) if !opts.force => {
             item.finish("up to date");
             return Ok(Outcome::UpToDate);
+        }
+        Status::HandMade(_) if !opts.force => {
+            item.finish("made by hand, kept");
+            return Ok(Outcome::HandMade);
         }
         Status::Outdated(_) if !opts.force => {
             item.finish("outdated");

@@ -68,6 +68,10 @@ pub fn ensure(name: &str, workspace: Option<&Path>) -> Result<PathBuf> {
     let dir = ws.chroots_dir();
     match status(&dir, &def) {
         Status::Ready(_) => return Ok(dir.join(name)),
+        hand_made @ Status::HandMade(_) => {
+            announce_once(&format!("chroot {name}: {}", hand_made.describe(name)));
+            return Ok(dir.join(name));
+        }
         _ if !crate::settings::lenient().auto_build => return locate_current(&dir, &def),
         _ => {}
     }
@@ -80,7 +84,7 @@ pub fn ensure(name: &str, workspace: Option<&Path>) -> Result<PathBuf> {
 fn locate_current(dir: &Path, def: &ChrootDef) -> Result<PathBuf> {
     let path = dir.join(&def.name);
     match status(dir, def) {
-        Status::Ready(_) => Ok(path),
+        Status::Ready(_) | Status::HandMade(_) => Ok(path),
         Status::Missing => Err(Error::ChrootMissing {
             name: def.name.clone(),
             path,
@@ -89,6 +93,16 @@ fn locate_current(dir: &Path, def: &ChrootDef) -> Result<PathBuf> {
             name: def.name.clone(),
             path,
         }),
+    }
+}
+
+/// Says `line` once per process (every test of a run asks for its chroot).
+fn announce_once(line: &str) {
+    static SAID: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+    if !said.iter().any(|s| s == line) {
+        crate::report::announce(line);
+        said.push(line.to_string());
     }
 }
 

@@ -16,8 +16,10 @@ pub enum Status {
     Missing,
     /// Built from the current declaration.
     Ready(Storage),
-    /// Built from another declaration, or not by us (no stamp).
+    /// Built from another declaration.
     Outdated(Storage),
+    /// Made by hand (no stamp): booted as it is, never rebuilt unless asked (`--force`).
+    HandMade(Storage),
 }
 
 impl std::fmt::Display for Status {
@@ -26,6 +28,10 @@ impl std::fmt::Display for Status {
             Status::Missing => write!(f, "missing"),
             Status::Ready(storage) => write!(f, "ready, {storage}"),
             Status::Outdated(storage) => write!(f, "outdated, {storage}"),
+            Status::HandMade(storage) => write!(
+                f,
+                "made by hand (no nspawn stamp), booted as it is, {storage}"
+            ),
         }
     }
 }
@@ -37,13 +43,23 @@ impl Status {
             Status::Missing => Some(format!("cargo nspawn make-chroots {name}")),
             Status::Ready(_) => None,
             Status::Outdated(_) => Some(format!("cargo nspawn make-chroots --force {name}")),
+            Status::HandMade(_) => None,
         }
+    }
+
+    /// Whether a machine can boot it as it is.
+    pub fn bootable(&self) -> bool {
+        matches!(self, Status::Ready(_) | Status::HandMade(_))
     }
 
     /// The status, with its remedy when there is one: `missing: cargo nspawn make-chroots x`.
     pub fn describe(&self, name: &str) -> String {
         match self.remedy(name) {
             Some(remedy) => format!("{self}: {remedy}"),
+            None if matches!(self, Status::HandMade(_)) => format!(
+                "{self}; `cargo nspawn make-chroots --force {name}` replaces it with the \
+                 declaration's"
+            ),
             None => self.to_string(),
         }
     }
@@ -58,7 +74,9 @@ pub fn status(dir: &Path, def: &ChrootDef) -> Status {
     let storage = storage::storage_of(&path);
     match std::fs::read_to_string(path.join(STAMP)) {
         Ok(stamp) if stamp == def.stamp() => Status::Ready(storage),
-        _ => Status::Outdated(storage),
+        Ok(_) => Status::Outdated(storage),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Status::HandMade(storage),
+        Err(_) => Status::Outdated(storage),
     }
 }
 
@@ -87,7 +105,10 @@ mod tests {
         assert_eq!(status(tmp.path(), &def), Status::Missing);
         let tree = tmp.path().join("bookworm");
         std::fs::create_dir_all(tree.join("etc")).unwrap();
-        assert!(matches!(status(tmp.path(), &def), Status::Outdated(_)));
+        let hand_made = status(tmp.path(), &def);
+        assert!(matches!(hand_made, Status::HandMade(_)));
+        assert!(hand_made.bootable());
+        assert!(hand_made.describe("bookworm").contains("--force bookworm"));
         std::fs::write(tree.join(STAMP), def.stamp()).unwrap();
         assert!(matches!(status(tmp.path(), &def), Status::Ready(_)));
         let mut changed = def.clone();
