@@ -123,3 +123,63 @@ fn a_tree_made_by_hand_is_booted_as_it_is_and_never_rebuilt() {
     assert!(tree.join("etc/by-hand").exists());
     drop(ws);
 }
+
+/// Marks the child process that tries a chroot whose build failed.
+const FAILING_WS: &str = "NSPAWN_TEST_FAILING_WS";
+
+/// In a child process (a second run): the boot of the chroot whose build failed.
+#[test]
+#[ignore = "run by a_failed_build_is_not_tried_again_for_the_same_declaration"]
+fn boot_the_failed_chroot() {
+    let Some(ws) = std::env::var_os(FAILING_WS) else {
+        return;
+    };
+    let err = Machine::builder("ondemand")
+        .workspace(Path::new(&ws))
+        .start()
+        .unwrap_err();
+    println!("\nerror: {err}");
+}
+
+/// A build on demand that fails (a package the archive does not have) fails its test with the
+/// log's last lines; a second run does not build the same declaration again, and says how to.
+#[test]
+fn a_failed_build_is_not_tried_again_for_the_same_declaration() {
+    if std::env::var_os("NSPAWN_CHROOTS_DIR").is_some() {
+        eprintln!("skipped: NSPAWN_CHROOTS_DIR would put the scratch chroot among real ones");
+        return;
+    }
+    let ws = common::scratch_dir();
+    declare(ws.path(), &["dbus", "systemd", "no-such-package-nspawn"]);
+    let first = Machine::builder("ondemand")
+        .workspace(ws.path())
+        .start()
+        .unwrap_err()
+        .to_string();
+    assert!(first.contains("no-such-package-nspawn"), "{first}");
+    let log = ws.path().join("test_chroots/.logs/ondemand.log");
+    let built_at = std::fs::metadata(&log).unwrap().modified().unwrap();
+    let mut again = std::process::Command::new(std::env::current_exe().unwrap());
+    again
+        .args([
+            "--exact",
+            "boot_the_failed_chroot",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(FAILING_WS, ws.path());
+    nspawn::privs::start_as_root(&mut again);
+    let out = again.output().unwrap();
+    let report = common::report(&out);
+    assert!(report.contains("not built on demand again"), "{report}");
+    assert!(
+        report.contains("cargo nspawn make-chroots ondemand"),
+        "{report}"
+    );
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().modified().unwrap(),
+        built_at,
+        "no second build: {report}"
+    );
+    drop(ws);
+}

@@ -134,6 +134,13 @@ fn a_failing_test_fails_alone() {
         out.contains("exit status: 1"),
         "the error shows the command's status: {out}"
     );
+    // A plain panic says which machine it ran on, and how to look inside.
+    assert!(
+        out.contains("nspawn: alpha::panics_when_asked failed on machine nspawn-"),
+        "{out}"
+    );
+    assert!(out.contains("its console log: "), "{out}");
+    assert!(out.contains("NSPAWN_KEEP=failed keeps it running"), "{out}");
     assert_eq!(run.events.module_boots("fixture::alpha").len(), 1);
     common::assert_nothing_left(&run.events.machines());
 }

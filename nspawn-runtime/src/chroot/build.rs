@@ -299,11 +299,15 @@ pub fn build_one(
         item.phase("installing");
         install(dir, &tmp, &final_path, &def.name)
     });
+    let failed_marker = failed_path(dir, &def.name);
     if let Err(e) = result {
         item.finish("failed");
         storage::remove_tree(&tmp)?;
+        // Builds on demand do not try this declaration again (see `failed_before`).
+        let _ = std::fs::write(&failed_marker, def.stamp());
         return Err(e);
     }
+    let _ = std::fs::remove_file(&failed_marker);
     let secs = item.elapsed().as_secs_f64();
     item.finish(&format!(
         "built with {tool} in {secs:.1} s ({})",
@@ -341,6 +345,18 @@ fn remove_unused_old_trees(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where a failed build leaves the declaration it failed for.
+fn failed_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(".logs").join(format!("{name}.failed"))
+}
+
+/// Whether the last build of chroot `def` in `dir` failed for this very declaration: a build
+/// on demand would fail the same way, so it is not tried again until the declaration changes
+/// or `make-chroots` is run.
+pub(crate) fn failed_before(dir: &Path, def: &ChrootDef) -> bool {
+    std::fs::read_to_string(failed_path(dir, &def.name)).is_ok_and(|stamp| stamp == def.stamp())
 }
 
 fn log_path(dir: &Path, name: &str) -> Result<PathBuf> {

@@ -39,6 +39,16 @@ pub fn run_if_requested() {
     };
     let code = match build_here(&name) {
         Ok(()) => 0,
+        // The test that asked shows the log's last lines: only the gist here.
+        Err(Error::Build {
+            phase, reason, log, ..
+        }) => {
+            eprintln!(
+                "nspawn: building chroot {name} failed ({phase}): {reason} (log: {})",
+                log.display()
+            );
+            1
+        }
         Err(e) => {
             eprintln!("nspawn: building chroot {name}: {e}");
             1
@@ -122,6 +132,17 @@ fn build_in_helper(ws: &Workspace, def: &ChrootDef) -> Result<()> {
         return Err(build_failed(ws, def, reason.clone()));
     }
     drop(failed);
+    if super::build::failed_before(&ws.chroots_dir(), def) {
+        return Err(build_failed(
+            ws,
+            def,
+            format!(
+                "its last build, of this same declaration, failed, so it is not built on demand \
+                 again: fix the declaration or the host, then `cargo nspawn make-chroots {}`",
+                def.name
+            ),
+        ));
+    }
     crate::report::announce(&format!(
         "chroot {} is missing or outdated: building it ({})",
         def.name,
@@ -137,8 +158,8 @@ fn build_in_helper(ws: &Workspace, def: &ChrootDef) -> Result<()> {
         return Ok(());
     }
     let reason = format!(
-        "the build ({status}) failed; its error is above, on stderr. Fix the declaration or \
-         the host, then run the tests again (or `cargo nspawn make-chroots {}`)",
+        "the build ({status}) failed. Fix the declaration or the host, then `cargo nspawn \
+         make-chroots {}` (builds on demand do not try the same declaration again)",
         def.name
     );
     FAILED

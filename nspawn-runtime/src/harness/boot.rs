@@ -68,13 +68,28 @@ pub(crate) fn boot_one(
         None => builder.start()?,
     };
     crate::report::announce(&format!(
-        "booted {} ({}){on} for {purpose}{} in {:.2} s",
+        "booted {} ({}){on} for {purpose}{} in {}",
         machine.name(),
         info.chroot,
         if ahead { ", ahead of its tests," } else { "" },
-        started.elapsed().as_secs_f64()
+        boot_time(&machine, started.elapsed())
     ));
     Ok(machine)
+}
+
+/// A machine's boot time, and apart from it, what came before it (a chroot built on demand, a
+/// wait for a slot) when that took long enough to count: the run's summary averages boots only.
+fn boot_time(machine: &Machine, total: std::time::Duration) -> String {
+    let boot = machine.boot_time().unwrap_or(total);
+    let before = total.saturating_sub(boot);
+    let mut line = format!("{:.2} s", boot.as_secs_f64());
+    if before >= std::time::Duration::from_millis(500) {
+        line.push_str(&format!(
+            " ({:.1} s before it: its chroot's build, or a wait for a free slot)",
+            before.as_secs_f64()
+        ));
+    }
+    line
 }
 
 /// Boots a group's machines in parallel (each takes its host-wide slot), each knowing the

@@ -22,7 +22,7 @@ mod upcoming;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 pub use inside::{inside, inside_setup};
-use outcome::fail;
+use outcome::{fail, note_failure};
 pub use outcome::{BodyResult, TestOutcome};
 #[cfg(feature = "tokio")]
 pub use runtime::{block_on, Flavor};
@@ -79,6 +79,7 @@ pub fn run_group<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Ma
             };
             let result = catch_unwind(AssertUnwindSafe(|| body(lease.machines())));
             if result.as_ref().map_or(true, TestOutcome::failed) {
+                note_failure(info, lease.machines());
                 lease.set_failed();
             }
             result.unwrap_or_else(|panic| resume_unwind(panic))
@@ -123,6 +124,9 @@ fn run_alone<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Machin
     }
     let result = catch_unwind(AssertUnwindSafe(|| body(&machines)));
     let failed = result.as_ref().map_or(true, TestOutcome::failed);
+    if failed {
+        note_failure(info, &machines);
+    }
     // Every machine is stopped (or kept); the first failure to stop is reported.
     let mut stopped = Ok(());
     for machine in machines {

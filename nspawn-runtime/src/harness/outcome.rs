@@ -2,6 +2,7 @@
 //! test.
 
 use super::test_info::TestInfo;
+use crate::machine::Machine;
 
 /// What a test returned, as far as keeping its machine goes.
 pub trait TestOutcome: Sized {
@@ -76,4 +77,28 @@ pub(crate) fn fail<R: TestOutcome>(
         }
     }
     panic!("{error}")
+}
+
+/// Says, with a failed test's own output (libtest shows it with the failure), which machines
+/// it ran on, where their console logs are, and how to look inside one.
+pub(crate) fn note_failure(info: &TestInfo, machines: &[Machine]) {
+    let keeping = crate::cleanup::keep::wanted(true);
+    for machine in machines {
+        let hint = if keeping {
+            String::new()
+        } else {
+            format!(
+                "; NSPAWN_KEEP=failed keeps it running after the run, for `cargo nspawn shell \
+                 {}` (and `journalctl -b` there)",
+                machine.name()
+            )
+        };
+        eprintln!(
+            "nspawn: {} failed on machine {} ({}); its console log: {}{hint}",
+            info.test_name(),
+            machine.name(),
+            machine.chroot(),
+            machine.log_path().display()
+        );
+    }
 }

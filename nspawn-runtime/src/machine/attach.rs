@@ -84,6 +84,8 @@ impl Machine {
             network,
             membership: Mutex::new(None),
             address: published.address,
+            // Booted by another process: its boot time is that one's to tell.
+            boot_time: std::sync::OnceLock::new(),
         }))
     }
 }

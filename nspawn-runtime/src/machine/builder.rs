@@ -437,6 +437,7 @@ impl MachineBuilder {
             network: self.network.clone(),
             address: membership.as_ref().map(|m| m.address().into()),
             membership: Mutex::new(membership),
+            boot_time: std::sync::OnceLock::new(),
         });
         machine.configure_network(spec.hosts.as_ref(), nspawn_pid)?;
         // The way-out probe (a few ms) runs while the guest's systemd finishes booting.
@@ -454,6 +455,7 @@ impl MachineBuilder {
             });
             running.and(way_out)
         })?;
+        let _ = machine.boot_time.set(started.elapsed());
         let boot_ms = (started.elapsed().as_secs_f64() * 1e3).round();
         report::count_boot(boot_ms);
         machine

@@ -56,6 +56,8 @@ pub struct State {
     pub(super) membership: Mutex<Option<Membership>>,
     /// Its address on its zone.
     pub(super) address: Option<std::net::IpAddr>,
+    /// From nspawn's start to ready: no chroot build, no wait for a slot.
+    pub(super) boot_time: std::sync::OnceLock<Duration>,
 }
 
 impl Machine {
@@ -68,6 +70,12 @@ impl Machine {
     /// ```
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// How long it took from nspawn's start to ready, once it is (a chroot's build on
+    /// demand and a wait for a slot before it are not in it).
+    pub(crate) fn boot_time(&self) -> Option<Duration> {
+        self.boot_time.get().copied()
     }
 
     /// The chroot it was booted from.
