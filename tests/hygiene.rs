@@ -113,6 +113,20 @@ fn failed_machines_are_kept_when_asked_and_removed_by_gc() {
         !common::processes_of(alpha).is_empty(),
         "the failed module's machine runs on"
     );
+    // A run under another run directory does not see the kept machine's record: its sweep
+    // at start must leave the machine alone all the same.
+    let other = dir.path().join("other-run");
+    let second = run(
+        &common::fixture_binary(),
+        &["beta::one", "--exact"],
+        &[("NSPAWN_RUN_DIR", other.to_str().unwrap())],
+        &dir.path().join("events-other"),
+    );
+    assert!(second.status.success(), "{}", common::report(&second));
+    assert!(
+        !common::processes_of(alpha).is_empty(),
+        "a run under another run directory stopped the kept machine"
+    );
     assert_eq!(
         common::leftovers_of(beta),
         Vec::<String>::new(),

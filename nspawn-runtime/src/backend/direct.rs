@@ -104,14 +104,18 @@ pub(crate) fn boot(
     if let Some(lowers) = super::namespace::lowers_env(spec) {
         cmd.env(crate::chroot::LOWERS_ENV, lowers);
     }
-    cmd.env("NOTIFY_SOCKET", notify.path())
-        .stdin(Stdio::null())
-        .stderr(
-            log_file
-                .try_clone()
-                .map_err(|e| Error::io("duplicating the log fd", e))?,
-        )
-        .stdout(log_file);
+    cmd.env(
+        crate::host::run_dir::RUN_DIR_ENV,
+        crate::host::run_dir::run_dir(),
+    )
+    .env("NOTIFY_SOCKET", notify.path())
+    .stdin(Stdio::null())
+    .stderr(
+        log_file
+            .try_clone()
+            .map_err(|e| Error::io("duplicating the log fd", e))?,
+    )
+    .stdout(log_file);
     let spawned = spawn_supervised(cmd, &cgroup, spec.tied_to_process, plan)
         .and_then(|child| Ok((PidFd::open(child.id())?, child)));
     let (nspawn, child) = match spawned {

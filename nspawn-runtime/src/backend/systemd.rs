@@ -78,6 +78,11 @@ pub(crate) fn run_command(
             );
         }
     }
+    cmd.arg(format!(
+        "--setenv={}={}",
+        crate::host::run_dir::RUN_DIR_ENV,
+        crate::host::run_dir::run_dir().display()
+    ));
     match plan {
         Some((program, plan)) => cmd
             .arg(format!(
@@ -254,12 +259,14 @@ mod tests {
         ));
         let limits = Limits::for_host(crate::cleanup::slots::cap().machines);
         let (memory, tasks) = (limits.memory, limits.tasks);
+        let run_dir = crate::host::run_dir::run_dir();
+        let run_dir = run_dir.display();
         assert!(line.starts_with(&format!("systemd-run --unit=nspawn-1-a --collect --quiet --property=KillMode=mixed --property=Type=notify \
              --property=RestartForceExitStatus=133 --property=SuccessExitStatus=133 --property=Slice=machine.slice \
              --property=Delegate=yes --property=WatchdogSec=3min --property=MemoryMax={memory} --property=TasksMax={tasks} \
              --property=TimeoutStartSec=60 \
              --property=StandardOutput=file:/l/x.log --property=StandardError=file:/l/x.log --property=CPUWeight=50 \
-             systemd-nspawn --quiet --boot --notify-ready=yes --machine=nspawn-1-a --directory=/c/bookworm --ephemeral")), "{line}");
+             --setenv=NSPAWN_RS_RUN_DIR={run_dir} systemd-nspawn --quiet --boot --notify-ready=yes --machine=nspawn-1-a --directory=/c/bookworm --ephemeral")), "{line}");
         assert!(!line.contains("--register=no") && !line.contains("--keep-unit"));
     }
 }

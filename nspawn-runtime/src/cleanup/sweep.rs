@@ -249,7 +249,8 @@ fn live_machines() -> Vec<(String, u32)> {
 fn stale_processes(records: &[Record]) -> Vec<String> {
     let mut removed = Vec::new();
     for (name, pid) in live_machines() {
-        if records.iter().any(|r| r.name == name) || !is_orphan(&name, &[]) {
+        let recorded = records.iter().any(|r| r.name == name) || recorded_elsewhere(pid, &name);
+        if recorded || !is_orphan(&name, &[]) {
             continue;
         }
         let Some(process) = ProcessId::of(pid) else {
@@ -270,6 +271,11 @@ fn stale_registrations(records: &[Record]) -> Vec<String> {
     if crate::host::probe::systemd_available().is_err() {
         return Vec::new();
     }
+    let elsewhere: Vec<String> = live_machines()
+        .into_iter()
+        .filter(|(name, pid)| recorded_elsewhere(*pid, name))
+        .map(|(name, _)| name)
+        .collect();
     let Ok(out) = std::process::Command::new("machinectl")
         .args(["list", "--no-legend"])
         .output()
@@ -280,6 +286,7 @@ fn stale_registrations(records: &[Record]) -> Vec<String> {
         .lines()
         .filter_map(|l| l.split_whitespace().next())
         .filter(|name| is_orphan(name, &[]) && !records.iter().any(|r| r.name == *name))
+        .filter(|name| !elsewhere.iter().any(|e| e == name))
         .filter(|name| {
             std::process::Command::new("machinectl")
                 .args(["terminate", name])
@@ -288,6 +295,24 @@ fn stale_registrations(records: &[Record]) -> Vec<String> {
         })
         .map(|name| format!("machine {name} (machined)"))
         .collect()
+}
+
+/// Whether nspawn `pid`, running machine `name`, belongs to a run under another run
+/// directory that still holds its record (a machine kept there, say): that directory's own
+/// sweep and `gc` decide about it, not one that cannot see its record.
+fn recorded_elsewhere(pid: u32, name: &str) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let prefix = format!("{}=", crate::host::run_dir::RUN_DIR_ENV);
+    let Some(dir) = environ
+        .split(|b| *b == 0)
+        .find_map(|var| var.strip_prefix(prefix.as_bytes()))
+    else {
+        return false;
+    };
+    let dir = Path::new(std::ffi::OsStr::from_bytes(dir));
+    dir != crate::cleanup::records::run_dir()
+        && dir.join("machines").join(format!("{name}.toml")).exists()
 }
 
 fn is_ours(name: &str) -> bool {

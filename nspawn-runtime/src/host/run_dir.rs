@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::host::privs::ThreadRoot;
 
+/// Set on every nspawn we start: the run directory that holds its record. A run under
+/// another run directory sees no record of the machine, and must not take it for an orphan.
+pub(crate) const RUN_DIR_ENV: &str = "NSPAWN_RS_RUN_DIR";
+
 /// Where the runtime keeps host-wide state.
 pub fn run_dir() -> PathBuf {
     crate::settings::lenient().run_dir.clone()

@@ -90,10 +90,12 @@ fn extra(firewall: Firewall) -> (&'static str, &'static str) {
         // Docker and firewalld are enabled by their packages' presets.
         Firewall::Docker => ("docker.io", "true"),
         Firewall::Firewalld => ("firewalld", "systemctl enable firewalld.service"),
-        // ufw's default forward policy is DROP once enabled; ssh stays open for us.
+        // Enabled at boot with its default forward policy, DROP; its input policy is ACCEPT
+        // here so that ssh reaches the VM (`ufw allow` needs a running kernel firewall).
         Firewall::Ufw => (
             "ufw",
-            "sed -i 's/^ENABLED=no/ENABLED=yes/' /etc/ufw/ufw.conf && ufw allow 22/tcp >/dev/null",
+            "sed -i 's/^ENABLED=no/ENABLED=yes/' /etc/ufw/ufw.conf && sed -i \
+             's/^DEFAULT_INPUT_POLICY=.*/DEFAULT_INPUT_POLICY=\"ACCEPT\"/' /etc/default/ufw",
         ),
     }
 }
