@@ -183,3 +183,39 @@ fn a_failed_build_is_not_tried_again_for_the_same_declaration() {
     );
     drop(ws);
 }
+
+/// The first build on demand builds, beside the chroot its test needs, the declared chroots
+/// that are missing too: the run's later test binaries find them ready instead of building
+/// each in turn.
+#[test]
+fn the_first_build_on_demand_builds_the_missing_chroots_together() {
+    if std::env::var_os("NSPAWN_CHROOTS_DIR").is_some() {
+        eprintln!("skipped: NSPAWN_CHROOTS_DIR would put the scratch chroots among real ones");
+        return;
+    }
+    let ws = common::scratch_dir();
+    {
+        let _root = nspawn::privs::root().unwrap();
+        std::fs::write(
+            ws.path().join("Cargo.toml"),
+            "[workspace]\n\n[workspace.metadata.nspawn.chroots.needed]\nsuite = \"bookworm\"\n\n\
+             [workspace.metadata.nspawn.chroots.beside]\nsuite = \"bookworm\"\n\
+             include = [\"jq\"]\n",
+        )
+        .unwrap();
+    }
+    let machine = Machine::builder("needed")
+        .workspace(ws.path())
+        .start()
+        .unwrap();
+    machine.stop().unwrap();
+    let stamp = ws.path().join("test_chroots/beside/etc/nspawn-chroot.toml");
+    assert!(stamp.exists(), "beside was not built with needed");
+    let beside = Machine::builder("beside")
+        .workspace(ws.path())
+        .start()
+        .unwrap();
+    assert_eq!(beside.sh("jq -n 7").unwrap(), "7\n");
+    beside.stop().unwrap();
+    drop(ws);
+}

@@ -143,18 +143,32 @@ fn build_in_helper(ws: &Workspace, def: &ChrootDef) -> Result<()> {
             ),
         ));
     }
+    let beside = missing_beside(ws, def);
     crate::report::announce(&format!(
-        "chroot {} is missing or outdated: building it ({})",
+        "chroot {} is missing or outdated: building it ({}){}",
         def.name,
-        ws.chroots_dir().display()
+        ws.chroots_dir().display(),
+        if beside.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", and beside it the declared chroots that are missing too, which other test \
+                 binaries of the run would build one after another: {}",
+                beside.join(", ")
+            )
+        }
     ));
+    let names = std::iter::once(def.name.clone())
+        .chain(beside)
+        .collect::<Vec<_>>();
     let null = File::open("/dev/null").map_err(|e| Error::io("opening /dev/null", e))?;
-    let status = helper::command(helper::BUILD, def.name.clone(), null.into())
+    let status = helper::command(helper::BUILD, names.join(","), null.into())
         .env("NSPAWN_WORKSPACE", &ws.root)
         .stderr(Stdio::inherit())
         .status()
         .map_err(|e| Error::io(format!("starting the build of chroot {}", def.name), e))?;
-    if status.success() {
+    // The helper fails if any of them failed; this test needs its own only.
+    if status.success() || super::status::status(&ws.chroots_dir(), def).bootable() {
         return Ok(());
     }
     let reason = format!(
@@ -185,19 +199,47 @@ fn build_failed(ws: &Workspace, def: &ChrootDef, reason: String) -> Error {
     }
 }
 
-/// In the helper: builds chroot `name` of `$NSPAWN_WORKSPACE`, unless another process did
-/// while this one waited for the lock.
-fn build_here(name: &str) -> Result<()> {
-    let ws = Workspace::from_env()?;
-    let def = ws.chroot(name)?;
+/// The other declared chroots that are missing altogether (never built, never failed):
+/// cargo runs test binaries one after another, so building them at the first need, together,
+/// saves the run the sum of their builds. Outdated ones wait for a test that needs them.
+fn missing_beside(ws: &Workspace, def: &ChrootDef) -> Vec<String> {
     let dir = ws.chroots_dir();
-    let _lock = lock(&dir, name)?;
-    let force = matches!(status(&dir, &def), Status::Outdated(_));
+    ws.chroots()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d.name != def.name && status(&dir, d) == Status::Missing)
+        .filter(|d| !super::build::failed_before(&dir, d))
+        .map(|d| d.name)
+        .collect()
+}
+
+/// In the helper: builds the chroots `names` (comma-separated) of `$NSPAWN_WORKSPACE`
+/// together, but those another process built while this one waited for their locks.
+fn build_here(names: &str) -> Result<()> {
+    let ws = Workspace::from_env()?;
+    let dir = ws.chroots_dir();
+    let mut names: Vec<String> = names.split(',').map(String::from).collect();
+    // Locks taken in one order by every helper: two cannot wait for each other.
+    names.sort();
+    let _locks = names
+        .iter()
+        .map(|name| lock(&dir, name))
+        .collect::<Result<Vec<_>>>()?;
+    let mut todo = Vec::new();
+    for name in names {
+        if !status(&dir, &ws.chroot(&name)?).bootable() {
+            todo.push(name);
+        }
+    }
+    if todo.is_empty() {
+        return Ok(());
+    }
+    // Only missing or outdated ones are left: forcing rebuilds the outdated, nothing else.
     let options = BuildOptions {
-        force,
+        force: true,
         ..BuildOptions::default()
     };
-    build(&ws, &[name.to_string()], &options).map(|_| ())
+    build(&ws, &todo, &options).map(|_| ())
 }
 
 /// The host-wide lock on building chroot `name` in `dir`, held until dropped.
