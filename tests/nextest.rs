@@ -84,6 +84,21 @@ fn a_module_shares_one_machine_across_nextest_processes() {
 }
 
 #[test]
+fn a_keeper_lets_go_once_its_modules_tests_are_done() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = common::scratch_dir();
+    let log = dir.path().join("events");
+    let filter = "test(/^alpha::/) | test(=zz_keepers_let_go_when_their_module_is_done)";
+    let extra = ["--run-ignored", "all", "--test-threads", "1"];
+    // Idle time far beyond the last test's wait: only the module being done lets go.
+    let idle = [("NSPAWN_NEXTEST_IDLE", "3600")];
+    let (out, report) = run(&mut nextest(filter, &log, &extra, &idle));
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("6 passed"), "{report}");
+    nothing_left(&log);
+}
+
+#[test]
 fn a_timed_out_test_does_not_stop_the_shared_machine() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = common::scratch_dir();

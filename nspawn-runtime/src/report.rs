@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Mutex;
 
 /// Something the runtime did, as a line of the event log.
@@ -209,6 +210,23 @@ pub fn event(event: Event) {
 pub(crate) fn announce(line: &str) {
     if !crate::settings::lenient().quiet {
         let _ = writeln!(std::io::stderr(), "nspawn: {line}");
+    }
+}
+
+/// [`announce`], and on the controlling terminal too when a test runner holds this process's
+/// stderr until the test ends (nextest shows a passing test's output only with
+/// `--no-capture`): for a wait the user would otherwise sit through without a word.
+pub(crate) fn announce_on_terminal(line: &str) {
+    announce(line);
+    let held = std::env::var_os("NEXTEST_RUN_ID").is_some();
+    if held && !crate::settings::lenient().quiet {
+        let terminal = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open("/dev/tty");
+        if let Ok(mut terminal) = terminal {
+            let _ = writeln!(terminal, "nspawn: {line}");
+        }
     }
 }
 

@@ -108,8 +108,9 @@ pub fn acquire(timeout: Duration) -> Result<Slot> {
             });
         }
         if !announced && started.elapsed() > Duration::from_secs(2) {
-            crate::report::announce(&format!(
-                "waiting for a machine slot: all {} are in use ({})",
+            crate::report::announce_on_terminal(&format!(
+                "waiting for a machine slot: all {} are in use ({}); machines of other runs, \
+                 or of modules whose later tests are still to come, hold them",
                 cap.machines, cap.reason
             ));
             announced = true;

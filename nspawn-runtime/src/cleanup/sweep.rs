@@ -415,7 +415,7 @@ fn stale_shares() -> Vec<String> {
         if run.map_or(true, |run| run.is_alive()) {
             continue;
         }
-        for ext in ["toml", "users", "log", "tmp", "lock"] {
+        for ext in ["toml", "users", "log", "tmp", "done", "lock"] {
             let _ = std::fs::remove_file(dir.join(format!("{id}.{ext}")));
         }
         removed.push(format!("nextest share {id} of a finished run"));

@@ -89,10 +89,33 @@ fn read_share(id: &str) -> Option<Share> {
 }
 
 /// A test's use of machines a keeper owns: the machines, and the lock that says they are
-/// in use.
+/// in use. Dropped when the test is done: it then says so in the share's `.done` file, for
+/// the keeper to stop the machines once every test of the module is (see [`all_done`]).
 pub(crate) struct Attached {
     pub machines: Group,
     _users: Flock<File>,
+    id: String,
+    test: String,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let Ok(done) = path(&self.id, "done") else {
+            return;
+        };
+        let Ok(_root) = ThreadRoot::acquire() else {
+            return;
+        };
+        // One short line per write, in append mode: lines of tests ending at once never mix.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(done);
+        if let Ok(mut file) = file {
+            let _ = file.write_all(format!("{}\n", self.test).as_bytes());
+        }
+    }
 }
 
 /// The machines of `info`'s module in this nextest run, starting their keeper if this test
@@ -120,6 +143,8 @@ pub(crate) fn attach(info: &'static TestInfo) -> Result<Attached, String> {
     Ok(Attached {
         machines,
         _users: users,
+        id,
+        test: info.test_name(),
     })
 }
 
@@ -233,11 +258,31 @@ fn serve(info: &'static TestInfo, id: &str) -> crate::Result<()> {
     publish(id, &share)?;
     // A failure stays published for the module's other tests while the run lasts.
     let machines = booted.unwrap_or_default();
-    wait_for_the_end(id, &machines);
+    let run_over = wait_for_the_end(info, id, &machines);
     for machine in machines {
         machine.stop()?;
     }
+    if !run_over {
+        remove_lock_when_the_run_ends(id);
+    }
     Ok(())
+}
+
+/// Waits, with no machine left, for the run to end, then removes the share's lock file, which
+/// a test may wait on while the run lasts (a retried test starts a keeper again).
+fn remove_lock_when_the_run_ends(id: &str) {
+    let Some(run) = std::env::var(RUN_PROCESS)
+        .ok()
+        .and_then(|v| v.parse::<ProcessId>().ok())
+    else {
+        return;
+    };
+    while run.is_alive() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if let (Ok(lock), Ok(_root)) = (path(id, "lock"), ThreadRoot::acquire()) {
+        let _ = std::fs::remove_file(lock);
+    }
 }
 
 fn publish(id: &str, share: &Share) -> crate::Result<()> {
@@ -248,15 +293,16 @@ fn publish(id: &str, share: &Share) -> crate::Result<()> {
 
 fn remove(id: &str) -> crate::Result<()> {
     let _root = ThreadRoot::acquire()?;
-    for ext in ["toml", "users", "log"] {
+    for ext in ["toml", "users", "log", "done"] {
         let _ = std::fs::remove_file(path(id, ext)?);
     }
     Ok(())
 }
 
-/// Returns once the run has ended, a machine is gone, or nobody has used them for the idle
-/// time, with the share removed while nobody was attaching.
-fn wait_for_the_end(id: &str, machines: &[Machine]) {
+/// Returns once the run has ended, a machine is gone, every test of the module is done, or
+/// nobody has used them for the idle time, with the share removed while nobody was
+/// attaching; whether the run has ended.
+fn wait_for_the_end(info: &TestInfo, id: &str, machines: &[Machine]) -> bool {
     let run = std::env::var(RUN_PROCESS)
         .ok()
         .and_then(|v| v.parse::<ProcessId>().ok());
@@ -270,9 +316,9 @@ fn wait_for_the_end(id: &str, machines: &[Machine]) {
         }
         let run_over = run.is_some_and(|r| !r.is_alive());
         let gone = machines.iter().any(|m| !m.is_running());
-        let idle = !used && idle_since.elapsed() >= idle_for;
+        let idle = !used && (idle_since.elapsed() >= idle_for || all_done(info, id));
         if (run_over || gone || idle) && withdrawn(id, run_over) {
-            return;
+            return run_over;
         }
     }
 }
@@ -293,6 +339,25 @@ fn withdrawn(id: &str, run_over: bool) -> bool {
         }
     }
     true
+}
+
+/// Whether every test of `info`'s module that nextest can run (not `#[ignore]`d) is done: its
+/// machines will not be asked for again, and holding them would only keep other tests
+/// waiting for a slot. A run that filters some out ends its share after the idle time.
+fn all_done(info: &TestInfo, id: &str) -> bool {
+    let done = {
+        let Ok(_root) = ThreadRoot::acquire() else {
+            return false;
+        };
+        path(id, "done")
+            .ok()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    };
+    let key = super::sharing::Key::of(info);
+    super::test_info::registered()
+        .filter(|t| super::sharing::Key::of(t) == key && !t.ignored)
+        .all(|t| done.lines().any(|l| l == t.test_name()))
 }
 
 /// Whether a test holds the users lock.
