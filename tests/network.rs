@@ -294,3 +294,50 @@ fn the_walls_hold_under_sudo() {
     ];
     common::rerun_under_sudo(&tests, UNDER_SUDO, 3);
 }
+
+/// Marks the child process that runs apt without a way out.
+const NO_WAY_OUT: &str = "NSPAWN_TEST_NO_WAY_OUT";
+
+/// In a child process: `apt-get update` on a zone with no way out (it exits 0 all the same).
+#[test]
+#[ignore = "run by a_program_that_looks_for_the_outside_without_a_way_out_is_told_why"]
+fn apt_without_a_way_out() {
+    if std::env::var_os(NO_WAY_OUT).is_none() {
+        return;
+    }
+    let zone = Network::Zone {
+        name: "t-no-way-out".into(),
+        outside: false,
+    };
+    let m = Machine::builder(CHROOT).network(zone).start().unwrap();
+    let update = m
+        .command("apt-get")
+        .args(["-o", "Acquire::Retries=0", "update"])
+        .output()
+        .unwrap();
+    println!("\napt-get update: {}", update.status);
+    m.stop().unwrap();
+}
+
+#[test]
+fn a_program_that_looks_for_the_outside_without_a_way_out_is_told_why() {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args([
+            "--exact",
+            "apt_without_a_way_out",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(NO_WAY_OUT, "1");
+    nspawn::privs::start_as_root(&mut child);
+    let out = child.output().unwrap();
+    let report = common::report(&out);
+    assert!(out.status.success(), "{report}");
+    assert!(
+        report.contains(
+            "could not reach the outside: its network, zone:t-no-way-out, has no way out"
+        ),
+        "{report}"
+    );
+}

@@ -215,6 +215,35 @@ impl<'m> Command<'m> {
             .join(" ")
     }
 
+    /// On a network with no way out, a program that tried to reach the outside (apt's
+    /// "Temporary failure resolving", curl's "Could not resolve host") may still exit 0, as
+    /// `apt-get update` does: say why, with the test's own output (libtest shows it when the
+    /// test fails). A look at what the program printed anyway: nothing more is spent.
+    fn say_if_it_looked_for_the_outside(&self, stdout: &[u8], stderr: &[u8]) {
+        const SIGNS: [&str; 4] = [
+            "Temporary failure resolving",
+            "Could not resolve host",
+            "Network is unreachable",
+            "Temporary failure in name resolution",
+        ];
+        let network = self.machine.network();
+        if network.reaches_outside() {
+            return;
+        }
+        let printed = [stdout, stderr].map(String::from_utf8_lossy);
+        if SIGNS
+            .iter()
+            .any(|sign| printed.iter().any(|p| p.contains(sign)))
+        {
+            eprintln!(
+                "nspawn: `{}` in machine {} could not reach the outside: its network, {network}, \
+                 has no way out (`isolated`, the default, and `zone:NAME+outside` have one)",
+                self.command_line(),
+                self.machine.name()
+            );
+        }
+    }
+
     fn execute(&self, capture: bool) -> Result<Output> {
         let started = Instant::now();
         let agent = self.machine.agent()?;
@@ -276,6 +305,7 @@ impl<'m> Command<'m> {
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
             "exec"
         );
+        self.say_if_it_looked_for_the_outside(&stdout, &stderr);
         Ok(Output {
             status,
             stdout,
