@@ -24,6 +24,9 @@ pub(crate) const PROBE: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(203, 0, 1
 /// The probe chain's priority on the forward hook: after firewalld (`filter + 10`), Docker's
 /// and ufw's iptables (`filter`) and any host table that follows the usual priorities.
 pub(crate) const LAST: i32 = 1_000_000;
+// firewalld's forward chain is at `filter + 10`: the probe's must come after it.
+const _: () = assert!(LAST > 10);
+
 /// The named counter in the zone's table.
 pub(crate) const COUNTER: &str = "way_out";
 
@@ -182,6 +185,5 @@ mod tests {
             rules.contains("iifname \"nspawn-z3\" ip daddr 203.0.113.1 udp dport 9"),
             "{rules}"
         );
-        assert!(LAST > 10, "firewalld's forward chain is at filter + 10");
     }
 }
