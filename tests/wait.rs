@@ -171,3 +171,53 @@ fn the_state_helpers_print_nothing_on_the_terminal() {
     assert!(out.status.success(), "{stdout}");
     assert!(!stdout.contains("root:x:0:0"), "{stdout}");
 }
+
+/// The NixOS driver's verbs: `succeed` (strict bash: a failing pipeline stage fails it, where
+/// `sh` does not), `fail`, the retries, and the wait for a file, with their errors.
+#[test]
+fn the_drivers_verbs_succeed_fail_retry_and_wait_for_files() {
+    let m = Machine::builder(CHROOT)
+        .wait_timeout(Duration::from_secs(30))
+        .start()
+        .unwrap();
+    assert_eq!(m.wait_timeout(), Duration::from_secs(30));
+    assert_eq!(m.succeed("echo one | tr o O").unwrap(), "One\n");
+    let err = m.succeed("false | cat").unwrap_err();
+    assert!(matches!(err, Error::Exec { .. }), "{err}");
+    assert!(m.sh("false | cat").is_ok(), "sh stays plain /bin/sh");
+    let refused = m.fail("echo nope >&2; exit 3").unwrap();
+    assert!(refused.contains("nope"), "{refused}");
+    let err = m.fail("echo fine").unwrap_err();
+    assert!(matches!(err, Error::Succeeded { .. }), "{err}");
+    assert!(err.to_string().contains("fine"), "{err}");
+
+    // A file that a service of the machine's makes a second later, then removes.
+    let later = |script: &str| {
+        let script = format!("sleep 1; {script}");
+        m.run(["systemd-run", "--quiet", "/bin/sh", "-c", &script])
+            .unwrap();
+    };
+    later("touch /tmp/ready");
+    m.wait_for_file("/tmp/ready").unwrap();
+    assert_eq!(
+        m.wait_until_succeeds("test -e /tmp/ready && echo there")
+            .unwrap(),
+        "there\n"
+    );
+    later("rm /tmp/ready");
+    m.wait_until_fails("test -e /tmp/ready").unwrap();
+    m.stop().unwrap();
+
+    let quick = Machine::builder(CHROOT)
+        .wait_timeout(Duration::from_secs(1))
+        .start()
+        .unwrap();
+    let err = quick
+        .wait_until_succeeds("echo not yet; exit 1")
+        .unwrap_err();
+    assert!(matches!(err, Error::NotReady { .. }), "{err}");
+    assert!(err.to_string().contains("not yet"), "{err}");
+    let err = quick.wait_for_file("/no/such/file").unwrap_err();
+    assert!(err.to_string().contains("did not appear"), "{err}");
+    quick.stop().unwrap();
+}

@@ -164,6 +164,20 @@ pub enum Error {
         stderr: String,
     },
 
+    /// A script that had to fail exited 0 (see [`crate::Machine::fail`]).
+    #[error(
+        "`{command}` in machine {machine} succeeded, but had to fail; it printed:{}",
+        tail_block(output)
+    )]
+    Succeeded {
+        /// Machine name.
+        machine: String,
+        /// The script.
+        command: String,
+        /// Its standard output and error.
+        output: String,
+    },
+
     /// A program to run inside the machine does not exist there.
     #[error(
         "`{program}` was not found in machine {machine} (PATH={path}); add its package to the \

@@ -71,6 +71,7 @@ pub const VARIABLES: &[&str] = &[
     "NSPAWN_PRIVATE_USERS",
     "NSPAWN_BOOT_TIMEOUT",
     "NSPAWN_STOP_TIMEOUT",
+    "NSPAWN_WAIT_TIMEOUT",
 ];
 
 /// The settings of this process.
@@ -112,6 +113,9 @@ pub struct Settings {
     pub boot_timeout: std::time::Duration,
     /// `NSPAWN_STOP_TIMEOUT`: seconds a stop may take, where a machine sets none (default 10).
     pub stop_timeout: std::time::Duration,
+    /// `NSPAWN_WAIT_TIMEOUT`: seconds a verb's script may run, or its retries last, where a
+    /// machine sets none (default 60; see `Machine::succeed`).
+    pub wait_timeout: std::time::Duration,
 }
 
 impl Default for Settings {
@@ -134,6 +138,7 @@ impl Default for Settings {
             private_users: PrivateUsers::Auto,
             boot_timeout: std::time::Duration::from_secs(60),
             stop_timeout: std::time::Duration::from_secs(10),
+            wait_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -234,6 +239,7 @@ impl Settings {
         for (name, field) in [
             ("NSPAWN_BOOT_TIMEOUT", &mut s.boot_timeout),
             ("NSPAWN_STOP_TIMEOUT", &mut s.stop_timeout),
+            ("NSPAWN_WAIT_TIMEOUT", &mut s.wait_timeout),
         ] {
             if let Some(v) = text(name) {
                 let secs = v.trim().parse::<u64>().ok().filter(|n| *n > 0);

@@ -80,6 +80,7 @@ impl Machine {
             agent: Mutex::new(None),
             slot: Mutex::new(None),
             stop_timeout: Duration::from_secs(10),
+            wait_timeout: crate::settings::lenient().wait_timeout,
             span: tracing::info_span!("machine", name = %published.name, chroot = %published.chroot),
             network,
             membership: Mutex::new(None),

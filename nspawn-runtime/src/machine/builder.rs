@@ -47,6 +47,7 @@ pub struct MachineBuilder {
     chroot: String,
     boot_timeout: Duration,
     stop_timeout: Duration,
+    wait_timeout: Duration,
     network: Network,
     /// Other names its zone's peers know it by.
     aliases: Vec<String>,
@@ -71,6 +72,7 @@ impl MachineBuilder {
             chroot: chroot.into(),
             boot_timeout: crate::settings::lenient().boot_timeout,
             stop_timeout: crate::settings::lenient().stop_timeout,
+            wait_timeout: crate::settings::lenient().wait_timeout,
             network: crate::settings::lenient().network.clone(),
             aliases: Vec::new(),
             group: None,
@@ -155,6 +157,21 @@ impl MachineBuilder {
     /// ```
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
+        self
+    }
+
+    /// How long a verb's script may run, and its retries last (default 60 s, or
+    /// `NSPAWN_WAIT_TIMEOUT`): see [`Machine::succeed`].
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::builder("bookworm")
+    ///     .wait_timeout(std::time::Duration::from_secs(300))
+    ///     .start()?;
+    /// machine.wait_until_succeeds("test -e /run/slow-service.ready")?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = timeout;
         self
     }
 
@@ -433,6 +450,7 @@ impl MachineBuilder {
             agent: Mutex::new(None),
             slot: Mutex::new(Some(slot)),
             stop_timeout: self.stop_timeout,
+            wait_timeout: self.wait_timeout,
             span,
             network: self.network.clone(),
             address: membership.as_ref().map(|m| m.address().into()),

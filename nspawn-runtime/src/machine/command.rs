@@ -412,6 +412,8 @@ impl Machine {
     }
 
     /// Runs `/bin/sh -c script` and returns its standard output; an error unless it exits 0.
+    /// Plain `sh`: no `pipefail`, so only a pipeline's last stage decides. [`Machine::succeed`]
+    /// runs bash under `set -eo pipefail`, with a timeout.
     ///
     /// ```no_run
     /// let machine = nspawn::Machine::start("bookworm")?;

@@ -50,6 +50,8 @@ pub struct State {
     pub(super) agent: Mutex<Option<Arc<Agent>>>,
     pub(super) slot: Mutex<Option<slots::Slot>>,
     pub(super) stop_timeout: Duration,
+    /// A verb's default timeout (see `verbs`).
+    pub(super) wait_timeout: Duration,
     pub(super) span: tracing::Span,
     pub(super) network: Network,
     /// Its place on a zone, left when it stops.

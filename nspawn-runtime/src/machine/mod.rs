@@ -21,6 +21,7 @@ mod files;
 mod lifecycle;
 pub(crate) mod registry;
 mod stdio;
+mod verbs;
 mod wait;
 
 #[cfg(feature = "tokio")]
