@@ -30,8 +30,29 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// A temporary project, removed as root when dropped: under the `sudo -E` runner this process
+/// drops to the user after it made the directory, and root makes trees in it.
+struct Project(Option<tempfile::TempDir>);
+
+impl Project {
+    fn path(&self) -> &Path {
+        self.0.as_ref().map_or(Path::new(""), |d| d.path())
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let Some(dir) = self.0.take() else { return };
+        let mut rm = Command::new("rm");
+        rm.arg("-rf").arg("--").arg(dir.path());
+        nspawn_runtime::host::privs::start_as_root(&mut rm);
+        let _ = rm.status();
+        let _ = dir.close();
+    }
+}
+
 /// A package of the user's own, outside this repository, declaring one chroot.
-fn project() -> tempfile::TempDir {
+fn project() -> Project {
     let dir = tempfile::Builder::new()
         .prefix("nspawn-project-")
         .tempdir()
@@ -44,7 +65,7 @@ fn project() -> tempfile::TempDir {
     .unwrap();
     std::fs::create_dir(dir.path().join("src")).unwrap();
     std::fs::write(dir.path().join("src/lib.rs"), "").unwrap();
-    dir
+    Project(Some(dir))
 }
 
 #[test]
@@ -173,26 +194,36 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Whether this process is root, or dropped to the user under the `sudo -E` runner with root
+/// to regain: either way machines boot. (Once one test has booted a machine, the process runs
+/// as the user: `nix_is_root` would then skip the other tests.)
+fn root_available() -> bool {
+    use nspawn_runtime::host::privs::{self, Mode};
+    !matches!(privs::init(), Mode::Unprivileged)
+}
+
 /// `shell` gets into a running machine by name, and runs a command there when given one.
 #[test]
 fn shell_runs_in_a_running_machine() {
-    if !nix_is_root() {
+    if !root_available() {
         eprintln!("skipped: booting a machine needs root");
         return;
     }
     let machine = nspawn_runtime::Machine::start("bookworm").unwrap();
     machine.write("/root/mark", "inside\n").unwrap();
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = cargo_nspawn(here)
-        .args(["shell", machine.name(), "--", "cat", "/root/mark"])
-        .output()
-        .unwrap();
+    // As root (under the sudo runner this process has dropped to the user; the command would
+    // re-run itself through sudo, which this host may not have).
+    let shell = |args: &[&str]| {
+        let mut cmd = cargo_nspawn(here);
+        cmd.arg("shell").args(args);
+        nspawn_runtime::host::privs::start_as_root(&mut cmd);
+        cmd.output().unwrap()
+    };
+    let out = shell(&[machine.name(), "--", "cat", "/root/mark"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "inside\n");
-    let unknown = cargo_nspawn(here)
-        .args(["shell", "nspawn-0-none", "--", "true"])
-        .output()
-        .unwrap();
+    let unknown = shell(&["nspawn-0-none", "--", "true"]);
     assert!(!unknown.status.success());
     assert!(
         text(&unknown).contains(machine.name()),
@@ -206,7 +237,7 @@ fn shell_runs_in_a_running_machine() {
 /// command still gets into the machine as its root.
 #[test]
 fn shell_runs_in_a_running_machine_under_sudo() {
-    if !nix_is_root() {
+    if !root_available() {
         eprintln!("skipped: booting a machine needs root");
         return;
     }
@@ -238,7 +269,7 @@ fn as_root(script: &str) {
 /// hand-made one, and no name at all is an error that lists the trees.
 #[test]
 fn remove_chroots_removes_what_it_is_told_and_nothing_in_use() {
-    if !nix_is_root() {
+    if !root_available() {
         eprintln!("skipped: the trees are root's");
         return;
     }
