@@ -264,6 +264,11 @@ pub fn release_all() {
 
 /// Removes the layers whose process is dead; returns a line for each. Needs root.
 pub fn sweep() -> Vec<String> {
+    // None was ever made here (or the run directory is gone): nothing to sweep, and nothing
+    // to make.
+    if !crate::host::run_dir::run_dir().join("layers").is_dir() {
+        return Vec::new();
+    }
     let Ok(pointers) = crate::host::run_dir::private_dir("layers") else {
         return Vec::new();
     };

@@ -63,6 +63,11 @@ fn watch() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
     }
+    // A run directory removed meanwhile (a test's scratch one, once its run ended) holds no
+    // record to act on, and sweeping would only make it again, empty, where nobody removes it.
+    if !crate::cleanup::records::run_dir().exists() {
+        return;
+    }
     let options = crate::cleanup::sweep::Options::default();
     if let Ok(removed) = crate::cleanup::sweep::sweep(&options) {
         for line in removed {

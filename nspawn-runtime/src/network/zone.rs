@@ -415,6 +415,11 @@ pub(crate) fn leave_all() {
 /// Takes down the zones of dead runs; returns a line for each thing removed.
 pub(crate) fn sweep() -> Vec<String> {
     let mut removed = Vec::new();
+    // No zone was ever made under this run directory (or it is gone): nothing to take down,
+    // and no lock to make.
+    if !crate::host::run_dir::run_dir().join("zones").is_dir() {
+        return removed;
+    }
     let Ok(_zones) = host_lock("zones") else {
         return removed;
     };
