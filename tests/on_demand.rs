@@ -25,6 +25,16 @@ fn declare(ws: &Path, include: &[&str]) {
     .unwrap();
 }
 
+/// A scratch workspace for chroots of its own; none (the test says it skips) when
+/// `NSPAWN_CHROOTS_DIR` would put them among the real ones.
+fn scratch_workspace() -> Option<common::Scratch> {
+    if std::env::var_os("NSPAWN_CHROOTS_DIR").is_some() {
+        eprintln!("skipped: NSPAWN_CHROOTS_DIR would put the scratch chroots among real ones");
+        return None;
+    }
+    Some(common::scratch_dir())
+}
+
 fn old_trees(ws: &Path) -> Vec<String> {
     std::fs::read_dir(ws.join("test_chroots"))
         .map(|rd| {
@@ -38,11 +48,9 @@ fn old_trees(ws: &Path) -> Vec<String> {
 
 #[test]
 fn missing_chroots_are_built_once_and_changed_ones_rebuilt_beside_their_machines() {
-    if std::env::var_os("NSPAWN_CHROOTS_DIR").is_some() {
-        eprintln!("skipped: NSPAWN_CHROOTS_DIR would put the scratch chroot among real ones");
+    let Some(ws) = scratch_workspace() else {
         return;
-    }
-    let ws = common::scratch_dir();
+    };
     declare(ws.path(), &["dbus", "systemd", "jq"]);
     let boot = || Machine::builder("ondemand").workspace(ws.path()).start();
     // Two at once: one builds, the other waits for it and finds it ready.
@@ -78,11 +86,9 @@ fn missing_chroots_are_built_once_and_changed_ones_rebuilt_beside_their_machines
 /// by a build on demand nor by `make-chroots` without `--force`.
 #[test]
 fn a_tree_made_by_hand_is_booted_as_it_is_and_never_rebuilt() {
-    if std::env::var_os("NSPAWN_CHROOTS_DIR").is_some() {
-        eprintln!("skipped: NSPAWN_CHROOTS_DIR would put the scratch chroot among real ones");
+    let Some(ws) = scratch_workspace() else {
         return;
-    }
-    let ws = common::scratch_dir();
+    };
     declare(ws.path(), &["dbus", "systemd", "jq"]);
     let bookworm = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_chroots/bookworm");
     let tree = ws.path().join("test_chroots/ondemand");
@@ -145,11 +151,9 @@ fn boot_the_failed_chroot() {
 /// log's last lines; a second run does not build the same declaration again, and says how to.
 #[test]
 fn a_failed_build_is_not_tried_again_for_the_same_declaration() {
-    if std::env::var_os("NSPAWN_CHROOTS_DIR").is_some() {
-        eprintln!("skipped: NSPAWN_CHROOTS_DIR would put the scratch chroot among real ones");
+    let Some(ws) = scratch_workspace() else {
         return;
-    }
-    let ws = common::scratch_dir();
+    };
     declare(ws.path(), &["dbus", "systemd", "no-such-package-nspawn"]);
     let first = Machine::builder("ondemand")
         .workspace(ws.path())
@@ -189,11 +193,9 @@ fn a_failed_build_is_not_tried_again_for_the_same_declaration() {
 /// each in turn.
 #[test]
 fn the_first_build_on_demand_builds_the_missing_chroots_together() {
-    if std::env::var_os("NSPAWN_CHROOTS_DIR").is_some() {
-        eprintln!("skipped: NSPAWN_CHROOTS_DIR would put the scratch chroots among real ones");
+    let Some(ws) = scratch_workspace() else {
         return;
-    }
-    let ws = common::scratch_dir();
+    };
     {
         let _root = nspawn::privs::root().unwrap();
         std::fs::write(

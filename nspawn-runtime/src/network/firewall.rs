@@ -27,9 +27,7 @@ const IPTABLES: [&str; 2] = ["iptables", "ip6tables"];
 /// What the host's firewall looks like to zones, one line per finding, for `doctor`.
 pub fn report() -> Vec<String> {
     let mut lines = Vec::new();
-    let bridged = std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
-        .is_ok_and(|v| v.trim() == "1");
-    lines.push(if bridged {
+    lines.push(if bridged() {
         "br_netfilter: on (traffic between machines of a zone goes through the forward filters)"
             .to_string()
     } else {
@@ -52,10 +50,11 @@ pub fn report() -> Vec<String> {
     if ufw.lines().any(|l| l.trim() == "ENABLED=yes") {
         lines.push("ufw: enabled".into());
     }
-    if let Some(remedy) = firewalld_remedy() {
+    let chains = host_chains();
+    if let Some(remedy) = firewalld_remedy(&chains) {
         lines.push(format!("firewalld: running; {remedy}"));
     }
-    match known_blocker().or_else(firewalld_between_machines) {
+    match known_blocker(&chains).or_else(|| firewalld_between_machines(&chains)) {
         None => lines.push("no other forward chain drops zone traffic by policy".into()),
         Some(remedy) => lines.push(format!("blocked: {remedy}")),
     }
@@ -72,7 +71,9 @@ pub(crate) fn open(zone: &ZoneRecord) -> Result<()> {
             }
         }
     }
-    match known_blocker().or_else(firewalld_between_machines) {
+    // One listing for every check: each is an `nft` run.
+    let chains = host_chains();
+    match known_blocker(&chains).or_else(|| firewalld_between_machines(&chains)) {
         None => Ok(()),
         Some(remedy) => Err(Error::io(
             "letting the zone's traffic through the host's firewall",
@@ -84,10 +85,8 @@ pub(crate) fn open(zone: &ZoneRecord) -> Result<()> {
 /// firewalld's remedy, when traffic between the machines of a bridge goes through its
 /// forward chain (`br_netfilter` on, as Docker sets it) and our subnets are not among its
 /// trusted sources: it rejects that traffic (seen in the trixie VM: "no connection").
-fn firewalld_between_machines() -> Option<String> {
-    let bridged = std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
-        .is_ok_and(|v| v.trim() == "1");
-    if !bridged || firewalld_remedy().is_none() {
+fn firewalld_between_machines(chains: &str) -> Option<String> {
+    if !bridged() || firewalld_remedy(chains).is_none() {
         return None;
     }
     let mut cmd = tools::command(tools::NFT.program);
@@ -105,16 +104,16 @@ const ZONES_SUBNETS: &str = "10.250.0.0/16";
 
 /// The remedy for the first forward filter that drops zone traffic by default and has no
 /// rule for our bridges yet, if any.
-pub(crate) fn known_blocker() -> Option<String> {
-    blockers(&ruleset())
+pub(crate) fn known_blocker(chains: &str) -> Option<String> {
+    blockers(chains)
         .into_iter()
         .find(|b| !b.lets_bridges_through())
         .map(|b| b.remedy())
 }
 
 /// firewalld's command that lets the zones through, if firewalld's table is there.
-pub(crate) fn firewalld_remedy() -> Option<&'static str> {
-    let firewalld = ruleset()
+pub(crate) fn firewalld_remedy(chains: &str) -> Option<&'static str> {
+    let firewalld = chains
         .lines()
         .any(|l| l.trim().starts_with("table inet firewalld"));
     firewalld.then_some(FIREWALLD_REMEDY)
@@ -225,8 +224,14 @@ fn chain_restricts(listing: &str) -> bool {
     })
 }
 
+/// Whether `br_netfilter` sends bridged traffic through the forward filters.
+fn bridged() -> bool {
+    std::fs::read_to_string("/proc/sys/net/bridge/bridge-nf-call-iptables")
+        .is_ok_and(|v| v.trim() == "1")
+}
+
 /// The host's nft ruleset as `nft list chains` shows it; empty if it cannot be read.
-fn ruleset() -> String {
+pub(crate) fn host_chains() -> String {
     let mut cmd = tools::command(tools::NFT.program);
     cmd.args(["list", "chains"]);
     privs::start_as_root(&mut cmd);
@@ -237,10 +242,10 @@ fn ruleset() -> String {
 
 /// The host's own forward-hook chains (not our zones'), as `family table chain (policy)`,
 /// and iptables-legacy's `FORWARD` if it filters: where a dropped packet may have gone.
-pub(crate) fn forward_chains() -> Vec<String> {
+pub(crate) fn forward_chains(chains: &str) -> Vec<String> {
     let mut found = Vec::new();
     let (mut table, mut chain) = (String::new(), String::new());
-    for line in ruleset().lines().map(str::trim) {
+    for line in chains.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words[..] {
             ["table", family, name, ..] => table = format!("{family} {name}"),

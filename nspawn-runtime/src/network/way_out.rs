@@ -67,10 +67,11 @@ pub(crate) fn check(zone: &ZoneRecord, leader: &PidFd) -> Result<()> {
         std::thread::sleep(RESEND);
     }
     if !host_routes_out() {
-        tracing::warn!(
+        // Not the firewall's doing, and not silent either: on stderr, past the test harness.
+        crate::report::announce(&format!(
             "the host has no route to {}: machines that reach out will find nothing",
             PROBE.ip()
-        );
+        ));
         return Ok(());
     }
     Err(blocked(zone))
@@ -133,20 +134,21 @@ fn host_routes_out() -> bool {
 /// What blocked the probe, as far as the host's chains tell, and what lets it through.
 fn blocked(zone: &ZoneRecord) -> Error {
     let context = "checking the machine's way out";
-    if let Some(remedy) = firewall::known_blocker() {
+    let chains = firewall::host_chains();
+    if let Some(remedy) = firewall::known_blocker(&chains) {
         return Error::io(context, std::io::Error::other(remedy));
     }
     // firewalld, where it runs, is the likeliest cause: its command comes first.
-    let firewalld = firewall::firewalld_remedy()
+    let firewalld = firewall::firewalld_remedy(&chains)
         .map(|remedy| format!("{remedy}. "))
         .unwrap_or_default();
-    let chains = firewall::forward_chains();
-    let suspects = if chains.is_empty() {
+    let found = firewall::forward_chains(&chains);
+    let suspects = if found.is_empty() {
         "no nft forward chain of the host's is visible: an iptables-legacy FORWARD rule, or the \
          machine's own firewall"
             .to_string()
     } else {
-        chains.join(", ")
+        found.join(", ")
     };
     Error::io(
         context,
