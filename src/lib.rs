@@ -143,7 +143,7 @@ pub use nspawn_runtime::host::privs;
 #[cfg(feature = "tokio")]
 pub use nspawn_runtime::AsyncMachine;
 pub use nspawn_runtime::{
-    Call, Command, Error, Machine, MachineBuilder, Network, Result, UnitState,
+    Call, Command, Error, Machine, MachineBuilder, Network, Port, Remote, Result, UnitState,
     DEFAULT_CALL_TIMEOUT, DEFAULT_OUTPUT_LIMIT,
 };
 

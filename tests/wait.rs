@@ -95,10 +95,10 @@ fn sockets_are_waited_for_and_the_listening_ports_shown() {
         .wait_for_port(8089, Duration::from_millis(300))
         .unwrap_err();
     let text = message(&err);
-    assert!(text.contains("127.0.0.1:8089"), "{text}");
-    assert!(text.contains("accepts no connection after 0.3 s"), "{text}");
-    assert!(text.contains("Connection refused"), "{text}");
-    assert!(text.contains("listening TCP ports: ["), "{text}");
+    assert!(text.contains("port 8089 (from inside)"), "{text}");
+    assert!(text.contains("accepts no connection"), "{text}");
+    assert!(text.contains("after 0.3 s"), "{text}");
+    assert!(text.contains("nothing listens on port 8089"), "{text}");
 
     // systemd itself listens: socket units need no daemon in the chroot.
     m.write(
@@ -125,9 +125,90 @@ fn sockets_are_waited_for_and_the_listening_ports_shown() {
         .wait_for_port(8090, Duration::from_millis(200))
         .unwrap_err();
     assert!(
-        message(&err).contains("8089"),
-        "listening ports listed: {err}"
+        message(&err).contains("127.0.0.1:8089"),
+        "listening sockets listed with their addresses: {err}"
     );
+}
+
+/// A socket unit that answers on `listen` (an address and port); systemd itself listens.
+fn listen(m: &Machine, unit: &str, listen: &str) {
+    m.write(
+        format!("/etc/systemd/system/{unit}.socket"),
+        format!("[Socket]\nListenStream={listen}\nAccept=yes\n"),
+    )
+    .unwrap();
+    m.write(
+        format!("/etc/systemd/system/{unit}@.service"),
+        "[Service]\nExecStart=/bin/echo hello\nStandardInput=socket\n",
+    )
+    .unwrap();
+    m.succeed(&format!(
+        "systemctl daemon-reload && systemctl start {unit}.socket"
+    ))
+    .unwrap();
+}
+
+#[test]
+fn ports_are_waited_for_from_inside_from_a_peer_and_from_the_test_process() {
+    use nspawn::Network;
+    let zone = Network::Zone {
+        name: "ports".into(),
+        outside: false,
+    };
+    let server = Machine::builder(CHROOT)
+        .network(zone.clone())
+        .alias("server-lazy")
+        .start()
+        .unwrap();
+    let client = Machine::builder(CHROOT).network(zone).start().unwrap();
+    let address = server.address().unwrap().to_string();
+
+    // Bound to its zone address only: inside it counts, though loopback refuses.
+    listen(&server, "zoned", &format!("{address}:8081"));
+    server.port(8081).wait_open().unwrap();
+    server.port(8081).from_test().wait_open().unwrap();
+    client.port(8081).on(&server).wait_open().unwrap();
+    client.port(8081).on("server-lazy").wait_open().unwrap();
+
+    // Bound to loopback only: inside yes, from elsewhere no, and the error says where it listens.
+    listen(&server, "local", "127.0.0.1:8082");
+    server.port(8082).wait_open().unwrap();
+    let err = client
+        .port(8082)
+        .on(&server)
+        .timeout(Duration::from_millis(500))
+        .wait_open()
+        .unwrap_err();
+    let text = message(&err);
+    assert!(
+        text.contains(&format!("{address}:8082 (from machine {})", client.name())),
+        "{text}"
+    );
+    assert!(
+        text.contains("127.0.0.1:8082"),
+        "what listens, with addresses: {text}"
+    );
+    assert!(text.contains(&format!("{address}:8081")), "{text}");
+    let err = server
+        .port(8082)
+        .from_test()
+        .timeout(Duration::from_millis(300))
+        .wait_open()
+        .unwrap_err();
+    assert!(message(&err).contains("from the test process"), "{err}");
+
+    // Closing.
+    let err = client
+        .port(8081)
+        .on(&server)
+        .timeout(Duration::from_millis(300))
+        .wait_closed()
+        .unwrap_err();
+    assert!(message(&err).contains("still accepts connections"), "{err}");
+    server.succeed("systemctl stop zoned.socket").unwrap();
+    server.port(8081).wait_closed().unwrap();
+    client.port(8081).on(&server).wait_closed().unwrap();
+    server.port(8081).from_test().wait_closed().unwrap();
 }
 
 #[test]

@@ -22,9 +22,9 @@ use crate::host::mount_ns::NsPlan;
 use crate::host::notify::{Message, NotifySocket};
 use crate::host::pidfd::PidFd;
 use crate::host::privs::{self, ThreadRoot};
-use crate::host::uid_range::UidRange;
 use crate::report::{self, Event};
 
+use super::namespace::Prepared;
 use super::spec::{nspawn_args, BootSpec, Root};
 
 /// The `systemd-nspawn` command line for `spec`: not registered with machined, in the
@@ -43,8 +43,8 @@ struct Proc {
     nspawn: PidFd,
     cgroup: MachineCgroup,
     notify: NotifySocket,
-    /// The uid range of its user namespace, held while it runs.
-    _range: Option<UidRange>,
+    /// Its uid range and mount namespace, held while it runs, and for its next boot.
+    prepared: Prepared,
 }
 
 /// A booted machine.
@@ -55,12 +55,14 @@ pub(crate) struct Running {
     pub leader: PidFd,
 }
 
-/// Boots a machine called `name` and waits for `READY=1`.
+/// Boots a machine called `name` and waits for `READY=1`; `again` for a next boot on the
+/// same disk.
 pub(crate) fn boot(
     spec: &BootSpec,
     name: &str,
     log: &Path,
     log_file: std::fs::File,
+    again: Option<Prepared>,
 ) -> Result<Running> {
     let boot_error = |reason: String| spec.boot_error(name, log, reason);
     let limits = Limits::for_host(crate::cleanup::slots::cap().machines)
@@ -85,7 +87,8 @@ pub(crate) fn boot(
         remove_cgroup(&cgroup);
         return Err(e);
     }
-    let prepared = super::namespace::prepare(spec).and_then(|prepared| {
+    let prepared = again.map_or_else(|| super::namespace::prepare(spec), Ok);
+    let prepared = prepared.and_then(|prepared| {
         let plan = prepared
             .mounts
             .plan()
@@ -131,8 +134,9 @@ pub(crate) fn boot(
         nspawn,
         cgroup,
         notify,
-        _range: prepared.range,
+        prepared,
     };
+    proc.prepared.hold(proc.nspawn.pid());
     let _ = proc.record(name, &spec.dir, None).save();
     report::event(Event::Spawned {
         machine: name.into(),
@@ -282,6 +286,22 @@ impl Running {
     /// nspawn's PID.
     pub(crate) fn nspawn_pid(&self) -> u32 {
         self.proc.nspawn.pid()
+    }
+
+    /// nspawn's exit code once it has exited within `grace` (133: the guest rebooted; with
+    /// `--keep-unit` nspawn leaves the next boot to its caller), or `None` while it runs.
+    pub(crate) fn exit_code(&mut self, grace: Duration) -> Option<i32> {
+        if !self.proc.nspawn.wait(grace) {
+            return None;
+        }
+        let status = self.proc.child.wait().ok()?;
+        Some(status.code().unwrap_or(-1))
+    }
+
+    /// What a next boot on the same disk starts from; nspawn must have exited. Its cgroup goes.
+    pub(crate) fn into_prepared(self) -> Prepared {
+        remove_cgroup(&self.proc.cgroup);
+        self.proc.prepared
     }
 }
 

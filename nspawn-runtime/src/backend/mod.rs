@@ -17,6 +17,7 @@ pub mod private_users;
 mod spec;
 pub(crate) mod systemd;
 
+pub(crate) use namespace::Prepared;
 pub(crate) use spec::Bind;
 pub(crate) use spec::BootSpec;
 pub(crate) use spec::HostsFile;
@@ -85,17 +86,31 @@ pub(crate) enum Running {
     Systemd(systemd::Running),
 }
 
-/// Boots a machine called `name` on the selected backend.
+/// Boots a machine called `name` on the selected backend; `again` for its next boot on the
+/// same disk (see [`namespace::Prepared::again`]).
 pub(crate) fn boot(
     spec: &BootSpec,
     name: &str,
     log: &Path,
     log_file: std::fs::File,
+    again: Option<Prepared>,
 ) -> Result<Running> {
     match selected()?.0 {
-        Kind::Direct => direct::boot(spec, name, log, log_file).map(Running::Direct),
-        Kind::Systemd => systemd::boot(spec, name, log, log_file).map(Running::Systemd),
+        Kind::Direct => direct::boot(spec, name, log, log_file, again).map(Running::Direct),
+        Kind::Systemd => systemd::boot(spec, name, log, log_file, again).map(Running::Systemd),
     }
+}
+
+/// What became of a machine whose container's init has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The guest rebooted and nspawn booted it again (the systemd backend): a new leader.
+    Rebooted,
+    /// The guest rebooted and nspawn exited for its caller to boot it again (`--keep-unit`,
+    /// exit status 133: the direct backend).
+    RebootAsked,
+    /// It powered off, crashed or was killed.
+    Down,
 }
 
 impl Running {
@@ -135,6 +150,29 @@ impl Running {
         match self {
             Running::Direct(r) => r.nspawn_pid(),
             Running::Systemd(r) => r.nspawn_pid(),
+        }
+    }
+
+    /// After the leader ended: what became of the machine, waiting up to `timeout` for nspawn
+    /// to exit or to boot the container again.
+    pub(crate) fn after_leader(&mut self, timeout: Duration) -> Ended {
+        match self {
+            Running::Direct(r) => match r.exit_code(timeout) {
+                Some(133) => Ended::RebootAsked,
+                _ => Ended::Down,
+            },
+            Running::Systemd(r) => match r.next_leader(timeout) {
+                Some(_) => Ended::Rebooted,
+                None => Ended::Down,
+            },
+        }
+    }
+
+    /// What its next boot on the same disk starts from; nspawn must have exited.
+    pub(crate) fn into_prepared(self) -> Prepared {
+        match self {
+            Running::Direct(r) => r.into_prepared(),
+            Running::Systemd(r) => r.into_prepared(),
         }
     }
 }

@@ -1,5 +1,10 @@
 //! What both backends make ready before nspawn starts: a user-namespaced machine's uid range,
 //! and what the mount namespace nspawn starts in holds (see [`crate::host::mount_ns`]).
+//!
+//! The same [`Prepared`] serves a machine's next boot on the same disk (a reboot, a start
+//! after a power-off or a crash): the test process holds nspawn's mount namespace open, and
+//! with it the overlay root and its writable tmpfs, the hosts file, and the uid range. Nothing
+//! of it is on disk: it is gone with the machine's handle, or with the test process.
 
 use std::path::PathBuf;
 
@@ -21,6 +26,8 @@ pub(crate) struct Prepared {
     root_dir: Option<PathBuf>,
     /// nspawn idmaps the tree itself (a btrfs snapshot).
     map: bool,
+    /// nspawn's mount namespace, once it runs.
+    held: Option<std::fs::File>,
 }
 
 /// Picks the range of a user-namespaced machine and plans its mounts: nspawn's own idmapped
@@ -52,16 +59,63 @@ pub(crate) fn prepare(spec: &BootSpec) -> Result<Prepared> {
         }
         _ => (None, false),
     };
-    let mounts = MountSpec { hosts, root };
+    let mounts = MountSpec {
+        hosts,
+        root,
+        again: None,
+    };
     Ok(Prepared {
         range,
         root_dir: mounts.root_dir(),
         mounts,
         map,
+        held: None,
     })
 }
 
 impl Prepared {
+    /// Holds the mount namespace of nspawn `pid`, which made it from this plan: what a next
+    /// boot enters. Only a machine whose root is an overlay of ours keeps its disk that way.
+    pub(crate) fn hold(&mut self, pid: u32) {
+        if self.root_dir.is_none() {
+            return;
+        }
+        let opened = crate::host::privs::ThreadRoot::acquire()
+            .map_err(std::io::Error::other)
+            .and_then(|_root| std::fs::File::open(format!("/proc/{pid}/ns/mnt")));
+        match opened {
+            Ok(ns) => self.held = Some(ns),
+            Err(e) => tracing::warn!("cannot hold nspawn's mount namespace, no reboot: {e}"),
+        }
+    }
+
+    /// The plan of the next boot on the same disk, or why there is none.
+    pub(crate) fn again(self) -> std::result::Result<Prepared, &'static str> {
+        let Some(held) = self.held else {
+            return Err(match (&self.range, self.map) {
+                (None, _) => {
+                    "it is privileged (private_users(false)): nspawn's own overlay or snapshot of it was gone with it"
+                }
+                (Some(_), true) => "its btrfs snapshot was nspawn's, gone with it",
+                (Some(_), false) => "its mount namespace could not be held",
+            });
+        };
+        use std::os::fd::AsRawFd;
+        let path = PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            held.as_raw_fd()
+        ));
+        Ok(Prepared {
+            mounts: MountSpec {
+                again: Some(path),
+                ..MountSpec::default()
+            },
+            held: Some(held),
+            ..self
+        })
+    }
+
     /// How nspawn is to see the machine's root.
     pub(crate) fn root<'a>(&'a self, spec: &'a BootSpec) -> Root<'a> {
         match &self.range {

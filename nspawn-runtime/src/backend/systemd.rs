@@ -18,9 +18,9 @@ use crate::host::probe;
 use crate::host::tools;
 
 use super::mount_helper::PlanFile;
+use super::namespace::Prepared;
 use super::spec::{nspawn_args, BootSpec, Root};
 use crate::host::limits::Limits;
-use crate::host::uid_range::UidRange;
 
 /// The unit properties of the blog post's `systemd-run` line, but for its `TasksMax=16384`:
 /// the machine's limits come from [`Limits::for_host`], as on the direct backend.
@@ -104,8 +104,8 @@ pub(crate) struct Running {
     /// The container's PID 1.
     pub leader: PidFd,
     nspawn: PidFd,
-    /// The uid range of its user namespace, held while it runs.
-    _range: Option<UidRange>,
+    /// Its uid range and mount namespace, held while it runs, and for its next boot.
+    prepared: Prepared,
 }
 
 /// Starts the unit and waits for it to be ready (`Type=notify`: systemd-run returns once
@@ -115,9 +115,10 @@ pub(crate) fn boot(
     name: &str,
     log: &Path,
     _log_file: std::fs::File,
+    again: Option<Prepared>,
 ) -> Result<Running> {
     let boot_error = |reason: String| spec.boot_error(name, log, reason);
-    let prepared = super::namespace::prepare(spec)?;
+    let prepared = again.map_or_else(|| super::namespace::prepare(spec), Ok)?;
     let plan = if prepared.mounts.is_empty() {
         None
     } else {
@@ -145,17 +146,9 @@ pub(crate) fn boot(
             stderr.trim()
         )));
     }
-    let pid = |args: &[&str]| -> Option<u32> {
-        let out = Command::new(args[0])
-            .args(&args[1..])
-            .stdin(Stdio::null())
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-    };
     let unit = format!("{name}.service");
-    let leader = pid(&["machinectl", "show", name, "--property=Leader", "--value"]);
-    let main = pid(&["systemctl", "show", &unit, "--property=MainPID", "--value"]);
+    let leader = leader_of(name);
+    let main = pid_of(&["systemctl", "show", &unit, "--property=MainPID", "--value"]);
     let (Some(leader), Some(main)) = (leader, main) else {
         return Err(boot_error(
             "the unit started, but machined does not know its leader".into(),
@@ -163,12 +156,29 @@ pub(crate) fn boot(
     };
     let open =
         |p: u32| PidFd::open(p).map_err(|e| boot_error(format!("process {p} vanished: {e}")));
+    let mut prepared = prepared;
+    prepared.hold(main);
     Ok(Running {
         name: name.into(),
         leader: open(leader)?,
         nspawn: open(main)?,
-        _range: prepared.range,
+        prepared,
     })
+}
+
+/// A number a command prints, if it does.
+fn pid_of(args: &[&str]) -> Option<u32> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// The leader machined knows for machine `name`.
+fn leader_of(name: &str) -> Option<u32> {
+    pid_of(&["machinectl", "show", name, "--property=Leader", "--value"])
 }
 
 impl Running {
@@ -214,6 +224,29 @@ impl Running {
 
     pub(crate) fn nspawn_pid(&self) -> u32 {
         self.nspawn.pid()
+    }
+
+    /// After the container's init ended, the init of its next boot: without `--keep-unit`,
+    /// nspawn boots the container again itself when the guest reboots. `None` once nspawn has
+    /// exited, or if no new leader registers within `timeout`.
+    pub(crate) fn next_leader(&mut self, timeout: Duration) -> Option<&PidFd> {
+        let deadline = Instant::now() + timeout;
+        let old = self.leader.pid();
+        while self.nspawn.is_alive() && Instant::now() < deadline {
+            if let Some(pid) = leader_of(&self.name).filter(|&p| p != old) {
+                if let Ok(leader) = PidFd::open(pid) {
+                    self.leader = leader;
+                    return Some(&self.leader);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// What a next boot on the same disk starts from; nspawn must have exited.
+    pub(crate) fn into_prepared(self) -> Prepared {
+        self.prepared
     }
 }
 

@@ -27,6 +27,9 @@ pub struct MountSpec {
     /// The hosts file: the directory the tmpfs covers, the first text, the file's owner.
     pub hosts: Option<(PathBuf, String, u32)>,
     pub root: Option<RootSpec>,
+    /// A namespace made for an earlier boot of the machine, held open by the test process
+    /// (`/proc/<pid>/fd/<n>`): entered as it is, with the root and hosts file it holds.
+    pub again: Option<PathBuf>,
 }
 
 /// The overlay root of a user-namespaced machine (see [`RootPlan`]).
@@ -44,11 +47,19 @@ pub struct RootSpec {
 impl MountSpec {
     /// Whether nspawn needs a namespace of its own at all.
     pub fn is_empty(&self) -> bool {
-        self.hosts.is_none() && self.root.is_none()
+        self.hosts.is_none() && self.root.is_none() && self.again.is_none()
     }
 
     /// The plan, with everything it needs made (the root's user namespace).
     pub fn plan(&self) -> std::io::Result<NsPlan> {
+        if let Some(held) = &self.again {
+            let _root = super::privs::ThreadRoot::acquire().map_err(std::io::Error::other)?;
+            let ns = File::open(held)?;
+            return Ok(NsPlan {
+                again: Some(ns.into()),
+                ..NsPlan::default()
+            });
+        }
         let hosts = self
             .hosts
             .as_ref()
@@ -59,7 +70,11 @@ impl MountSpec {
             .as_ref()
             .map(|r| RootPlan::new(&r.dir, &r.lowers, &r.upper, Mapping::new(r.uid_base)?))
             .transpose()?;
-        Ok(NsPlan { hosts, root })
+        Ok(NsPlan {
+            hosts,
+            root,
+            again: None,
+        })
     }
 
     /// The directory nspawn boots, if it is the overlay of [`RootSpec`].
@@ -73,22 +88,28 @@ impl MountSpec {
 pub struct NsPlan {
     pub hosts: Option<HostsPlan>,
     pub root: Option<RootPlan>,
+    /// The namespace of an earlier boot, to enter instead of making one.
+    pub again: Option<std::os::fd::OwnedFd>,
 }
 
 impl NsPlan {
     /// Whether nspawn needs a namespace of its own at all.
     pub fn is_empty(&self) -> bool {
-        self.hosts.is_none() && self.root.is_none()
+        self.hosts.is_none() && self.root.is_none() && self.again.is_none()
     }
 
-    /// Makes a mount namespace for the calling process and mounts the plan in it. Raw system
-    /// calls only, no allocation.
+    /// Makes a mount namespace for the calling process and mounts the plan in it, or enters
+    /// the namespace of an earlier boot. Raw system calls only, no allocation.
     ///
     /// # Safety
     /// Only in a forked child before exec, or in a single-threaded process about to exec.
     pub unsafe fn enter(&self) -> std::io::Result<()> {
         // SAFETY: raw system calls on strings prepared beforehand.
         unsafe {
+            if let Some(held) = &self.again {
+                use std::os::fd::AsRawFd;
+                return check(libc::setns(held.as_raw_fd(), libc::CLONE_NEWNS));
+            }
             check(libc::unshare(libc::CLONE_NEWNS))?;
             // Nothing of ours may reach the host's namespace through a shared mount.
             check(libc::mount(

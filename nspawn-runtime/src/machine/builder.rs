@@ -22,7 +22,7 @@ use crate::host::privs;
 use crate::network::{Joining, Membership, Network};
 use crate::report::{self, Event};
 
-use super::lifecycle::{Machine, State};
+use super::lifecycle::{BootAgain, Machine, State};
 
 /// How long to wait for a free machine slot (see [`crate::cleanup::slots`]).
 const SLOT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -432,7 +432,10 @@ impl MachineBuilder {
         span.in_scope(
             || tracing::debug!(storage = %spec.storage, log = %log.display(), "starting"),
         );
-        let running = backend::boot(&spec, &name, &log, log_file)?;
+        let kept_log = log_file
+            .try_clone()
+            .map_err(|e| Error::io("duplicating the console log's descriptor", e))?;
+        let running = backend::boot(&spec, &name, &log, log_file, None)?;
         if let Err(e) = running.record(&name, &spec.dir).save() {
             tracing::warn!(machine = %name, "no ownership record, a crash would leave it to `cargo nspawn gc`: {e}");
         }
@@ -440,8 +443,13 @@ impl MachineBuilder {
         let nspawn_pid = running.nspawn_pid();
         let handle: registry::Handle = Arc::new(Mutex::new(Some(running)));
         registry::register(&name, handle.clone());
+        let leader = leader.map_err(|e| Error::io("duplicating the leader pidfd", e))?;
         let machine = Machine::new(State {
-            leader: leader.map_err(|e| Error::io("duplicating the leader pidfd", e))?,
+            leader: Mutex::new(Arc::new(leader)),
+            again: Some(BootAgain {
+                spec: spec.clone(),
+                log_file: kept_log,
+            }),
             name,
             chroot: self.chroot.clone(),
             storage: spec.storage,
@@ -594,26 +602,39 @@ impl Machine {
     /// Gives a machine on a zone its address and route, before anything is asked of it, and
     /// hands the zone its hosts file.
     fn configure_network(&self, hosts: Option<&HostsFile>, nspawn_pid: u32) -> Result<()> {
+        {
+            let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
+            let (Some(membership), Some(hosts)) = (membership.as_ref(), hosts) else {
+                return self.configure_address(&self.current_leader());
+            };
+            let path = mount_ns::hosts_path(&hosts.dir);
+            let file = mount_ns::open_hosts(nspawn_pid, &path)
+                .map_err(|e| self.network_error(format!("opening its hosts file failed: {e}")))?;
+            membership.attach_hosts(file);
+        }
+        self.configure_address(&self.current_leader())
+    }
+
+    /// Gives the container of `leader` its address and route on the machine's zone, if it
+    /// is on one: at each boot.
+    pub(super) fn configure_address(&self, leader: &crate::host::pidfd::PidFd) -> Result<()> {
         let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
         let Some(membership) = membership.as_ref() else {
             return Ok(());
         };
-        let error = |reason: String| Error::Network {
-            network: self.network.to_string(),
-            machine: self.name.clone(),
-            reason,
-        };
-        if let Some(hosts) = hosts {
-            let path = mount_ns::hosts_path(&hosts.dir);
-            let file = mount_ns::open_hosts(nspawn_pid, &path)
-                .map_err(|e| error(format!("opening its hosts file failed: {e}")))?;
-            membership.attach_hosts(file);
-        }
-        membership.configure(&self.leader).map_err(|e| {
-            error(format!(
+        membership.configure(leader).map_err(|e| {
+            self.network_error(format!(
                 "configuring its address in the machine failed: {e}"
             ))
         })
+    }
+
+    fn network_error(&self, reason: String) -> Error {
+        Error::Network {
+            network: self.network.to_string(),
+            machine: self.name.clone(),
+            reason,
+        }
     }
 
     /// Proves that the machine's way out, if it has one, passes the host's firewall.
@@ -623,12 +644,8 @@ impl Machine {
             return Ok(());
         };
         membership
-            .check_way_out(&self.leader)
-            .map_err(|e| Error::Network {
-                network: self.network.to_string(),
-                machine: self.name.clone(),
-                reason: e.to_string(),
-            })
+            .check_way_out(&self.current_leader())
+            .map_err(|e| self.network_error(e.to_string()))
     }
 
     fn wait_running(&self, timeout: Duration) -> Result<()> {

@@ -45,7 +45,10 @@ pub struct State {
     pub(super) chroot: String,
     pub(super) storage: Storage,
     pub(super) log: PathBuf,
-    pub(super) leader: PidFd,
+    /// The container's init, replaced at each boot on the same disk (see `power`).
+    pub(super) leader: Mutex<Arc<PidFd>>,
+    /// How it boots again; `None` on a handle of another process's machine.
+    pub(super) again: Option<BootAgain>,
     pub(super) running: registry::Handle,
     pub(super) agent: Mutex<Option<Arc<Agent>>>,
     pub(super) slot: Mutex<Option<slots::Slot>>,
@@ -110,7 +113,15 @@ impl Machine {
     /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn leader_pid(&self) -> u32 {
-        self.leader.pid()
+        self.current_leader().pid()
+    }
+
+    /// The init of the machine's latest boot, alive or not.
+    pub(crate) fn current_leader(&self) -> Arc<PidFd> {
+        self.leader
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The console log of the machine.
@@ -154,7 +165,8 @@ impl Machine {
         self.address
     }
 
-    /// Whether the machine is still up.
+    /// Whether the machine is up. A reboot the guest asked for (`systemctl reboot`) is
+    /// followed: this waits for its next boot.
     ///
     /// ```no_run
     /// let machine = nspawn::Machine::start("bookworm")?;
@@ -162,32 +174,28 @@ impl Machine {
     /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn is_running(&self) -> bool {
-        self.leader.is_alive()
+        self.leader().is_ok()
     }
 
-    pub(crate) fn leader(&self) -> Result<&PidFd> {
-        if self.leader.is_alive() {
-            Ok(&self.leader)
-        } else {
-            Err(Error::NotRunning {
-                machine: self.name.clone(),
-                reason: format!(
-                    "it was stopped or its container exited (console log: {})",
-                    self.log.display()
-                ),
-            })
+    /// The container's init, following a reboot the guest asked for.
+    pub(crate) fn leader(&self) -> Result<Arc<PidFd>> {
+        let leader = self.current_leader();
+        if leader.is_alive() {
+            return Ok(leader);
         }
+        self.follow_reboot()
     }
 
     /// The machine's agent, started on first use, and again if it died.
     pub(crate) fn agent(&self) -> Result<Arc<Agent>> {
+        // Before the agent's lock: following a reboot takes the machine's.
+        let leader = self.leader()?;
         let mut current = self.agent.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(agent) = current.as_ref().filter(|a| a.is_alive()) {
             return Ok(agent.clone());
         }
-        let leader = self.leader()?;
         let started = Instant::now();
-        let agent = Agent::start(&self.name, leader).map_err(|e| Error::Agent {
+        let agent = Agent::start(&self.name, &leader).map_err(|e| Error::Agent {
             machine: self.name.clone(),
             during: "to start".into(),
             reason: e.to_string(),
@@ -226,8 +234,10 @@ impl Machine {
 
     /// The error for a call the agent did not answer.
     pub(crate) fn agent_lost(&self, agent: &Agent, during: &str, e: RecvError) -> Error {
-        if let Err(stopped) = self.leader() {
-            return stopped;
+        if !self.current_leader().is_alive() {
+            if let Err(stopped) = self.leader() {
+                return stopped;
+            }
         }
         let reason = match e {
             RecvError::Closed => agent.exit_description(),
@@ -328,6 +338,15 @@ impl Machine {
             tracing::warn!("no thread to stop a machine in the background: {e}");
         }
     }
+}
+
+/// What a machine's next boot on the same disk needs.
+#[derive(Debug)]
+pub(crate) struct BootAgain {
+    /// How it was booted.
+    pub spec: crate::backend::BootSpec,
+    /// The console log, open: the next boot writes on.
+    pub log_file: std::fs::File,
 }
 
 impl State {

@@ -3,11 +3,13 @@
 //!
 //! - `builder`: the options, and the boot;
 //! - `lifecycle`: the running machine, its agent, keeping and stopping it;
+//! - `power`: reboot, power off, crash and power on, on the same disk;
 //! - `command`, `stdio`: commands, and their output;
 //! - `call`: the test binary's own functions, run inside;
 //! - `files`: file calls;
 //! - `asynchronous`: the calls as `async fn`s (feature `tokio`);
 //! - `wait`: waiting for units, sockets and the system, and their state;
+//! - `port`: waiting for a TCP port, from inside, from another machine or the test process;
 //! - `registry`: every machine of this process, stopped at exit and on signals;
 //! - `attach`: handles on machines another process of the run owns (nextest).
 
@@ -19,6 +21,8 @@ mod call;
 mod command;
 mod files;
 mod lifecycle;
+mod port;
+mod power;
 pub(crate) mod registry;
 mod stdio;
 mod verbs;
@@ -31,5 +35,6 @@ pub use builder::MachineBuilder;
 pub use call::{Call, DEFAULT_CALL_TIMEOUT};
 pub use command::Command;
 pub use lifecycle::Machine;
+pub use port::{Port, Remote};
 pub use stdio::DEFAULT_OUTPUT_LIMIT;
 pub use wait::UnitState;

@@ -78,7 +78,10 @@ impl std::fmt::Display for UnitState {
 }
 
 /// Polls `check` until it says done (`Some`), backing off, until `timeout`.
-fn poll<T>(timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<Option<T>> {
+pub(super) fn poll<T>(
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<Option<T>> {
     let deadline = Instant::now() + timeout;
     let mut pause = POLL_MIN;
     loop {
@@ -218,8 +221,10 @@ impl Machine {
         })
     }
 
-    /// Waits until something accepts TCP connections on `port` of the machine's loopback
-    /// (tried from inside the machine). The error lists the ports that do listen.
+    /// Waits until something accepts TCP connections on `port` of the machine, at any address
+    /// it listens on (tried from inside the machine): `machine.port(port).timeout(timeout)
+    /// .wait_open()`. The error lists what listens, with addresses. [`Machine::port`] waits
+    /// from another machine or from the test process, and for a port to close.
     ///
     /// ```no_run
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
@@ -227,25 +232,7 @@ impl Machine {
     /// # Ok(()) }
     /// ```
     pub fn wait_for_port(&self, port: u16, timeout: Duration) -> Result<()> {
-        let connect = |port: u16| {
-            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-                .map(drop)
-                .map_err(|e| e.to_string())
-        };
-        let Some(last) = self.until_connected(timeout, connect, port)? else {
-            return Ok(());
-        };
-        let listening = self.call(listening_tcp_ports, ())?;
-        Err(Error::NotReady {
-            machine: self.name().to_string(),
-            what: format!("127.0.0.1:{port}"),
-            problem: format!(
-                "accepts no connection after {:.1} s (last: {last})",
-                timeout.as_secs_f64()
-            ),
-            detail: format!("listening TCP ports: {listening:?}").into(),
-        })
+        self.port(port).timeout(timeout).wait_open()
     }
 
     /// Waits until something accepts connections on the Unix socket at `path` in the machine.
@@ -357,28 +344,4 @@ impl Machine {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default()
     }
-}
-
-/// The TCP ports something listens on, from the machine's `/proc/net/tcp{,6}` (run inside).
-fn listening_tcp_ports((): ()) -> Vec<u16> {
-    let mut ports: Vec<u16> = ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .flat_map(|text| {
-            text.lines()
-                .skip(1)
-                .filter_map(|l| {
-                    let fields: Vec<&str> = l.split_whitespace().collect();
-                    // State 0A is LISTEN; the local address ends in the port, in hex.
-                    (fields.get(3) == Some(&"0A"))
-                        .then(|| fields.get(1)?.rsplit(':').next())
-                        .flatten()
-                        .and_then(|p| u16::from_str_radix(p, 16).ok())
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    ports
 }
