@@ -341,3 +341,111 @@ fn a_program_that_looks_for_the_outside_without_a_way_out_is_told_why() {
         "{report}"
     );
 }
+
+/// Inside a machine: how long a TCP connection to `host:80` took to open, in ms.
+fn connect_ms(host: String) -> Result<u128, String> {
+    let address = std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), 80))
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or("no address")?;
+    let started = std::time::Instant::now();
+    std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    Ok(started.elapsed().as_millis())
+}
+
+#[test]
+fn links_are_blocked_cut_between_two_machines_and_impaired() {
+    use std::time::Duration;
+    let zone = zone("faults", false);
+    let server = Machine::builder(CHROOT)
+        .network(zone.clone())
+        .start()
+        .unwrap();
+    let client = Machine::builder(CHROOT)
+        .network(zone.clone())
+        .start()
+        .unwrap();
+    let bystander = Machine::builder(CHROOT).network(zone).start().unwrap();
+    serve(&server, "up");
+    let short = Duration::from_millis(800);
+    client.port(80).on(&server).wait_open().unwrap();
+
+    server.block().unwrap();
+    assert_eq!(
+        server
+            .succeed("cat /sys/class/net/host0/carrier")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    client
+        .port(80)
+        .on(&server)
+        .timeout(short)
+        .wait_closed()
+        .unwrap();
+    server
+        .port(80)
+        .from_test()
+        .timeout(short)
+        .wait_closed()
+        .unwrap();
+    let err = client
+        .port(80)
+        .on(&server)
+        .timeout(short)
+        .wait_open()
+        .unwrap_err();
+    assert!(err.to_string().contains("accepts no connection"), "{err}");
+    server.unblock().unwrap();
+    client.port(80).on(&server).wait_open().unwrap();
+    assert_eq!(
+        client
+            .call(fetch, server.name().to_string())
+            .unwrap()
+            .unwrap(),
+        "up"
+    );
+
+    // A partition: client and server lose each other, and nothing else.
+    client.block_from(&server).unwrap();
+    client
+        .port(80)
+        .on(&server)
+        .timeout(short)
+        .wait_closed()
+        .unwrap();
+    bystander.port(80).on(&server).wait_open().unwrap();
+    server.port(80).from_test().wait_open().unwrap();
+    client.unblock_from(&server).unwrap();
+    client.unblock_from(&server).unwrap();
+    client.port(80).on(&server).wait_open().unwrap();
+
+    let elsewhere = Machine::builder(CHROOT)
+        .network(Network::Private)
+        .start()
+        .unwrap();
+    let err = elsewhere.block().unwrap_err();
+    assert!(err.to_string().contains("needs a link of its own"), "{err}");
+    let err = client.block_from(&elsewhere).unwrap_err();
+    assert!(err.to_string().contains("needs a link of its own"), "{err}");
+
+    let slow = nspawn::LinkFaults {
+        delay: Duration::from_millis(150),
+        ..Default::default()
+    };
+    match server.impair(slow) {
+        Ok(()) => {
+            // A lower bound only: the SYN and its answer each wait 150 ms on the server's link.
+            let ms = client
+                .call(connect_ms, server.name().to_string())
+                .unwrap()
+                .unwrap();
+            assert!(ms >= 290, "a connection through a 150 ms link took {ms} ms");
+            server.impair(nspawn::LinkFaults::default()).unwrap();
+        }
+        Err(e) => assert!(e.to_string().contains("CONFIG_NET_SCH_NETEM"), "{e}"),
+    }
+    server.impair(nspawn::LinkFaults::default()).unwrap();
+}

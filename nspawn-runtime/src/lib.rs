@@ -38,8 +38,8 @@ pub use error::{Error, Result};
 #[cfg(feature = "tokio")]
 pub use machine::AsyncMachine;
 pub use machine::{
-    Call, Command, Machine, MachineBuilder, Port, Remote, UnitState, DEFAULT_CALL_TIMEOUT,
-    DEFAULT_OUTPUT_LIMIT,
+    Call, Command, LinkFaults, Machine, MachineBuilder, Port, Remote, UnitState,
+    DEFAULT_CALL_TIMEOUT, DEFAULT_OUTPUT_LIMIT,
 };
 pub use network::Network;
 

@@ -52,6 +52,11 @@ pub const IP: Tool = Tool {
     program: "ip",
     package: "iproute2",
 };
+/// `tc`, for delay and loss on a machine's link.
+pub const TC: Tool = Tool {
+    program: "tc",
+    package: "iproute2",
+};
 /// `nft`, for zones' forwarding filter and NAT.
 pub const NFT: Tool = Tool {
     program: "nft",

@@ -602,15 +602,15 @@ impl Machine {
     /// Gives a machine on a zone its address and route, before anything is asked of it, and
     /// hands the zone its hosts file.
     fn configure_network(&self, hosts: Option<&HostsFile>, nspawn_pid: u32) -> Result<()> {
-        {
+        if let Some(hosts) = hosts {
             let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
-            let (Some(membership), Some(hosts)) = (membership.as_ref(), hosts) else {
-                return self.configure_address(&self.current_leader());
-            };
-            let path = mount_ns::hosts_path(&hosts.dir);
-            let file = mount_ns::open_hosts(nspawn_pid, &path)
-                .map_err(|e| self.network_error(format!("opening its hosts file failed: {e}")))?;
-            membership.attach_hosts(file);
+            if let Some(membership) = membership.as_ref() {
+                let path = mount_ns::hosts_path(&hosts.dir);
+                let file = mount_ns::open_hosts(nspawn_pid, &path).map_err(|e| {
+                    self.network_error(format!("opening its hosts file failed: {e}"))
+                })?;
+                membership.attach_hosts(file);
+            }
         }
         self.configure_address(&self.current_leader())
     }

@@ -15,7 +15,7 @@ use std::fs::File;
 use nix::fcntl::Flock;
 
 use super::subnet::hand_down;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::host::pidfd::PidFd;
 use crate::host::privs;
 use crate::host::tools::{self, IP};
@@ -85,7 +85,12 @@ pub(crate) fn configure_guest(
     if let Some(gateway) = gateway {
         script.push_str(&format!("route add default via {gateway} dev host0\n"));
     }
-    let mut cmd = ip_batch();
+    tools::run_with_input(&mut in_netns(ip_batch(), leader), &script).map(drop)
+}
+
+/// `cmd`, run in the network namespace of the machine whose PID 1 is `leader`, and in
+/// nothing else of it.
+fn in_netns(mut cmd: Command, leader: &PidFd) -> Command {
     let pidfd = leader.raw();
     // SAFETY: one raw system call between fork and exec, on the child's only thread.
     unsafe {
@@ -96,7 +101,51 @@ pub(crate) fn configure_guest(
             Ok(())
         })
     };
-    tools::run_with_input(&mut cmd, &script).map(drop)
+    cmd
+}
+
+/// The host's end of the veth whose other end is the `host0` of the machine whose PID 1 is
+/// `leader` (nspawn names it after the machine, shortened: found by its index instead).
+pub(crate) fn host_end(leader: &PidFd) -> Result<String> {
+    let mut cmd = tools::command(IP.program);
+    cmd.args(["-o", "link", "show", "dev", "host0"]);
+    privs::start_as_root(&mut cmd);
+    let out = tools::run(&mut in_netns(cmd, leader))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let peer = peer_index(&text).ok_or_else(|| {
+        crate::error::Error::io(
+            "finding the host's end of a machine's veth",
+            std::io::Error::other(format!("no peer index in {text:?}")),
+        )
+    })?;
+    let found = std::fs::read_dir("/sys/class/net")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("ifindex"))
+                .is_ok_and(|i| i.trim().parse() == Ok(peer))
+        });
+    found
+        .and_then(|e| e.file_name().into_string().ok())
+        .ok_or_else(|| {
+            crate::error::Error::io(
+                "finding the host's end of a machine's veth",
+                std::io::Error::other(format!("no host interface has index {peer}")),
+            )
+        })
+}
+
+/// The peer's index in `ip -o link` output: `2: host0@if17: <...`.
+fn peer_index(line: &str) -> Option<u32> {
+    let rest = line.split_once("@if")?.1;
+    rest.split(':').next()?.parse().ok()
+}
+
+/// Sets host interface `name` up or down.
+pub(crate) fn set_up(name: &str, up: bool) -> Result<()> {
+    let state = if up { "up" } else { "down" };
+    tools::run_with_input(&mut ip_batch(), &format!("link set dev {name} {state}\n")).map(drop)
 }
 
 /// The subnet indexes of the zone bridges on the host (`nspawn-zN`).
@@ -113,4 +162,69 @@ pub(crate) fn bridges() -> Vec<u8> {
                 .ok()
         })
         .collect()
+}
+
+/// Delay (with jitter) and loss on both ends of a machine's veth, so that each way gets
+/// them; nothing of the kind when all are zero.
+pub(crate) fn netem(
+    host_end: &str,
+    leader: &PidFd,
+    delay: std::time::Duration,
+    jitter: std::time::Duration,
+    loss_percent: f64,
+) -> Result<()> {
+    let clear = delay.is_zero() && jitter.is_zero() && loss_percent == 0.0;
+    let args = |dev: &str| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "qdisc",
+            if clear { "del" } else { "replace" },
+            "dev",
+            dev,
+            "root",
+        ]
+        .map(String::from)
+        .to_vec();
+        if !clear {
+            let ms = |d: std::time::Duration| format!("{:.3}ms", d.as_secs_f64() * 1e3);
+            args.extend(["netem".into(), "delay".into(), ms(delay), ms(jitter)]);
+            args.extend(["loss".into(), format!("{loss_percent}%")]);
+        }
+        args
+    };
+    let tc = |dev: &str| {
+        let mut cmd = tools::command(tools::TC.program);
+        cmd.args(args(dev));
+        privs::start_as_root(&mut cmd);
+        cmd
+    };
+    for mut cmd in [tc(host_end), in_netns(tc("host0"), leader)] {
+        match tools::run(&mut cmd) {
+            Ok(_) => {}
+            // Clearing what was never set.
+            Err(Error::HostCommand { stderr, .. })
+                if clear
+                    && (stderr.contains("handle of zero") || stderr.contains("No such file")) => {}
+            Err(Error::HostCommand { stderr, .. }) if stderr.contains("qdisc kind is unknown") => {
+                return Err(Error::io(
+                    "delaying or losing a machine's packets",
+                    std::io::Error::other(
+                        "this kernel has no netem queueing discipline (CONFIG_NET_SCH_NETEM; \
+                         try `modprobe sch_netem`)",
+                    ),
+                ))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_peer_index_is_read_from_ip_link() {
+        let line = "2: host0@if17: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue";
+        assert_eq!(super::peer_index(line), Some(17));
+        assert_eq!(super::peer_index("2: host0: <BROADCAST>"), None);
+    }
 }

@@ -94,9 +94,15 @@ pub(crate) fn is_ours(zone: &ZoneRecord) -> bool {
     })
 }
 
-/// Removes the zone's table; one that is already gone is no error.
+/// Removes the zone's tables, its bridge table too if a cut made it; one that is already
+/// gone is no error.
 pub(crate) fn remove(zone: &ZoneRecord) -> Result<()> {
-    let script = format!("delete table inet {}\n", zone.table());
+    // Adding a table that exists does nothing: the bridge table's delete always succeeds, in
+    // the same transaction.
+    let table = zone.table();
+    let script = format!(
+        "add table bridge {table}\ndelete table bridge {table}\ndelete table inet {table}\n"
+    );
     match tools::run_with_input(&mut nft(), &script) {
         Err(Error::HostCommand { stderr, .. }) if stderr.contains("No such file") => Ok(()),
         other => other.map(drop),
@@ -111,6 +117,29 @@ pub(crate) fn outside(zone: &ZoneRecord, address: Ipv4Addr, allow: bool) -> Resu
         zone.table()
     );
     tools::run_with_input(&mut nft(), &script).map(drop)
+}
+
+/// Cuts the link between the machines at `a` and `b` of the zone, both ways, or mends it
+/// (`cut` false). Traffic between two ports of a bridge is not routed: the rule is in a
+/// `bridge` table of the zone's own, made at the first cut, removed with the zone's.
+pub(crate) fn cut(zone: &ZoneRecord, a: Ipv4Addr, b: Ipv4Addr, cut: bool) -> Result<()> {
+    let table = zone.table();
+    let verb = if cut { "add" } else { "delete" };
+    // Each line is idempotent: the table, set and chain are made at the first cut, and the
+    // one rule is written afresh.
+    let script = format!(
+        "add table bridge {table}\n\
+         add set bridge {table} cut {{ type ipv4_addr . ipv4_addr; }}\n\
+         add chain bridge {table} forward {{ type filter hook forward priority filter; policy accept; }}\n\
+         flush chain bridge {table} forward\n\
+         add rule bridge {table} forward ip saddr . ip daddr @cut drop\n\
+         {verb} element bridge {table} cut {{ {a} . {b}, {b} . {a} }}\n"
+    );
+    match tools::run_with_input(&mut nft(), &script) {
+        // Mending a link that was not cut.
+        Err(Error::HostCommand { stderr, .. }) if !cut && stderr.contains("No such file") => Ok(()),
+        other => other.map(drop),
+    }
 }
 
 /// Turns the host's IPv4 forwarding on for a zone that reaches out, marking it if it was off.

@@ -169,6 +169,58 @@ impl Membership {
     pub(crate) fn address(&self) -> Ipv4Addr {
         self.me.address
     }
+
+    /// Takes the machine's link down (`up` false) or up again, at the host's end of its veth:
+    /// the guest sees no carrier, as with a cable pulled.
+    pub(crate) fn set_link(&self, leader: &crate::host::pidfd::PidFd, up: bool) -> Result<()> {
+        link::set_up(&link::host_end(leader)?, up)
+    }
+
+    /// This machine's end of a link, to cut from another machine's (see [`Membership::cut_from`]).
+    pub(crate) fn end(&self) -> LinkEnd {
+        LinkEnd {
+            zone: self.zone.clone(),
+            address: self.me.address,
+            name: self.me.name.clone(),
+        }
+    }
+
+    /// Cuts or mends the link between this machine and `other`, of the same zone.
+    pub(crate) fn cut_from(&self, other: &LinkEnd, cut: bool) -> std::result::Result<(), String> {
+        if !Arc::ptr_eq(&self.zone, &other.zone) {
+            return Err(format!(
+                "{} is not on the same zone (only machines of one zone share a link)",
+                other.name
+            ));
+        }
+        let record = self.zone.lock_record().clone();
+        super::nat::cut(&record, self.me.address, other.address, cut).map_err(|e| e.to_string())
+    }
+
+    /// Delay, jitter and loss on the machine's link, each way.
+    pub(crate) fn impair(
+        &self,
+        leader: &crate::host::pidfd::PidFd,
+        delay: std::time::Duration,
+        jitter: std::time::Duration,
+        loss_percent: f64,
+    ) -> Result<()> {
+        link::netem(
+            &link::host_end(leader)?,
+            leader,
+            delay,
+            jitter,
+            loss_percent,
+        )
+    }
+}
+
+/// A machine's end of a link on its zone.
+#[derive(Debug)]
+pub(crate) struct LinkEnd {
+    zone: Arc<Zone>,
+    address: Ipv4Addr,
+    name: String,
 }
 
 impl Drop for Membership {
