@@ -253,3 +253,95 @@ fn a_package_installs_as_the_examples_show() {
     );
     machine.stop().unwrap();
 }
+
+#[test]
+fn directories_are_copied_in_and_out_with_modes_and_symlinks() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let m = Machine::start(CHROOT).unwrap();
+    let dir = common::scratch_dir();
+    let site = dir.path().join("site");
+    std::fs::create_dir_all(site.join("css")).unwrap();
+    std::fs::write(site.join("index.html"), "<h1>hi</h1>").unwrap();
+    std::fs::write(site.join("css/site.css"), "h1 {}").unwrap();
+    std::fs::write(site.join("run.sh"), "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(site.join("run.sh"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::os::unix::fs::symlink("index.html", site.join("home.html")).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", site.join("host-secret")).unwrap();
+
+    // Parents made; symlinks stay symlinks, pointing where they pointed.
+    m.copy_in(&site, "/srv/www/site").unwrap();
+    assert_eq!(
+        m.read_to_string("/srv/www/site/css/site.css").unwrap(),
+        "h1 {}"
+    );
+    assert_eq!(m.succeed("/srv/www/site/run.sh").unwrap(), "ran\n");
+    assert_eq!(
+        m.succeed("stat -c %a /srv/www/site/run.sh").unwrap(),
+        "750\n"
+    );
+    assert_eq!(
+        m.succeed("readlink /srv/www/site/home.html").unwrap(),
+        "index.html\n"
+    );
+    assert_eq!(
+        m.succeed("readlink /srv/www/site/host-secret").unwrap(),
+        "/etc/shadow\n"
+    );
+    m.copy_in(
+        dir.path().join("site/index.html"),
+        "/new/parents/index.html",
+    )
+    .unwrap();
+    assert!(m.exists("/new/parents/index.html"));
+
+    m.succeed("mkdir -p /etc/app/conf.d && echo 1 > /etc/app/conf.d/a && chmod 555 /etc/app/conf.d && ln -s /etc/passwd /etc/app/passwd-link").unwrap();
+    let back = dir.path().join("app");
+    m.copy_out("/etc/app", &back).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(back.join("conf.d/a")).unwrap(),
+        "1\n"
+    );
+    let conf = std::fs::metadata(back.join("conf.d")).unwrap();
+    assert_eq!(conf.permissions().mode() & 0o777, 0o555);
+    assert_eq!(
+        conf.uid(),
+        nix::unistd::geteuid().as_raw(),
+        "the test's user owns the copy"
+    );
+    let link = std::fs::symlink_metadata(back.join("passwd-link")).unwrap();
+    assert!(
+        link.file_type().is_symlink(),
+        "copied as a symlink, not followed"
+    );
+    assert_eq!(
+        std::fs::read_link(back.join("passwd-link")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    std::fs::set_permissions(back.join("conf.d"), std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let err = m.copy_out("/etc/app", &back).unwrap_err();
+    assert!(
+        err.to_string().contains("exists"),
+        "an existing target is refused: {err}"
+    );
+    m.run(["mkfifo", "/etc/app/fifo"]).unwrap();
+    let err = m
+        .copy_out("/etc/app", dir.path().join("again"))
+        .unwrap_err();
+    assert!(err.to_string().contains("/etc/app/fifo"), "{err}");
+
+    let err = m.create_dir_all("relative/path").unwrap_err();
+    assert!(err.to_string().contains("absolute"), "{err}");
+}
+
+/// `?` takes host I/O errors in a test returning `nspawn::Result`.
+fn reads_a_missing_fixture() -> nspawn::Result<String> {
+    Ok(std::fs::read_to_string("/nonexistent/fixture")?)
+}
+
+#[test]
+fn host_io_errors_convert() {
+    let err = reads_a_missing_fixture().unwrap_err();
+    assert!(matches!(err, nspawn::Error::Io { .. }), "{err}");
+    assert!(err.to_string().contains("No such file"), "{err}");
+}

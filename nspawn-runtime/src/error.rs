@@ -444,6 +444,22 @@ impl Error {
     }
 }
 
+/// `?` on a host I/O error in a test that returns [`Result`]. The runtime itself always says
+/// what it was doing ([`Error::io`]); this has only the error to go by.
+///
+/// ```no_run
+/// fn config_is_installed(machine: &nspawn::Machine) -> nspawn::Result<()> {
+///     let config = std::fs::read_to_string("tests/fixtures/app.conf")?;
+///     machine.write("/etc/app.conf", config)?;
+///     Ok(())
+/// }
+/// ```
+impl From<std::io::Error> for Error {
+    fn from(source: std::io::Error) -> Error {
+        Error::io("host I/O in the test", source)
+    }
+}
+
 /// Adds context to I/O results.
 pub(crate) trait IoContext<T> {
     fn context(self, context: impl FnOnce() -> String) -> Result<T>;

@@ -138,16 +138,47 @@ impl Machine {
             .map_err(|e| self.guest_error("writing", path, e))
     }
 
-    /// Copies a host file into the machine, keeping its permission bits.
+    /// Copies a host file or directory into the machine, creating the parents of `guest`,
+    /// keeping permission bits. A directory is copied whole: its symlinks as symlinks, never
+    /// followed; a device, FIFO or socket in it is refused by name.
     ///
     /// ```no_run
     /// let machine = nspawn::Machine::start("bookworm")?;
     /// machine.copy_in("target/release/my-daemon", "/usr/local/bin/my-daemon")?;
+    /// machine.copy_in("tests/fixtures/site", "/srv/www/site")?;
     /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn copy_in(&self, host: impl AsRef<Path>, guest: impl AsRef<Path>) -> Result<()> {
+        let (host, guest) = (host.as_ref(), guest.as_ref());
+        self.guest_path(guest, "copying into")?;
+        let is_dir = std::fs::metadata(host).is_ok_and(|m| m.is_dir());
+        if is_dir {
+            return self.copy_tree_in(host, guest);
+        }
+        if let Some(parent) = guest.parent() {
+            self.create_dir_all(parent)?;
+        }
+        self.copy_file_in(host, guest)
+    }
+
+    /// Creates a directory of the machine and its missing parents (mode 0755, root's).
+    ///
+    /// ```no_run
+    /// let machine = nspawn::Machine::start("bookworm")?;
+    /// machine.create_dir_all("/etc/my-app/conf.d")?;
+    /// machine.write("/etc/my-app/conf.d/10-test.conf", "debug = true\n")?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
+    pub fn create_dir_all(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        self.guest_path(path, "creating")?;
+        let make = |p: PathBuf| std::fs::create_dir_all(&p).map_err(|e| e.to_string());
+        self.call(make, path.to_path_buf())?
+            .map_err(|e| self.guest_error("creating", path, std::io::Error::other(e)))
+    }
+
+    pub(super) fn copy_file_in(&self, host: &Path, guest: &Path) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        let host = host.as_ref();
         let context = || {
             format!(
                 "reading {} to copy it into machine {}",
@@ -160,10 +191,13 @@ impl Machine {
             .map_err(|e| Error::io(context(), e))?
             .permissions()
             .mode();
-        self.write_mode(guest.as_ref(), &bytes, mode & 0o7777)
+        self.write_mode(guest, &bytes, mode & 0o7777)
     }
 
-    /// Copies a file of the machine to the host, as the test's user, keeping its permission bits.
+    /// Copies a file or directory of the machine to the host, as the test's user, keeping
+    /// permission bits. A directory is copied whole to `host`, which must not exist yet: its
+    /// symlinks as symlinks, never followed on the host; a device, FIFO or socket in it is
+    /// refused by name.
     ///
     /// A symlink at `host` is not followed (the copy fails instead): in a shared directory such
     /// as `/tmp`, another user could otherwise point it at a file of yours.
@@ -171,11 +205,32 @@ impl Machine {
     /// ```no_run
     /// let machine = nspawn::Machine::start("bookworm")?;
     /// machine.copy_out("/var/log/dpkg.log", "target/dpkg.log")?;
+    /// machine.copy_out("/etc/apt", "target/machine-apt")?;
     /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn copy_out(&self, guest: impl AsRef<Path>, host: impl AsRef<Path>) -> Result<()> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let (guest, host) = (guest.as_ref(), host.as_ref());
+        if self.is_guest_dir(guest)? {
+            return self.copy_tree_out(guest, host);
+        }
+        self.copy_file_out(guest, host)
+    }
+
+    /// Whether `path` is a directory of the machine (following symlinks inside it).
+    fn is_guest_dir(&self, path: &Path) -> Result<bool> {
+        let request = Request::Stat {
+            path: self.guest_path(path, "reading")?,
+        };
+        match self.ask(&request, "checking a path")? {
+            (Response::Stat(meta), _) => Ok(meta.mode & libc::S_IFMT == libc::S_IFDIR),
+            // The open that follows says why.
+            (Response::Failed { .. }, _) => Ok(false),
+            (other, _) => Err(self.agent_confused("checking a path", &other)),
+        }
+    }
+
+    pub(super) fn copy_file_out(&self, guest: &Path, host: &Path) -> Result<()> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let mut file = self.open(guest, libc::O_RDONLY, 0, "reading")?;
         let mode = file
             .metadata()

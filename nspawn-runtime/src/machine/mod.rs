@@ -7,6 +7,7 @@
 //! - `command`, `stdio`: commands, and their output;
 //! - `call`: the test binary's own functions, run inside;
 //! - `files`: file calls;
+//! - `tree`: directories copied in and out;
 //! - `faults`: network faults: a link blocked, cut between two machines, delayed or lossy;
 //! - `asynchronous`: the calls as `async fn`s (feature `tokio`);
 //! - `wait`: waiting for units, sockets and the system, and their state;
@@ -27,6 +28,7 @@ mod port;
 mod power;
 pub(crate) mod registry;
 mod stdio;
+mod tree;
 mod verbs;
 mod wait;
 
