@@ -302,3 +302,69 @@ fn the_drivers_verbs_succeed_fail_retry_and_wait_for_files() {
     assert!(err.to_string().contains("did not appear"), "{err}");
     quick.stop().unwrap();
 }
+
+#[test]
+fn unit_properties_user_units_and_console_lines() {
+    let m = Machine::builder(CHROOT)
+        .wait_timeout(Duration::from_secs(60))
+        .start()
+        .unwrap();
+    let pid = m
+        .unit_property("systemd-journald.service", "MainPID")
+        .unwrap();
+    assert!(pid.parse::<u32>().unwrap() > 1, "{pid}");
+    assert_eq!(
+        m.unit_property("systemd-journald.service", "NRestarts")
+            .unwrap(),
+        "0"
+    );
+    assert_eq!(
+        m.unit_property("systemd-journald.service", "NoSuchProperty")
+            .unwrap(),
+        ""
+    );
+
+    // A user unit, enabled for every user, under alice's own manager.
+    m.succeed("useradd -m alice").unwrap();
+    m.write(
+        "/etc/systemd/user/hello.service",
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n\
+         [Install]\nWantedBy=default.target\n",
+    )
+    .unwrap();
+    m.succeed("systemctl --global enable hello.service")
+        .unwrap();
+    let state = m.wait_for_user_unit("alice", "hello.service").unwrap();
+    assert!(state.is_active(), "{state}");
+    let user = m
+        .user_unit_property("alice", "hello.service", "ExecMainStatus")
+        .unwrap();
+    assert_eq!(user, "0");
+    assert!(
+        !m.unit("hello.service").unwrap().is_active(),
+        "not a system unit"
+    );
+    let err = m.user_unit("nobody-here", "hello.service").unwrap_err();
+    assert!(matches!(err, Error::NoSuchUser { .. }), "{err}");
+
+    start_unit(
+        &m,
+        "says",
+        "Type=oneshot\nStandardOutput=journal+console\nExecStart=/bin/echo console-marker-42",
+    );
+    let line = m.wait_for_console(r"console-marker-\d+").unwrap();
+    assert!(line.contains("console-marker-42"), "{line}");
+    let err = m
+        .wait_for_console_within("never-printed", Duration::from_millis(300))
+        .unwrap_err();
+    assert!(message(&err).contains("did not show after 0.3 s"), "{err}");
+    assert!(
+        message(&err).contains(&m.log_path().display().to_string()),
+        "{err}"
+    );
+    let err = m.wait_for_console("(unclosed").unwrap_err();
+    assert!(
+        message(&err).contains("not a valid regular expression"),
+        "{err}"
+    );
+}

@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::lifecycle::Machine;
-use super::wait::UnitState;
+use super::units::UnitState;
 use crate::error::Result;
 
 /// A machine's calls as `async fn`s: [`Machine::asynchronous`].
@@ -138,5 +138,37 @@ impl AsyncMachine {
     /// [`Machine::wait_until_running`].
     pub async fn wait_until_running(&self, timeout: Duration) -> Result<()> {
         self.blocking(move |m| m.wait_until_running(timeout)).await
+    }
+
+    /// [`Machine::succeed`].
+    pub async fn succeed(&self, script: &str) -> Result<String> {
+        let script = script.to_string();
+        self.blocking(move |m| m.succeed(&script)).await
+    }
+
+    /// [`Machine::wait_until_succeeds`].
+    pub async fn wait_until_succeeds(&self, script: &str) -> Result<String> {
+        let script = script.to_string();
+        self.blocking(move |m| m.wait_until_succeeds(&script)).await
+    }
+
+    /// [`Machine::reboot`].
+    pub async fn reboot(&self) -> Result<()> {
+        self.blocking(Machine::reboot).await
+    }
+
+    /// [`Machine::power_off`].
+    pub async fn power_off(&self) -> Result<()> {
+        self.blocking(Machine::power_off).await
+    }
+
+    /// [`Machine::crash`].
+    pub async fn crash(&self) -> Result<()> {
+        self.blocking(Machine::crash).await
+    }
+
+    /// [`Machine::power_on`].
+    pub async fn power_on(&self) -> Result<()> {
+        self.blocking(Machine::power_on).await
     }
 }

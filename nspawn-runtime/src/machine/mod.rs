@@ -5,12 +5,14 @@
 //! - `lifecycle`: the running machine, its agent, keeping and stopping it;
 //! - `power`: reboot, power off, crash and power on, on the same disk;
 //! - `command`, `stdio`: commands, and their output;
+//! - `console`: waiting for a line on the console;
 //! - `call`: the test binary's own functions, run inside;
 //! - `files`: file calls;
 //! - `tree`: directories copied in and out;
 //! - `faults`: network faults: a link blocked, cut between two machines, delayed or lossy;
 //! - `asynchronous`: the calls as `async fn`s (feature `tokio`);
-//! - `wait`: waiting for units, sockets and the system, and their state;
+//! - `units`: systemd units of the system and of users: state, properties, waits;
+//! - `wait`: waiting for sockets and the system, packages and users;
 //! - `port`: waiting for a TCP port, from inside, from another machine or the test process;
 //! - `registry`: every machine of this process, stopped at exit and on signals;
 //! - `attach`: handles on machines another process of the run owns (nextest).
@@ -21,6 +23,7 @@ mod attach;
 mod builder;
 mod call;
 mod command;
+mod console;
 mod faults;
 mod files;
 mod lifecycle;
@@ -29,6 +32,7 @@ mod power;
 pub(crate) mod registry;
 mod stdio;
 mod tree;
+mod units;
 mod verbs;
 mod wait;
 
@@ -42,4 +46,4 @@ pub use faults::LinkFaults;
 pub use lifecycle::Machine;
 pub use port::{Port, Remote};
 pub use stdio::DEFAULT_OUTPUT_LIMIT;
-pub use wait::UnitState;
+pub use units::UnitState;

@@ -12,70 +12,6 @@ use crate::error::{Error, Result};
 /// How often a wait looks again, at first; it backs off to [`POLL_MAX`].
 const POLL_MIN: Duration = Duration::from_millis(20);
 const POLL_MAX: Duration = Duration::from_millis(250);
-/// Journal lines an error carries.
-const JOURNAL_LINES: usize = 20;
-
-/// The state of a systemd unit, as `systemctl show` gives it.
-///
-/// `Display` shows all of it, for assertion messages:
-///
-/// ```no_run
-/// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
-/// let dbus = machine.unit("dbus.socket")?;
-/// assert!(dbus.is_active(), "{dbus}");
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnitState {
-    /// The unit's name.
-    pub name: String,
-    /// `LoadState`: `loaded`, `not-found`, `masked`...
-    pub load: String,
-    /// `ActiveState`: `active`, `inactive`, `activating`, `failed`...
-    pub active: String,
-    /// `SubState`: `running`, `exited`, `listening`, `dead`...
-    pub sub: String,
-    /// `UnitFileState`: `enabled`, `disabled`, `static`, `masked`... (empty for transient units)
-    pub enabled: String,
-    /// `Result` of the last run: `success`, `exit-code`, `signal`, `timeout`...
-    pub result: String,
-}
-
-impl UnitState {
-    /// Whether the unit is active.
-    pub fn is_active(&self) -> bool {
-        self.active == "active"
-    }
-
-    /// Whether the unit is enabled (started at boot).
-    pub fn is_enabled(&self) -> bool {
-        self.enabled == "enabled"
-    }
-
-    /// Whether the unit failed.
-    pub fn is_failed(&self) -> bool {
-        self.active == "failed"
-    }
-}
-
-impl std::fmt::Display for UnitState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: {}, {} ({}), {}, result {}",
-            self.name,
-            self.load,
-            self.active,
-            self.sub,
-            if self.enabled.is_empty() {
-                "no unit file state"
-            } else {
-                &self.enabled
-            },
-            self.result
-        )
-    }
-}
 
 /// Polls `check` until it says done (`Some`), backing off, until `timeout`.
 pub(super) fn poll<T>(
@@ -114,65 +50,6 @@ impl Machine {
             }
         })?;
         Ok(done.is_none().then_some(last))
-    }
-
-    /// The state of a unit.
-    ///
-    /// ```no_run
-    /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
-    /// let journald = machine.unit("systemd-journald.service")?;
-    /// assert!(journald.is_active(), "{journald}");
-    /// # Ok(()) }
-    /// ```
-    pub fn unit(&self, name: &str) -> Result<UnitState> {
-        let props = "LoadState,ActiveState,SubState,UnitFileState,Result";
-        let out = self.run(["systemctl", "show", "--property", props, "--", name])?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let get = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-                .unwrap_or_default()
-                .to_string()
-        };
-        Ok(UnitState {
-            name: name.to_string(),
-            load: get("LoadState"),
-            active: get("ActiveState"),
-            sub: get("SubState"),
-            enabled: get("UnitFileState"),
-            result: get("Result"),
-        })
-    }
-
-    /// Waits until `unit` is active. Fails at once if it fails, and after `timeout` if it is
-    /// still not active; the error carries its status and the tail of its journal.
-    ///
-    /// ```no_run
-    /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
-    /// machine.run(["systemctl", "start", "--no-block", "nginx"])?;
-    /// machine.wait_for_unit("nginx.service", std::time::Duration::from_secs(10))?;
-    /// # Ok(()) }
-    /// ```
-    pub fn wait_for_unit(&self, unit: &str, timeout: Duration) -> Result<UnitState> {
-        let mut last = None;
-        let done = poll(timeout, || {
-            let state = self.unit(unit)?;
-            let settled = state.is_active() || state.is_failed() || state.load != "loaded";
-            last = Some(state.clone());
-            Ok(settled.then_some(state))
-        })?;
-        match done {
-            Some(state) if state.is_active() => Ok(state),
-            Some(state) => Err(self.unit_error(unit, &format!("is not active: {state}"))),
-            None => {
-                let state = last.map(|s| s.to_string()).unwrap_or_default();
-                let problem = format!(
-                    "is still not active after {:.1} s: {state}",
-                    timeout.as_secs_f64()
-                );
-                Err(self.unit_error(unit, &problem))
-            }
-        }
     }
 
     /// Waits until the system has finished starting up (`systemctl is-system-running --wait`):
@@ -306,42 +183,5 @@ impl Machine {
             .args(["passwd", "--", user])
             .output()?;
         Ok(out.status.success())
-    }
-
-    /// The error for a unit that was waited for, with its status and journal.
-    fn unit_error(&self, unit: &str, problem: &str) -> Error {
-        let status = self
-            .command("systemctl")
-            .args(["status", "--no-pager", "--lines=0", "--", unit])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        Error::NotReady {
-            machine: self.name().to_string(),
-            what: format!("unit {unit}"),
-            problem: problem.to_string(),
-            detail: format!(
-                "{}\njournal:\n{}",
-                status.trim_end(),
-                self.journal_tail(unit)
-            )
-            .into(),
-        }
-    }
-
-    fn journal_tail(&self, unit: &str) -> String {
-        let lines = JOURNAL_LINES.to_string();
-        self.command("journalctl")
-            .args([
-                "--no-pager",
-                "--output=short",
-                "--lines",
-                &lines,
-                "--unit",
-                unit,
-            ])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
     }
 }
