@@ -538,6 +538,8 @@ mod overhead {
         manifest_dir: env!("CARGO_MANIFEST_DIR"),
         network: "",
         machines: &[],
+        setups: &[],
+        serial: false,
     };
 
     /// What `#[nspawn::test]` adds to a test that does nothing, on an already-booted shared

@@ -143,8 +143,8 @@ pub use nspawn_runtime::host::privs;
 #[cfg(feature = "tokio")]
 pub use nspawn_runtime::AsyncMachine;
 pub use nspawn_runtime::{
-    Call, Command, Error, LinkFaults, Machine, MachineBuilder, Network, Port, Remote, Result,
-    UnitState, DEFAULT_CALL_TIMEOUT, DEFAULT_OUTPUT_LIMIT,
+    Call, Command, Error, Group, LinkFaults, Machine, MachineBuilder, Network, Port, Remote,
+    Result, RoleSetup, UnitState, DEFAULT_CALL_TIMEOUT, DEFAULT_OUTPUT_LIMIT,
 };
 
 pub use nspawn_macros::{setup, test};

@@ -145,3 +145,79 @@ mod under_sudo {
         );
     }
 }
+
+/// A group declared once: tests name only the roles they use, hyphenated roles are host
+/// names, per-role set-ups run once, and `serial` runs the tests one after another.
+mod declared {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use nspawn::{Group, Machine};
+
+    use super::common::serve;
+
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static SETUPS: AtomicUsize = AtomicUsize::new(0);
+
+    fn serve_page(m: &Machine) -> nspawn::Result<()> {
+        SETUPS.fetch_add(1, Ordering::SeqCst);
+        serve(m, "from-the-set-up");
+        Ok(())
+    }
+
+    const WEB: Group = Group::new(&[
+        ("server-lazy", "bookworm"),
+        ("client", "bookworm"),
+        ("bystander", "bookworm"),
+    ])
+    .setups(&[("server-lazy", serve_page)])
+    .serial();
+
+    /// Runs alone among the group's tests: another one running now would show in the count.
+    fn alone<T>(f: impl FnOnce() -> T) -> T {
+        assert_eq!(
+            RUNNING.fetch_add(1, Ordering::SeqCst),
+            0,
+            "serial: one test at a time"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let out = f();
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+        out
+    }
+
+    #[nspawn::test(group = WEB)]
+    fn the_client_reaches_the_lazy_server_by_role(client: &Machine, server_lazy: &Machine) {
+        alone(|| {
+            client.port(80).on("server-lazy").wait_open().unwrap();
+            let page = client
+                .call(super::fetch, "server-lazy".to_string())
+                .unwrap();
+            assert_eq!(page.unwrap(), "from-the-set-up");
+            assert_eq!(
+                server_lazy.succeed("hostname").unwrap().trim(),
+                "server-lazy"
+            );
+            assert_eq!(
+                SETUPS.load(Ordering::SeqCst),
+                1,
+                "the role's set-up ran once"
+            );
+        })
+    }
+
+    #[nspawn::test(group = WEB)]
+    fn a_test_names_only_what_it_uses(_bystander: &Machine) {
+        alone(|| assert_eq!(SETUPS.load(Ordering::SeqCst), 1))
+    }
+
+    #[nspawn::test(group = WEB)]
+    fn the_server_alone(server_lazy: &Machine) {
+        alone(|| {
+            assert_eq!(
+                server_lazy.succeed("hostname").unwrap().trim(),
+                "server-lazy"
+            );
+            server_lazy.port(80).wait_open().unwrap();
+        })
+    }
+}

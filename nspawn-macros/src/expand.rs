@@ -85,6 +85,19 @@ impl<'a> Parts<'a> {
             let role = role.to_string();
             quote!((#role, #chroot))
         });
+        let mut chroot = quote!(#chroot);
+        let mut network = quote!(#network);
+        let mut machines = quote!(&[#(#machines),*]);
+        let mut setups = quote!(&[]);
+        let mut serial = quote!(false);
+        // A group's const answers all of these at compile time.
+        if let Some((group, _)) = &self.options.group {
+            chroot = quote!(#group.machines[0].1);
+            network = quote!(#group.network);
+            machines = quote!(#group.machines);
+            setups = quote!(#group.setups);
+            serial = quote!(#group.serial);
+        }
         vec![
             quote! {
                 #[allow(non_upper_case_globals)]
@@ -97,7 +110,9 @@ impl<'a> Parts<'a> {
                     expects_panic: #expects_panic,
                     manifest_dir: ::core::env!("CARGO_MANIFEST_DIR"),
                     network: #network,
-                    machines: &[#(#machines),*],
+                    machines: #machines,
+                    setups: #setups,
+                    serial: #serial,
                 };
             },
             quote!(#krate::__private::inventory::submit! { #info }),
@@ -124,6 +139,10 @@ impl<'a> Parts<'a> {
     /// The body's arguments, from `machines: &[Machine]`: a group's machines by role, or the
     /// one machine if the body takes it.
     fn arguments(&self, sig: &syn::Signature) -> TokenStream {
+        if let Some((_, names)) = &self.options.group {
+            let picks = names.iter().map(|name| role_const(&sig.ident, name));
+            return quote!(#(&machines[#picks]),*);
+        }
         if self.options.machines.is_empty() {
             return match sig.inputs.first() {
                 Some(_) => quote!(&machines[0]),
@@ -208,6 +227,29 @@ impl<'a> Parts<'a> {
     }
 }
 
+/// The constant that holds the index of the role a group test's parameter names.
+fn role_const(test: &Ident, parameter: &Ident) -> Ident {
+    format_ident!("__NSPAWN_ROLE_{}_{}", test, parameter)
+}
+
+/// For a test of a declared group, one constant per parameter, beside the test: the index of
+/// its role, which the compiler works out from the group's `const` in every build (a
+/// `#[test]` body is compiled by `cargo test` only). A name that is no role fails there, at
+/// the parameter.
+fn role_consts(options: &Options, test: &Ident) -> TokenStream {
+    let Some((group, names)) = &options.group else {
+        return quote!();
+    };
+    let consts = names.iter().map(|name| {
+        let (ident, role) = (role_const(test, name), name.to_string());
+        quote::quote_spanned! {name.span()=>
+            #[allow(non_upper_case_globals)]
+            const #ident: usize = #group.index_of(#role);
+        }
+    });
+    quote!(#(#consts)*)
+}
+
 /// The function a machine runs for an `inside` body `body_fn` (a test's or a set-up's): the
 /// body's result made a message, as `Machine::call` can carry it back.
 pub fn inside_wrapper(krate: &syn::Path, inside_fn: &Ident, body_fn: &Ident) -> TokenStream {
@@ -244,14 +286,16 @@ fn single(options: &Options, func: MaybeItemFn) -> TokenStream {
         #(#body)*
     };
     let run = quote!(&#info, #call);
-    parts.test_fn(
+    let test = parts.test_fn(
         &attrs,
         quote!(#vis),
         name,
         parts.test_output(&sig),
         inner,
         run,
-    )
+    );
+    let roles = role_consts(options, name);
+    quote!(#roles #test)
 }
 
 fn matrix(options: &Options, func: MaybeItemFn) -> TokenStream {

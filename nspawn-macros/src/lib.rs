@@ -6,6 +6,7 @@
 //! `validate` checks both (collecting every error), `expand` writes the test.
 
 mod expand;
+mod group;
 mod maybe_fn;
 mod options;
 mod setup;

@@ -17,6 +17,7 @@ pub const NAMES: &[&str] = &[
     "worker_threads",
     "network",
     "machines",
+    "group",
 ];
 
 /// What the attribute said, before validation.
@@ -33,6 +34,8 @@ pub struct Raw {
     pub network: Option<LitStr>,
     /// `machines(role = "chroot", ...)`: the list, and its roles.
     pub machines: Option<(syn::MetaList, Vec<(syn::Ident, LitStr)>)>,
+    /// `group = NAME`: a `const` `nspawn::Group` declared once for the module.
+    pub group: Option<syn::Path>,
     /// `inside`: the body runs inside the machine.
     pub inside: Option<syn::Path>,
     /// `chroot = ["a", "b"]`: one test per chroot (the array, and its names).
@@ -94,6 +97,10 @@ pub fn parse(args: TokenStream) -> Raw {
             .map(ToString::to_string)
             .unwrap_or_default();
         raw.chroot_attempted |= name == "chroot";
+        if name == "group" {
+            group(&mut raw, &pair);
+            continue;
+        }
         if let (true, Expr::Array(array)) = (name == "chroot", &pair.value) {
             if raw.chroot.is_some() || raw.matrix.is_some() {
                 raw.errors.push(syn::Error::new_spanned(
@@ -155,6 +162,25 @@ pub fn parse(args: TokenStream) -> Raw {
         *slot = Some(value);
     }
     raw
+}
+
+/// `group = NAME`: the path of a `const` `nspawn::Group`.
+fn group(raw: &mut Raw, pair: &syn::MetaNameValue) {
+    raw.chroot_attempted = true;
+    if raw.group.is_some() {
+        raw.errors.push(syn::Error::new_spanned(
+            &pair.path,
+            "duplicate option `group`",
+        ));
+        return;
+    }
+    match &pair.value {
+        Expr::Path(path) => raw.group = Some(path.path.clone()),
+        other => raw.errors.push(syn::Error::new_spanned(
+            other,
+            "`group` names a `const` of type `nspawn::Group`: group = WEB",
+        )),
+    }
 }
 
 /// `machines(role = "chroot", ...)`: each role an identifier (it names the test's parameter),

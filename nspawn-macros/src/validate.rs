@@ -43,6 +43,8 @@ pub struct Options {
     pub machines: Vec<(syn::Ident, LitStr)>,
     /// For a group: the role each parameter of the function takes, by index in `machines`.
     pub parameters: Vec<usize>,
+    /// `group = NAME`: the group's const, and the role each parameter names.
+    pub group: Option<(syn::Path, Vec<syn::Ident>)>,
 }
 
 /// The options, with defaults where they are in error, and every problem found.
@@ -64,6 +66,12 @@ pub fn validate(mut raw: Raw, func: &MaybeItemFn) -> Checked {
     let network = network(raw.network.as_ref(), &mut option_errors);
     let machines = machines(&mut raw, declared.as_ref(), &mut option_errors);
     let matrix = raw.matrix.is_some();
+    let mut function_errors = Vec::new();
+    let group = raw.group.clone().map(|path| {
+        let names = crate::group::check(&raw, func, &mut option_errors);
+        check_common(func, &mut function_errors);
+        (path, names)
+    });
     let chroots = match machines.first() {
         Some((_, chroot)) => vec![chroot.clone()],
         None => chroots(
@@ -74,8 +82,9 @@ pub fn validate(mut raw: Raw, func: &MaybeItemFn) -> Checked {
             &mut option_errors,
         ),
     };
-    let mut function_errors = Vec::new();
-    let parameters = if raw.machines.is_some() && raw.inside.is_none() {
+    let parameters = if group.is_some() {
+        Vec::new()
+    } else if raw.machines.is_some() && raw.inside.is_none() {
         group_parameters(func, &machines, &mut function_errors)
     } else {
         check_function(func, raw.inside.is_some(), &mut function_errors);
@@ -93,6 +102,7 @@ pub fn validate(mut raw: Raw, func: &MaybeItemFn) -> Checked {
             network,
             machines,
             parameters,
+            group,
         },
         option_errors,
         function_errors,

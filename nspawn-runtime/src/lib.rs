@@ -35,6 +35,7 @@ mod text;
 pub use inventory;
 
 pub use error::{Error, Result};
+pub use harness::{Group, RoleSetup};
 #[cfg(feature = "tokio")]
 pub use machine::AsyncMachine;
 pub use machine::{

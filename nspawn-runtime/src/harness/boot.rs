@@ -103,11 +103,16 @@ fn boot_group(info: &TestInfo, purpose: &str) -> crate::Result<Group> {
             .machines
             .iter()
             .map(|&(role, chroot)| {
-                let builder = Machine::builder(chroot)
+                let host_name = super::group::host_name(role);
+                let mut builder = Machine::builder(chroot)
                     .workspace(info.manifest_dir)
                     .network(network.clone())
                     .alias(role)
+                    .arg(format!("--hostname={host_name}"))
                     .group(group);
+                if host_name != role {
+                    builder = builder.alias(&host_name);
+                }
                 scope.spawn(move || builder.start())
             })
             .collect();

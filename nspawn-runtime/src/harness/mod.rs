@@ -8,12 +8,14 @@
 mod ahead;
 mod boot;
 mod filter;
+mod group;
 mod inside;
 mod layered;
 mod nextest;
 mod outcome;
 #[cfg(feature = "tokio")]
 mod runtime;
+mod serial;
 mod setup;
 mod sharing;
 mod test_info;
@@ -21,6 +23,7 @@ mod upcoming;
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
+pub use group::{Group, RoleSetup};
 pub use inside::{inside, inside_setup};
 use outcome::{fail, note_failure};
 pub use outcome::{BodyResult, TestOutcome};
@@ -55,7 +58,14 @@ pub fn run<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&Machine) 
 #[track_caller]
 pub fn run_group<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Machine]) -> R) -> R {
     crate::host::privs::init();
-    let body = move |machines: &[Machine]| timed(info, || body(machines));
+    let body = move |machines: &[Machine]| {
+        // Stays open (and locked) until the body is done.
+        let _turn = match serial::turn(info) {
+            Ok(turn) => turn,
+            Err(e) => return fail(info, &e, None),
+        };
+        timed(info, || body(machines))
+    };
     if let Some(id) = nextest::keeper_id() {
         nextest::keep(info, &id);
     }

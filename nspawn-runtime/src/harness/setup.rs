@@ -33,9 +33,30 @@ pub(crate) fn has_setup(module: &str, chroot: &str) -> bool {
         .any(|s| s.module == module && s.chroot == chroot)
 }
 
-/// Runs the set-up of `info`'s module on each machine of a test, for the machine's chroot.
+/// Runs the set-up of `info`'s module on each machine of a test, for the machine's chroot,
+/// then a group's set-ups of each role on the role's machine.
 pub(crate) fn run_for_all(info: &TestInfo, machines: &[Machine]) -> Result<(), String> {
-    machines.iter().try_for_each(|m| run_for(info, m))
+    machines.iter().try_for_each(|m| run_for(info, m))?;
+    for (&(role, _), machine) in info.machines.iter().zip(machines) {
+        for (_, setup) in info.setups.iter().filter(|(r, _)| *r == role) {
+            let outcome = catch_unwind(AssertUnwindSafe(|| setup(machine)))
+                .map(|r| r.map_err(|e| e.to_string()))
+                .unwrap_or_else(|panic| Err(format!("it panicked: {}", panic_message(&*panic))));
+            report::event(Event::Setup {
+                module: info.module.into(),
+                machine: machine.name().into(),
+                ok: outcome.is_ok(),
+            });
+            outcome.map_err(|e| {
+                format!(
+                    "the set-up of role {role} of module {} failed on machine {}: {e}",
+                    info.module,
+                    machine.name()
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs the set-up of `info`'s module and `machine`'s chroot on it, when the module has one.

@@ -37,9 +37,13 @@ pub struct TestInfo {
     pub manifest_dir: &'static str,
     /// `network = "..."` (checked by the macro); empty for the default.
     pub network: &'static str,
-    /// `machines(role = "chroot", ...)`: the machines of a group, in the order of the
-    /// test's parameters; empty for a test of one machine.
+    /// `machines(role = "chroot", ...)` or a [`super::Group`]'s: the machines of a group,
+    /// `(role, chroot)` in boot order; empty for a test of one machine.
     pub machines: &'static [(&'static str, &'static str)],
+    /// A group's set-ups by role.
+    pub setups: &'static [(&'static str, super::group::RoleSetup)],
+    /// A group's tests run one after another.
+    pub serial: bool,
 }
 
 inventory::collect!(TestInfo);
