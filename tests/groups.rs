@@ -147,19 +147,15 @@ mod under_sudo {
 }
 
 /// A group declared once: tests name only the roles they use, hyphenated roles are host
-/// names, per-role set-ups run once, and `serial` runs the tests one after another.
+/// names, per-role set-ups run once, and `serial` runs the tests one after another (also
+/// under nextest, where each test is a process: what is counted is on disk, not in memory).
 mod declared {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use nspawn::{Group, Machine};
 
     use super::common::serve;
 
-    static RUNNING: AtomicUsize = AtomicUsize::new(0);
-    static SETUPS: AtomicUsize = AtomicUsize::new(0);
-
     fn serve_page(m: &Machine) -> nspawn::Result<()> {
-        SETUPS.fetch_add(1, Ordering::SeqCst);
+        m.succeed("echo ran >> /var/lib/set-up-runs")?;
         serve(m, "from-the-set-up");
         Ok(())
     }
@@ -172,17 +168,23 @@ mod declared {
     .setups(&[("server-lazy", serve_page)])
     .serial();
 
-    /// Runs alone among the group's tests: another one running now would show in the count.
+    /// Runs `f` holding a directory of this run's that a test running at the same time would
+    /// find there (`create_dir` fails on one that exists), across processes.
     fn alone<T>(f: impl FnOnce() -> T) -> T {
-        assert_eq!(
-            RUNNING.fetch_add(1, Ordering::SeqCst),
-            0,
-            "serial: one test at a time"
-        );
+        let run =
+            std::env::var("NEXTEST_RUN_ID").unwrap_or_else(|_| std::process::id().to_string());
+        let turn = std::env::temp_dir().join(format!("nspawn-serial-turn-{run}"));
+        std::fs::create_dir(&turn).expect("serial: another test of the group is running");
+        // Gone however the test ends.
+        struct Turn(std::path::PathBuf);
+        impl Drop for Turn {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir(&self.0);
+            }
+        }
+        let _turn = Turn(turn);
         std::thread::sleep(std::time::Duration::from_millis(200));
-        let out = f();
-        RUNNING.fetch_sub(1, Ordering::SeqCst);
-        out
+        f()
     }
 
     #[nspawn::test(group = WEB)]
@@ -197,17 +199,19 @@ mod declared {
                 server_lazy.succeed("hostname").unwrap().trim(),
                 "server-lazy"
             );
-            assert_eq!(
-                SETUPS.load(Ordering::SeqCst),
-                1,
-                "the role's set-up ran once"
-            );
+            let runs = server_lazy.read_to_string("/var/lib/set-up-runs").unwrap();
+            assert_eq!(runs, "ran\n", "the role's set-up ran once");
         })
     }
 
     #[nspawn::test(group = WEB)]
-    fn a_test_names_only_what_it_uses(_bystander: &Machine) {
-        alone(|| assert_eq!(SETUPS.load(Ordering::SeqCst), 1))
+    fn a_test_names_only_what_it_uses(bystander: &Machine) {
+        alone(|| {
+            assert!(
+                !bystander.exists("/var/lib/set-up-runs"),
+                "no set-up of its own"
+            )
+        })
     }
 
     #[nspawn::test(group = WEB)]
