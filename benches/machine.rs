@@ -223,6 +223,47 @@ fn private_users_table(dir: &Path) {
     );
 }
 
+/// A boot against a `reboot()` and a `crash()` + `power_on()` of the same machine, each to
+/// `is-system-running` = running, and raw nspawn to READY=1, in turns (host network).
+fn power_table(dir: &Path) {
+    let n = samples();
+    let (mut boot, mut reboot, mut crash, mut raw) = (vec![], vec![], vec![], vec![]);
+    for i in 0..n {
+        let builder = Machine::builder(dir.to_str().unwrap()).network(nspawn::Network::Host);
+        let (m, t) = time(|| builder.start().unwrap());
+        boot.push(t);
+        reboot.push(time(|| m.reboot().unwrap()).1);
+        crash.push(
+            time(|| {
+                m.crash().unwrap();
+                m.power_on().unwrap();
+            })
+            .1,
+        );
+        m.stop().unwrap();
+        let (r, t) = raw_boot(dir, i);
+        raw.push(t);
+        r.stop();
+    }
+    let stats = [
+        ("boot (start, to running)", Stats(boot)),
+        ("reboot() (clean, to running)", Stats(reboot)),
+        ("crash() + power_on()", Stats(crash)),
+        ("raw systemd-nspawn to READY=1", Stats(raw)),
+    ];
+    println!("\n{n} samples in turns; median [min-max]\n");
+    println!("| {:<34} | {:<26} | vs boot | vs raw |", "", "");
+    println!("|{:-<36}|{:-<28}|---------|--------|", "", "");
+    for (label, s) in &stats {
+        println!(
+            "| {label:<34} | {:<26} | {:.2}x | {:.2}x |",
+            s.show(),
+            s.median() / stats[0].1.median(),
+            s.median() / stats[3].1.median()
+        );
+    }
+}
+
 fn bench_storage(label: &str, dir: &Path) {
     let n = samples();
     let (mut ours_boot, mut raw_boot_t, mut ours_stop, mut raw_stop) =
@@ -300,6 +341,9 @@ fn main() {
     }
     if args.iter().any(|a| a == "--private-users") {
         return private_users_table(&chroot);
+    }
+    if args.iter().any(|a| a == "--power") {
+        return power_table(&chroot);
     }
     calls::table(&chroot);
     if args.iter().any(|a| a == "--calls") {

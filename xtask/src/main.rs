@@ -85,6 +85,8 @@ fn test(workspace: Option<&std::path::Path>, no_vm: bool) -> Result<(), Error> {
         "provisioning-example",
         "--exclude",
         "readme-examples",
+        "--exclude",
+        "system-tests-example",
     ])?;
     if no_vm {
         return Ok(());

@@ -37,24 +37,39 @@ pub(crate) fn has_setup(module: &str, chroot: &str) -> bool {
 /// then a group's set-ups of each role on the role's machine.
 pub(crate) fn run_for_all(info: &TestInfo, machines: &[Machine]) -> Result<(), String> {
     machines.iter().try_for_each(|m| run_for(info, m))?;
-    for (&(role, _), machine) in info.machines.iter().zip(machines) {
-        for (_, setup) in info.setups.iter().filter(|(r, _)| *r == role) {
-            let outcome = catch_unwind(AssertUnwindSafe(|| setup(machine)))
-                .map(|r| r.map_err(|e| e.to_string()))
-                .unwrap_or_else(|panic| Err(format!("it panicked: {}", panic_message(&*panic))));
-            report::event(Event::Setup {
-                module: info.module.into(),
-                machine: machine.name().into(),
-                ok: outcome.is_ok(),
-            });
-            outcome.map_err(|e| {
-                format!(
-                    "the set-up of role {role} of module {} failed on machine {}: {e}",
-                    info.module,
-                    machine.name()
-                )
-            })?;
-        }
+    // The roles' set-ups (package installs, mostly) run side by side.
+    let outcomes: Vec<Result<(), String>> = std::thread::scope(|scope| {
+        let runs: Vec<_> = info
+            .machines
+            .iter()
+            .zip(machines)
+            .map(|(&(role, _), machine)| scope.spawn(move || run_role(info, role, machine)))
+            .collect();
+        runs.into_iter()
+            .map(|run| run.join().unwrap_or_else(|p| Err(panic_message(&*p))))
+            .collect()
+    });
+    outcomes.into_iter().collect()
+}
+
+/// Runs the group's set-ups of `role` on its machine.
+fn run_role(info: &TestInfo, role: &str, machine: &Machine) -> Result<(), String> {
+    for (_, setup) in info.setups.iter().filter(|(r, _)| *r == role) {
+        let outcome = catch_unwind(AssertUnwindSafe(|| setup(machine)))
+            .map(|r| r.map_err(|e| e.to_string()))
+            .unwrap_or_else(|panic| Err(format!("it panicked: {}", panic_message(&*panic))));
+        report::event(Event::Setup {
+            module: info.module.into(),
+            machine: machine.name().into(),
+            ok: outcome.is_ok(),
+        });
+        outcome.map_err(|e| {
+            format!(
+                "the set-up of role {role} of module {} failed on machine {}: {e}",
+                info.module,
+                machine.name()
+            )
+        })?;
     }
     Ok(())
 }
