@@ -161,7 +161,7 @@ impl Machine {
 
     /// `systemctl` for `manager`: a user's runs as that user, on their manager's own socket
     /// (no session bus needed).
-    fn systemctl(&self, manager: &Manager) -> super::Command<'_> {
+    fn systemctl(&self, manager: &Manager) -> super::command::Command<'_> {
         let mut cmd = self.command("systemctl");
         if let Manager::User { name, uid } = manager {
             cmd.user(name)
