@@ -104,10 +104,7 @@ pub(crate) fn boot(
 /// What became of a machine whose container's init has ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Ended {
-    /// The guest rebooted and nspawn booted it again (the systemd backend): a new leader.
-    Rebooted,
-    /// The guest rebooted and nspawn exited for its caller to boot it again (`--keep-unit`,
-    /// exit status 133: the direct backend).
+    /// The guest rebooted: its caller boots it again, on the same disk.
     RebootAsked,
     /// It powered off, crashed or was killed.
     Down,
@@ -154,16 +151,19 @@ impl Running {
     }
 
     /// After the leader ended: what became of the machine, waiting up to `timeout` for nspawn
-    /// to exit or to boot the container again.
+    /// to exit or to boot the container again. Its nspawn is gone either way, or being stopped
+    /// ([`Running::stop`] waits for it).
     pub(crate) fn after_leader(&mut self, timeout: Duration) -> Ended {
         match self {
             Running::Direct(r) => match r.exit_code(timeout) {
                 Some(133) => Ended::RebootAsked,
                 _ => Ended::Down,
             },
-            Running::Systemd(r) => match r.next_leader(timeout) {
-                Some(_) => Ended::Rebooted,
-                None => Ended::Down,
+            // nspawn boots the container again in place, but a machine of ours boots from
+            // the namespace we hold, the same way on both backends: its unit is stopped.
+            Running::Systemd(r) => match r.rebooting(timeout) {
+                true => Ended::RebootAsked,
+                false => Ended::Down,
             },
         }
     }

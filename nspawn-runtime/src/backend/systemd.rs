@@ -190,9 +190,14 @@ impl Running {
             timeout,
         )
         .map_err(|e| Error::io(format!("running machinectl terminate {}", self.name), e))?;
-        if !out.status.success() && self.leader.is_alive() {
-            let _root = ThreadRoot::acquire()?;
-            let _ = self.leader.signal(libc::SIGKILL);
+        if !out.status.success() {
+            if self.leader.is_alive() {
+                let _root = ThreadRoot::acquire()?;
+                let _ = self.leader.signal(libc::SIGKILL);
+            } else if self.nspawn.is_alive() {
+                // Between two boots machined knows no machine of the name: the unit is ours.
+                self.stop_unit(timeout);
+            }
         }
         let started = Instant::now();
         if !self.nspawn.wait(timeout) {
@@ -226,22 +231,38 @@ impl Running {
         self.nspawn.pid()
     }
 
-    /// After the container's init ended, the init of its next boot: without `--keep-unit`,
-    /// nspawn boots the container again itself when the guest reboots. `None` once nspawn has
-    /// exited, or if no new leader registers within `timeout`.
-    pub(crate) fn next_leader(&mut self, timeout: Duration) -> Option<&PidFd> {
+    /// After the container's init ended: whether the guest rebooted. Without `--keep-unit`
+    /// nspawn boots the container again itself; ours boot from the mount namespace the test
+    /// process holds instead, so the new container's init is killed as soon as it registers,
+    /// and nspawn exits as after a crash (it unregisters the machine and removes its veth).
+    /// `false` once nspawn has exited (a power-off, a crash), or if no new container
+    /// registers within `timeout`.
+    pub(crate) fn rebooting(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let old = self.leader.pid();
         while self.nspawn.is_alive() && Instant::now() < deadline {
-            if let Some(pid) = leader_of(&self.name).filter(|&p| p != old) {
-                if let Ok(leader) = PidFd::open(pid) {
-                    self.leader = leader;
-                    return Some(&self.leader);
+            let new = leader_of(&self.name).filter(|&p| p != old);
+            if let Some(leader) = new.and_then(|p| PidFd::open(p).ok()) {
+                if let Ok(_root) = ThreadRoot::acquire() {
+                    let _ = leader.signal(libc::SIGKILL);
                 }
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        None
+        false
+    }
+
+    /// `systemctl stop` of the machine's unit: nspawn stops its container and exits.
+    fn stop_unit(&self, timeout: Duration) {
+        let _ = as_root(
+            Command::new("systemctl").args([
+                "stop",
+                "--no-block",
+                &format!("{}.service", self.name),
+            ]),
+            timeout,
+        );
     }
 
     /// What a next boot on the same disk starts from; nspawn must have exited.

@@ -30,7 +30,9 @@ impl Machine {
     /// aliases. `systemctl reboot` inside does the same (followed at the next call).
     ///
     /// Machines booted with `private_users(false)` run on nspawn's own overlay or snapshot,
-    /// gone when nspawn exits: they cannot reboot on the direct backend.
+    /// gone when nspawn exits: they cannot reboot on the direct backend. On the systemd
+    /// backend a reboot is a clean power-off and power-on: every unit stops as for a reboot,
+    /// and the machine boots again on the same disk.
     ///
     /// ```no_run
     /// let machine = nspawn::Machine::start("bookworm")?;
@@ -40,6 +42,12 @@ impl Machine {
     /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn reboot(&self) -> Result<()> {
+        // nspawn reboots a unit's container in place, which a machine of ours cannot follow
+        // there: a clean power cycle instead, the same to the disk and the units.
+        if crate::backend::selected()?.0 == crate::backend::Kind::Systemd {
+            self.power_off()?;
+            return self.power_on();
+        }
         let old = self.leader()?;
         self.signal_init(&old, sigrtmin(5), "rebooting")?;
         self.wait_gone(&old, "rebooting")?;
@@ -123,18 +131,14 @@ impl Machine {
         let Some(current) = running.as_mut() else {
             return Err(self.stopped());
         };
-        match current.after_leader(Duration::from_secs(5)) {
+        match current.after_leader(self.boot_timeout()) {
             Ended::Down => Err(self.down()),
-            Ended::Rebooted => {
-                let leader = self.adopt_leader(current)?;
-                drop(running);
-                self.wait_until_running(self.boot_timeout())?;
-                Ok(leader)
-            }
             Ended::RebootAsked => {
-                let Some(current) = running.take() else {
+                let Some(mut current) = running.take() else {
                     return Err(self.stopped());
                 };
+                // Waits for nspawn to be gone (the systemd backend's is being stopped).
+                current.stop(self.stop_timeout)?;
                 *running = Some(self.boot_again(current)?);
                 drop(running);
                 self.wait_until_running(self.boot_timeout())?;
@@ -238,7 +242,7 @@ impl Machine {
         match current.after_leader(self.stop_timeout) {
             Ended::Down => Ok(()),
             // The guest's own reboot raced with ours: take it as it comes.
-            Ended::Rebooted | Ended::RebootAsked => Ok(()),
+            Ended::RebootAsked => Ok(()),
         }
     }
 
@@ -254,10 +258,18 @@ impl Machine {
     }
 
     fn down(&self) -> Error {
+        let systemd =
+            crate::backend::selected().is_ok_and(|(kind, _)| kind == crate::backend::Kind::Systemd);
+        let reboot = if systemd {
+            " (on the systemd backend a reboot from inside ends the machine too: \
+             use Machine::reboot())"
+        } else {
+            ""
+        };
         Error::NotRunning {
             machine: self.name.clone(),
             reason: format!(
-                "its container ended (powered off, crashed or killed; console log: {}). \
+                "its container ended (powered off, crashed or killed{reboot}; console log: {}). \
                  power_on() boots it again on the same disk",
                 self.log.display()
             ),

@@ -32,8 +32,9 @@ pub struct Run {
 }
 
 /// The smoke set: the systemd backend's own suite (a module machine, `scope = "test"`, a zone,
-/// user namespaces, machined, the sweep), calls and the guest's walls, a group on a zone, and
-/// zones next to a Docker-like firewall.
+/// user namespaces, machined, the sweep), calls and the guest's walls, a group on a zone,
+/// zones next to a Docker-like firewall, and reboots, crashes and power cycles (the systemd
+/// backend boots a machine again through its mount helper).
 const SMOKE: &[(&str, &[&str])] = &[
     ("systemd_inner", &[]),
     (
@@ -50,6 +51,7 @@ const SMOKE: &[(&str, &[&str])] = &[
         &["pair::a_group_without_a_network_gets_a_zone_of_its_own"],
     ),
     ("firewall", &[]),
+    ("power", &[]),
 ];
 
 /// The runs `tests` names (TARGET or TARGET:FILTER), or the smoke set.
