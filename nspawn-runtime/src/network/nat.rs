@@ -21,18 +21,21 @@
 //! run, or by the sweep after a crash) it is turned off again.
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::Flock;
 
-use super::subnet::{hand_down, host_lock, ZoneRecord};
+use super::subnet::{hand_down, ZoneRecord};
 use super::way_out;
 use crate::error::{Error, Result};
 use crate::host::privs::{self, ThreadRoot};
-use crate::host::run_dir::private_dir;
 use crate::host::tools::{self, NFT};
 
 const FORWARDING: &str = "/proc/sys/net/ipv4/ip_forward";
+/// That a zone turned forwarding on, and the lock of the decision: in `/run`, root's, one for
+/// the host (not in a run directory: forwarding is the host's).
+const FORWARDING_MARKER: &str = "/run/nspawn-rs-forwarding-was-off";
+const FORWARDING_LOCK: &str = "/run/nspawn-rs-forwarding.lock";
 
 fn nft() -> std::process::Command {
     let mut cmd = tools::command(NFT.program);
@@ -144,12 +147,12 @@ pub(crate) fn cut(zone: &ZoneRecord, a: Ipv4Addr, b: Ipv4Addr, cut: bool) -> Res
 
 /// Turns the host's IPv4 forwarding on for a zone that reaches out, marking it if it was off.
 pub(crate) fn need_forwarding() -> Result<()> {
-    let _lock = host_lock("forwarding")?;
+    let _lock = forwarding_lock()?;
     let _root = ThreadRoot::acquire()?;
     if read_forwarding()? {
         return Ok(());
     }
-    let marker = marker()?;
+    let marker = marker();
     std::fs::write(
         &marker,
         "IPv4 forwarding was off before nspawn turned it on\n",
@@ -159,19 +162,25 @@ pub(crate) fn need_forwarding() -> Result<()> {
         .map_err(|e| Error::io(format!("turning IPv4 forwarding on ({FORWARDING})"), e))
 }
 
-/// Turns forwarding off again if we turned it on and no live zone reaches out. The zones are
-/// read under the lock: a zone records that it reaches out before it takes the lock to turn
-/// forwarding on, so either it is seen here or it turns forwarding on again after.
+/// Turns forwarding off again if a zone turned it on and no zone is left on the host. The
+/// zones are read under the lock: a zone records that it reaches out before it takes the lock
+/// to turn forwarding on, so either it is seen here or it turns forwarding on again after.
+///
+/// Forwarding is the host's, not a run's: runs under other run directories (whose records
+/// we do not see) may need it too. So the marker and the lock are host-wide, and while any
+/// zone bridge of anybody's stands (ours is gone by now), it stays on: the last zone to go,
+/// whichever run it is of, turns it off.
 pub(crate) fn release_forwarding() {
-    let Ok(_lock) = host_lock("forwarding") else {
+    let Ok(_lock) = forwarding_lock() else {
         return;
     };
     let live = ZoneRecord::all();
     let Ok(_root) = ThreadRoot::acquire() else {
         return;
     };
-    let Ok(marker) = marker() else { return };
-    if !marker.exists() || live.iter().any(|z| z.outside && z.owner.is_alive()) {
+    let marker = marker();
+    let others = !super::link::bridges().is_empty();
+    if !marker.exists() || others || live.iter().any(|z| z.outside && z.owner.is_alive()) {
         return;
     }
     if std::fs::write(FORWARDING, "0").is_ok() {
@@ -195,7 +204,7 @@ pub(crate) fn tables() -> Vec<u8> {
 
 /// Whether a marker says forwarding was turned on by a zone.
 pub(crate) fn marked() -> bool {
-    let Ok(marker) = marker() else { return false };
+    let marker = marker();
     let Ok(_root) = ThreadRoot::acquire() else {
         return false;
     };
@@ -208,6 +217,14 @@ fn read_forwarding() -> Result<bool> {
         .map_err(|e| Error::io(format!("reading {FORWARDING}"), e))
 }
 
-fn marker() -> Result<PathBuf> {
-    Ok(private_dir("zones")?.join("forwarding-was-off"))
+/// Host-wide, whatever the run directory: see [`release_forwarding`].
+fn marker() -> PathBuf {
+    PathBuf::from(FORWARDING_MARKER)
+}
+
+fn forwarding_lock() -> Result<Flock<std::fs::File>> {
+    crate::host::run_dir::lock_file(
+        Path::new(FORWARDING_LOCK),
+        nix::fcntl::FlockArg::LockExclusive,
+    )
 }

@@ -592,8 +592,10 @@ pub fn stale() -> Vec<String> {
             .iter()
             .map(|p| format!("hosts file {}", p.display())),
     );
-    if nat::marked() && !records.iter().any(|r| r.outside && r.owner.is_alive()) {
-        left.push("IPv4 forwarding left on (marker forwarding-was-off)".into());
+    // Any zone bridge, of any run, keeps forwarding on (see `nat::release_forwarding`).
+    let zones_stand = !link::bridges().is_empty();
+    if nat::marked() && !zones_stand && !records.iter().any(|r| r.outside && r.owner.is_alive()) {
+        left.push("IPv4 forwarding left on (marker /run/nspawn-rs-forwarding-was-off)".into());
     }
     left
 }
