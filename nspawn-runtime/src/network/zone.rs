@@ -469,10 +469,16 @@ pub(crate) fn sweep() -> Vec<String> {
     let mut removed = Vec::new();
     // No zone was ever made under this run directory (or it is gone): nothing to take down,
     // and no lock to make.
-    if !crate::host::run_dir::run_dir().join("zones").is_dir() {
+    let dir = crate::host::run_dir::run_dir().join("zones");
+    if !dir.is_dir() {
         return removed;
     }
-    let Ok(_zones) = host_lock("zones") else {
+    // Not `host_lock`, which makes its directory: a scratch run directory removed after the
+    // check above (by a test, as its run ends) must stay removed.
+    let Ok(_zones) = crate::host::run_dir::lock_file(
+        &dir.join("zones.lock"),
+        nix::fcntl::FlockArg::LockExclusive,
+    ) else {
         return removed;
     };
     for record in ZoneRecord::all()
