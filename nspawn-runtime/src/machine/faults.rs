@@ -98,9 +98,9 @@ impl Machine {
     }
 
     fn set_link(&self, up: bool) -> Result<()> {
-        let leader = self.leader()?;
+        self.leader()?;
         let doing = if up { "unblocking it" } else { "blocking it" };
-        self.on_zone(doing, |m| m.set_link(&leader, up))
+        self.on_zone(doing, |m| m.set_link(up))
     }
 
     fn cut_from(&self, other: &Machine, cut: bool) -> Result<()> {

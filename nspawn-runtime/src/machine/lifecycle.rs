@@ -188,7 +188,10 @@ impl Machine {
 
     /// The machine's agent, started on first use, and again if it died.
     pub(crate) fn agent(&self) -> Result<Arc<Agent>> {
-        // Before the agent's lock: following a reboot takes the machine's.
+        if let Some(agent) = self.live_agent() {
+            return Ok(agent);
+        }
+        // Not under the agent's lock: following a reboot takes the machine's.
         let leader = self.leader()?;
         let mut current = self.agent.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(agent) = current.as_ref().filter(|a| a.is_alive()) {
@@ -210,6 +213,12 @@ impl Machine {
         let agent = Arc::new(agent);
         *current = Some(agent.clone());
         Ok(agent)
+    }
+
+    /// The running agent, if there is one: a call's fast path, one liveness check.
+    fn live_agent(&self) -> Option<Arc<Agent>> {
+        let current = self.agent.lock().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().filter(|a| a.is_alive()).cloned()
     }
 
     /// The agent's PID on the host, starting it if needed: for tests of the runtime.

@@ -233,17 +233,15 @@ impl Machine {
         })
     }
 
-    /// Waits until nspawn has exited after a power-off or a crash.
+    /// Waits until nspawn has exited after a power-off or a crash (a reboot of the guest's own
+    /// that raced with it leaves the machine down just the same).
     fn wait_down(&self) -> Result<()> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let Some(current) = running.as_mut() else {
             return Err(self.stopped());
         };
-        match current.after_leader(self.stop_timeout) {
-            Ended::Down => Ok(()),
-            // The guest's own reboot raced with ours: take it as it comes.
-            Ended::RebootAsked => Ok(()),
-        }
+        current.after_leader(self.stop_timeout);
+        Ok(())
     }
 
     fn stopped(&self) -> Error {

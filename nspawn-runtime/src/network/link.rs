@@ -104,42 +104,38 @@ fn in_netns(mut cmd: Command, leader: &PidFd) -> Command {
     cmd
 }
 
-/// The host's end of the veth whose other end is the `host0` of the machine whose PID 1 is
-/// `leader` (nspawn names it after the machine, shortened: found by its index instead).
-pub(crate) fn host_end(leader: &PidFd) -> Result<String> {
+/// The host's end of machine `machine`'s veth, a port of `bridge`: nspawn names it
+/// `vb-<machine>`, shortened to 15 characters with the whole name as its altname. Found from
+/// the host's side only: nothing the guest says (its `host0`'s peer index, which guest root
+/// can point at any host interface through a veth of its own) picks the interface.
+pub(crate) fn host_end(bridge: &str, machine: &str) -> Result<String> {
     let mut cmd = tools::command(IP.program);
-    cmd.args(["-o", "link", "show", "dev", "host0"]);
-    privs::start_as_root(&mut cmd);
-    let out = tools::run(&mut in_netns(cmd, leader))?;
+    cmd.args(["-o", "link", "show", "master", bridge]);
+    let out = tools::run(&mut cmd)?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let peer = peer_index(&text).ok_or_else(|| {
-        crate::error::Error::io(
-            "finding the host's end of a machine's veth",
-            std::io::Error::other(format!("no peer index in {text:?}")),
-        )
-    })?;
-    let found = std::fs::read_dir("/sys/class/net")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .find(|e| {
-            std::fs::read_to_string(e.path().join("ifindex"))
-                .is_ok_and(|i| i.trim().parse() == Ok(peer))
-        });
-    found
-        .and_then(|e| e.file_name().into_string().ok())
+    let wanted = format!("vb-{machine}");
+    text.lines()
+        .find_map(|line| port_named(line, &wanted))
         .ok_or_else(|| {
-            crate::error::Error::io(
+            Error::io(
                 "finding the host's end of a machine's veth",
-                std::io::Error::other(format!("no host interface has index {peer}")),
+                std::io::Error::other(format!(
+                    "no port of {bridge} is {wanted}, by name or altname"
+                )),
             )
         })
 }
 
-/// The peer's index in `ip -o link` output: `2: host0@if17: <...`.
-fn peer_index(line: &str) -> Option<u32> {
-    let rest = line.split_once("@if")?.1;
-    rest.split(':').next()?.parse().ok()
+/// The interface of an `ip -o link` line if it is `wanted`, by name or altname:
+/// `7: vb-nspawn-3U0ZM@if2: <...> ...\    altname vb-nspawn-31872-d7a84d8a`.
+fn port_named(line: &str, wanted: &str) -> Option<String> {
+    let name = line.split(": ").nth(1)?.split('@').next()?;
+    let altnames = line
+        .split(|c: char| c.is_whitespace() || c == '\\')
+        .collect::<Vec<_>>()
+        .windows(2)
+        .any(|w| w[0] == "altname" && w[1] == wanted);
+    (name == wanted || altnames).then(|| name.to_string())
 }
 
 /// Sets host interface `name` up or down.
@@ -222,9 +218,15 @@ pub(crate) fn netem(
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_peer_index_is_read_from_ip_link() {
-        let line = "2: host0@if17: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue";
-        assert_eq!(super::peer_index(line), Some(17));
-        assert_eq!(super::peer_index("2: host0: <BROADCAST>"), None);
+    fn a_port_is_known_by_its_name_or_altname() {
+        let line = "22602: vb-nspawn-3U0ZM@if2: <UP> mtu 1500 master nspawn-z0 state DOWN\\    \
+                    link/ether 32:60:19:63:ae:ac link-netnsid 0\\    altname vb-nspawn-31872-d7a84d8a";
+        let found = super::port_named(line, "vb-nspawn-31872-d7a84d8a");
+        assert_eq!(found.as_deref(), Some("vb-nspawn-3U0ZM"));
+        assert_eq!(super::port_named(line, "vb-nspawn-31872-d7a84d8"), None);
+        assert_eq!(
+            super::port_named("5: vb-short@if2: <UP>", "vb-short").as_deref(),
+            Some("vb-short")
+        );
     }
 }

@@ -172,8 +172,14 @@ impl Membership {
 
     /// Takes the machine's link down (`up` false) or up again, at the host's end of its veth:
     /// the guest sees no carrier, as with a cable pulled.
-    pub(crate) fn set_link(&self, leader: &crate::host::pidfd::PidFd, up: bool) -> Result<()> {
-        link::set_up(&link::host_end(leader)?, up)
+    pub(crate) fn set_link(&self, up: bool) -> Result<()> {
+        link::set_up(&self.host_end()?, up)
+    }
+
+    /// The host's end of the machine's veth, on the zone's bridge.
+    fn host_end(&self) -> Result<String> {
+        let bridge = self.zone.lock_record().bridge();
+        link::host_end(&bridge, &self.me.name)
     }
 
     /// This machine's end of a link, to cut from another machine's (see [`Membership::cut_from`]).
@@ -205,13 +211,7 @@ impl Membership {
         jitter: std::time::Duration,
         loss_percent: f64,
     ) -> Result<()> {
-        link::netem(
-            &link::host_end(leader)?,
-            leader,
-            delay,
-            jitter,
-            loss_percent,
-        )
+        link::netem(&self.host_end()?, leader, delay, jitter, loss_percent)
     }
 }
 
