@@ -68,6 +68,10 @@
 //!     machine.run(["apt-get", "install", "-y", "jq"])?;
 //!     Ok(())
 //! }
+//! # #[nspawn::test(chroot = "bookworm")]
+//! # fn jq_is_installed(machine: &nspawn::Machine) {
+//! #     assert!(machine.exists("/usr/bin/jq"));
+//! # }
 //! ```
 //!
 //! Options: `chroot = "<name>"` (a declared chroot, or a path containing `/` to any tree;
@@ -110,7 +114,7 @@
 //!
 //! #[nspawn::test(chroot = "bookworm", inside)]
 //! fn hostname_is_set() -> std::io::Result<()> {
-//!     assert!(!std::fs::read_to_string("/etc/hostname")?.trim().is_empty());
+//!     assert!(!std::fs::read_to_string("/proc/sys/kernel/hostname")?.trim().is_empty());
 //!     Ok(())
 //! }
 //! ```

@@ -148,33 +148,30 @@ fn boot_the_failed_chroot() {
 }
 
 /// A build on demand that fails (a package the archive does not have) fails its test with the
-/// log's last lines; a second run does not build the same declaration again, and says how to.
+/// log's last lines, printed once; a second run does not build the same declaration again, and says how to.
 #[test]
 fn a_failed_build_is_not_tried_again_for_the_same_declaration() {
     let Some(ws) = scratch_workspace() else {
         return;
     };
     declare(ws.path(), &["dbus", "systemd", "no-such-package-nspawn"]);
-    let first = Machine::builder("ondemand")
-        .workspace(ws.path())
-        .start()
-        .unwrap_err()
-        .to_string();
+    let first = boot_failed_in_child(ws.path());
     assert!(first.contains("no-such-package-nspawn"), "{first}");
     let log = ws.path().join("test_chroots/.logs/ondemand.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap()
+        .trim();
+    assert_eq!(
+        first.matches(last).count(),
+        1,
+        "the log's last line ({last:?}) is printed once, in the error: {first}"
+    );
     let built_at = std::fs::metadata(&log).unwrap().modified().unwrap();
-    let mut again = std::process::Command::new(std::env::current_exe().unwrap());
-    again
-        .args([
-            "--exact",
-            "boot_the_failed_chroot",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(FAILING_WS, ws.path());
-    nspawn::privs::start_as_root(&mut again);
-    let out = again.output().unwrap();
-    let report = common::report(&out);
+    let report = boot_failed_in_child(ws.path());
     assert!(report.contains("not built on demand again"), "{report}");
     assert!(
         report.contains("cargo nspawn make-chroots ondemand"),
@@ -186,6 +183,21 @@ fn a_failed_build_is_not_tried_again_for_the_same_declaration() {
         "no second build: {report}"
     );
     drop(ws);
+}
+
+/// Runs `boot_the_failed_chroot` as a run of its own, with everything it prints.
+fn boot_failed_in_child(ws: &Path) -> String {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args([
+            "--exact",
+            "boot_the_failed_chroot",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(FAILING_WS, ws);
+    nspawn::privs::start_as_root(&mut child);
+    common::report(&child.output().unwrap())
 }
 
 /// The first build on demand builds, beside the chroot its test needs, the declared chroots

@@ -1,6 +1,6 @@
 //! Writing the test: a `#[test]` function that hands the original body to the runtime.
 //!
-//! ```ignore
+//! ```text
 //! #[test]
 //! fn name() -> R {
 //!     const __NSPAWN_TEST: TestInfo = TestInfo { module: module_path!(), name: "name", .. };
@@ -13,7 +13,7 @@
 //! An `inside` test's body becomes a function the machine runs (`Machine::call`), its result
 //! made a message; the test itself returns `()`:
 //!
-//! ```ignore
+//! ```text
 //! fn __nspawn_body() -> R { /* the original body */ }
 //! fn __nspawn_inside((): ()) -> Result<(), String> { BodyResult::into_result(__nspawn_body()) }
 //! run_group(&__NSPAWN_TEST, |machines| inside(&__NSPAWN_TEST, &machines[0], __nspawn_inside))

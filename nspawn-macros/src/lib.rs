@@ -19,7 +19,7 @@ use maybe_fn::MaybeItemFn;
 
 /// Turns a function into a test that runs against a booted container.
 ///
-/// ```ignore
+/// ```no_run
 /// #[nspawn::test(chroot = "bookworm")]
 /// fn dbus_is_up(machine: &nspawn::Machine) -> nspawn::Result<()> {
 ///     machine.run(["systemctl", "is-active", "dbus"])?;
@@ -63,12 +63,16 @@ pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
 /// module's tests get (shared or `scope = "test"`), after the boot and before the first test.
 /// Its failure fails every test that needed the machine, with its message.
 ///
-/// ```ignore
+/// ```no_run
 /// #[nspawn::setup(chroot = "bookworm")]
 /// fn prepare(machine: &nspawn::Machine) -> nspawn::Result<()> {
 ///     machine.run(["apt-get", "install", "-y", "jq"])?;
 ///     Ok(())
 /// }
+/// # #[nspawn::test(chroot = "bookworm")]
+/// # fn jq_is_installed(machine: &nspawn::Machine) {
+/// #     assert!(machine.exists("/usr/bin/jq"));
+/// # }
 /// ```
 ///
 /// Options: `chroot = "<name>"` (the chroot of the tests it prepares; the same default as

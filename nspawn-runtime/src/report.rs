@@ -317,4 +317,76 @@ mod tests {
         }
         assert_eq!(Event::parse("nonsense here"), None);
     }
+
+    /// Set in the child of `a_held_runner_s_wait_reaches_the_terminal`.
+    const TERMINAL_CHILD: &str = "NSPAWN_TEST_TERMINAL_CHILD";
+
+    /// In a child whose controlling terminal is a pty: the line to find there.
+    #[test]
+    #[ignore = "run by a_held_runner_s_wait_reaches_the_terminal"]
+    fn announce_on_the_terminal() {
+        if std::env::var_os(TERMINAL_CHILD).is_some() {
+            announce_on_terminal("waiting for a slot (terminal test)");
+        }
+    }
+
+    /// Under nextest, which holds a test's stderr, the line also reaches the controlling
+    /// terminal: the child's stdout and stderr go nowhere, so what the pty shows came through
+    /// `/dev/tty`.
+    #[test]
+    fn a_held_runner_s_wait_reaches_the_terminal() {
+        use std::io::Read;
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        use std::os::unix::process::CommandExt;
+
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two descriptors, which are then owned here.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: openpty succeeded; nothing else holds the two descriptors.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let slave_fd = slave.as_raw_fd();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child
+            .args([
+                "--exact",
+                "report::tests::announce_on_the_terminal",
+                "--ignored",
+            ])
+            .env(TERMINAL_CHILD, "1")
+            .env("NEXTEST_RUN_ID", "terminal-test")
+            .env_remove("NSPAWN_QUIET")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            child.pre_exec(move || {
+                if libc::setsid() < 0 || libc::ioctl(slave_fd, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let status = child.status().unwrap();
+        assert!(status.success(), "{status}");
+        drop(slave);
+        let mut shown = Vec::new();
+        // Reading a pty's master ends in EIO once no slave is open.
+        let _ = std::fs::File::from(master).read_to_end(&mut shown);
+        let shown = String::from_utf8_lossy(&shown);
+        assert!(
+            shown.contains("nspawn: waiting for a slot (terminal test)"),
+            "the terminal showed: {shown:?}"
+        );
+    }
 }

@@ -33,7 +33,11 @@ pub type RoleSetup = fn(&Machine) -> crate::Result<()>;
 /// assert_eq!(SSH.index_of("server_lazy"), 1);
 /// ```
 ///
-/// ```ignore
+/// A test then takes the roles it uses:
+///
+/// ```no_run
+/// # use nspawn::{Group, Machine};
+/// # const SSH: Group = Group::new(&[("server", "bookworm"), ("client", "bookworm")]);
 /// #[nspawn::test(group = SSH)]
 /// fn the_client_logs_in(server: &Machine, client: &Machine) -> nspawn::Result<()> {
 ///     client.succeed("ssh -o StrictHostKeyChecking=no server true")?;

@@ -320,7 +320,7 @@ impl Machine {
     /// use std::path::Path;
     ///
     /// assert!(machine.call(|p: String| Path::new(&p).exists(), "/etc/os-release".into())?);
-    /// let hostname = machine.call(|(): ()| std::fs::read_to_string("/etc/hostname").ok(), ())?;
+    /// let hostname = machine.call(|(): ()| std::fs::read_to_string("/proc/sys/kernel/hostname").ok(), ())?;
     /// assert_eq!(hostname.as_deref().map(str::trim), Some(machine.name()));
     /// # Ok(()) }
     /// ```

@@ -77,7 +77,7 @@ impl Machine {
     ///
     /// ```no_run
     /// let machine = nspawn::Machine::start("bookworm")?;
-    /// let bytes = machine.read("/etc/hostname")?;
+    /// let bytes = machine.read("/etc/os-release")?;
     /// assert!(!bytes.is_empty());
     /// # Ok::<(), nspawn::Error>(())
     /// ```
