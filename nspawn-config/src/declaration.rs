@@ -1,5 +1,6 @@
 //! Chroot declarations: `[workspace.metadata.nspawn.chroots.<name>]` in the workspace
-//! `Cargo.toml`, parsed and checked.
+//! `Cargo.toml` (or `[package.metadata.nspawn.chroots.<name>]` in a crate that is its own
+//! workspace), parsed and checked.
 //!
 //! ```toml
 //! [workspace.metadata.nspawn.chroots.bookworm]
@@ -100,20 +101,35 @@ impl ChrootDef {
 
 /// Parses the chroot declarations of a manifest's text. The error names the offending key or
 /// value and what is accepted.
+///
+/// They sit under `[workspace.metadata.nspawn.chroots]`, or, in the root manifest of a crate
+/// that is its own workspace, `[package.metadata.nspawn.chroots]`, where such a crate's other
+/// tools keep theirs; not in both.
 pub fn parse_manifest(text: &str) -> std::result::Result<Vec<ChrootDef>, String> {
     let doc: Value = text.parse::<Table>().map_err(|e| e.to_string())?.into();
-    let chroots = ["workspace", "metadata", "nspawn", "chroots"]
-        .iter()
-        .try_fold(&doc, |v, key| v.as_table().and_then(|t| t.get(*key)));
-    let Some(chroots) = chroots else {
-        return Ok(vec![ChrootDef::with_defaults("bookworm")]);
+    let under = |top: &'static str| {
+        [top, "metadata", "nspawn", "chroots"]
+            .iter()
+            .try_fold(&doc, |v, key| v.as_table().and_then(|t| t.get(*key)))
+            .map(|chroots| (top, chroots))
+    };
+    let (top, chroots) = match (under("workspace"), under("package")) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "chroots are declared under both [workspace.metadata.nspawn.chroots] and \
+                        [package.metadata.nspawn.chroots]: keep one of them"
+                    .into(),
+            )
+        }
+        (Some(found), None) | (None, Some(found)) => found,
+        (None, None) => return Ok(vec![ChrootDef::with_defaults("bookworm")]),
     };
     let table = chroots
         .as_table()
-        .ok_or("workspace.metadata.nspawn.chroots must be a table of chroot names")?;
+        .ok_or_else(|| format!("{top}.metadata.nspawn.chroots must be a table of chroot names"))?;
     let defs: Vec<ChrootDef> = table
         .iter()
-        .map(|(name, value)| parse_def(name, value))
+        .map(|(name, value)| parse_def(top, name, value))
         .collect::<std::result::Result<_, _>>()?;
     if defs.is_empty() {
         return Ok(vec![ChrootDef::with_defaults("bookworm")]);
@@ -135,8 +151,8 @@ fn with_base(mut declared: Vec<String>) -> Vec<String> {
     declared
 }
 
-fn parse_def(name: &str, value: &Value) -> std::result::Result<ChrootDef, String> {
-    let section = format!("[workspace.metadata.nspawn.chroots.{name}]");
+fn parse_def(top: &str, name: &str, value: &Value) -> std::result::Result<ChrootDef, String> {
+    let section = format!("[{top}.metadata.nspawn.chroots.{name}]");
     check_name(name).map_err(|m| format!("{section}: {m}"))?;
     let table = value
         .as_table()
@@ -269,6 +285,21 @@ mod tests {
         assert_eq!(defs[0].include, ["curl", "dbus", "systemd"]);
         let listed = parse("[workspace.metadata.nspawn.chroots.b]\nsuite = \"bookworm\"\ninclude = [\"systemd\", \"nginx\", \"dbus\"]\n").unwrap();
         assert_eq!(listed[0].include, ["systemd", "nginx", "dbus"]);
+    }
+
+    #[test]
+    fn a_crate_of_its_own_declares_under_package_metadata() {
+        let defs =
+            parse("[package]\nname = \"a\"\n[package.metadata.nspawn.chroots.trixie]\n").unwrap();
+        assert_eq!(defs.len(), 1);
+        assert_eq!(defs[0].name, "trixie");
+        let err = parse("[package.metadata.nspawn.chroots.b]\nsuit = \"sid\"\n").unwrap_err();
+        assert!(
+            err.starts_with("[package.metadata.nspawn.chroots.b]: unknown key"),
+            "{err}"
+        );
+        let both = "[workspace.metadata.nspawn.chroots.a]\n[package.metadata.nspawn.chroots.b]\n";
+        assert!(parse(both).unwrap_err().contains("keep one of them"));
     }
 
     #[test]
