@@ -584,6 +584,7 @@ mod overhead {
         machines: &[],
         setups: &[],
         serial: false,
+        role_networks: &[],
     };
 
     /// What `#[nspawn::test]` adds to a test that does nothing, on an already-booted shared

@@ -225,3 +225,55 @@ mod declared {
         })
     }
 }
+
+/// A group over two zones: the proxy is on both, the client on the front, the database on the
+/// back; roles resolve on the zones a machine shares with them only. And a test's own
+/// `network` list puts its machine on two zones.
+mod front_and_back {
+    use nspawn::{Group, Machine};
+
+    use super::common::serve;
+
+    fn serve_role(m: &Machine) -> nspawn::Result<()> {
+        serve(m, m.succeed("hostname")?.trim());
+        Ok(())
+    }
+
+    const SHOP: Group = Group::new(&[
+        ("client", "bookworm"),
+        ("proxy", "bookworm"),
+        ("db", "bookworm"),
+    ])
+    .network("zone:shop-front")
+    .role_networks(&[
+        ("proxy", "zone:shop-front,zone:shop-back"),
+        ("db", "zone:shop-back"),
+    ])
+    .setups(&[("proxy", serve_role), ("db", serve_role)]);
+
+    #[nspawn::test(group = SHOP)]
+    fn only_the_proxy_reaches_the_back(client: &Machine, proxy: &Machine, db: &Machine) {
+        let fetch = |m: &Machine, host: &str| m.call(super::fetch, host.to_string()).unwrap();
+        assert_eq!(fetch(proxy, "db"), Ok("db".into()));
+        assert_eq!(fetch(client, "proxy"), Ok("proxy".into()));
+        assert_eq!(fetch(db, "proxy"), Ok("proxy".into()));
+        let unknown = fetch(client, "db").unwrap_err();
+        assert!(unknown.starts_with("resolving db"), "{unknown}");
+        assert!(fetch(db, "client").is_err());
+        assert_eq!(proxy.address_on("shop-front"), proxy.address());
+        assert!(proxy.address_on("shop-back").is_some());
+        assert_eq!(db.address_on("shop-front"), None);
+    }
+
+    #[nspawn::test(chroot = "bookworm", network = "zone:lone-front,zone:lone-back")]
+    fn a_network_list_puts_a_test_s_machine_on_both(m: &Machine) {
+        assert_eq!(m.network().to_string(), "zone:lone-front");
+        assert!(m.address_on("lone-back").is_some());
+        assert_eq!(
+            m.succeed("cat /sys/class/net/host1/carrier")
+                .unwrap()
+                .trim(),
+            "1"
+        );
+    }
+}

@@ -449,3 +449,99 @@ fn links_are_blocked_cut_between_two_machines_and_impaired() {
     }
     server.impair(nspawn::LinkFaults::default()).unwrap();
 }
+
+/// A front and a back zone, with a proxy on both: the proxy reaches the back by name, the
+/// client on the front does not, and blocking the proxy takes down both of its links.
+#[test]
+fn a_machine_on_two_zones_links_them_and_only_it_reaches_both() {
+    let db = Machine::builder(CHROOT)
+        .network(zone("t-back", false))
+        .alias("db")
+        .start()
+        .unwrap();
+    let proxy = Machine::builder(CHROOT)
+        .network(zone("t-front", false))
+        .also_on("t-back")
+        .alias("proxy")
+        .start()
+        .unwrap();
+    let client = Machine::builder(CHROOT)
+        .network(zone("t-front", false))
+        .start()
+        .unwrap();
+    serve(&db, "from-db");
+    serve(&proxy, "from-proxy");
+    assert_eq!(proxy.address_on("t-front"), proxy.address());
+    assert_ne!(proxy.address_on("t-back"), proxy.address());
+    assert!(proxy.address_on("t-back").is_some());
+    assert_eq!(client.address_on("t-back"), None);
+
+    assert_eq!(
+        proxy.call(fetch, "db".to_string()).unwrap(),
+        Ok("from-db".into())
+    );
+    // Its back address, which db's hosts file lists, from db; its front one from the client.
+    assert_eq!(
+        db.call(fetch, "proxy".to_string()).unwrap(),
+        Ok("from-proxy".into())
+    );
+    assert_eq!(
+        client.call(fetch, "proxy".to_string()).unwrap(),
+        Ok("from-proxy".into())
+    );
+    let unknown = client.call(fetch, "db".to_string()).unwrap().unwrap_err();
+    assert!(unknown.starts_with("resolving db"), "{unknown}");
+    let by_address = db.address().unwrap().to_string();
+    assert!(client.call(fetch, by_address).unwrap().is_err());
+    let hosts = proxy.read_to_string("/etc/hosts").unwrap();
+    assert!(
+        hosts.contains(db.name()) && hosts.contains(client.name()),
+        "{hosts}"
+    );
+
+    proxy.block().unwrap();
+    for link in ["host0", "host1"] {
+        let carrier = proxy
+            .succeed(&format!("cat /sys/class/net/{link}/carrier"))
+            .unwrap();
+        assert_eq!(carrier.trim(), "0", "{link}");
+    }
+    assert!(db.call(fetch, "proxy".to_string()).unwrap().is_err());
+    proxy.unblock().unwrap();
+    assert_eq!(
+        proxy.call(fetch, "db".to_string()).unwrap(),
+        Ok("from-db".into())
+    );
+    // A partition on the zone they share.
+    proxy.block_from(&db).unwrap();
+    assert!(proxy.call(fetch, "db".to_string()).unwrap().is_err());
+    assert_eq!(
+        client.call(fetch, "proxy".to_string()).unwrap(),
+        Ok("from-proxy".into())
+    );
+    proxy.unblock_from(&db).unwrap();
+    assert_eq!(
+        proxy.call(fetch, "db".to_string()).unwrap(),
+        Ok("from-db".into())
+    );
+}
+
+#[test]
+fn further_zones_need_a_zone_of_the_machine_s_own() {
+    let err = Machine::builder(CHROOT)
+        .network(Network::Host)
+        .also_on("t-back")
+        .start()
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("needs the machine's network to be"),
+        "{err}"
+    );
+    let err = Machine::builder(CHROOT)
+        .network(zone("t-twice", false))
+        .also_on("t-twice")
+        .start()
+        .unwrap_err();
+    assert!(err.to_string().contains("once already"), "{err}");
+}

@@ -22,12 +22,13 @@ fn install_marker_unit(m: &Machine) {
 }
 
 #[test]
-fn a_reboot_keeps_the_disk_name_address_and_zone() {
+fn a_reboot_keeps_the_disk_name_address_and_zones() {
     let m = Machine::builder(CHROOT)
         .network(Network::Zone {
             name: "power".into(),
             outside: false,
         })
+        .also_on("power-back")
         .start()
         .unwrap();
     install_marker_unit(&m);
@@ -59,6 +60,11 @@ fn a_reboot_keeps_the_disk_name_address_and_zone() {
     let local = m.succeed("cat /proc/net/fib_trie").unwrap();
     let address = address.expect("a zone machine has an address").to_string();
     assert!(local.contains(&address), "{address} not in\n{local}");
+    // Its further zone's link is back on that zone's bridge, with its address.
+    let back = m.address_on("power-back").unwrap().to_string();
+    assert!(local.contains(&back), "{back} not in\n{local}");
+    let carrier = m.succeed("cat /sys/class/net/host1/carrier").unwrap();
+    assert_eq!(carrier.trim(), "1");
     m.succeed("systemctl is-system-running --wait").unwrap();
 }
 

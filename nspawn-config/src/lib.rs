@@ -12,6 +12,6 @@ mod workspace;
 pub use declaration::{
     check_name, parse_manifest, ChrootDef, DEFAULT_MIRROR, KNOWN_SUITES, VARIANTS,
 };
-pub use network::{check_alias, check_zone_name, NetworkSpec, NETWORK_FORMS};
+pub use network::{check_alias, check_zone_name, NetworkSpec, Networks, NETWORK_FORMS};
 pub use reference::ChrootRef;
 pub use workspace::workspace_root;

@@ -63,6 +63,53 @@ impl NetworkSpec {
     }
 }
 
+/// A machine's network and the further zones it is on: `"zone:front+outside,zone:back"`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Networks {
+    /// Its network: its `host0`, its default route, its way out if it has one.
+    pub first: NetworkSpec,
+    /// Further zones, each through a link of its own, with no way out.
+    pub also_on: Vec<String>,
+}
+
+impl Networks {
+    /// Parses one network (see [`NetworkSpec::parse`]), or a comma-separated list of zones
+    /// after an `isolated` or zone network: `"zone:front+outside,zone:back"`.
+    pub fn parse(text: &str) -> Result<Networks, String> {
+        let mut parts = text.split(',').map(str::trim);
+        let first = NetworkSpec::parse(parts.next().unwrap_or_default())?;
+        let mut also_on: Vec<String> = Vec::new();
+        for part in parts {
+            if matches!(first, NetworkSpec::Host | NetworkSpec::Private) {
+                return Err(format!(
+                    "a `{first}` machine is on no zone, so it cannot be on {part:?} too; \
+                     start the list with \"isolated\" or \"zone:NAME\""
+                ));
+            }
+            let name = match NetworkSpec::parse(part)? {
+                NetworkSpec::Zone { outside: true, .. } => {
+                    return Err(format!(
+                        "{part:?}: only the first network of a list may reach the outside"
+                    ))
+                }
+                NetworkSpec::Zone { name, .. } => name,
+                _ => {
+                    return Err(format!(
+                        "{part:?}: after the first, a list names zones only"
+                    ))
+                }
+            };
+            let twice = also_on.contains(&name)
+                || matches!(&first, NetworkSpec::Zone { name: n, .. } if *n == name);
+            if twice {
+                return Err(format!("zone {name:?} is named twice"));
+            }
+            also_on.push(name);
+        }
+        Ok(Networks { first, also_on })
+    }
+}
+
 /// A zone name: it becomes part of host-side names, so it is kept plain.
 pub fn check_zone_name(name: &str) -> Result<(), String> {
     let plain = name
@@ -103,6 +150,15 @@ impl std::str::FromStr for NetworkSpec {
     }
 }
 
+impl fmt::Display for Networks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.first)?;
+        self.also_on
+            .iter()
+            .try_for_each(|zone| write!(f, ",zone:{zone}"))
+    }
+}
+
 impl fmt::Display for NetworkSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -119,6 +175,32 @@ impl fmt::Display for NetworkSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_puts_a_machine_on_further_zones() {
+        let both = Networks::parse("zone:front+outside, zone:back").unwrap();
+        assert_eq!(
+            both.first,
+            NetworkSpec::parse("zone:front+outside").unwrap()
+        );
+        assert_eq!(both.also_on, ["back"]);
+        assert_eq!(
+            Networks::parse("isolated").unwrap().also_on,
+            Vec::<String>::new()
+        );
+        assert_eq!(both.to_string(), "zone:front+outside,zone:back");
+        for (text, says) in [
+            ("host,zone:a", "is on no zone"),
+            ("zone:a,zone:b+outside", "only the first"),
+            ("zone:a,isolated", "names zones only"),
+            ("zone:a,zone:a", "named twice"),
+            ("isolated,zone:b,zone:b", "named twice"),
+            ("zone:a,zone:B", "lower-case"),
+        ] {
+            let err = Networks::parse(text).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
 
     #[test]
     fn every_form_parses_and_prints_back() {

@@ -90,6 +90,7 @@ impl<'a> Parts<'a> {
         let mut machines = quote!(&[#(#machines),*]);
         let mut setups = quote!(&[]);
         let mut serial = quote!(false);
+        let mut role_networks = quote!(&[]);
         // A group's const answers all of these at compile time.
         if let Some((group, _)) = &self.options.group {
             chroot = quote!(#group.machines[0].1);
@@ -97,6 +98,7 @@ impl<'a> Parts<'a> {
             machines = quote!(#group.machines);
             setups = quote!(#group.setups);
             serial = quote!(#group.serial);
+            role_networks = quote!(#group.role_networks);
         }
         vec![
             quote! {
@@ -113,6 +115,7 @@ impl<'a> Parts<'a> {
                     machines: #machines,
                     setups: #setups,
                     serial: #serial,
+                    role_networks: #role_networks,
                 };
             },
             quote!(#krate::__private::inventory::submit! { #info }),

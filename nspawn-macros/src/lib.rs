@@ -32,7 +32,10 @@ use maybe_fn::MaybeItemFn;
 /// function),
 /// `scope = "module" | "test"` (default `module`: one machine shared by the module's tests),
 /// `inside` (the body runs inside the machine, through `Machine::call`; it then takes no
-/// parameter), `flavor = "current_thread" | "multi_thread"` and `worker_threads = N` (the
+/// parameter), `network = "isolated" | "private" | "host" | "zone:NAME[+outside]"` (a list,
+/// `"zone:front+outside,zone:back"`, puts the machine on further zones),
+/// `machines(role = "<chroot>", ...)` (a group: one `&Machine` parameter per role) or
+/// `group = PATH` (a `const nspawn::Group`: the test names the roles it uses), `flavor = "current_thread" | "multi_thread"` and `worker_threads = N` (the
 /// tokio runtime of an `async fn` test; feature `tokio`), `crate = "<path>"` (where the
 /// `nspawn` crate is, if renamed).
 #[proc_macro_attribute]

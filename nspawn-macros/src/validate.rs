@@ -112,7 +112,7 @@ pub fn validate(mut raw: Raw, func: &MaybeItemFn) -> Checked {
 /// `network = "..."`, parsed as the runtime parses it.
 fn network(value: Option<&LitStr>, errors: &mut Vec<syn::Error>) -> Option<LitStr> {
     let lit = value?;
-    match nspawn_config::NetworkSpec::parse(&lit.value()) {
+    match nspawn_config::Networks::parse(&lit.value()) {
         Ok(_) => Some(lit.clone()),
         Err(why) => {
             errors.push(syn::Error::new_spanned(lit, why));

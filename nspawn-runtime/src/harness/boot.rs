@@ -52,14 +52,14 @@ pub(crate) fn boot_one(
 ) -> crate::Result<Machine> {
     let started = std::time::Instant::now();
     let ahead = spare.is_some();
-    let network = info.network();
-    let on = match network {
+    let networks = info.networks();
+    let on = match networks.first {
         crate::network::Network::Host => String::new(),
-        ref other => format!(" on {other}"),
+        _ => format!(" on {networks}"),
     };
     let mut builder = Machine::builder(info.chroot)
         .workspace(info.manifest_dir)
-        .network(network);
+        .networks(&networks);
     if let Some(tree) = tree {
         builder = builder.tree(tree);
     }
@@ -96,7 +96,7 @@ fn boot_time(machine: &Machine, total: std::time::Duration) -> String {
 /// others by their roles. If one fails, the others are stopped and the first error returned.
 fn boot_group(info: &TestInfo, purpose: &str) -> crate::Result<Group> {
     let started = std::time::Instant::now();
-    let network = info.network();
+    let network = info.networks();
     let group = group_id();
     let booted: Vec<crate::Result<Machine>> = std::thread::scope(|scope| {
         let boots: Vec<_> = info
@@ -104,16 +104,17 @@ fn boot_group(info: &TestInfo, purpose: &str) -> crate::Result<Group> {
             .iter()
             .map(|&(role, chroot)| {
                 let host_name = super::group::host_name(role);
+                let networks = info.networks_of(role);
                 let mut builder = Machine::builder(chroot)
                     .workspace(info.manifest_dir)
-                    .network(network.clone())
+                    .networks(networks.as_ref().unwrap_or(&network))
                     .alias(role)
                     .arg(format!("--hostname={host_name}"))
                     .group(group);
                 if host_name != role {
                     builder = builder.alias(&host_name);
                 }
-                scope.spawn(move || builder.start())
+                scope.spawn(move || networks.and_then(|_| builder.start()))
             })
             .collect();
         boots
@@ -127,7 +128,11 @@ fn boot_group(info: &TestInfo, purpose: &str) -> crate::Result<Group> {
         .machines
         .iter()
         .zip(&group)
-        .map(|(&(role, chroot), m)| format!("{role}={} ({chroot})", m.name()))
+        .map(|(&(role, chroot), m)| {
+            let own = info.role_networks.iter().find(|(r, _)| *r == role);
+            let on = own.map_or(String::new(), |(_, networks)| format!(", on {networks}"));
+            format!("{role}={} ({chroot}{on})", m.name())
+        })
         .collect();
     crate::report::announce(&format!(
         "booted {} on {network} for {purpose} in {:.2} s",

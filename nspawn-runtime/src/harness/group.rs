@@ -54,6 +54,8 @@ pub struct Group {
     pub setups: &'static [(&'static str, RoleSetup)],
     /// Whether the group's tests run one after another.
     pub serial: bool,
+    /// `(role, networks)` for roles not on the group's network.
+    pub role_networks: &'static [(&'static str, &'static str)],
 }
 
 impl Group {
@@ -64,12 +66,37 @@ impl Group {
             network: "",
             setups: &[],
             serial: false,
+            role_networks: &[],
         }
     }
 
     /// Its network, as the attribute's `network = "..."` reads it (`zone:NAME+outside`...).
     pub const fn network(self, network: &'static str) -> Group {
         Group { network, ..self }
+    }
+
+    /// Networks by role, for roles not on the group's network, as `network` reads them plus
+    /// lists: `"zone:back"`, or `"zone:front,zone:back"` for a machine on both (its first
+    /// network gives its default route and any way out; see
+    /// [`MachineBuilder::also_on`](crate::MachineBuilder::also_on)). Zones named here are the
+    /// run's, as `network = "zone:NAME"`'s are. Checked when the group boots.
+    ///
+    /// ```
+    /// use nspawn::Group;
+    ///
+    /// const SHOP: Group = Group::new(&[("client", "bookworm"), ("proxy", "bookworm"), ("db", "bookworm")])
+    ///     .network("zone:shop-front")
+    ///     .role_networks(&[("proxy", "zone:shop-front,zone:shop-back"), ("db", "zone:shop-back")]);
+    /// assert_eq!(SHOP.role_networks.len(), 2);
+    /// ```
+    pub const fn role_networks(
+        self,
+        role_networks: &'static [(&'static str, &'static str)],
+    ) -> Group {
+        Group {
+            role_networks,
+            ..self
+        }
     }
 
     /// Set-ups by role, each run once on its role's machine after the group boots.

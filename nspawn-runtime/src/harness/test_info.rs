@@ -7,6 +7,8 @@
 //! function at a time). The test binary's own filter arguments say which of them will run
 //! ([`super::filter`]).
 
+use nspawn_config::Networks;
+
 use super::filter::Filter;
 
 /// How widely a machine is shared.
@@ -44,6 +46,8 @@ pub struct TestInfo {
     pub setups: &'static [(&'static str, super::group::RoleSetup)],
     /// A group's tests run one after another.
     pub serial: bool,
+    /// A group's networks by role, for roles not on the group's network.
+    pub role_networks: &'static [(&'static str, &'static str)],
 }
 
 inventory::collect!(TestInfo);
@@ -57,18 +61,35 @@ impl TestInfo {
         }
     }
 
-    /// The network its machines are on: the attribute's, else a zone of its own for a group,
-    /// else the default (`NSPAWN_NETWORK`, or `isolated`).
-    pub(crate) fn network(&self) -> crate::network::Network {
-        if let Ok(network) = crate::network::Network::parse(self.network) {
-            return network;
+    /// The network its machines are on, and the further zones: the attribute's, else a zone
+    /// of its own for a group, else the default (`NSPAWN_NETWORK`, or `isolated`).
+    pub(crate) fn networks(&self) -> Networks {
+        if let Ok(networks) = Networks::parse(self.network) {
+            return networks;
         }
-        if self.machines.is_empty() {
-            return crate::settings::lenient().network.clone();
+        let first = match self.machines.is_empty() {
+            true => crate::settings::lenient().network.clone(),
+            false => crate::network::Network::Zone {
+                name: group_zone(self.module, self.machines),
+                outside: false,
+            },
+        };
+        Networks {
+            first,
+            also_on: Vec::new(),
         }
-        crate::network::Network::Zone {
-            name: group_zone(self.module, self.machines),
-            outside: false,
+    }
+
+    /// The networks of a group's role: its own (see [`super::Group::role_networks`]), else
+    /// the group's. A `Group` is const data, so its own are checked here, not at compile time.
+    pub(crate) fn networks_of(&self, role: &str) -> crate::Result<Networks> {
+        match self.role_networks.iter().find(|(r, _)| *r == role) {
+            Some((_, text)) => Networks::parse(text).map_err(|reason| crate::Error::Network {
+                network: text.to_string(),
+                machine: format!("of role {role}"),
+                reason,
+            }),
+            None => Ok(self.networks()),
         }
     }
 

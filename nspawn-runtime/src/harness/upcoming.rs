@@ -84,5 +84,5 @@ pub(super) fn isolated_to_come() -> usize {
 }
 
 fn isolated(info: &TestInfo) -> bool {
-    info.machines.is_empty() && info.network() == Network::Isolated
+    info.machines.is_empty() && info.networks().first == Network::Isolated
 }

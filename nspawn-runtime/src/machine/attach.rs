@@ -84,7 +84,7 @@ impl Machine {
             wait_timeout: crate::settings::lenient().wait_timeout,
             span: tracing::info_span!("machine", name = %published.name, chroot = %published.chroot),
             network,
-            membership: Mutex::new(None),
+            memberships: Mutex::new(Vec::new()),
             address: published.address,
             // Booted by another process: its boot time is that one's to tell.
             boot_time: std::sync::OnceLock::new(),

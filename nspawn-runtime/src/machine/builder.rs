@@ -49,6 +49,8 @@ pub struct MachineBuilder {
     stop_timeout: Duration,
     wait_timeout: Duration,
     network: Network,
+    /// Further zones it is on, each through a link of its own.
+    also_on: Vec<String>,
     /// Other names its zone's peers know it by.
     aliases: Vec<String>,
     /// The group (of one test's machines) whose peers also know its aliases.
@@ -74,6 +76,7 @@ impl MachineBuilder {
             stop_timeout: crate::settings::lenient().stop_timeout,
             wait_timeout: crate::settings::lenient().wait_timeout,
             network: crate::settings::lenient().network.clone(),
+            also_on: Vec::new(),
             aliases: Vec::new(),
             group: None,
             tree: None,
@@ -234,6 +237,35 @@ impl MachineBuilder {
     /// ```
     pub fn alias(mut self, name: &str) -> Self {
         self.aliases.push(name.into());
+        self
+    }
+
+    /// A network and further zones at once, as a test's `network = "..."` gives them.
+    pub(crate) fn networks(self, networks: &nspawn_config::Networks) -> Self {
+        let mut builder = self.network(networks.first.clone());
+        builder.also_on.extend(networks.also_on.iter().cloned());
+        builder
+    }
+
+    /// Puts the machine on zone `zone` too, through a link of its own (`host1` inside for the
+    /// first such zone, `host2` for the next), besides its network's: a front and a back
+    /// network, with a proxy on both. The zone's machines know it by name (and aliases) at its
+    /// address there ([`Machine::address_on`]); it has no way out through this zone, and its
+    /// default route stays its network's. Its network must be `isolated` or a zone.
+    ///
+    /// ```no_run
+    /// use nspawn::{Machine, Network};
+    ///
+    /// let zone = |name: &str| Network::Zone { name: name.into(), outside: false };
+    /// let db = Machine::builder("bookworm").network(zone("back")).alias("db").start()?;
+    /// let proxy = Machine::builder("bookworm").network(zone("front")).also_on("back").start()?;
+    /// let client = Machine::builder("bookworm").network(zone("front")).start()?;
+    /// proxy.succeed(&format!("ping -c1 -W2 db"))?;
+    /// client.fail("getent hosts db")?;
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
+    pub fn also_on(mut self, zone: &str) -> Self {
+        self.also_on.push(zone.into());
         self
     }
 
@@ -402,6 +434,32 @@ impl MachineBuilder {
         Ok(self.tree.as_ref().map_or(dir, |tree| tree.tree.clone()))
     }
 
+    /// The machine's places on its network's zone (if it has one) and on the further zones,
+    /// sharing one hosts file.
+    fn join_zones(&self, name: &str) -> Result<Vec<Membership>> {
+        let hosts = crate::network::Hosts::default();
+        let further = self.also_on.iter().map(|zone| Network::Zone {
+            name: zone.clone(),
+            outside: false,
+        });
+        let mut memberships = Vec::new();
+        for (link, network) in std::iter::once(self.network.clone())
+            .chain(further)
+            .enumerate()
+        {
+            let joined = Membership::join(&Joining {
+                network: &network,
+                machine: name,
+                aliases: &self.aliases,
+                group: self.group,
+                hosts: &hosts,
+                link,
+            })?;
+            memberships.extend(joined);
+        }
+        Ok(memberships)
+    }
+
     fn boot(self, dir: PathBuf, slot: slots::Slot) -> Result<Machine> {
         let name = format!(
             "nspawn-{}-{}",
@@ -411,19 +469,14 @@ impl MachineBuilder {
         let span = tracing::info_span!("machine", name = %name, chroot = %self.chroot);
         let started = Instant::now();
         let (log, log_file) = console::create_log(&name)?;
-        let membership = Membership::join(&Joining {
-            network: &self.network,
-            machine: &name,
-            aliases: &self.aliases,
-            group: self.group,
-        })?;
+        let memberships = self.join_zones(&name)?;
         let mut spec = self.spec(dir);
         if crate::backend::private_users::decide(self.private_users, &spec.dir)? {
             spec.userns = Some(self.userns(&spec.dir));
         }
         spec.extra_args
-            .splice(0..0, membership.iter().flat_map(Membership::nspawn_args));
-        if let Some(membership) = &membership {
+            .splice(0..0, memberships.iter().flat_map(Membership::nspawn_args));
+        if let Some(membership) = memberships.first() {
             spec.hosts = Some(HostsFile {
                 dir: crate::host::run_dir::private_dir("hosts")?,
                 text: membership.hosts_text(),
@@ -461,8 +514,8 @@ impl MachineBuilder {
             wait_timeout: self.wait_timeout,
             span,
             network: self.network.clone(),
-            address: membership.as_ref().map(|m| m.address().into()),
-            membership: Mutex::new(membership),
+            address: memberships.first().map(|m| m.address().into()),
+            memberships: Mutex::new(memberships),
             boot_time: std::sync::OnceLock::new(),
         });
         machine.configure_network(spec.hosts.as_ref(), nspawn_pid)?;
@@ -496,13 +549,31 @@ impl MachineBuilder {
     }
 
     /// Aliases end up in the guests' `/etc/hosts`: a line break or a space would add entries.
+    /// Further zones need a network namespace with a zone of its own, and each once.
     fn check_aliases(&self) -> Result<()> {
+        let error = |reason: String| Error::Network {
+            network: self.network.to_string(),
+            machine: format!("of chroot {}", self.chroot),
+            reason,
+        };
         for alias in &self.aliases {
-            nspawn_config::check_alias(alias).map_err(|reason| Error::Network {
-                network: self.network.to_string(),
-                machine: format!("of chroot {}", self.chroot),
-                reason,
-            })?;
+            nspawn_config::check_alias(alias).map_err(error)?;
+        }
+        if !self.also_on.is_empty() && matches!(self.network, Network::Host | Network::Private) {
+            return Err(error(format!(
+                "also_on({:?}) needs the machine's network to be `isolated` or a zone, not {}",
+                self.also_on[0], self.network
+            )));
+        }
+        for (i, zone) in self.also_on.iter().enumerate() {
+            nspawn_config::check_zone_name(zone).map_err(error)?;
+            let twice = self.also_on[..i].contains(zone)
+                || matches!(&self.network, Network::Zone { name, .. } if name == zone);
+            if twice {
+                return Err(error(format!(
+                    "the machine is on zone {zone:?} once already"
+                )));
+            }
         }
         Ok(())
     }
@@ -603,8 +674,8 @@ impl Machine {
     /// hands the zone its hosts file.
     fn configure_network(&self, hosts: Option<&HostsFile>, nspawn_pid: u32) -> Result<()> {
         if let Some(hosts) = hosts {
-            let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(membership) = membership.as_ref() {
+            let memberships = self.memberships.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(membership) = memberships.first() {
                 let path = mount_ns::hosts_path(&hosts.dir);
                 let file = mount_ns::open_hosts(nspawn_pid, &path).map_err(|e| {
                     self.network_error(format!("opening its hosts file failed: {e}"))
@@ -618,15 +689,15 @@ impl Machine {
     /// Gives the container of `leader` its address and route on the machine's zone, if it
     /// is on one: at each boot.
     pub(super) fn configure_address(&self, leader: &crate::host::pidfd::PidFd) -> Result<()> {
-        let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(membership) = membership.as_ref() else {
-            return Ok(());
-        };
-        membership.configure(leader).map_err(|e| {
-            self.network_error(format!(
-                "configuring its address in the machine failed: {e}"
-            ))
-        })
+        let memberships = self.memberships.lock().unwrap_or_else(|p| p.into_inner());
+        for membership in memberships.iter() {
+            membership.configure(leader).map_err(|e| {
+                self.network_error(format!(
+                    "configuring its address in the machine failed: {e}"
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     fn network_error(&self, reason: String) -> Error {
@@ -639,8 +710,9 @@ impl Machine {
 
     /// Proves that the machine's way out, if it has one, passes the host's firewall.
     fn check_way_out(&self) -> Result<()> {
-        let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(membership) = membership.as_ref() else {
+        let memberships = self.memberships.lock().unwrap_or_else(|p| p.into_inner());
+        // Only its network's zone may give it a way out.
+        let Some(membership) = memberships.first() else {
             return Ok(());
         };
         membership

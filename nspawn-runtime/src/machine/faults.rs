@@ -41,7 +41,8 @@ impl LinkFaults {
 impl Machine {
     /// Takes the machine's link down, as a pulled cable: nothing reaches it and it reaches
     /// nothing, on its zone or out, until [`Machine::unblock`]. For machines on a zone
-    /// (`zone:NAME`, `isolated`).
+    /// (`zone:NAME`, `isolated`); a machine on further zones
+    /// ([`MachineBuilder::also_on`](crate::MachineBuilder::also_on)) loses every link.
     ///
     /// ```no_run
     /// # fn f(server: &nspawn::Machine, client: &nspawn::Machine) -> nspawn::Result<()> {
@@ -103,34 +104,58 @@ impl Machine {
         self.on_zone(doing, |m| m.set_link(up))
     }
 
+    /// Cuts the links on every zone the two share (the first when they share none, for its
+    /// message).
     fn cut_from(&self, other: &Machine, cut: bool) -> Result<()> {
         // Their lock is let go before ours is taken: two machines cutting each other at
         // once must not wait on each other.
-        let theirs = other
-            .membership
+        let theirs: Vec<_> = other
+            .memberships
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(Membership::end);
-        let Some(theirs) = theirs else {
+            .iter()
+            .map(Membership::end)
+            .collect();
+        if theirs.is_empty() {
             return Err(self.not_on_zone(other, "cutting its link to another machine"));
-        };
-        self.on_zone("cutting its link to another machine", |mine| {
-            mine.cut_from(&theirs, cut)
-                .map_err(|reason| Error::Network {
-                    network: self.network().to_string(),
-                    machine: self.name().into(),
-                    reason,
+        }
+        self.on_zones("cutting its link to another machine", |mine| {
+            let shared: Vec<_> = mine
+                .iter()
+                .flat_map(|m| {
+                    theirs
+                        .iter()
+                        .filter(|t| m.shares_zone(t))
+                        .map(move |t| (m, t))
                 })
+                .collect();
+            let pairs = match shared.is_empty() {
+                true => vec![(&mine[0], &theirs[0])],
+                false => shared,
+            };
+            for (mine, theirs) in pairs {
+                mine.cut_from(theirs, cut)
+                    .map_err(|reason| Error::Network {
+                        network: self.network().to_string(),
+                        machine: self.name().into(),
+                        reason,
+                    })?;
+            }
+            Ok(())
         })
     }
 
-    /// Runs `act` on the machine's place on its zone, or says it has none.
-    fn on_zone(&self, doing: &str, act: impl FnOnce(&Membership) -> Result<()>) -> Result<()> {
-        let membership = self.membership.lock().unwrap_or_else(|p| p.into_inner());
-        match membership.as_ref() {
-            Some(membership) => act(membership),
-            None => Err(self.not_on_zone(self, doing)),
+    /// Runs `act` on each of the machine's places on zones, or says it has none.
+    fn on_zone(&self, doing: &str, act: impl Fn(&Membership) -> Result<()>) -> Result<()> {
+        self.on_zones(doing, |memberships| memberships.iter().try_for_each(&act))
+    }
+
+    /// Runs `act` on the machine's places on zones (never empty), or says it has none.
+    fn on_zones(&self, doing: &str, act: impl FnOnce(&[Membership]) -> Result<()>) -> Result<()> {
+        let memberships = self.memberships.lock().unwrap_or_else(|p| p.into_inner());
+        match memberships.is_empty() {
+            false => act(&memberships),
+            true => Err(self.not_on_zone(self, doing)),
         }
     }
 

@@ -57,8 +57,9 @@ pub struct State {
     pub(super) wait_timeout: Duration,
     pub(super) span: tracing::Span,
     pub(super) network: Network,
-    /// Its place on a zone, left when it stops.
-    pub(super) membership: Mutex<Option<Membership>>,
+    /// Its places on zones, left when it stops: its network's zone first (if it has one),
+    /// then those of [`MachineBuilder::also_on`](super::builder::MachineBuilder::also_on).
+    pub(super) memberships: Mutex<Vec<Membership>>,
     /// Its address on its zone.
     pub(super) address: Option<std::net::IpAddr>,
     /// From nspawn's start to ready: no chroot build, no wait for a slot.
@@ -163,6 +164,26 @@ impl Machine {
     /// ```
     pub fn address(&self) -> Option<std::net::IpAddr> {
         self.address
+    }
+
+    /// The machine's address on zone `zone`, its network's or one of
+    /// [`MachineBuilder::also_on`](super::builder::MachineBuilder::also_on): what the
+    /// machines of that zone reach it at. `None` if it is not on that zone.
+    ///
+    /// ```no_run
+    /// use nspawn::{Machine, Network};
+    ///
+    /// let front = Network::Zone { name: "front".into(), outside: false };
+    /// let proxy = Machine::builder("bookworm").network(front).also_on("back").start()?;
+    /// assert_ne!(proxy.address_on("front"), proxy.address_on("back"));
+    /// # Ok::<(), nspawn::Error>(())
+    /// ```
+    pub fn address_on(&self, zone: &str) -> Option<std::net::IpAddr> {
+        let memberships = self.memberships.lock().unwrap_or_else(|p| p.into_inner());
+        memberships
+            .iter()
+            .find(|m| m.zone_key() == zone)
+            .map(|m| m.address().into())
     }
 
     /// Whether the machine is up. A reboot the guest asked for (`systemctl reboot`) is
@@ -387,11 +408,11 @@ impl State {
         if result.is_ok() {
             Record::remove(&self.name);
         }
-        // Its veth went with it; its address, and the zone if it was the last, go now.
-        self.membership
+        // Its veths went with it; its addresses, and each zone it was the last of, go now.
+        self.memberships
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take();
+            .clear();
         self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
         result
     }

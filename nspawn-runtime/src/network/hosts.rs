@@ -1,5 +1,5 @@
-//! The `/etc/hosts` a machine on a zone sees: every machine of its zone by name, and the
-//! other names (a group's roles) of the machines of its own group.
+//! The `/etc/hosts` a machine on zones sees: every machine of each of its zones by name, and
+//! the other names (a group's roles) of the machines of its own group.
 //!
 //! Each machine has its own file on the host, bind-mounted read-only over `/etc/hosts`, and
 //! rewritten in place (the bind holds the inode) whenever a machine joins or leaves the zone.
@@ -17,15 +17,18 @@ pub(crate) struct Peer {
     pub group: Option<u64>,
 }
 
-/// The hosts file for `me` among `peers` (which include `me`); `host` is the host's address.
-pub(crate) fn render(me: &Peer, peers: &[Peer], host: Ipv4Addr) -> String {
+/// The hosts file for `me`, given each of its zones as the host's address there and the
+/// zone's machines (`me` among them): the first zone's host address is `nspawn-host`.
+pub(crate) fn render(me: &Peer, zones: &[(Ipv4Addr, Vec<Peer>)]) -> String {
     let mut text = String::from(
-        "# Written by nspawn: the machines of this zone.\n\
+        "# Written by nspawn: the machines of this machine's zones.\n\
          127.0.0.1\tlocalhost\n\
          ::1\tlocalhost ip6-localhost ip6-loopback\n",
     );
-    text.push_str(&format!("{host}\tnspawn-host\n"));
-    for peer in peers {
+    if let Some((host, _)) = zones.first() {
+        text.push_str(&format!("{host}\tnspawn-host\n"));
+    }
+    for peer in zones.iter().flat_map(|(_, peers)| peers) {
         let mut names = vec![peer.name.as_str()];
         if peer.group.is_none() || peer.group == me.group {
             names.extend(peer.aliases.iter().map(String::as_str));
@@ -55,7 +58,7 @@ mod tests {
         let other = peer("m-3", 4, &["server"], Some(2));
         let lone = peer("m-4", 5, &["db"], None);
         let peers = [server.clone(), client.clone(), other.clone(), lone];
-        let text = render(&client, &peers, Ipv4Addr::new(10, 250, 0, 1));
+        let text = render(&client, &[(Ipv4Addr::new(10, 250, 0, 1), peers.to_vec())]);
         assert!(text.contains("10.250.0.2\tm-1 server\n"), "{text}");
         assert!(text.contains("10.250.0.3\tm-2 client\n"), "{text}");
         assert!(
@@ -65,5 +68,31 @@ mod tests {
         assert!(text.contains("10.250.0.5\tm-4 db\n"), "{text}");
         assert!(text.contains("10.250.0.1\tnspawn-host\n"), "{text}");
         assert!(text.contains("127.0.0.1\tlocalhost\n"), "{text}");
+    }
+
+    #[test]
+    fn a_machine_on_two_zones_lists_the_machines_of_both() {
+        let proxy_front = peer("m-1", 2, &["proxy"], None);
+        let proxy_back = Peer {
+            address: Ipv4Addr::new(10, 250, 1, 2),
+            ..proxy_front.clone()
+        };
+        let client = peer("m-2", 3, &[], None);
+        let db = Peer {
+            address: Ipv4Addr::new(10, 250, 1, 3),
+            ..peer("m-3", 0, &["db"], None)
+        };
+        let zones = [
+            (
+                Ipv4Addr::new(10, 250, 0, 1),
+                vec![proxy_front.clone(), client],
+            ),
+            (Ipv4Addr::new(10, 250, 1, 1), vec![proxy_back, db]),
+        ];
+        let text = render(&proxy_front, &zones);
+        assert!(text.contains("10.250.0.3\tm-2\n"), "{text}");
+        assert!(text.contains("10.250.1.3\tm-3 db\n"), "{text}");
+        assert!(text.contains("10.250.0.1\tnspawn-host\n"), "{text}");
+        assert!(!text.contains("10.250.1.1"), "one host line: {text}");
     }
 }

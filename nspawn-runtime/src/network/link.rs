@@ -1,5 +1,5 @@
 //! Links and addresses, with iproute2's `ip` run as root in a forked child: a zone's bridge
-//! on the host, and a machine's `host0` inside its network namespace.
+//! on the host, and a machine's `host0` (and further links) inside its network namespace.
 //!
 //! The machine's side is configured from the host, entering only the machine's network
 //! namespace (through the leader's pidfd, so a reused PID cannot redirect it), with the
@@ -71,19 +71,20 @@ pub(crate) fn exists(name: &str) -> bool {
     std::path::Path::new("/sys/class/net").join(name).exists()
 }
 
-/// Gives the machine whose PID 1 is `leader` its address on `host0`, and with a
-/// `gateway`, its default route.
+/// Gives the machine whose PID 1 is `leader` its address on `dev` (`host0`, or a further
+/// link's `hostN`), and with a `gateway`, its default route.
 pub(crate) fn configure_guest(
     leader: &PidFd,
+    dev: &str,
     address: Ipv4Addr,
     gateway: Option<Ipv4Addr>,
 ) -> Result<()> {
     let mut script = format!(
-        "addr add {address}/24 dev host0\n\
-         link set host0 up\n"
+        "addr add {address}/24 dev {dev}\n\
+         link set {dev} up\n"
     );
     if let Some(gateway) = gateway {
-        script.push_str(&format!("route add default via {gateway} dev host0\n"));
+        script.push_str(&format!("route add default via {gateway} dev {dev}\n"));
     }
     tools::run_with_input(&mut in_netns(ip_batch(), leader), &script).map(drop)
 }
@@ -138,6 +139,12 @@ fn port_named(line: &str, wanted: &str) -> Option<String> {
     (name == wanted || altnames).then(|| name.to_string())
 }
 
+/// Puts host interface `port` (a further link's host end) on `bridge`, up.
+pub(crate) fn enslave(port: &str, bridge: &str) -> Result<()> {
+    let script = format!("link set dev {port} master {bridge}\nlink set dev {port} up\n");
+    tools::run_with_input(&mut ip_batch(), &script).map(drop)
+}
+
 /// Sets host interface `name` up or down.
 pub(crate) fn set_up(name: &str, up: bool) -> Result<()> {
     let state = if up { "up" } else { "down" };
@@ -163,7 +170,7 @@ pub(crate) fn bridges() -> Vec<u8> {
 /// Delay (with jitter) and loss on both ends of a machine's veth, so that each way gets
 /// them; nothing of the kind when all are zero.
 pub(crate) fn netem(
-    host_end: &str,
+    (host_end, guest_end): (String, &str),
     leader: &PidFd,
     delay: std::time::Duration,
     jitter: std::time::Duration,
@@ -193,7 +200,7 @@ pub(crate) fn netem(
         privs::start_as_root(&mut cmd);
         cmd
     };
-    for mut cmd in [tc(host_end), in_netns(tc("host0"), leader)] {
+    for mut cmd in [tc(&host_end), in_netns(tc(guest_end), leader)] {
         match tools::run(&mut cmd) {
             Ok(_) => {}
             // Clearing what was never set.

@@ -17,4 +17,4 @@ mod zone;
 
 pub use nspawn_config::NetworkSpec as Network;
 pub use zone::stale;
-pub(crate) use zone::{leave_all, set_isolated_to_come, sweep, Joining, Membership};
+pub(crate) use zone::{leave_all, set_isolated_to_come, sweep, Hosts, Joining, Membership};

@@ -11,7 +11,7 @@ use std::ffi::OsString;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
 
 use nspawn_config::NetworkSpec;
 
@@ -31,8 +31,51 @@ struct Zone {
     way_out_proven: AtomicBool,
 }
 
-/// A member's hosts file, once its machine runs (see [`Membership::attach_hosts`]).
-type Hosts = Arc<Mutex<Option<std::fs::File>>>;
+/// A machine's hosts file, shared by its places on its zones: one file lists the peers of
+/// every zone the machine is on.
+pub(crate) type Hosts = Arc<MachineHosts>;
+
+/// A machine's hosts file, once its machine runs (see [`Membership::attach_hosts`]), and the
+/// zones it lists.
+#[derive(Debug, Default)]
+pub(crate) struct MachineHosts {
+    file: Mutex<Option<std::fs::File>>,
+    /// In the order the machine joined them: the first is the one `nspawn-host` names.
+    zones: Mutex<Vec<Weak<Zone>>>,
+}
+
+impl MachineHosts {
+    /// The file's text for `me`: the host, then every machine of each of its zones.
+    fn text(&self, me: &Peer) -> String {
+        let zones: Vec<Arc<Zone>> = lock(&self.zones).iter().filter_map(Weak::upgrade).collect();
+        let views: Vec<(Ipv4Addr, Vec<Peer>)> = zones
+            .iter()
+            .map(|zone| {
+                // One lock at a time: a zone's members are never locked while its record is.
+                let host = zone.lock_record().address(1);
+                (host, zone.peers())
+            })
+            .collect();
+        hosts::render(me, &views)
+    }
+
+    /// Writes the file again, if the machine runs. The file stays locked while its text is
+    /// made, so that of two rewrites the last one written saw the latest members.
+    fn rewrite(&self, me: &Peer) {
+        let file = lock(&self.file);
+        let Some(file) = file.as_ref() else {
+            return;
+        };
+        let text = self.text(me);
+        if let Err(e) = crate::host::mount_ns::rewrite(file, &text) {
+            tracing::warn!(machine = me.name, "rewriting its hosts file: {e}");
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Zones by key: the zone's name, or `@machine` for an isolated machine's zone of its own.
 static ZONES: LazyLock<Mutex<HashMap<String, Arc<Zone>>>> = LazyLock::new(Default::default);
@@ -71,6 +114,17 @@ pub(crate) struct Membership {
     me: Peer,
     outside: bool,
     hosts: Hosts,
+    link: Link,
+}
+
+/// How a machine is linked to a zone's bridge.
+#[derive(Debug, Clone)]
+enum Link {
+    /// Its `host0`, whose host end nspawn puts on the bridge (`--network-bridge`).
+    Bridge,
+    /// A further veth (`--network-veth-extra`): `guest` inside, `host_end` on the host,
+    /// which is put on the bridge at each boot.
+    Extra { host_end: String, guest: String },
 }
 
 impl std::fmt::Debug for Zone {
@@ -87,6 +141,10 @@ pub(crate) struct Joining<'a> {
     pub machine: &'a str,
     pub aliases: &'a [String],
     pub group: Option<u64>,
+    /// The machine's hosts file, shared by all its zones.
+    pub hosts: &'a Hosts,
+    /// 0 for the machine's first zone (its `host0`), then 1, 2, ... for each further one.
+    pub link: usize,
 }
 
 impl Membership {
@@ -124,30 +182,47 @@ impl Membership {
 
     /// The nspawn arguments: the veth on the zone's bridge.
     pub(crate) fn nspawn_args(&self) -> Vec<OsString> {
-        let bridge = self.zone.lock_record().bridge();
-        vec![format!("--network-bridge={bridge}").into()]
+        match &self.link {
+            Link::Bridge => {
+                let bridge = self.zone.lock_record().bridge();
+                vec![format!("--network-bridge={bridge}").into()]
+            }
+            Link::Extra { host_end, guest } => {
+                vec![format!("--network-veth-extra={host_end}:{guest}").into()]
+            }
+        }
     }
 
-    /// The machine's `/etc/hosts` as its zone stands now.
+    /// The machine's `/etc/hosts` as its zones stand now.
     pub(crate) fn hosts_text(&self) -> String {
-        let members = self.zone.lock_members();
-        let peers: Vec<Peer> = members.iter().map(|(p, _)| p.clone()).collect();
-        hosts::render(&self.me, &peers, self.zone.lock_record().address(1))
+        self.hosts.text(&self.me)
     }
 
-    /// Hands the zone the machine's hosts file, open for writing (it is the machine's own:
-    /// see `crate::host::mount_ns`), and brings every member's file up to date: a machine
-    /// may have joined since this one's was written.
+    /// Hands the zones the machine's hosts file, open for writing (it is the machine's own:
+    /// see `crate::host::mount_ns`), and brings it up to date: machines may have joined since
+    /// it was written.
     pub(crate) fn attach_hosts(&self, file: std::fs::File) {
-        let members = self.zone.lock_members();
-        *self.hosts.lock().unwrap_or_else(|p| p.into_inner()) = Some(file);
-        write_hosts(&members, self.zone.lock_record().address(1));
+        *lock(&self.hosts.file) = Some(file);
+        self.hosts.rewrite(&self.me);
     }
 
-    /// Configures the booted machine's side: its address, and its route out if it has one.
+    /// Configures the booted machine's side: its address, and its route out if it has one;
+    /// for a further link, its host end is put on the bridge first.
     pub(crate) fn configure(&self, leader: &crate::host::pidfd::PidFd) -> Result<()> {
-        let gateway = self.outside.then(|| self.zone.lock_record().address(1));
-        link::configure_guest(leader, self.me.address, gateway)
+        let record = self.zone.lock_record().clone();
+        let gateway = self.outside.then(|| record.address(1));
+        match &self.link {
+            Link::Bridge => link::configure_guest(leader, "host0", self.me.address, gateway),
+            Link::Extra { host_end, guest } => {
+                link::enslave(host_end, &record.bridge())?;
+                link::configure_guest(leader, guest, self.me.address, gateway)
+            }
+        }
+    }
+
+    /// The zone's name (`@machine` for an isolated machine's own).
+    pub(crate) fn zone_key(&self) -> &str {
+        &self.key
     }
 
     /// Proves that the host's forward filters let the machine's traffic out (see
@@ -178,8 +253,21 @@ impl Membership {
 
     /// The host's end of the machine's veth, on the zone's bridge.
     fn host_end(&self) -> Result<String> {
-        let bridge = self.zone.lock_record().bridge();
-        link::host_end(&bridge, &self.me.name)
+        match &self.link {
+            Link::Bridge => {
+                let bridge = self.zone.lock_record().bridge();
+                link::host_end(&bridge, &self.me.name)
+            }
+            Link::Extra { host_end, .. } => Ok(host_end.clone()),
+        }
+    }
+
+    /// The machine's end of the link, inside it.
+    fn guest_end(&self) -> &str {
+        match &self.link {
+            Link::Bridge => "host0",
+            Link::Extra { guest, .. } => guest,
+        }
     }
 
     /// This machine's end of a link, to cut from another machine's (see [`Membership::cut_from`]).
@@ -191,9 +279,14 @@ impl Membership {
         }
     }
 
+    /// Whether `other` is on this zone.
+    pub(crate) fn shares_zone(&self, other: &LinkEnd) -> bool {
+        Arc::ptr_eq(&self.zone, &other.zone)
+    }
+
     /// Cuts or mends the link between this machine and `other`, of the same zone.
     pub(crate) fn cut_from(&self, other: &LinkEnd, cut: bool) -> std::result::Result<(), String> {
-        if !Arc::ptr_eq(&self.zone, &other.zone) {
+        if !self.shares_zone(other) {
             return Err(format!(
                 "{} is not on the same zone (only machines of one zone share a link)",
                 other.name
@@ -211,7 +304,8 @@ impl Membership {
         jitter: std::time::Duration,
         loss_percent: f64,
     ) -> Result<()> {
-        link::netem(&self.host_end()?, leader, delay, jitter, loss_percent)
+        let ends = (self.host_end()?, self.guest_end());
+        link::netem(ends, leader, delay, jitter, loss_percent)
     }
 }
 
@@ -239,9 +333,9 @@ impl Drop for Membership {
         let empty = {
             let mut members = self.zone.lock_members();
             members.retain(|(peer, _)| peer.name != self.me.name);
-            write_hosts(&members, record.address(1));
             members.is_empty()
         };
+        self.zone.rewrite_hosts();
         if empty {
             zones.remove(&self.key);
             // An isolated zone waits for the next isolated machine (its way out stays: that
@@ -280,6 +374,20 @@ impl Zone {
         self.lock_members().is_empty()
     }
 
+    /// The zone's machines as their peers know them.
+    fn peers(&self) -> Vec<Peer> {
+        self.lock_members().iter().map(|(p, _)| p.clone()).collect()
+    }
+
+    /// Writes every member's hosts file again, with the zone's members unlocked: a member's
+    /// file lists the members of its other zones too, which are locked one at a time.
+    fn rewrite_hosts(&self) {
+        let members: Vec<(Peer, Hosts)> = self.lock_members().clone();
+        for (me, hosts) in &members {
+            hosts.rewrite(me);
+        }
+    }
+
     /// Gives a machine an address and a hosts file, and its way out if it asks.
     fn admit(
         self: &Arc<Zone>,
@@ -308,15 +416,25 @@ impl Zone {
             aliases: joining.aliases.to_vec(),
             group: joining.group,
         };
-        let hosts = Hosts::default();
+        let hosts = joining.hosts.clone();
         members.push((me.clone(), hosts.clone()));
-        write_hosts(&members, record.address(1));
+        drop(members);
+        lock(&hosts.zones).push(Arc::downgrade(self));
+        self.rewrite_hosts();
+        let link = match joining.link {
+            0 => Link::Bridge,
+            n => Link::Extra {
+                host_end: extra_host_end(joining.machine, n),
+                guest: format!("host{n}"),
+            },
+        };
         Ok(Membership {
             key,
             zone: self.clone(),
             me,
             outside,
             hosts,
+            link,
         })
     }
 
@@ -422,18 +540,13 @@ fn take_down(record: &ZoneRecord, whose: Whose) -> Vec<String> {
 }
 
 /// Rewrites the hosts file of every member whose machine runs.
-fn write_hosts(members: &[(Peer, Hosts)], host: Ipv4Addr) {
-    let peers: Vec<Peer> = members.iter().map(|(p, _)| p.clone()).collect();
-    for (me, file) in members {
-        let file = file.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(file) = file.as_ref() else {
-            continue;
-        };
-        let text = hosts::render(me, &peers, host);
-        if let Err(e) = crate::host::mount_ns::rewrite(file, &text) {
-            tracing::warn!(machine = me.name, "rewriting its hosts file: {e}");
-        }
-    }
+/// The host's end of a machine's further link `n`: a name of its own (at most 15
+/// characters), made from the machine's, which nspawn gives the host's end of the veth.
+fn extra_host_end(machine: &str, n: usize) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    machine.hash(&mut hasher);
+    format!("vx{n}-{:08x}", hasher.finish() as u32)
 }
 
 fn lock_idle() -> std::sync::MutexGuard<'static, Vec<Arc<Zone>>> {

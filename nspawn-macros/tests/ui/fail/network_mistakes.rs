@@ -10,4 +10,7 @@ fn not_a_string() {}
 #[nspawn::setup(chroot = "bookworm", network = "private")]
 fn setup_with_a_network(_m: &nspawn::Machine) {}
 
+#[nspawn::test(chroot = "bookworm", network = "zone:front,zone:back+outside")]
+fn a_second_way_out() {}
+
 fn main() {}
