@@ -36,7 +36,7 @@ fn the_guests_root_is_an_unprivileged_host_uid() {
     let map = uid_map(&m);
     assert_eq!(map.len(), 3, "{out}");
     assert_eq!(map[0], 0, "{out}");
-    assert!(map[1] >= 0x80000 && map[1] % 0x10000 == 0, "{out}");
+    assert!(map[1] >= 0x80000 && map[1].is_multiple_of(0x10000), "{out}");
     assert_eq!(map[2], 65536, "{out}");
     assert_eq!(
         host_uid_of(m.leader_pid()),

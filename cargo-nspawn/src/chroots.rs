@@ -9,7 +9,7 @@ use nspawn_runtime::host::tools;
 use nspawn_runtime::Error;
 
 /// What `make-chroots` was asked for.
-#[derive(clap::Args, Default)]
+#[derive(clap::Args, Debug, Default)]
 pub struct MakeChroots {
     /// Chroots to build (default: all declared).
     pub names: Vec<String>,
@@ -76,7 +76,7 @@ pub fn list(ws: &Workspace) -> Result<(), Error> {
 }
 
 /// What `remove-chroots` was asked for.
-#[derive(clap::Args, Default)]
+#[derive(clap::Args, Debug, Default)]
 pub struct RemoveChroots {
     /// Chroot trees to remove, declared or not.
     pub names: Vec<String>,

@@ -10,7 +10,7 @@ use crate::chroots::{self, MakeChroots};
 use crate::{doctor, init, machines, sudo, workspace};
 
 /// A `cargo nspawn` command.
-#[derive(clap::Subcommand)]
+#[derive(clap::Subcommand, Debug)]
 pub enum Command {
     /// Build the master chroots declared in Cargo.toml (all of them by default). Needs root:
     /// run as a user, it re-runs itself through sudo.

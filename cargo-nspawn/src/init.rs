@@ -18,7 +18,7 @@ use nspawn_runtime::Error;
 use toml_edit::{value, Array, DocumentMut, Item, Table};
 
 /// What `init` was asked for.
-#[derive(clap::Args, Default)]
+#[derive(clap::Args, Debug, Default)]
 pub struct Init {
     /// Do not write the first test.
     #[arg(long)]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// A set of progress lines, one per item of work.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Progress {
     multi: Option<MultiProgress>,
 }
@@ -58,6 +58,7 @@ impl Progress {
 }
 
 /// The progress line of one item.
+#[derive(Debug)]
 pub struct Item {
     name: String,
     bar: Option<ProgressBar>,

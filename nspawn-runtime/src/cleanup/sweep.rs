@@ -412,7 +412,7 @@ fn stale_shares() -> Vec<String> {
         let run = std::fs::read_to_string(lock.path())
             .ok()
             .and_then(|text| text.parse::<ProcessId>().ok());
-        if run.map_or(true, |run| run.is_alive()) {
+        if run.is_none_or(|run| run.is_alive()) {
             continue;
         }
         for ext in ["toml", "users", "log", "tmp", "done", "lock"] {

@@ -288,6 +288,7 @@ pub fn root() -> Result<RootGuard> {
 }
 
 /// Returned by [`root`]; drops back to the user when dropped.
+#[derive(Debug)]
 pub struct RootGuard {
     _lock: MutexGuard<'static, ()>,
     restore: Option<(u32, u32)>,

@@ -53,6 +53,18 @@ pub struct Call<'m, F> {
     output_limit: usize,
 }
 
+impl<F> std::fmt::Debug for Call<'_, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("machine", &self.machine.name())
+            .field("function", &std::any::type_name::<F>())
+            .field("user", &self.user)
+            .field("timeout", &self.timeout)
+            .field("unbounded", &self.unbounded)
+            .finish()
+    }
+}
+
 /// How long a call may take when it sets no timeout: a process the guest stopped half-way
 /// through its result must not hold the test forever.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(600);

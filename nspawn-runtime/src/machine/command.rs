@@ -38,6 +38,7 @@ pub(super) const TIMEOUT_GRACE: Duration = Duration::from_secs(10);
 /// # Ok(()) }
 /// ```
 #[must_use]
+#[derive(Debug)]
 pub struct Command<'m> {
     machine: &'m Machine,
     program: OsString,
