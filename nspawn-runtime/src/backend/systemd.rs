@@ -129,16 +129,23 @@ pub(crate) fn boot(
     };
     let plan_paths = plan.as_ref().map(|(p, f)| (p.as_path(), f.path()));
     let mut cmd = run_command(spec, name, log, prepared.root(spec), plan_paths);
-    let out = as_root(
-        &mut cmd,
-        spec.boot_timeout.saturating_add(Duration::from_secs(10)),
-    )
-    .map_err(|e| boot_error(format!("could not run systemd-run: {e}")))?;
-    if !out.status.success() {
+    let stop = || {
         let _ = as_root(
             Command::new("systemctl").args(["stop", &format!("{name}.service")]),
             Duration::from_secs(10),
         );
+    };
+    let out = as_root(
+        &mut cmd,
+        spec.boot_timeout.saturating_add(Duration::from_secs(10)),
+    )
+    .map_err(|e| {
+        // Killing systemd-run leaves its unit starting: it would run on until the next sweep.
+        stop();
+        boot_error(format!("could not run systemd-run: {e}"))
+    })?;
+    if !out.status.success() {
+        stop();
         let stderr = String::from_utf8_lossy(&out.stderr);
         return Err(boot_error(format!(
             "systemd-run failed ({}): {}; see also `journalctl -u {name}.service`",
