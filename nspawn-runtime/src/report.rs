@@ -213,6 +213,31 @@ pub(crate) fn announce(line: &str) {
     }
 }
 
+/// Something the user should know that fails nothing (a machine not stopped, a cleanup step
+/// that failed, an option this host lacks): a `tracing` warning or error, and a line on stderr
+/// when the process has no subscriber of its own, which is most test binaries, so that it
+/// reaches somebody either way.
+pub(crate) fn warning(machine: Option<&str>, message: impl fmt::Display) {
+    tracing::warn!(machine, "{message}");
+    unheard("warning", machine, &message);
+}
+
+/// [`warning`], for what went wrong rather than what was left out.
+pub(crate) fn error(machine: Option<&str>, message: impl fmt::Display) {
+    tracing::error!(machine, "{message}");
+    unheard("error", machine, &message);
+}
+
+/// The stderr line of an event no subscriber hears. Not silenced by `NSPAWN_QUIET`, which
+/// is for progress lines.
+fn unheard(level: &str, machine: Option<&str>, message: &dyn fmt::Display) {
+    if tracing::dispatcher::has_been_set() {
+        return;
+    }
+    let on = machine.map_or(String::new(), |m| format!("machine {m}: "));
+    let _ = writeln!(std::io::stderr(), "nspawn: {level}: {on}{message}");
+}
+
 /// [`announce`], and on the controlling terminal too when a test runner holds this process's
 /// stderr until the test ends (nextest shows a passing test's output only with
 /// `--no-capture`): for a wait the user would otherwise sit through without a word.
@@ -388,5 +413,43 @@ mod tests {
             shown.contains("nspawn: waiting for a slot (terminal test)"),
             "the terminal showed: {shown:?}"
         );
+    }
+
+    /// Set in the child of `a_warning_reaches_stderr_unless_a_subscriber_takes_it`: whether
+    /// it installs a subscriber first.
+    const WARNING_CHILD: &str = "NSPAWN_TEST_WARNING_CHILD";
+
+    #[test]
+    #[ignore = "run by a_warning_reaches_stderr_unless_a_subscriber_takes_it"]
+    fn warn_in_a_child() {
+        match std::env::var(WARNING_CHILD).as_deref() {
+            Ok("subscriber") => {
+                let none = tracing::subscriber::NoSubscriber::default();
+                tracing::subscriber::set_global_default(none).unwrap();
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+        warning(Some("m-1"), "left out");
+    }
+
+    #[test]
+    fn a_warning_reaches_stderr_unless_a_subscriber_takes_it() {
+        let stderr_of = |mode: &str| {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "report::tests::warn_in_a_child", "--ignored"])
+                .env(WARNING_CHILD, mode)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        };
+        let alone = stderr_of("alone");
+        assert!(
+            alone.contains("nspawn: warning: machine m-1: left out\n"),
+            "{alone}"
+        );
+        let taken = stderr_of("subscriber");
+        assert!(!taken.contains("left out"), "{taken}");
     }
 }

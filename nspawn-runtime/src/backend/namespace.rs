@@ -85,7 +85,10 @@ impl Prepared {
             .and_then(|_root| std::fs::File::open(format!("/proc/{pid}/ns/mnt")));
         match opened {
             Ok(ns) => self.held = Some(ns),
-            Err(e) => tracing::warn!("cannot hold nspawn's mount namespace, no reboot: {e}"),
+            Err(e) => crate::report::warning(
+                None,
+                format_args!("cannot hold nspawn's mount namespace, so no reboot or power_on: {e}"),
+            ),
         }
     }
 

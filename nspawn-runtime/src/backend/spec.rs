@@ -190,8 +190,9 @@ pub(crate) fn nspawn_args(spec: &BootSpec, name: &str, root: Root) -> Vec<OsStri
         if probe::nspawn_has_suppress_sync() {
             args.push("--suppress-sync=yes".into());
         } else {
-            tracing::warn!(
-                "this systemd-nspawn has no --suppress-sync (systemd 250 or later has it); ignored"
+            crate::report::warning(
+                None,
+                "this systemd-nspawn has no --suppress-sync (systemd 250 or later has it); ignored",
             );
         }
     }

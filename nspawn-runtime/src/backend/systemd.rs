@@ -73,8 +73,11 @@ pub(crate) fn run_command(
         if probe::property_supported(&property, systemd) {
             cmd.arg(format!("--property={property}"));
         } else {
-            tracing::warn!(
-                "systemd {systemd:?} does not know the unit property {property}; left out"
+            crate::report::warning(
+                None,
+                format_args!(
+                    "systemd {systemd:?} does not know the unit property {property}; left out"
+                ),
             );
         }
     }

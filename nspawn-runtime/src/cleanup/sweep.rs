@@ -82,7 +82,7 @@ pub(crate) fn at_startup(chroot_dir: Option<&Path>) {
                 removed.join("; ")
             )),
             Ok(_) => {}
-            Err(e) => tracing::warn!("sweeping leftovers failed: {e}"),
+            Err(e) => crate::report::warning(None, format_args!("sweeping leftovers failed: {e}")),
         }
     });
 }
@@ -122,7 +122,10 @@ fn end_machine(r: &Record) -> Vec<String> {
         removed.push(format!("processes of {}", r.name));
     }
     if !cgroup::empty(&cgroups, cgroup::EMPTY_TIMEOUT) {
-        tracing::warn!("{}: processes survive SIGKILL in {cgroups:?}", r.name);
+        crate::report::warning(
+            Some(&r.name),
+            format_args!("processes survive SIGKILL in {cgroups:?}"),
+        );
         return removed;
     }
     if let Some(snapshot) = snapshot.as_deref().filter(|s| s.exists()) {

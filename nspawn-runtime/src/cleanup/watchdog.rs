@@ -84,7 +84,12 @@ pub(crate) fn ensure_started() {
             return;
         }
         if let Err(e) = start() {
-            tracing::warn!("no watchdog: {e}; a SIGKILLed test process may leave machines to the next run's sweep");
+            crate::report::warning(
+                None,
+                format_args!(
+                    "no watchdog: {e}; a SIGKILLed test process may leave machines to the next run's sweep"
+                ),
+            );
         }
     });
 }

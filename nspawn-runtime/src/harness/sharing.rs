@@ -197,9 +197,9 @@ pub(super) fn boot_for_module(
             if keep::wanted(true) {
                 machine.keep("its module's set-up failed");
             } else if let Err(e) = machine.shutdown() {
-                tracing::error!(
-                    machine = machine.name(),
-                    "stopping after a failed set-up: {e}"
+                crate::report::error(
+                    Some(machine.name()),
+                    format_args!("stopping after a failed set-up: {e}"),
                 );
             }
         }
@@ -337,7 +337,10 @@ pub(crate) fn evict_idle() -> bool {
                     machine: machine.name().into(),
                 });
                 if let Err(e) = machine.shutdown() {
-                    tracing::error!(machine = machine.name(), "stopping an idle machine: {e}");
+                    crate::report::error(
+                        Some(machine.name()),
+                        format_args!("stopping an idle machine: {e}"),
+                    );
                 }
             }
         }

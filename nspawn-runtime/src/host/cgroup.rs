@@ -143,7 +143,7 @@ fn limited(name: &str, limits: Limits) -> Vec<PathBuf> {
         match make_dir(&dir).and_then(|()| std::fs::write(dir.join(file), value.to_string())) {
             Ok(()) => dirs.push(dir),
             Err(e) => {
-                tracing::warn!("no limits in {}: {e}", dir.display());
+                crate::report::warning(None, format_args!("no limits in {}: {e}", dir.display()));
                 let _ = std::fs::remove_dir(&dir);
             }
         }
@@ -313,7 +313,10 @@ pub fn destroy(dirs: &[PathBuf], timeout: std::time::Duration) -> bool {
         }
         if std::time::Instant::now() >= deadline {
             for (dir, e) in left {
-                tracing::warn!("could not remove cgroup {}: {e}", dir.display());
+                crate::report::warning(
+                    None,
+                    format_args!("could not remove cgroup {}: {e}", dir.display()),
+                );
             }
             return false;
         }

@@ -298,7 +298,7 @@ impl Drop for RootGuard {
     fn drop(&mut self) {
         if let Some((uid, gid)) = self.restore {
             if let Err(e) = drop_to(uid, gid) {
-                tracing::error!("could not drop root again: {e}");
+                crate::report::error(None, format_args!("could not drop root again: {e}"));
             }
         }
     }

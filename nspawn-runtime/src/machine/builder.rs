@@ -490,7 +490,12 @@ impl MachineBuilder {
             .map_err(|e| Error::io("duplicating the console log's descriptor", e))?;
         let running = backend::boot(&spec, &name, &log, log_file, None)?;
         if let Err(e) = running.record(&name, &spec.dir).save() {
-            tracing::warn!(machine = %name, "no ownership record, a crash would leave it to `cargo nspawn gc`: {e}");
+            crate::report::warning(
+                Some(&name),
+                format_args!(
+                    "no ownership record, a crash would leave it to `cargo nspawn gc`: {e}"
+                ),
+            );
         }
         let leader = running.leader().try_clone();
         let nspawn_pid = running.nspawn_pid();

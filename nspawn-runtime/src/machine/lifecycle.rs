@@ -360,12 +360,18 @@ impl Machine {
             .spawn(move || {
                 let _in_flight = in_flight;
                 if let Err(e) = machine.shutdown() {
-                    tracing::error!(machine = machine.name, "stopping in the background: {e}");
+                    crate::report::error(
+                        Some(&machine.name),
+                        format_args!("stopping in the background: {e}"),
+                    );
                 }
             });
         // Without a thread, the machine (dropped with the closure) stopped here.
         if let Err(e) = spawned {
-            tracing::warn!("no thread to stop a machine in the background: {e}");
+            crate::report::warning(
+                None,
+                format_args!("no thread to stop a machine in the background: {e}"),
+            );
         }
     }
 }
@@ -436,7 +442,10 @@ impl Machine {
 impl Drop for State {
     fn drop(&mut self) {
         if let Err(e) = self.shutdown() {
-            tracing::error!(machine = %self.name, "stopping on drop failed: {e}");
+            crate::report::error(
+                Some(&self.name),
+                format_args!("stopping on drop failed: {e}"),
+            );
         }
     }
 }

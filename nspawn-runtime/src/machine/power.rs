@@ -173,7 +173,10 @@ impl Machine {
         let next = backend::boot(&again.spec, &self.name, &self.log, log_file, Some(prepared))
             .inspect_err(|_| self.forget())?;
         if let Err(e) = next.record(&self.name, &again.spec.dir).save() {
-            tracing::warn!(machine = %self.name, "no ownership record after a reboot: {e}");
+            crate::report::warning(
+                Some(&self.name),
+                format_args!("no ownership record after a reboot: {e}"),
+            );
         }
         self.adopt_leader(&next)?;
         self.span.in_scope(|| {

@@ -68,7 +68,10 @@ impl MachineHosts {
         };
         let text = self.text(me);
         if let Err(e) = crate::host::mount_ns::rewrite(file, &text) {
-            tracing::warn!(machine = me.name, "rewriting its hosts file: {e}");
+            crate::report::warning(
+                Some(&me.name),
+                format_args!("rewriting its hosts file: {e}"),
+            );
         }
     }
 }
@@ -355,7 +358,10 @@ impl Drop for Membership {
         } else if self.outside {
             // The address may go to a machine that has no way out.
             if let Err(e) = nat::outside(&record, self.me.address, false) {
-                tracing::warn!(machine = self.me.name, "closing its way out: {e}");
+                crate::report::warning(
+                    Some(&self.me.name),
+                    format_args!("closing its way out: {e}"),
+                );
             }
         }
     }
@@ -512,7 +518,10 @@ fn take_down(record: &ZoneRecord, whose: Whose) -> Vec<String> {
     if whose == Whose::Ours || nat::is_ours(record) {
         match nat::remove(record) {
             Ok(()) => removed.push(format!("nft table inet {}", record.table())),
-            Err(e) => tracing::warn!("removing nft table {}: {e}", record.table()),
+            Err(e) => crate::report::warning(
+                None,
+                format_args!("removing nft table {}: {e}", record.table()),
+            ),
         }
     }
     removed.extend(firewall::close(record));
@@ -520,7 +529,7 @@ fn take_down(record: &ZoneRecord, whose: Whose) -> Vec<String> {
     if link::exists(&bridge) && link::alias(&bridge) == record.tag() {
         match link::delete_bridge(&bridge) {
             Ok(()) => removed.push(format!("bridge {bridge}")),
-            Err(e) => tracing::warn!("removing bridge {bridge}: {e}"),
+            Err(e) => crate::report::warning(None, format_args!("removing bridge {bridge}: {e}")),
         }
     }
     if let Ok(dir) = private_dir("zones") {
