@@ -42,16 +42,16 @@ impl Machine {
     /// What another process needs to attach to this machine.
     pub(crate) fn publish(&self) -> Result<Published> {
         let leader = ProcessId::of(self.leader_pid()).ok_or_else(|| Error::NotRunning {
-            machine: self.name.clone(),
+            machine: self.0.name.clone(),
             reason: "its PID 1 is gone".into(),
         })?;
         Ok(Published {
-            name: self.name.clone(),
-            chroot: self.chroot.clone(),
-            storage: self.storage,
+            name: self.0.name.clone(),
+            chroot: self.0.chroot.clone(),
+            storage: self.0.storage,
             leader,
-            log: self.log.clone(),
-            network: self.network.to_string(),
+            log: self.0.log.clone(),
+            network: self.0.network.to_string(),
             address: self.address(),
         })
     }

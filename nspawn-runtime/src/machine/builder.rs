@@ -539,15 +539,16 @@ impl MachineBuilder {
             });
             running.and(way_out)
         })?;
-        let _ = machine.boot_time.set(started.elapsed());
+        let _ = machine.0.boot_time.set(started.elapsed());
         let boot_ms = (started.elapsed().as_secs_f64() * 1e3).round();
         report::count_boot(boot_ms);
         machine
+            .0
             .span
             .in_scope(|| tracing::info!(boot_ms, leader = machine.leader_pid(), "ready"));
         report::event(Event::Ready {
-            machine: machine.name.clone(),
-            chroot: machine.chroot.clone(),
+            machine: machine.0.name.clone(),
+            chroot: machine.0.chroot.clone(),
             boot_ms: boot_ms as u64,
         });
         Ok(machine)
@@ -679,7 +680,7 @@ impl Machine {
     /// hands the zone its hosts file.
     fn configure_network(&self, hosts: Option<&HostsFile>, nspawn_pid: u32) -> Result<()> {
         if let Some(hosts) = hosts {
-            let memberships = self.memberships.lock().unwrap_or_else(|p| p.into_inner());
+            let memberships = self.0.memberships.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(membership) = memberships.first() {
                 let path = mount_ns::hosts_path(&hosts.dir);
                 let file = mount_ns::open_hosts(nspawn_pid, &path).map_err(|e| {
@@ -694,7 +695,7 @@ impl Machine {
     /// Gives the container of `leader` its address and route on the machine's zone, if it
     /// is on one: at each boot.
     pub(super) fn configure_address(&self, leader: &crate::host::pidfd::PidFd) -> Result<()> {
-        let memberships = self.memberships.lock().unwrap_or_else(|p| p.into_inner());
+        let memberships = self.0.memberships.lock().unwrap_or_else(|p| p.into_inner());
         for membership in memberships.iter() {
             membership.configure(leader).map_err(|e| {
                 self.network_error(format!(
@@ -707,15 +708,15 @@ impl Machine {
 
     fn network_error(&self, reason: String) -> Error {
         Error::Network {
-            network: self.network.to_string(),
-            machine: self.name.clone(),
+            network: self.0.network.to_string(),
+            machine: self.0.name.clone(),
             reason,
         }
     }
 
     /// Proves that the machine's way out, if it has one, passes the host's firewall.
     fn check_way_out(&self) -> Result<()> {
-        let memberships = self.memberships.lock().unwrap_or_else(|p| p.into_inner());
+        let memberships = self.0.memberships.lock().unwrap_or_else(|p| p.into_inner());
         // Only its network's zone may give it a way out.
         let Some(membership) = memberships.first() else {
             return Ok(());
@@ -730,11 +731,11 @@ impl Machine {
             Err(Error::NotReady {
                 problem, detail, ..
             }) => Err(Error::Boot {
-                machine: self.name.clone(),
-                chroot: self.chroot.clone(),
+                machine: self.0.name.clone(),
+                chroot: self.0.chroot.clone(),
                 reason: format!("the system {problem}\n{detail}"),
-                log: self.log.clone(),
-                tail: console::tail(&self.log, 20).into(),
+                log: self.0.log.clone(),
+                tail: console::tail(&self.0.log, 20).into(),
             }),
             other => other,
         }

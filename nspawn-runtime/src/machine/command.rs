@@ -404,7 +404,7 @@ impl Machine {
             Ok(output)
         } else {
             Err(Error::Exec {
-                machine: self.name.clone(),
+                machine: self.0.name.clone(),
                 command: cmd.command_line(),
                 status: output.status,
                 stderr: String::from_utf8_lossy(&output.stderr).into_owned(),

@@ -110,6 +110,7 @@ impl Machine {
         // Their lock is let go before ours is taken: two machines cutting each other at
         // once must not wait on each other.
         let theirs: Vec<_> = other
+            .0
             .memberships
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -152,7 +153,7 @@ impl Machine {
 
     /// Runs `act` on the machine's places on zones (never empty), or says it has none.
     fn on_zones(&self, doing: &str, act: impl FnOnce(&[Membership]) -> Result<()>) -> Result<()> {
-        let memberships = self.memberships.lock().unwrap_or_else(|p| p.into_inner());
+        let memberships = self.0.memberships.lock().unwrap_or_else(|p| p.into_inner());
         match memberships.is_empty() {
             false => act(&memberships),
             true => Err(self.not_on_zone(self, doing)),

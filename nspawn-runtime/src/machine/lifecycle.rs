@@ -35,12 +35,11 @@ use crate::report::{self, Event};
 /// A clone is another handle on the same machine, to hand to a thread or a task: the machine
 /// stops when the last handle is dropped, or at the first [`Machine::stop`].
 #[derive(Debug, Clone)]
-pub struct Machine(Arc<State>);
+pub struct Machine(pub(super) Arc<State>);
 
 /// What a [`Machine`] handle shares.
-#[doc(hidden)]
 #[derive(Debug)]
-pub struct State {
+pub(crate) struct State {
     pub(super) name: String,
     pub(super) chroot: String,
     pub(super) storage: Storage,
@@ -75,13 +74,13 @@ impl Machine {
     /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// How long it took from nspawn's start to ready, once it is (a chroot's build on
     /// demand and a wait for a slot before it are not in it).
     pub(crate) fn boot_time(&self) -> Option<Duration> {
-        self.boot_time.get().copied()
+        self.0.boot_time.get().copied()
     }
 
     /// The chroot it was booted from.
@@ -92,7 +91,7 @@ impl Machine {
     /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn chroot(&self) -> &str {
-        &self.chroot
+        &self.0.chroot
     }
 
     /// How the master chroot is stored, and so how this machine was made from it.
@@ -103,7 +102,7 @@ impl Machine {
     /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn storage(&self) -> Storage {
-        self.storage
+        self.0.storage
     }
 
     /// The container's PID 1, as seen from the host.
@@ -119,7 +118,8 @@ impl Machine {
 
     /// The init of the machine's latest boot, alive or not.
     pub(crate) fn current_leader(&self) -> Arc<PidFd> {
-        self.leader
+        self.0
+            .leader
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
@@ -133,7 +133,7 @@ impl Machine {
     /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn log_path(&self) -> &Path {
-        &self.log
+        &self.0.log
     }
 
     /// The machine's network, as it was asked for.
@@ -144,7 +144,7 @@ impl Machine {
     /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn network(&self) -> &Network {
-        &self.network
+        &self.0.network
     }
 
     /// The machine's address on its zone (`isolated` and `zone:` networks), which the test
@@ -163,7 +163,7 @@ impl Machine {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn address(&self) -> Option<std::net::IpAddr> {
-        self.address
+        self.0.address
     }
 
     /// The machine's address on zone `zone`, its network's or one of
@@ -179,7 +179,7 @@ impl Machine {
     /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn address_on(&self, zone: &str) -> Option<std::net::IpAddr> {
-        let memberships = self.memberships.lock().unwrap_or_else(|p| p.into_inner());
+        let memberships = self.0.memberships.lock().unwrap_or_else(|p| p.into_inner());
         memberships
             .iter()
             .find(|m| m.zone_key() == zone)
@@ -214,17 +214,17 @@ impl Machine {
         }
         // Not under the agent's lock: following a reboot takes the machine's.
         let leader = self.leader()?;
-        let mut current = self.agent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut current = self.0.agent.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(agent) = current.as_ref().filter(|a| a.is_alive()) {
             return Ok(agent.clone());
         }
         let started = Instant::now();
-        let agent = Agent::start(&self.name, &leader).map_err(|e| Error::Agent {
-            machine: self.name.clone(),
+        let agent = Agent::start(&self.0.name, &leader).map_err(|e| Error::Agent {
+            machine: self.0.name.clone(),
             during: "to start".into(),
             reason: e.to_string(),
         })?;
-        self.span.in_scope(|| {
+        self.0.span.in_scope(|| {
             tracing::debug!(
                 pid = agent.pid(),
                 start_ms = started.elapsed().as_secs_f64() * 1e3,
@@ -238,7 +238,7 @@ impl Machine {
 
     /// The running agent, if there is one: a call's fast path, one liveness check.
     fn live_agent(&self) -> Option<Arc<Agent>> {
-        let current = self.agent.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.0.agent.lock().unwrap_or_else(|p| p.into_inner());
         current.as_ref().filter(|a| a.is_alive()).cloned()
     }
 
@@ -278,7 +278,7 @@ impl Machine {
             RecvError::Io(e) => e.to_string(),
         };
         Error::Agent {
-            machine: self.name.clone(),
+            machine: self.0.name.clone(),
             during: during.into(),
             reason,
         }
@@ -287,7 +287,7 @@ impl Machine {
     /// The error for an answer that does not fit the question.
     pub(crate) fn agent_confused(&self, during: &str, answer: &Response) -> Error {
         Error::Agent {
-            machine: self.name.clone(),
+            machine: self.0.name.clone(),
             during: during.into(),
             reason: format!("unexpected answer {answer:?}"),
         }
@@ -302,7 +302,7 @@ impl Machine {
         Error::Guest {
             op,
             path: path.into(),
-            machine: self.name.clone(),
+            machine: self.0.name.clone(),
             source,
         }
     }
@@ -311,6 +311,7 @@ impl Machine {
     /// to get in. `cargo nspawn gc --kept` removes it.
     pub(crate) fn keep(&self, why: &str) {
         let Some(running) = self
+            .0
             .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -318,23 +319,23 @@ impl Machine {
         else {
             return;
         };
-        registry::unregister(&self.name);
+        registry::unregister(&self.0.name);
         let mut record = Record::all()
             .into_iter()
-            .find(|r| r.name == self.name)
-            .unwrap_or_else(|| running.record(&self.name, Path::new("")));
+            .find(|r| r.name == self.0.name)
+            .unwrap_or_else(|| running.record(&self.0.name, Path::new("")));
         record.kept = true;
         let _ = record.save();
         drop(running);
-        self.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.0.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
         report::event(Event::Kept {
-            machine: self.name.clone(),
+            machine: self.0.name.clone(),
         });
         report::count_kept();
         report::announce(&format!(
             "kept machine {} ({why}). Get in with: cargo nspawn shell {}   \
              Remove it with: cargo nspawn gc --kept",
-            self.name, self.name
+            self.0.name, self.0.name
         ));
     }
 
@@ -347,7 +348,7 @@ impl Machine {
     /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn stop(self) -> Result<()> {
-        self.shutdown()
+        self.0.shutdown()
     }
 
     /// Stops the machine on a thread of its own: the caller goes on at once, and the process
@@ -361,7 +362,7 @@ impl Machine {
                 let _in_flight = in_flight;
                 if let Err(e) = machine.shutdown() {
                     crate::report::error(
-                        Some(&machine.name),
+                        Some(&machine.0.name),
                         format_args!("stopping in the background: {e}"),
                     );
                 }
@@ -424,18 +425,15 @@ impl State {
     }
 }
 
-impl std::ops::Deref for Machine {
-    type Target = State;
-
-    fn deref(&self) -> &State {
-        &self.0
-    }
-}
-
 impl Machine {
     /// A handle on a machine of this state.
     pub(crate) fn new(state: State) -> Machine {
         Machine(Arc::new(state))
+    }
+
+    /// Stops the machine through a shared handle; later calls do nothing.
+    pub(crate) fn shutdown(&self) -> Result<()> {
+        self.0.shutdown()
     }
 }
 

@@ -105,7 +105,7 @@ impl Machine {
         if self.current_leader().is_alive() {
             return Ok(());
         }
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = self.0.running.lock().unwrap_or_else(|p| p.into_inner());
         let Some(mut current) = running.take() else {
             return Err(self.stopped());
         };
@@ -113,7 +113,7 @@ impl Machine {
             *running = Some(current);
             return Ok(());
         }
-        current.stop(self.stop_timeout)?;
+        current.stop(self.0.stop_timeout)?;
         let next = self.boot_again(current)?;
         *running = Some(next);
         drop(running);
@@ -122,7 +122,7 @@ impl Machine {
 
     /// After the leader ended by itself: boots the machine again if its guest rebooted.
     pub(super) fn follow_reboot(&self) -> Result<Arc<PidFd>> {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = self.0.running.lock().unwrap_or_else(|p| p.into_inner());
         let leader = self.current_leader();
         if leader.is_alive() {
             // Another thread followed it meanwhile.
@@ -138,7 +138,7 @@ impl Machine {
                     return Err(self.stopped());
                 };
                 // Waits for nspawn to be gone (the systemd backend's is being stopped).
-                current.stop(self.stop_timeout)?;
+                current.stop(self.0.stop_timeout)?;
                 *running = Some(self.boot_again(current)?);
                 drop(running);
                 self.wait_until_running(self.boot_timeout())?;
@@ -148,20 +148,21 @@ impl Machine {
     }
 
     fn boot_timeout(&self) -> Duration {
-        self.again
+        self.0
+            .again
             .as_ref()
             .map_or(Duration::from_secs(60), |a| a.spec.boot_timeout)
     }
 
     /// A new nspawn on the disk of `old`, whose nspawn has exited.
     fn boot_again(&self, old: Running) -> Result<Running> {
-        let Some(again) = &self.again else {
+        let Some(again) = &self.0.again else {
             return Err(self.stopped());
         };
         let prepared = old.into_prepared().again().map_err(|why| {
             self.forget();
             Error::NotRunning {
-                machine: self.name.clone(),
+                machine: self.0.name.clone(),
                 reason: format!("it cannot boot again on the same disk: {why}"),
             }
         })?;
@@ -170,24 +171,30 @@ impl Machine {
             .log_file
             .try_clone()
             .map_err(|e| Error::io("duplicating the console log's descriptor", e))?;
-        let next = backend::boot(&again.spec, &self.name, &self.log, log_file, Some(prepared))
-            .inspect_err(|_| self.forget())?;
-        if let Err(e) = next.record(&self.name, &again.spec.dir).save() {
+        let next = backend::boot(
+            &again.spec,
+            &self.0.name,
+            &self.0.log,
+            log_file,
+            Some(prepared),
+        )
+        .inspect_err(|_| self.forget())?;
+        if let Err(e) = next.record(&self.0.name, &again.spec.dir).save() {
             crate::report::warning(
-                Some(&self.name),
+                Some(&self.0.name),
                 format_args!("no ownership record after a reboot: {e}"),
             );
         }
         self.adopt_leader(&next)?;
-        self.span.in_scope(|| {
+        self.0.span.in_scope(|| {
             tracing::info!(
                 boot_ms = (started.elapsed().as_secs_f64() * 1e3).round(),
                 "booted again on the same disk"
             )
         });
         report::event(Event::Ready {
-            machine: self.name.clone(),
-            chroot: self.chroot.clone(),
+            machine: self.0.name.clone(),
+            chroot: self.0.chroot.clone(),
             boot_ms: started.elapsed().as_millis() as u64,
         });
         Ok(next)
@@ -202,36 +209,40 @@ impl Machine {
                 .try_clone()
                 .map_err(|e| Error::io("duplicating the leader pidfd", e))?,
         );
-        *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = leader.clone();
-        self.agent.lock().unwrap_or_else(|p| p.into_inner()).take();
+        *self.0.leader.lock().unwrap_or_else(|p| p.into_inner()) = leader.clone();
+        self.0
+            .agent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         self.configure_address(&leader)?;
         Ok(leader)
     }
 
     /// A machine that cannot boot again is no longer the registry's.
     fn forget(&self) {
-        super::registry::unregister(&self.name);
-        Record::remove(&self.name);
+        super::registry::unregister(&self.0.name);
+        Record::remove(&self.0.name);
     }
 
     fn signal_init(&self, leader: &PidFd, signal: libc::c_int, doing: &str) -> Result<()> {
         let _root = ThreadRoot::acquire()?;
         leader
             .signal(signal)
-            .map_err(|e| Error::io(format!("{doing} machine {}", self.name), e))
+            .map_err(|e| Error::io(format!("{doing} machine {}", self.0.name), e))
     }
 
     /// Waits until the init that was asked to end has ended.
     fn wait_gone(&self, leader: &PidFd, doing: &str) -> Result<()> {
-        if leader.wait(self.stop_timeout) {
+        if leader.wait(self.0.stop_timeout) {
             return Ok(());
         }
         Err(Error::Timeout {
-            what: format!("{doing} machine {}", self.name),
-            secs: self.stop_timeout.as_secs_f64(),
+            what: format!("{doing} machine {}", self.0.name),
+            secs: self.0.stop_timeout.as_secs_f64(),
             hint: format!(
                 "its units did not stop in time: raise .stop_timeout(..), or see its console log {}",
-                self.log.display()
+                self.0.log.display()
             ),
         })
     }
@@ -239,21 +250,21 @@ impl Machine {
     /// Waits until nspawn has exited after a power-off or a crash (a reboot of the guest's own
     /// that raced with it leaves the machine down just the same).
     fn wait_down(&self) -> Result<()> {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = self.0.running.lock().unwrap_or_else(|p| p.into_inner());
         let Some(current) = running.as_mut() else {
             return Err(self.stopped());
         };
-        current.after_leader(self.stop_timeout);
+        current.after_leader(self.0.stop_timeout);
         Ok(())
     }
 
     fn stopped(&self) -> Error {
-        let reason = match self.again {
+        let reason = match self.0.again {
             Some(_) => "it was stopped",
             None => "it is another process's machine (nextest): only that process boots it",
         };
         Error::NotRunning {
-            machine: self.name.clone(),
+            machine: self.0.name.clone(),
             reason: reason.into(),
         }
     }
@@ -268,11 +279,11 @@ impl Machine {
             ""
         };
         Error::NotRunning {
-            machine: self.name.clone(),
+            machine: self.0.name.clone(),
             reason: format!(
                 "its container ended (powered off, crashed or killed{reboot}; console log: {}). \
                  power_on() boots it again on the same disk",
-                self.log.display()
+                self.0.log.display()
             ),
         }
     }

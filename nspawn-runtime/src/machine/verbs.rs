@@ -21,7 +21,7 @@ const RETRY_MAX: Duration = Duration::from_secs(1);
 impl Machine {
     /// The default timeout of the verbs below.
     pub fn wait_timeout(&self) -> Duration {
-        self.wait_timeout
+        self.0.wait_timeout
     }
 
     /// Runs `script` under `bash -c` with `set -eo pipefail`, at most [`wait_timeout`] long;
@@ -38,7 +38,7 @@ impl Machine {
     /// # Ok(()) }
     /// ```
     pub fn succeed(&self, script: &str) -> Result<String> {
-        let out = self.script(script, self.wait_timeout)?;
+        let out = self.script(script, self.0.wait_timeout)?;
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
@@ -60,7 +60,7 @@ impl Machine {
     /// # Ok(()) }
     /// ```
     pub fn fail(&self, script: &str) -> Result<String> {
-        let out = self.script(script, self.wait_timeout)?;
+        let out = self.script(script, self.0.wait_timeout)?;
         let printed = printed(&out);
         if out.status.success() {
             return Err(Error::Succeeded {
@@ -112,7 +112,7 @@ impl Machine {
     /// ```
     pub fn wait_for_file(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let deadline = Instant::now() + self.wait_timeout;
+        let deadline = Instant::now() + self.0.wait_timeout;
         let mut pause = RETRY_MIN;
         while !self.exists(path) {
             if Instant::now() >= deadline {
@@ -121,7 +121,7 @@ impl Machine {
                     what: format!("file {}", path.display()),
                     problem: format!(
                         "did not appear within {:.0} s",
-                        self.wait_timeout.as_secs_f64()
+                        self.0.wait_timeout.as_secs_f64()
                     ),
                     detail: "".into(),
                 });
@@ -143,7 +143,7 @@ impl Machine {
     /// Runs `script` until its success is `success`, within the wait timeout; the try that
     /// got there, or an error with the last one's output.
     fn retry(&self, script: &str, success: bool) -> Result<Output> {
-        let deadline = Instant::now() + self.wait_timeout;
+        let deadline = Instant::now() + self.0.wait_timeout;
         let mut pause = RETRY_MIN;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -158,7 +158,7 @@ impl Machine {
                     problem: format!(
                         "did not {} within {:.0} s (last try: {})",
                         if success { "succeed" } else { "fail" },
-                        self.wait_timeout.as_secs_f64(),
+                        self.0.wait_timeout.as_secs_f64(),
                         out.status
                     ),
                     detail: printed(&out).into(),
