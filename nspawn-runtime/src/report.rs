@@ -2,7 +2,7 @@
 //! kept machine, the summary at exit), and the event log that tests count boots and stops
 //! from.
 //!
-//! The event log (`NSPAWN_EVENT_LOG`) has one line per [`Event`], written by [`event`] and read
+//! The event log (`NSPAWN_EVENT_LOG`) has one line per [`Event`], written by `event` and read
 //! back with [`Event::parse`], so the writer and the readers cannot disagree on its format.
 //!
 //! A leaf module: every layer may report through it, and it depends on nothing of ours but
@@ -192,7 +192,7 @@ pub(crate) fn logging() -> bool {
 
 /// Appends `event` to `$NSPAWN_EVENT_LOG`, if set. One `write` per line, so lines of
 /// concurrent writers do not interleave.
-pub fn event(event: Event) {
+pub(crate) fn event(event: Event) {
     let Some(path) = &crate::settings::lenient().event_log else {
         return;
     };

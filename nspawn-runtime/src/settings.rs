@@ -1,7 +1,7 @@
 //! Every `NSPAWN_*` setting, read from the environment once per process, in one place.
 //!
 //! A value that does not parse is an error that names the variable and what it accepts: the
-//! first machine of a run refuses to start ([`get`]), rather than the run going on with a
+//! first machine of a run refuses to start (`get`), rather than the run going on with a
 //! setting the user did not ask for. (`NSPAWN_USER` is read earlier still, before `main`: see
 //! [`crate::host::privs`].)
 //!
@@ -52,7 +52,8 @@ pub enum PrivateUsers {
 
 /// Every variable a user may set, as the README's table lists them (a test keeps the two
 /// equal). `NSPAWN_USER` is read before `main`, by [`crate::host::privs`].
-pub const VARIABLES: &[&str] = &[
+#[cfg(test)]
+pub(crate) const VARIABLES: &[&str] = &[
     "NSPAWN_CHROOTS_DIR",
     "NSPAWN_WORKSPACE",
     "NSPAWN_BACKEND",
@@ -146,7 +147,7 @@ impl Default for Settings {
 impl Settings {
     /// Reads the settings through `var` (the environment, or a table in tests). Returns them,
     /// with defaults where a value is invalid, and one line per invalid value.
-    pub fn parse(var: impl Fn(&str) -> Option<OsString>) -> (Settings, Vec<String>) {
+    pub(crate) fn parse(var: impl Fn(&str) -> Option<OsString>) -> (Settings, Vec<String>) {
         let mut problems = Vec::new();
         let mut s = Settings::default();
         // Unset and empty are the same: `VAR= cargo test` is how one unsets a variable.
@@ -332,7 +333,7 @@ fn loaded() -> &'static (Settings, Vec<String>) {
 }
 
 /// The settings, or an error listing every invalid value.
-pub fn get() -> Result<&'static Settings> {
+pub(crate) fn get() -> Result<&'static Settings> {
     let (settings, problems) = loaded();
     if problems.is_empty() {
         Ok(settings)
@@ -344,7 +345,7 @@ pub fn get() -> Result<&'static Settings> {
 }
 
 /// The settings, with defaults for invalid values: for what must go on regardless (reports,
-/// cleanup). Nothing starts a machine without [`get`] having passed.
+/// cleanup). Nothing starts a machine without `get` having passed.
 pub fn lenient() -> &'static Settings {
     &loaded().0
 }

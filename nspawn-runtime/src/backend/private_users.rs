@@ -15,7 +15,7 @@ const NSPAWN_SINCE: u32 = 250;
 
 /// Whether a machine booted from `dir` gets a user namespace. `requested` is the machine's
 /// own choice (`MachineBuilder::private_users`), which wins over the setting.
-pub fn decide(requested: Option<bool>, dir: &Path) -> Result<bool> {
+pub(crate) fn decide(requested: Option<bool>, dir: &Path) -> Result<bool> {
     let mode = match requested {
         Some(true) => PrivateUsers::Yes,
         Some(false) => PrivateUsers::No,

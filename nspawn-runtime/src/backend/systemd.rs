@@ -24,7 +24,7 @@ use crate::host::limits::Limits;
 
 /// The unit properties of the blog post's `systemd-run` line, but for its `TasksMax=16384`:
 /// the machine's limits come from [`Limits::for_host`], as on the direct backend.
-pub const DEFAULT_PROPERTIES: &[&str] = &[
+pub(crate) const DEFAULT_PROPERTIES: &[&str] = &[
     "KillMode=mixed",
     "Type=notify",
     "RestartForceExitStatus=133",

@@ -70,7 +70,7 @@ pub enum Bootstrapper {
 
 impl Bootstrapper {
     /// mmdebstrap when installed, else debootstrap when installed, else mmdebstrap (to install).
-    pub fn detect() -> Bootstrapper {
+    pub(crate) fn detect() -> Bootstrapper {
         if !tools::has(tools::MMDEBSTRAP) && tools::has(tools::DEBOOTSTRAP) {
             Bootstrapper::Debootstrap
         } else {
@@ -79,7 +79,7 @@ impl Bootstrapper {
     }
 
     /// The tool to have installed.
-    pub fn tool(self) -> Tool {
+    pub(crate) fn tool(self) -> Tool {
         match self {
             Bootstrapper::Mmdebstrap => tools::MMDEBSTRAP,
             Bootstrapper::Debootstrap => tools::DEBOOTSTRAP,
@@ -87,7 +87,7 @@ impl Bootstrapper {
     }
 
     /// The command line that bootstraps `def` into `target`.
-    pub fn command(self, def: &ChrootDef, target: &Path, eatmydata: bool) -> Command {
+    pub(crate) fn command(self, def: &ChrootDef, target: &Path, eatmydata: bool) -> Command {
         let mut cmd = if eatmydata {
             let mut c = Command::new("eatmydata");
             c.arg(self.tool().program);

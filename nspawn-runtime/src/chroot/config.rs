@@ -3,9 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-pub use nspawn_config::{
-    check_name, parse_manifest, ChrootDef, ChrootRef, DEFAULT_MIRROR, KNOWN_SUITES, VARIANTS,
-};
+pub(crate) use nspawn_config::{parse_manifest, ChrootDef, ChrootRef};
 
 use crate::error::{Error, IoContext, Result};
 
@@ -30,7 +28,7 @@ impl Workspace {
     /// The workspace of the running program: from `$NSPAWN_WORKSPACE`, else
     /// `CARGO_MANIFEST_DIR` (set by cargo for tests, benches and `cargo run`), else from the
     /// current directory.
-    pub fn from_env() -> Result<Workspace> {
+    pub(crate) fn from_env() -> Result<Workspace> {
         let dir = crate::settings::lenient()
             .workspace
             .clone()
@@ -43,7 +41,7 @@ impl Workspace {
     }
 
     /// The workspace manifest.
-    pub fn manifest(&self) -> PathBuf {
+    pub(crate) fn manifest(&self) -> PathBuf {
         self.root.join("Cargo.toml")
     }
 
@@ -66,7 +64,7 @@ impl Workspace {
     }
 
     /// The declaration of one chroot by name.
-    pub fn chroot(&self, name: &str) -> Result<ChrootDef> {
+    pub(crate) fn chroot(&self, name: &str) -> Result<ChrootDef> {
         let defs = self.chroots()?;
         defs.iter()
             .find(|d| d.name == name)

@@ -41,7 +41,7 @@ const BOOT_ARTEFACTS: [&str; 5] = [
 
 /// One set-up layer of this process.
 #[derive(Debug)]
-pub struct Layer {
+pub(crate) struct Layer {
     dir: PathBuf,
     chroot: PathBuf,
     /// For user-namespaced machines: nothing mounted on the host.
@@ -50,7 +50,7 @@ pub struct Layer {
 
 /// What a machine boots from a layer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LayerRoot {
+pub(crate) struct LayerRoot {
     /// A privileged machine's tree: the overlay mounted on the host.
     pub tree: PathBuf,
     /// A user-namespaced machine's read-only layers, top first.
@@ -96,7 +96,7 @@ fn overlay(target: &Path, options: &str, flags: MsFlags) -> Result<()> {
 impl Layer {
     /// A new layer over `chroot` for privileged or user-namespaced machines; for privileged
     /// ones, its writable overlay mounted on [`Layer::template_root`]'s tree.
-    pub fn create(chroot: &Path, private_users: bool) -> Result<Layer> {
+    pub(crate) fn create(chroot: &Path, private_users: bool) -> Result<Layer> {
         let id = format!(
             "{}-{}",
             std::process::id(),
@@ -141,7 +141,7 @@ impl Layer {
     }
 
     /// The template machine's root while the set-up runs: writes land in the layer.
-    pub fn template_root(&self) -> LayerRoot {
+    pub(crate) fn template_root(&self) -> LayerRoot {
         LayerRoot {
             tree: self.dir.join("build"),
             lowers: vec![self.chroot.clone()],
@@ -151,7 +151,7 @@ impl Layer {
     }
 
     /// What machines boot once the layer is sealed.
-    pub fn root(&self) -> LayerRoot {
+    pub(crate) fn root(&self) -> LayerRoot {
         LayerRoot {
             tree: self.dir.join("tree"),
             lowers: vec![self.dir.join("upper"), self.chroot.clone()],
@@ -163,7 +163,7 @@ impl Layer {
     /// After the template stopped: its overlay unmounted, the boot's own writes taken out,
     /// and the read-only tree mounted. `template_base` is the first host uid of the template's
     /// range (user-namespaced layers), which its files are given back from.
-    pub fn seal(self, template_base: Option<u32>) -> Result<Arc<Layer>> {
+    pub(crate) fn seal(self, template_base: Option<u32>) -> Result<Arc<Layer>> {
         let _root = ThreadRoot::acquire()?;
         let build = self.dir.join("build");
         if !self.private_users {
@@ -253,7 +253,7 @@ fn remove(dir: &Path) {
 }
 
 /// Removes this process's layers: at exit, once its machines have stopped.
-pub fn release_all() {
+pub(crate) fn release_all() {
     let layers = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|p| p.into_inner()));
     if let Ok(_root) = ThreadRoot::acquire() {
         for layer in layers {
@@ -263,7 +263,7 @@ pub fn release_all() {
 }
 
 /// Removes the layers whose process is dead; returns a line for each. Needs root.
-pub fn sweep() -> Vec<String> {
+pub(crate) fn sweep() -> Vec<String> {
     // None was ever made here (or the run directory is gone): nothing to sweep, and nothing
     // to make.
     if !crate::host::run_dir::run_dir().join("layers").is_dir() {

@@ -14,7 +14,7 @@
 mod build;
 pub mod config;
 mod in_use;
-pub mod layer;
+pub(crate) mod layer;
 mod locate;
 mod on_demand;
 pub mod profile;

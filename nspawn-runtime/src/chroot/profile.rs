@@ -61,7 +61,7 @@ pub const MASKED_GENERATORS: &[&str] = &[
 ];
 
 /// Applies `profile` to the tree at `root` (being built).
-pub fn apply(root: &Path, profile: &str) -> std::io::Result<()> {
+pub(crate) fn apply(root: &Path, profile: &str) -> std::io::Result<()> {
     if profile != "fast" {
         return Ok(());
     }

@@ -20,14 +20,14 @@ impl Default for Progress {
 
 impl Progress {
     /// Spinners when `interactive`, plain lines otherwise.
-    pub fn new(interactive: bool) -> Progress {
+    pub(crate) fn new(interactive: bool) -> Progress {
         let multi =
             interactive.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         Progress { multi }
     }
 
     /// Starts the line of one item.
-    pub fn item(&self, name: &str) -> Item {
+    pub(crate) fn item(&self, name: &str) -> Item {
         let bar = self.multi.as_ref().map(|m| {
             let bar = m.add(ProgressBar::new_spinner());
             bar.set_style(
@@ -47,7 +47,7 @@ impl Progress {
     }
 
     /// Prints a line above the spinners.
-    pub fn println(&self, line: &str) {
+    pub(crate) fn println(&self, line: &str) {
         match &self.multi {
             Some(m) => {
                 let _ = m.println(line);
@@ -68,7 +68,7 @@ pub struct Item {
 
 impl Item {
     /// Enters a new phase.
-    pub fn phase(&mut self, phase: &str) {
+    pub(crate) fn phase(&mut self, phase: &str) {
         self.phase = phase.into();
         match &self.bar {
             Some(bar) => bar.set_message(phase.to_string()),
@@ -81,14 +81,14 @@ impl Item {
     }
 
     /// Shows the latest line of tool output beside the phase (terminal only).
-    pub fn detail(&self, line: &str) {
+    pub(crate) fn detail(&self, line: &str) {
         if let Some(bar) = &self.bar {
             bar.set_message(format!("{}: {}", self.phase, line.trim()));
         }
     }
 
     /// Ends the line with a final message.
-    pub fn finish(self, message: &str) {
+    pub(crate) fn finish(self, message: &str) {
         let line = format!("{}: {message}", self.name);
         match self.bar {
             Some(bar) => bar.finish_with_message(message.to_string()),
@@ -97,7 +97,7 @@ impl Item {
     }
 
     /// Time since the item started.
-    pub fn elapsed(&self) -> Duration {
+    pub(crate) fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
 }

@@ -38,7 +38,7 @@ impl std::fmt::Display for Status {
 
 impl Status {
     /// The command that makes chroot `name` ready, unless it is.
-    pub fn remedy(&self, name: &str) -> Option<String> {
+    pub(crate) fn remedy(&self, name: &str) -> Option<String> {
         match self {
             Status::Missing => Some(format!("cargo nspawn make-chroots {name}")),
             Status::Ready(_) => None,
@@ -48,7 +48,7 @@ impl Status {
     }
 
     /// Whether a machine can boot it as it is.
-    pub fn bootable(&self) -> bool {
+    pub(crate) fn bootable(&self) -> bool {
         matches!(self, Status::Ready(_) | Status::HandMade(_))
     }
 

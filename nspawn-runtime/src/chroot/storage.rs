@@ -49,7 +49,7 @@ pub fn storage_of(path: &Path) -> Storage {
 }
 
 /// Creates an empty tree: a subvolume on btrfs, a directory elsewhere.
-pub fn create_tree(path: &Path) -> Result<Storage> {
+pub(crate) fn create_tree(path: &Path) -> Result<Storage> {
     let parent = path.parent().unwrap_or(Path::new("/"));
     if is_btrfs(parent) {
         tools::run(
@@ -66,7 +66,7 @@ pub fn create_tree(path: &Path) -> Result<Storage> {
 
 /// Removes a tree. Anything still mounted below it is unmounted first, so a bootstrap that
 /// died with `/proc` or `/dev` bound inside can never make this delete the host's.
-pub fn remove_tree(path: &Path) -> Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
@@ -185,7 +185,7 @@ pub fn mount_btrfs_image(dir: &Path, size: &str, report: &dyn Fn(&str)) -> Resul
 }
 
 /// Where `--btrfs-image` keeps the image for a chroots directory: beside it.
-pub fn image_path(dir: &Path) -> PathBuf {
+pub(crate) fn image_path(dir: &Path) -> PathBuf {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::host::privs::ThreadRoot;
 
 pub use crate::host::process::ProcessId;
-pub(crate) use crate::host::run_dir::private_dir;
+pub use crate::host::run_dir::private_dir;
 pub use crate::host::run_dir::run_dir;
 
 fn records_dir() -> PathBuf {
@@ -59,7 +59,7 @@ impl Record {
     }
 
     /// Removes the record of machine `name`.
-    pub fn remove(name: &str) {
+    pub(crate) fn remove(name: &str) {
         if let Ok(_root) = ThreadRoot::acquire() {
             let _ = std::fs::remove_file(Record::path(name));
         }
@@ -119,7 +119,7 @@ fn named_machine(path: &Path) -> Option<String> {
 
 /// The snapshot an `--ephemeral` nspawn works on: it holds a lock on `.#<snapshot>.lck` beside
 /// it, and the lock's name gives the snapshot's.
-pub fn snapshot_of(nspawn_pid: u32) -> Option<PathBuf> {
+pub(crate) fn snapshot_of(nspawn_pid: u32) -> Option<PathBuf> {
     let fds = std::fs::read_dir(format!("/proc/{nspawn_pid}/fd")).ok()?;
     fds.flatten()
         .filter_map(|fd| std::fs::read_link(fd.path()).ok())
@@ -127,13 +127,13 @@ pub fn snapshot_of(nspawn_pid: u32) -> Option<PathBuf> {
 }
 
 /// The lock file nspawn holds for a snapshot: `/c/.#machine.x` has `/c/.#.#machine.x.lck`.
-pub fn lock_of(snapshot: &Path) -> PathBuf {
+pub(crate) fn lock_of(snapshot: &Path) -> PathBuf {
     let name = snapshot.file_name().unwrap_or_default().to_string_lossy();
     snapshot.with_file_name(format!(".#{name}.lck"))
 }
 
 /// `/c/.#.#machine.x.lck` names the snapshot `/c/.#machine.x`.
-pub fn snapshot_from_lock(lock: &Path) -> Option<PathBuf> {
+pub(crate) fn snapshot_from_lock(lock: &Path) -> Option<PathBuf> {
     let name = lock.file_name()?.to_str()?;
     let snapshot = name.strip_prefix(".#")?.strip_suffix(".lck")?;
     snapshot

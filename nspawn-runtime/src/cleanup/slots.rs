@@ -64,10 +64,8 @@ fn mem_available() -> Option<u64> {
 
 /// A held slot; dropping it frees the slot.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     _lock: Flock<File>,
-    /// The slot's number.
-    pub index: usize,
 }
 
 /// What frees a slot of this process when all are taken, if anything can: the test harness
@@ -85,7 +83,7 @@ fn make_room() -> bool {
 
 /// Takes a free slot, waiting for one up to `timeout`, and freeing one with the room maker
 /// (set by the test harness) if there is one.
-pub fn acquire(timeout: Duration) -> Result<Slot> {
+pub(crate) fn acquire(timeout: Duration) -> Result<Slot> {
     let cap = cap();
     let dir = slots_dir()?;
     let started = Instant::now();
@@ -123,7 +121,7 @@ pub fn acquire(timeout: Duration) -> Result<Slot> {
 /// ahead of need, which must never take the place of one a test waits for. Only while half
 /// the cap stays free after it and the `reserved` slots this process's boots are about to
 /// take, to leave room for other runs.
-pub fn try_acquire_spare(reserved: usize) -> Result<Option<Slot>> {
+pub(crate) fn try_acquire_spare(reserved: usize) -> Result<Option<Slot>> {
     let cap = cap().machines;
     let dir = slots_dir()?;
     let _root = ThreadRoot::acquire()?;
@@ -170,7 +168,7 @@ fn try_slot(dir: &std::path::Path, index: usize) -> Result<Option<Slot>> {
         .open(&path)
         .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => Ok(Some(Slot { _lock: lock, index })),
+        Ok(lock) => Ok(Some(Slot { _lock: lock })),
         Err(_) => Ok(None),
     }
 }

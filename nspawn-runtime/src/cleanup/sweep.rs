@@ -225,7 +225,7 @@ fn is_locked(path: &Path) -> bool {
 }
 
 /// Names of machines some process is running (`--machine=<name>` on a command line).
-pub fn live_machine_names() -> Vec<String> {
+pub(crate) fn live_machine_names() -> Vec<String> {
     live_machines().into_iter().map(|(name, _)| name).collect()
 }
 

@@ -64,7 +64,7 @@ impl MachineCgroup {
     }
 
     /// The unified (cgroup v2) directory, which has `cgroup.kill`.
-    pub fn unified(&self) -> Option<&Path> {
+    pub(crate) fn unified(&self) -> Option<&Path> {
         self.dirs
             .iter()
             .find(|d| d.join("cgroup.kill").exists())
@@ -73,7 +73,7 @@ impl MachineCgroup {
 
     /// Kills every process of the machine (cgroup v2 `cgroup.kill`). Returns false when the
     /// kernel lacks it.
-    pub fn kill_all(&self) -> bool {
+    pub(crate) fn kill_all(&self) -> bool {
         self.unified().is_some_and(kill_v2)
     }
 
@@ -94,7 +94,7 @@ impl MachineCgroup {
 }
 
 /// How long [`empty`] waits for killed processes to leave.
-pub const EMPTY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const EMPTY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Kills every process in the cgroups at `dirs` and below, and waits up to `timeout` for them
 /// to be gone. Returns whether they are empty.
@@ -102,7 +102,7 @@ pub const EMPTY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5)
 /// `cgroup.kill` where a directory has it: the kernel kills the whole subtree at once, forks
 /// in flight included. Elsewhere every member gets SIGKILL, again until none is left, since a
 /// process may fork between the read and the kill.
-pub fn empty(dirs: &[PathBuf], timeout: std::time::Duration) -> bool {
+pub(crate) fn empty(dirs: &[PathBuf], timeout: std::time::Duration) -> bool {
     let populated = || dirs.iter().any(|d| is_populated_dir(d));
     let deadline = std::time::Instant::now() + timeout;
     while populated() {
@@ -269,7 +269,7 @@ fn kill_members(dir: &Path) {
 }
 
 /// Whether a process is in the cgroup at `dir` or below.
-pub fn is_populated_dir(dir: &Path) -> bool {
+pub(crate) fn is_populated_dir(dir: &Path) -> bool {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let busy =
@@ -297,7 +297,7 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
 /// they are gone or `timeout` has passed: a process may still join one after it was emptied
 /// (an agent that was starting as its machine was killed). Returns whether they are gone; what
 /// is left is logged.
-pub fn destroy(dirs: &[PathBuf], timeout: std::time::Duration) -> bool {
+pub(crate) fn destroy(dirs: &[PathBuf], timeout: std::time::Duration) -> bool {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         empty(
@@ -336,13 +336,13 @@ fn remove_tree(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Our own cgroup directory in the unified and `name=systemd` hierarchies.
-pub fn own_cgroups() -> Vec<PathBuf> {
+pub(crate) fn own_cgroups() -> Vec<PathBuf> {
     own_where(Mount::tracks)
 }
 
 /// Our own cgroup directory in every hierarchy, where machines' cgroups are created: the
 /// sweep looks for leftovers of crashed runs there.
-pub fn own_in_every_hierarchy() -> Vec<PathBuf> {
+pub(crate) fn own_in_every_hierarchy() -> Vec<PathBuf> {
     own_where(|_| true)
 }
 
@@ -370,7 +370,7 @@ fn own_where(wanted: impl Fn(&Mount) -> bool) -> Vec<PathBuf> {
 /// included. The file is read as if a hostile process had named its cgroups: a line that does
 /// not parse, a hierarchy listed twice or missing, or a path that climbs out of the mount is
 /// an error, never a directory elsewhere.
-pub fn of_process(pid: u32) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn of_process(pid: u32) -> std::io::Result<Vec<PathBuf>> {
     Ok(memberships(pid)?.into_iter().map(|(_, dir)| dir).collect())
 }
 

@@ -10,7 +10,7 @@ use crate::host::privs::{self, ThreadRoot};
 
 /// Where console logs go: `$NSPAWN_LOG_DIR`, else `nspawn-logs/` in the cargo target
 /// directory of the running test binary, else the temporary directory.
-pub fn log_dir() -> PathBuf {
+pub(crate) fn log_dir() -> PathBuf {
     if let Some(dir) = &crate::settings::lenient().log_dir {
         return dir.clone();
     }
@@ -20,7 +20,7 @@ pub fn log_dir() -> PathBuf {
 }
 
 /// The cargo target directory the running executable lives in (it holds `CACHEDIR.TAG`).
-pub fn target_dir() -> Option<PathBuf> {
+pub(crate) fn target_dir() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     exe.ancestors()
         .skip(1)
@@ -30,7 +30,7 @@ pub fn target_dir() -> Option<PathBuf> {
 
 /// Creates the console log of machine `name`, owned by the test's user. A target directory
 /// that an earlier `sudo cargo test` left owned by root is handled too.
-pub fn create_log(name: &str) -> Result<(PathBuf, File)> {
+pub(crate) fn create_log(name: &str) -> Result<(PathBuf, File)> {
     let dir = log_dir();
     let path = dir.join(format!("{name}.log"));
     let create = || std::fs::create_dir_all(&dir).and_then(|()| File::create(&path));
@@ -58,7 +58,7 @@ fn create_as_root(dir: &Path, path: &Path) -> std::io::Result<File> {
 }
 
 /// The last `n` lines of a log, without colours.
-pub fn tail(path: &Path, n: usize) -> String {
+pub(crate) fn tail(path: &Path, n: usize) -> String {
     crate::text::tail(&String::from_utf8_lossy(&read_end(path, 64 * 1024)), n)
 }
 
@@ -74,7 +74,7 @@ fn read_end(path: &Path, max: u64) -> Vec<u8> {
 }
 
 /// Whether the console shows the inotify exhaustion that stalls boots forever.
-pub fn shows_inotify_exhaustion(path: &Path) -> bool {
+pub(crate) fn shows_inotify_exhaustion(path: &Path) -> bool {
     let text = String::from_utf8_lossy(&read_end(path, 256 * 1024)).into_owned();
     text.contains("Failed to create inotify object: Too many open files")
         || text.contains("Failed to allocate manager object: Too many open files")
@@ -87,7 +87,7 @@ pub fn shows_inotify_exhaustion(path: &Path) -> bool {
 /// and carries on with broken units), and its console lines may reach the log after READY.
 /// Asking the kernel does not depend on that timing: a booted machine holds its instances
 /// for as long as it runs, so an exhausted limit at READY means the boot ran into it.
-pub fn inotify_exhausted_for_root() -> bool {
+pub(crate) fn inotify_exhausted_for_root() -> bool {
     let Ok(_root) = ThreadRoot::acquire() else {
         return false;
     };

@@ -27,7 +27,7 @@ use crate::host::privs::ThreadRoot;
 
 /// Where the writable layer of a machine lives.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Upper {
+pub(crate) enum Upper {
     /// A tmpfs of the machine's own, gone with it.
     Tmpfs,
     /// A directory with `upper/` and `work/` (a set-up layer's): what the machine writes
@@ -38,14 +38,14 @@ pub enum Upper {
 /// A user namespace that maps `0..65536` to `base..base+65536`, held by a descriptor: what an
 /// idmapped mount takes.
 #[derive(Debug)]
-pub struct Mapping {
+pub(crate) struct Mapping {
     fd: OwnedFd,
     base: u32,
 }
 
 impl Mapping {
     /// Makes the namespace (as root: writing a map to other users' ids needs it).
-    pub fn new(base: u32) -> std::io::Result<Mapping> {
+    pub(crate) fn new(base: u32) -> std::io::Result<Mapping> {
         let _root = ThreadRoot::acquire().map_err(std::io::Error::other)?;
         let child = NsChild::start()?;
         let map = format!("0 {base} {}\n", crate::host::uid_range::SIZE);
@@ -128,7 +128,7 @@ impl Drop for NsChild {
 /// Every path and option of a machine's root, prepared before `fork`: the child only makes
 /// system calls.
 #[derive(Debug)]
-pub struct RootPlan {
+pub(crate) struct RootPlan {
     mapping: Mapping,
     /// A directory of root's, mode 0700, that a tmpfs covers in the child's namespace.
     base: CString,
@@ -152,7 +152,7 @@ enum UpperPlan {
 }
 
 /// Where the overlay of a plan below `base` is mounted.
-pub fn root_below(base: &Path) -> PathBuf {
+pub(crate) fn root_below(base: &Path) -> PathBuf {
     base.join("root")
 }
 
@@ -164,7 +164,7 @@ pub(crate) fn c(path: &Path) -> std::io::Result<CString> {
 impl RootPlan {
     /// The plan for `lowers` (top first) under `upper`, mounted below `base` (an existing
     /// directory of root's, mode 0700), with `mapping`.
-    pub fn new(
+    pub(crate) fn new(
         base: &Path,
         lowers: &[PathBuf],
         upper: &Upper,
@@ -217,7 +217,7 @@ impl RootPlan {
     /// # Safety
     /// Only in a forked child before exec, or in a single-threaded process about to exec,
     /// after it made a mount namespace of its own.
-    pub unsafe fn mount(&self) -> std::io::Result<()> {
+    pub(crate) unsafe fn mount(&self) -> std::io::Result<()> {
         // SAFETY: raw system calls on strings prepared beforehand.
         unsafe {
             mount_tmpfs(&self.base, c"mode=0700")?;
@@ -370,7 +370,7 @@ fn check_long(ret: libc::c_long) -> std::io::Result<()> {
 
 /// The first host uid of the range process `pid` runs in (what its root is on the host);
 /// `None` outside any user namespace of ours (an identity map).
-pub fn range_of(pid: u32) -> std::io::Result<Option<u32>> {
+pub(crate) fn range_of(pid: u32) -> std::io::Result<Option<u32>> {
     let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map"))?;
     let fields: Vec<u64> = map
         .lines()
@@ -392,7 +392,7 @@ pub fn range_of(pid: u32) -> std::io::Result<Option<u32>> {
 /// ids: `base + n` becomes `n`. Modes are set again after each change of owner, which clears
 /// set-uid and set-gid bits. Symlinks are changed themselves, never followed. Run only once the
 /// machine has stopped: nothing may change the tree meanwhile.
-pub fn shift_down(dir: &Path, base: u32) -> std::io::Result<()> {
+pub(crate) fn shift_down(dir: &Path, base: u32) -> std::io::Result<()> {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let shift = |id: u32| {
         id.checked_sub(base)
@@ -421,7 +421,7 @@ pub fn shift_down(dir: &Path, base: u32) -> std::io::Result<()> {
 
 /// Whether this host can make a machine's root this way: a user namespace and an idmapped
 /// mount of `dir` (not attached anywhere). The reason when not.
-pub fn probe(dir: &Path) -> std::result::Result<(), String> {
+pub(crate) fn probe(dir: &Path) -> std::result::Result<(), String> {
     let mapping =
         Mapping::new(0x7FFE_0000).map_err(|e| format!("no user namespace with a uid map: {e}"))?;
     let _root = ThreadRoot::acquire().map_err(|e| e.to_string())?;

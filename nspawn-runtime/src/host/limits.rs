@@ -7,7 +7,7 @@
 
 /// The limits of one machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Bytes of memory, tmpfs contents included.
     pub memory: u64,
     /// Processes and threads.
@@ -19,7 +19,7 @@ const MIB: u64 = 1024 * 1024;
 impl Limits {
     /// Each of `machines` running at once gets an equal share of the host's memory (at least
     /// 512 MiB) and of half its PIDs (256 to 4096).
-    pub fn for_host(machines: usize) -> Limits {
+    pub(crate) fn for_host(machines: usize) -> Limits {
         let machines = machines.max(1) as u64;
         let total = meminfo("MemTotal:").unwrap_or(4096 * MIB);
         let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
@@ -34,7 +34,7 @@ impl Limits {
 
     /// These limits with `MemoryMax=` and `TasksMax=` unit properties applied. Any other
     /// property is an error: without systemd there is no unit to give it to.
-    pub fn with_properties(mut self, properties: &[String]) -> Result<Limits, String> {
+    pub(crate) fn with_properties(mut self, properties: &[String]) -> Result<Limits, String> {
         for property in properties {
             let (key, value) = property.split_once('=').unwrap_or((property, ""));
             match key {

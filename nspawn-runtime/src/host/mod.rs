@@ -12,7 +12,7 @@ pub(crate) mod notify;
 pub(crate) mod pidfd;
 pub mod privs;
 pub mod probe;
-pub mod process;
+pub(crate) mod process;
 pub mod run_dir;
 pub mod tools;
 pub(crate) mod uid_range;

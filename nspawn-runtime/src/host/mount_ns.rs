@@ -23,7 +23,7 @@ const HOSTS_TMPFS: &std::ffi::CStr = c"mode=0700,size=1m,nr_inodes=8";
 /// What nspawn's mount namespace is to hold, as plain data: the direct backend makes the
 /// [`NsPlan`] from it in the test process, the systemd backend's mount helper in the unit.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct MountSpec {
+pub(crate) struct MountSpec {
     /// The hosts file: the directory the tmpfs covers, the first text, the file's owner.
     pub hosts: Option<(PathBuf, String, u32)>,
     pub root: Option<RootSpec>,
@@ -34,7 +34,7 @@ pub struct MountSpec {
 
 /// The overlay root of a user-namespaced machine (see [`RootPlan`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RootSpec {
+pub(crate) struct RootSpec {
     /// The first host uid of the machine's range.
     pub uid_base: u32,
     /// The directory of root's, mode 0700, that the mounts go below.
@@ -46,12 +46,12 @@ pub struct RootSpec {
 
 impl MountSpec {
     /// Whether nspawn needs a namespace of its own at all.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.hosts.is_none() && self.root.is_none() && self.again.is_none()
     }
 
     /// The plan, with everything it needs made (the root's user namespace).
-    pub fn plan(&self) -> std::io::Result<NsPlan> {
+    pub(crate) fn plan(&self) -> std::io::Result<NsPlan> {
         if let Some(held) = &self.again {
             let _root = super::privs::ThreadRoot::acquire().map_err(std::io::Error::other)?;
             let ns = File::open(held)?;
@@ -78,14 +78,14 @@ impl MountSpec {
     }
 
     /// The directory nspawn boots, if it is the overlay of [`RootSpec`].
-    pub fn root_dir(&self) -> Option<PathBuf> {
+    pub(crate) fn root_dir(&self) -> Option<PathBuf> {
         self.root.as_ref().map(|r| super::idmap::root_below(&r.dir))
     }
 }
 
 /// Everything nspawn's own mount namespace gets, prepared before `fork`.
 #[derive(Debug, Default)]
-pub struct NsPlan {
+pub(crate) struct NsPlan {
     pub hosts: Option<HostsPlan>,
     pub root: Option<RootPlan>,
     /// The namespace of an earlier boot, to enter instead of making one.
@@ -94,7 +94,7 @@ pub struct NsPlan {
 
 impl NsPlan {
     /// Whether nspawn needs a namespace of its own at all.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.hosts.is_none() && self.root.is_none() && self.again.is_none()
     }
 
@@ -103,7 +103,7 @@ impl NsPlan {
     ///
     /// # Safety
     /// Only in a forked child before exec, or in a single-threaded process about to exec.
-    pub unsafe fn enter(&self) -> std::io::Result<()> {
+    pub(crate) unsafe fn enter(&self) -> std::io::Result<()> {
         // SAFETY: raw system calls on strings prepared beforehand.
         unsafe {
             if let Some(held) = &self.again {
@@ -133,7 +133,7 @@ impl NsPlan {
 /// A machine's hosts file: a tmpfs over `dir` (a directory of root's, mode 0700), and in it
 /// the file with its first text.
 #[derive(Debug)]
-pub struct HostsPlan {
+pub(crate) struct HostsPlan {
     dir: CString,
     file: CString,
     text: Vec<u8>,
@@ -143,7 +143,7 @@ pub struct HostsPlan {
 
 impl HostsPlan {
     /// The plan for `text` in `dir`, the file owned by host uid `owner`.
-    pub fn new(dir: &Path, text: &str, owner: u32) -> std::io::Result<HostsPlan> {
+    pub(crate) fn new(dir: &Path, text: &str, owner: u32) -> std::io::Result<HostsPlan> {
         Ok(HostsPlan {
             dir: super::idmap::c(dir)?,
             file: super::idmap::c(&hosts_path(dir))?,
@@ -181,14 +181,14 @@ impl HostsPlan {
 }
 
 /// The hosts file below `dir`.
-pub fn hosts_path(dir: &Path) -> PathBuf {
+pub(crate) fn hosts_path(dir: &Path) -> PathBuf {
     dir.join("hosts")
 }
 
 /// Opens, for rewriting, the hosts file at `path` in the mount namespace of nspawn `pid`
 /// (through `/proc/PID/root`, as root). The namespace is nspawn's, not the guest's: no path
 /// component is the guest's to change, and the last one is never followed if a link.
-pub fn open_hosts(pid: u32, path: &Path) -> std::io::Result<File> {
+pub(crate) fn open_hosts(pid: u32, path: &Path) -> std::io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     let _root = super::privs::ThreadRoot::acquire().map_err(std::io::Error::other)?;
     let inside =
@@ -200,7 +200,7 @@ pub fn open_hosts(pid: u32, path: &Path) -> std::io::Result<File> {
 }
 
 /// Replaces the text of an open hosts file.
-pub fn rewrite(file: &File, text: &str) -> std::io::Result<()> {
+pub(crate) fn rewrite(file: &File, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.write_all_at(text.as_bytes(), 0)?;
     file.set_len(text.len() as u64)

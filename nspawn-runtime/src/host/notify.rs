@@ -10,7 +10,7 @@ use crate::error::{IoContext, Result};
 
 /// One field of a notification datagram that we act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Message {
+pub(crate) enum Message {
     /// The container's PID 1, as seen from the host.
     LeaderPid(u32),
     /// The container has booted.
@@ -20,7 +20,7 @@ pub enum Message {
 }
 
 /// Parses a datagram (newline-separated `KEY=VALUE` fields), ignoring fields we don't use.
-pub fn parse(datagram: &[u8]) -> Vec<Message> {
+pub(crate) fn parse(datagram: &[u8]) -> Vec<Message> {
     String::from_utf8_lossy(datagram)
         .lines()
         .filter_map(|line| {
@@ -37,14 +37,14 @@ pub fn parse(datagram: &[u8]) -> Vec<Message> {
 
 /// A bound notification socket, removed when dropped.
 #[derive(Debug)]
-pub struct NotifySocket {
+pub(crate) struct NotifySocket {
     socket: UnixDatagram,
     path: PathBuf,
 }
 
 impl NotifySocket {
     /// Binds a socket for machine `name` in `dir`.
-    pub fn bind(dir: &Path, name: &str) -> Result<NotifySocket> {
+    pub(crate) fn bind(dir: &Path, name: &str) -> Result<NotifySocket> {
         let path = dir.join(format!("{name}.notify"));
         let _ = std::fs::remove_file(&path);
         let socket = UnixDatagram::bind(&path).context(|| format!("binding {}", path.display()))?;
@@ -52,12 +52,12 @@ impl NotifySocket {
     }
 
     /// The socket's path, for `NOTIFY_SOCKET`.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Waits up to `timeout` for a datagram. `None` when nothing came.
-    pub fn recv(&self, timeout: Duration) -> Option<Vec<Message>> {
+    pub(crate) fn recv(&self, timeout: Duration) -> Option<Vec<Message>> {
         let _ = self
             .socket
             .set_read_timeout(Some(timeout.max(Duration::from_millis(1))));

@@ -27,12 +27,12 @@ impl PidFd {
     }
 
     /// Takes over a pidfd received from elsewhere, for the process `pid`.
-    pub fn from_owned(fd: OwnedFd, pid: u32) -> PidFd {
+    pub(crate) fn from_owned(fd: OwnedFd, pid: u32) -> PidFd {
         PidFd { fd, pid }
     }
 
     /// A second handle on the same process.
-    pub fn try_clone(&self) -> std::io::Result<PidFd> {
+    pub(crate) fn try_clone(&self) -> std::io::Result<PidFd> {
         Ok(PidFd {
             fd: self.fd.try_clone()?,
             pid: self.pid,
@@ -45,7 +45,7 @@ impl PidFd {
     }
 
     /// The raw descriptor, for use in forked children.
-    pub fn raw(&self) -> RawFd {
+    pub(crate) fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
@@ -55,7 +55,7 @@ impl PidFd {
     }
 
     /// Whether the process has not exited yet.
-    pub fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         !self.wait(Duration::ZERO)
     }
 

@@ -18,7 +18,7 @@ pub fn nspawn_version() -> Option<u32> {
 }
 
 /// The version of the systemd that manages units (`systemctl --version`).
-pub fn systemd_version() -> Option<u32> {
+pub(crate) fn systemd_version() -> Option<u32> {
     static V: OnceLock<Option<u32>> = OnceLock::new();
     *V.get_or_init(|| version_of("systemctl"))
 }
@@ -48,7 +48,7 @@ const PROPERTY_SINCE: &[(&str, u32)] = &[
 /// Whether the host's systemd accepts a unit property (`Key=Value`), by the version that
 /// introduced it. Properties not in our table are assumed to be accepted; systemd-run then
 /// reports them if not.
-pub fn property_supported(property: &str, systemd: Option<u32>) -> bool {
+pub(crate) fn property_supported(property: &str, systemd: Option<u32>) -> bool {
     let key = property.split('=').next().unwrap_or_default();
     match (PROPERTY_SINCE.iter().find(|(k, _)| *k == key), systemd) {
         (Some((_, since)), Some(version)) => version >= *since,

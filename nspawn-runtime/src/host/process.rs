@@ -19,7 +19,7 @@ impl ProcessId {
     }
 
     /// This process.
-    pub fn current() -> Option<ProcessId> {
+    pub(crate) fn current() -> Option<ProcessId> {
         ProcessId::of(std::process::id())
     }
 
@@ -56,7 +56,7 @@ impl std::str::FromStr for ProcessId {
 }
 
 /// The parent of process `pid`.
-pub fn parent_of(pid: u32) -> Option<u32> {
+pub(crate) fn parent_of(pid: u32) -> Option<u32> {
     fields(pid)?.nth(1)?.parse().ok()
 }
 

@@ -20,7 +20,7 @@ pub fn run_dir() -> PathBuf {
 /// works on a read-only descriptor), plant records, or bind the notify sockets. A directory
 /// root left open (an earlier version made them 0755) is closed; one of anybody else's, or
 /// a symlink, is refused. Needs root.
-pub(crate) fn private_dir(sub: &str) -> Result<PathBuf> {
+pub fn private_dir(sub: &str) -> Result<PathBuf> {
     let _root = ThreadRoot::acquire()?;
     let run = run_dir();
     secure(&run)?;

@@ -27,12 +27,12 @@ pub const MMDEBSTRAP: Tool = Tool {
     package: "mmdebstrap",
 };
 /// The fallback bootstrapper.
-pub const DEBOOTSTRAP: Tool = Tool {
+pub(crate) const DEBOOTSTRAP: Tool = Tool {
     program: "debootstrap",
     package: "debootstrap",
 };
 /// Disables fsync during bootstrap.
-pub const EATMYDATA: Tool = Tool {
+pub(crate) const EATMYDATA: Tool = Tool {
     program: "eatmydata",
     package: "eatmydata",
 };
@@ -53,7 +53,7 @@ pub const IP: Tool = Tool {
     package: "iproute2",
 };
 /// `tc`, for delay and loss on a machine's link.
-pub const TC: Tool = Tool {
+pub(crate) const TC: Tool = Tool {
     program: "tc",
     package: "iproute2",
 };
@@ -159,7 +159,7 @@ fn checked(line: String, out: Output) -> Result<Output> {
 
 /// [`run`], with `input` on the command's standard input (a script for `ip -batch -` or
 /// `nft -f -`).
-pub fn run_with_input(cmd: &mut Command, input: &str) -> Result<Output> {
+pub(crate) fn run_with_input(cmd: &mut Command, input: &str) -> Result<Output> {
     use std::io::Write;
     let line = command_line(cmd);
     let mut child = cmd

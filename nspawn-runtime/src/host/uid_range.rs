@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::host::privs::ThreadRoot;
 
 /// Ids per machine: the 16-bit range a Debian system uses.
-pub const SIZE: u32 = 0x10000;
+pub(crate) const SIZE: u32 = 0x10000;
 const PICK_MIN: u32 = 0x0008_0000;
 const PICK_MAX: u32 = 0x6FFF_0000;
 const LOCK_DIR: &str = "/run/systemd/nspawn-uid";
@@ -29,7 +29,7 @@ const TRIES: usize = 100;
 
 /// A range held for one machine; released when dropped.
 #[derive(Debug)]
-pub struct UidRange {
+pub(crate) struct UidRange {
     base: u32,
     lock: Option<File>,
     path: PathBuf,
@@ -37,7 +37,7 @@ pub struct UidRange {
 
 impl UidRange {
     /// Takes a free range (as root).
-    pub fn pick() -> Result<UidRange> {
+    pub(crate) fn pick() -> Result<UidRange> {
         let _root = ThreadRoot::acquire()?;
         std::fs::create_dir_all(LOCK_DIR)
             .map_err(|e| Error::io(format!("creating {LOCK_DIR}"), e))?;
@@ -62,7 +62,7 @@ impl UidRange {
     }
 
     /// The first host uid (and gid) of the range: the machine's root.
-    pub fn base(&self) -> u32 {
+    pub(crate) fn base(&self) -> u32 {
         self.base
     }
 }

@@ -34,34 +34,34 @@ pub(crate) struct ZoneRecord {
 
 impl ZoneRecord {
     /// The bridge on the host.
-    pub fn bridge(&self) -> String {
+    pub(crate) fn bridge(&self) -> String {
         bridge_name(self.index)
     }
 
     /// The nft table of its filter and NAT.
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         format!("nspawn_z{}", self.index)
     }
 
     /// Address `host` of its subnet (1 is the host's, on the bridge).
-    pub fn address(&self, host: u8) -> Ipv4Addr {
+    pub(crate) fn address(&self, host: u8) -> Ipv4Addr {
         Ipv4Addr::new(BASE[0], BASE[1], self.index, host)
     }
 
     /// What marks the bridge (its alias) and the table (its comment) as this zone's: a run
     /// under another run directory may use the same names after this one is gone, and a
     /// sweep must not take those down.
-    pub fn tag(&self) -> String {
+    pub(crate) fn tag(&self) -> String {
         format!("nspawn-zone {} {}", self.owner.pid, self.owner.start)
     }
 
     /// The subnet, as `10.250.N.0/24`.
-    pub fn cidr(&self) -> String {
+    pub(crate) fn cidr(&self) -> String {
         format!("{}/24", self.address(0))
     }
 
     /// Every zone record on the host.
-    pub fn all() -> Vec<ZoneRecord> {
+    pub(crate) fn all() -> Vec<ZoneRecord> {
         record_files()
             .into_iter()
             .filter_map(|(_, _, parsed)| parsed)
@@ -69,7 +69,7 @@ impl ZoneRecord {
     }
 
     /// Takes a free subnet for a zone of this process.
-    pub fn allocate() -> Result<ZoneRecord> {
+    pub(crate) fn allocate() -> Result<ZoneRecord> {
         let owner = ProcessId::current().ok_or_else(|| {
             Error::io(
                 "reading this process's start time",
@@ -119,7 +119,7 @@ impl ZoneRecord {
 
     /// Rewrites the record (after `outside` changed), whole or not at all: a process killed
     /// meanwhile leaves the old record, which the sweep reads.
-    pub fn save(&self) -> Result<()> {
+    pub(crate) fn save(&self) -> Result<()> {
         let text = toml::to_string(self)
             .map_err(|e| Error::io("serializing a zone record", std::io::Error::other(e)))?;
         let dir = private_dir("zones")?;
@@ -133,7 +133,7 @@ impl ZoneRecord {
     /// The zone a bridge's alias (`tag`) names as `index`'s, for a record that could not be
     /// read: its owner, and a way out assumed (forwarding is then checked against the live
     /// zones' records).
-    pub fn from_tag(index: u8, tag: &str) -> Option<ZoneRecord> {
+    pub(crate) fn from_tag(index: u8, tag: &str) -> Option<ZoneRecord> {
         let owner = tag.strip_prefix("nspawn-zone ")?.parse().ok()?;
         Some(ZoneRecord {
             owner,
@@ -144,7 +144,7 @@ impl ZoneRecord {
 
     /// The indexes and paths of record files that do not parse (a process killed while it
     /// wrote one, before records were written whole).
-    pub fn unreadable() -> Vec<(u8, PathBuf)> {
+    pub(crate) fn unreadable() -> Vec<(u8, PathBuf)> {
         record_files()
             .into_iter()
             .filter(|(_, _, parsed)| parsed.is_none())
@@ -154,7 +154,7 @@ impl ZoneRecord {
 
     /// Temporary record files (`.N.PID.tmp`): a process killed between writing one and
     /// putting it in place leaves it.
-    pub fn temporaries() -> Vec<PathBuf> {
+    pub(crate) fn temporaries() -> Vec<PathBuf> {
         zone_files()
             .into_iter()
             .filter(|path| {
@@ -165,7 +165,7 @@ impl ZoneRecord {
     }
 
     /// Removes the record: the subnet is free again.
-    pub fn remove(&self) {
+    pub(crate) fn remove(&self) {
         if let (Ok(dir), Ok(_root)) = (private_dir("zones"), ThreadRoot::acquire()) {
             let _ = std::fs::remove_file(temporary_in(&dir, self));
             let _ = std::fs::remove_file(record_path_in(&dir, self.index));
