@@ -147,6 +147,23 @@ pub fn require_root(action: &str) -> Result<()> {
     }
 }
 
+/// For a unit test that needs root: whether it can have it, and if not, a line saying that
+/// it is skipped and how to run it. The unit tests that need nothing run as anybody.
+#[cfg(test)]
+pub(crate) fn root_for_test(test: &str) -> bool {
+    let root = !matches!(init(), Mode::Unprivileged);
+    if !root {
+        // Past libtest's capture, which would hide it for a test that passes.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: {test} needs root (run the tests as root, or as yourself with \
+                   CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER=\"sudo -E\")"
+        );
+    }
+    root
+}
+
 /// Makes a forked child root before it execs. Only raw system calls: it runs between `fork`
 /// and `exec` of a multi-threaded process. `needed` comes from [`child_needs_root`], computed
 /// before the fork.
