@@ -35,6 +35,7 @@ pub enum Error {
 
     /// A chroot was asked for that the workspace does not declare.
     #[error("chroot {name:?} is not declared; declared chroots: {}", declared.join(", "))]
+    #[non_exhaustive]
     UndeclaredChroot {
         /// The name asked for.
         name: String,
@@ -44,6 +45,7 @@ pub enum Error {
 
     /// A `chroot = "..."` that is neither a valid name nor a path.
     #[error("chroot {name:?} cannot be named so: {reason}")]
+    #[non_exhaustive]
     BadChrootName {
         /// What the test asked for.
         name: String,
@@ -53,6 +55,7 @@ pub enum Error {
 
     /// The master chroot has not been built yet.
     #[error("chroot {name:?} is missing: {path} does not exist. Build it with `cargo nspawn make-chroots {name}`")]
+    #[non_exhaustive]
     ChrootMissing {
         /// Chroot name.
         name: String,
@@ -71,6 +74,7 @@ pub enum Error {
 
     /// Host packages are missing and cannot be installed by this process.
     #[error("missing host packages: {}. Install them with: apt-get install {}", packages.join(" "), packages.join(" "))]
+    #[non_exhaustive]
     MissingPackages {
         /// Debian package names.
         packages: Vec<String>,
@@ -92,6 +96,7 @@ pub enum Error {
         "building chroot {name:?} failed during {phase}: {reason}\nlast lines of {log}:{}",
         tail_block(tail)
     )]
+    #[non_exhaustive]
     Build {
         /// Chroot name.
         name: String,
@@ -110,6 +115,7 @@ pub enum Error {
         "chroot {name:?} at {path} was built from a different declaration. \
          Rebuild it with `cargo nspawn make-chroots --force {name}`"
     )]
+    #[non_exhaustive]
     Outdated {
         /// Chroot name.
         name: String,
@@ -119,6 +125,7 @@ pub enum Error {
 
     /// A machine did not boot.
     #[error("machine {machine} (chroot {chroot}) did not boot: {reason}\nlast console lines of {log}:{}", tail_block(tail))]
+    #[non_exhaustive]
     Boot {
         /// Machine name.
         machine: String,
@@ -139,6 +146,7 @@ pub enum Error {
          at once (NSPAWN_MAX_MACHINES) or raise it: sysctl -w fs.inotify.max_user_instances=8192\n\
          console log: {log}"
     )]
+    #[non_exhaustive]
     InotifyExhausted {
         /// Machine name.
         machine: String,
@@ -153,6 +161,7 @@ pub enum Error {
         "`{command}` in machine {machine} failed ({status}){}",
         tail_block(stderr)
     )]
+    #[non_exhaustive]
     Exec {
         /// Machine name.
         machine: String,
@@ -169,6 +178,7 @@ pub enum Error {
         "`{command}` in machine {machine} succeeded, but had to fail; it printed:{}",
         tail_block(output)
     )]
+    #[non_exhaustive]
     Succeeded {
         /// Machine name.
         machine: String,
@@ -183,6 +193,7 @@ pub enum Error {
         "`{program}` was not found in machine {machine} (PATH={path}); add its package to the \
          chroot's `include`, or install it in the test first"
     )]
+    #[non_exhaustive]
     ProgramNotFound {
         /// Machine name.
         machine: String,
@@ -194,6 +205,7 @@ pub enum Error {
 
     /// A user asked for with [`crate::Command::user`] does not exist in the machine.
     #[error("user {user:?} does not exist in machine {machine} (not in its /etc/passwd)")]
+    #[non_exhaustive]
     NoSuchUser {
         /// Machine name.
         machine: String,
@@ -202,12 +214,13 @@ pub enum Error {
     },
 
     /// Something took longer than its timeout.
-    #[error("{what} timed out after {secs:.1} s{}", hint_block(hint))]
+    #[error("{what} timed out after {:.1} s{}", after.as_secs_f64(), hint_block(hint))]
+    #[non_exhaustive]
     Timeout {
         /// What was waited for.
         what: String,
-        /// The timeout, in seconds.
-        secs: f64,
+        /// The timeout.
+        after: std::time::Duration,
         /// What to do about it.
         hint: String,
     },
@@ -220,6 +233,7 @@ pub enum Error {
          job's output (`cmd >/dev/null 2>&1 &`) or start it as a unit (`systemd-run`)",
         crate::text::tail(stdout, 5)
     )]
+    #[non_exhaustive]
     OutputHeldOpen {
         /// The command line.
         command: String,
@@ -239,6 +253,7 @@ pub enum Error {
          test process keeps. {}",
         too_large_hint(.stream)
     )]
+    #[non_exhaustive]
     TooLarge {
         /// The command line or function.
         what: String,
@@ -252,6 +267,7 @@ pub enum Error {
 
     /// A machine's guest file system could not be accessed.
     #[error("{op} {path} in machine {machine}: {source}")]
+    #[non_exhaustive]
     Guest {
         /// What was tried.
         op: &'static str,
@@ -269,6 +285,7 @@ pub enum Error {
         "the agent of machine {machine} failed {during}: {reason}. The next call on the \
          machine starts a new agent"
     )]
+    #[non_exhaustive]
     Agent {
         /// Machine name.
         machine: String,
@@ -284,6 +301,7 @@ pub enum Error {
         location.as_ref().map(|l| format!(" at {}", crate::text::shown(l))).unwrap_or_default(),
         crate::text::shown(message)
     )]
+    #[non_exhaustive]
     Panicked {
         /// Machine name.
         machine: String,
@@ -298,6 +316,7 @@ pub enum Error {
     /// A function run with [`crate::Machine::call`] did not return: its process was killed
     /// by a signal, exited, or its argument or result could not be carried across.
     #[error("calling `{function}` in machine {machine} failed: {reason}")]
+    #[non_exhaustive]
     Call {
         /// Machine name.
         machine: String,
@@ -312,6 +331,7 @@ pub enum Error {
     /// A unit, a socket or the system did not reach the state waited for (see
     /// [`crate::Machine::wait_for_unit`] and its siblings).
     #[error("{what} in machine {machine} {problem}{}", tail_block(detail))]
+    #[non_exhaustive]
     NotReady {
         /// Machine name.
         machine: String,
@@ -326,6 +346,7 @@ pub enum Error {
 
     /// `NSPAWN_*` environment variables with values that do not parse.
     #[error("invalid settings in the environment:\n  {}", problems.join("\n  "))]
+    #[non_exhaustive]
     Settings {
         /// One line per variable: its value and what it accepts.
         problems: Vec<String>,
@@ -334,6 +355,7 @@ pub enum Error {
     /// A bind asked for by test code that runs as the invoking user, of a host path that
     /// user cannot reach.
     #[error("refusing to bind {host} into the machine: {reason}")]
+    #[non_exhaustive]
     BindRefused {
         /// The host path.
         host: PathBuf,
@@ -346,6 +368,7 @@ pub enum Error {
         "refusing to use {path}: {problem}. Another local user may have made it to block or \
          hijack runs: check it, remove it as root, and run again"
     )]
+    #[non_exhaustive]
     UnsafeHostState {
         /// The directory.
         path: PathBuf,
@@ -355,6 +378,7 @@ pub enum Error {
 
     /// A host I/O operation failed.
     #[error("{context}: {source}")]
+    #[non_exhaustive]
     Io {
         /// What was being done, naming the path.
         context: String,
@@ -365,6 +389,7 @@ pub enum Error {
 
     /// The backend asked for with `NSPAWN_BACKEND` cannot run here.
     #[error("the {backend} backend cannot be used: {reason}")]
+    #[non_exhaustive]
     BackendUnavailable {
         /// The backend asked for.
         backend: String,
@@ -379,6 +404,7 @@ pub enum Error {
          it to auto) to fall back to privileged machines, whose root is the host's root; \
          `cargo nspawn doctor` says more"
     )]
+    #[non_exhaustive]
     PrivateUsersUnavailable {
         /// What the host lacks.
         reason: String,
@@ -390,6 +416,7 @@ pub enum Error {
          the host has for networks; network = \"host\" or NSPAWN_NETWORK=host boots without \
          one of its own)"
     )]
+    #[non_exhaustive]
     Network {
         /// The network asked for (`zone:web`, `isolated`, ...).
         network: String,

@@ -264,7 +264,7 @@ impl Proc {
         let _ = self.child.wait();
         Err(Error::Timeout {
             what: format!("stopping systemd-nspawn (pid {})", self.nspawn.pid()),
-            secs: timeout.as_secs_f64(),
+            after: timeout,
             hint:
                 "it was terminated; its snapshot may be left behind, `cargo nspawn gc` removes it"
                     .into(),

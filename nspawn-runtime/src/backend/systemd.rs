@@ -216,7 +216,7 @@ impl Running {
                     "stopping machine {} (unit {}.service)",
                     self.name, self.name
                 ),
-                secs: timeout.as_secs_f64(),
+                after: timeout,
                 hint: format!(
                     "see `systemctl status {}.service`; `cargo nspawn gc` removes what is left",
                     self.name

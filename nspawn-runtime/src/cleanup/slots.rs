@@ -98,7 +98,7 @@ pub(crate) fn acquire(timeout: Duration) -> Result<Slot> {
         if started.elapsed() >= timeout {
             return Err(Error::Timeout {
                 what: format!("waiting for one of the {} machine slots", cap.machines),
-                secs: timeout.as_secs_f64(),
+                after: timeout,
                 hint: format!(
                     "the cap comes from {}; other runs hold the slots. Set NSPAWN_MAX_MACHINES, or wait for them",
                     cap.reason

@@ -250,7 +250,7 @@ impl<F> Call<'_, F> {
             }
             Some(Response::TimedOut) => Err(Error::Timeout {
                 what: format!("`{}` in machine {}", self.name(), machine.name()),
-                secs: self.limit().unwrap_or_default().as_secs_f64(),
+                after: self.limit().unwrap_or_default(),
                 hint: "its process was killed, with every process it started; \
                        `.timeout(..)` on `Machine::function` sets another limit"
                     .into(),

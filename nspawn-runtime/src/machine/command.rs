@@ -335,7 +335,7 @@ impl<'m> Command<'m> {
         match reply {
             Response::TimedOut => Error::Timeout {
                 what: format!("`{}` in machine {machine}", self.command_line()),
-                secs: self.timeout.unwrap_or_default().as_secs_f64(),
+                after: self.timeout.unwrap_or_default(),
                 hint: "the command was killed, with its process group".into(),
             },
             Response::Failed { step, errno } => self.step_error(step, errno),

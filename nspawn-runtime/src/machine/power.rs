@@ -239,7 +239,7 @@ impl Machine {
         }
         Err(Error::Timeout {
             what: format!("{doing} machine {}", self.0.name),
-            secs: self.0.stop_timeout.as_secs_f64(),
+            after: self.0.stop_timeout,
             hint: format!(
                 "its units did not stop in time: raise .stop_timeout(..), or see its console log {}",
                 self.0.log.display()
