@@ -1,7 +1,7 @@
 //! Test against real, ephemeral, systemd-booted Debian containers.
 //!
 //! A test gets a *machine*: a throw-away copy of a Debian tree booted with
-//! `systemd-nspawn --boot` in about a quarter of a second. It can install packages, write
+//! `systemd-nspawn --boot` in about half a second. It can install packages, write
 //! configuration and start units in it; the copy is gone when the test is done, however the
 //! run ends.
 //!
