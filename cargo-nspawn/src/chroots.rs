@@ -1,5 +1,6 @@
 //! Building and listing the declared chroots.
 
+use nspawn_runtime::chroot::archive::{self, Imported};
 use nspawn_runtime::chroot::config::Workspace;
 use nspawn_runtime::chroot::{
     self, remove::Undeclared, storage, Bootstrapper, BuildOptions, Outcome,
@@ -132,4 +133,82 @@ pub fn undeclared_line(ws: &Workspace) -> Option<String> {
             names.join(", ")
         )
     })
+}
+
+/// What `export-chroots` was asked for.
+#[derive(clap::Args, Debug, Default)]
+pub struct ExportChroots {
+    /// Chroots to export (default: all declared).
+    pub names: Vec<String>,
+    /// The directory the files go to.
+    #[arg(long, value_name = "DIR")]
+    pub to: std::path::PathBuf,
+}
+
+/// Writes each chroot `args` names as `<name>-<key>.tar.zst` in `args.to`. Needs root.
+pub fn export(ws: &Workspace, args: &ExportChroots) -> Result<(), Error> {
+    let dir = ws.chroots_dir();
+    for def in ws.selected(&args.names)? {
+        let started = std::time::Instant::now();
+        let file = archive::export(&dir, &def, &args.to)?;
+        hand_to_user(&file);
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        eprintln!(
+            "{}: {} ({:.0} MB) in {:.1} s",
+            def.name,
+            file.display(),
+            size as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// A file root wrote for the user who ran us through sudo becomes theirs.
+fn hand_to_user(file: &std::path::Path) {
+    let id = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u32>().ok());
+    if let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) {
+        let _ = std::os::unix::fs::chown(file, Some(uid), Some(gid));
+    }
+}
+
+/// What `import-chroots` was asked for.
+#[derive(clap::Args, Debug, Default)]
+pub struct ImportChroots {
+    /// Files `export-chroots` wrote (`<name>-<key>.tar.zst`).
+    #[arg(required = true)]
+    pub files: Vec<std::path::PathBuf>,
+    /// Replace the tree in place even when it is current or made by hand.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Puts each file's chroot in place when its key is the declaration's. Needs root.
+pub fn import(ws: &Workspace, args: &ImportChroots) -> Result<(), Error> {
+    let dir = ws.chroots_dir();
+    let declared = ws.chroots()?;
+    for file in &args.files {
+        let shown = file.display();
+        let name = archive::name_and_key(file).map(|(name, _)| name);
+        let Some(def) = name.and_then(|n| declared.iter().find(|d| d.name == n)) else {
+            eprintln!("{shown}: no declared chroot by that name (files are <name>-<key>.tar.zst); skipped");
+            continue;
+        };
+        let started = std::time::Instant::now();
+        let line = match archive::import(&dir, def, file, args.force)? {
+            Imported::Installed => format!("imported in {:.1} s", started.elapsed().as_secs_f64()),
+            Imported::UpToDate => "up to date; file not unpacked".into(),
+            Imported::OtherDeclaration => format!(
+                "{shown} holds a tree of another declaration (the current one's key is {}); \
+                 skipped: `cargo nspawn make-chroots {}` builds it",
+                archive::key(def),
+                def.name
+            ),
+            Imported::HandMadeKept => {
+                format!("made by hand (no nspawn stamp), kept; --force replaces it with {shown}")
+            }
+        };
+        eprintln!("{}: {line}", def.name);
+    }
+    Ok(())
 }

@@ -29,6 +29,13 @@ pub enum Command {
     /// Remove master chroots: the named ones, or with --undeclared those no declaration
     /// names any more. Needs root (through sudo).
     RemoveChroots(chroots::RemoveChroots),
+    /// Write built chroots (all declared by default) as one file each,
+    /// <name>-<key>.tar.zst, keyed by their declaration: for a CI cache. Needs root (through
+    /// sudo).
+    ExportChroots(chroots::ExportChroots),
+    /// Put chroots in place from files `export-chroots` wrote, each if its key is its
+    /// declaration's; a file of another declaration is skipped. Needs root (through sudo).
+    ImportChroots(chroots::ImportChroots),
     /// Open a login shell in a running machine, e.g. one kept with NSPAWN_KEEP=failed.
     /// Needs root (through sudo).
     Shell {
@@ -55,6 +62,8 @@ pub fn run(command: &Command, workspace: Option<&Path>) -> Result<ExitCode, Erro
         Command::MakeChroots(args) => (!args.list).then_some("building chroots"),
         Command::Gc { .. } => Some("removing leftovers"),
         Command::RemoveChroots(_) => Some("removing chroots"),
+        Command::ExportChroots(_) => Some("exporting chroots"),
+        Command::ImportChroots(_) => Some("importing chroots"),
         Command::Shell { .. } => Some("entering a machine"),
         _ => None,
     };
@@ -67,6 +76,8 @@ pub fn run(command: &Command, workspace: Option<&Path>) -> Result<ExitCode, Erro
         Command::Doctor => doctor::report(&ws),
         Command::Gc { kept } => machines::gc(&ws, *kept),
         Command::RemoveChroots(args) => chroots::remove(&ws, args),
+        Command::ExportChroots(args) => chroots::export(&ws, args),
+        Command::ImportChroots(args) => chroots::import(&ws, args),
         Command::Shell { machine, command } => machines::shell(machine, command),
         Command::Init(_) => Ok(()),
     }?;

@@ -317,3 +317,85 @@ fn remove_chroots_removes_what_it_is_told_and_nothing_in_use() {
     assert!(named.status.success(), "{}", text(&named));
     assert!(!chroots.join("in-use").exists() && !chroots.join("by-hand").exists());
 }
+
+/// `export-chroots` writes a chroot as one file keyed by its declaration, handed to the user
+/// who ran it through sudo; `import-chroots` puts it in place in another workspace with the
+/// same declaration, where a machine boots from it, and leaves alone a file whose tree is of
+/// another declaration, whatever its name says.
+#[test]
+fn an_exported_chroot_is_imported_where_its_declaration_is_the_same() {
+    if !root_available() {
+        eprintln!("skipped: the trees are root's");
+        return;
+    }
+    let files = project();
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let run = |dir: &Path, args: &[&str]| {
+        let mut cmd = cargo_nspawn(dir);
+        cmd.args(args)
+            .env("SUDO_UID", "65534")
+            .env("SUDO_GID", "65534")
+            .env_remove("NSPAWN_CHROOTS_DIR");
+        nspawn_runtime::host::privs::start_as_root(&mut cmd);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        text(&out)
+    };
+    let to = files.path().join("cache");
+    std::fs::create_dir(&to).unwrap();
+    run(
+        &here,
+        &["export-chroots", "bookworm", "--to", to.to_str().unwrap()],
+    );
+    let file = std::fs::read_dir(&to)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .expect("an exported file");
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("bookworm-"), "{name}");
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&file).unwrap());
+    assert_eq!(owner, 65534, "the file is the sudo user's");
+
+    let ws = project();
+    std::fs::write(
+        ws.path().join("Cargo.toml"),
+        "[workspace]\n[workspace.metadata.nspawn.chroots.bookworm]\n\
+         [workspace.metadata.nspawn.chroots.other]\nsuite = \"bookworm\"\ninclude = [\"curl\"]\n",
+    )
+    .unwrap();
+    let key = name.trim_start_matches("bookworm-");
+    let liar = to.join(format!("other-{key}"));
+    std::fs::copy(&file, &liar).unwrap();
+    let imported = run(ws.path(), &["import-chroots", file.to_str().unwrap()]);
+    assert!(imported.contains("bookworm: imported"), "{imported}");
+    let again = run(
+        ws.path(),
+        &[
+            "import-chroots",
+            file.to_str().unwrap(),
+            liar.to_str().unwrap(),
+        ],
+    );
+    assert!(again.contains("bookworm: up to date"), "{again}");
+    assert!(
+        again.contains("other: ") && again.contains("skipped"),
+        "{again}"
+    );
+    let chroots = ws.path().join("test_chroots");
+    let trees: Vec<String> = std::fs::read_dir(&chroots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "CACHEDIR.TAG" && n != ".logs")
+        .collect();
+    assert_eq!(trees, ["bookworm"], "nothing of the other file is left");
+    let listed = run(ws.path(), &["list"]);
+    assert!(listed.contains("[ready"), "{listed}");
+
+    let machine = nspawn_runtime::Machine::builder("bookworm")
+        .workspace(ws.path())
+        .start()
+        .unwrap();
+    assert!(machine.exists("/etc/nspawn-chroot.toml"));
+    machine.stop().unwrap();
+}

@@ -139,7 +139,7 @@ pub fn build(
 ) -> Result<Vec<(String, Outcome)>> {
     // A mistyped NSPAWN_CHROOTS_DIR must not become a place where root builds.
     crate::settings::get()?;
-    let defs = select(ws, names)?;
+    let defs = ws.selected(names)?;
     let dir = ws.chroots_dir();
     let (todo, ready): (Vec<&ChrootDef>, Vec<&ChrootDef>) = defs
         .iter()
@@ -173,14 +173,6 @@ pub fn build(
         }
     }
     first_error.map_or(Ok(done), Err)
-}
-
-fn select(ws: &Workspace, names: &[String]) -> Result<Vec<ChrootDef>> {
-    let defs = ws.chroots()?;
-    if names.is_empty() {
-        return Ok(defs);
-    }
-    names.iter().map(|n| ws.chroot(n)).collect()
 }
 
 fn require_root(names: &[String]) -> Result<()> {
@@ -218,7 +210,7 @@ fn prepare_host(dir: &Path, tool: Bootstrapper, progress: &Progress) -> Result<(
     remove_stale_temporaries(dir, progress)
 }
 
-const TMP_PREFIX: &str = ".tmp-";
+pub(crate) const TMP_PREFIX: &str = ".tmp-";
 
 /// Removes half-built trees left by builds that died (their pid, in the name, is gone).
 fn remove_stale_temporaries(dir: &Path, progress: &Progress) -> Result<()> {
@@ -321,7 +313,7 @@ const OLD_PREFIX: &str = ".old-";
 /// Renames the new tree into place. An old tree is renamed aside first, not removed:
 /// machines may still run from it (an overlay's lower directory must not change under it).
 /// It goes once no nspawn runs from this directory ([`remove_unused_old_trees`]).
-fn install(dir: &Path, tmp: &Path, final_path: &Path, name: &str) -> Result<()> {
+pub(crate) fn install(dir: &Path, tmp: &Path, final_path: &Path, name: &str) -> Result<()> {
     if final_path.exists() {
         let old = dir.join(format!("{OLD_PREFIX}{name}-{}", std::process::id()));
         std::fs::rename(final_path, &old)

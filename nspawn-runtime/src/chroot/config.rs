@@ -63,6 +63,15 @@ impl Workspace {
         parse_manifest(&text).map_err(|message| Error::Config { path, message })
     }
 
+    /// The declarations of the chroots `names` names, or all of them when it is empty; an
+    /// undeclared name is an error listing the declared ones.
+    pub fn selected(&self, names: &[String]) -> Result<Vec<ChrootDef>> {
+        if names.is_empty() {
+            return self.chroots();
+        }
+        names.iter().map(|n| self.chroot(n)).collect()
+    }
+
     /// The declaration of one chroot by name.
     pub(crate) fn chroot(&self, name: &str) -> Result<ChrootDef> {
         let defs = self.chroots()?;

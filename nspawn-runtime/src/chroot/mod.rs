@@ -11,6 +11,7 @@
 //! # Ok::<(), nspawn_runtime::Error>(())
 //! ```
 
+pub mod archive;
 mod build;
 pub mod config;
 mod in_use;
