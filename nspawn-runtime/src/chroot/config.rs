@@ -28,7 +28,7 @@ impl Workspace {
     /// The workspace of the running program: from `$NSPAWN_WORKSPACE`, else
     /// `CARGO_MANIFEST_DIR` (set by cargo for tests, benches and `cargo run`), else from the
     /// current directory.
-    pub(crate) fn from_env() -> Result<Workspace> {
+    pub fn from_env() -> Result<Workspace> {
         let dir = crate::settings::lenient()
             .workspace
             .clone()
