@@ -166,8 +166,7 @@ pub fn export(ws: &Workspace, args: &ExportChroots) -> Result<(), Error> {
 
 /// A file root wrote for the user who ran us through sudo becomes theirs.
 fn hand_to_user(file: &std::path::Path) {
-    let id = |var: &str| std::env::var(var).ok().and_then(|v| v.parse::<u32>().ok());
-    if let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) {
+    if let Ok(Some((uid, gid))) = privs::target_user() {
         let _ = std::os::unix::fs::chown(file, Some(uid), Some(gid));
     }
 }
@@ -183,10 +182,12 @@ pub struct ImportChroots {
     pub force: bool,
 }
 
-/// Puts each file's chroot in place when its key is the declaration's. Needs root.
+/// Puts each file's chroot in place when its key is the declaration's. Needs root. A file
+/// that fails (a truncated download) does not stop the others; the first failure is returned.
 pub fn import(ws: &Workspace, args: &ImportChroots) -> Result<(), Error> {
     let dir = ws.chroots_dir();
     let declared = ws.chroots()?;
+    let mut failed = None;
     for file in &args.files {
         let shown = file.display();
         let name = archive::name_and_key(file).map(|(name, _)| name);
@@ -195,7 +196,15 @@ pub fn import(ws: &Workspace, args: &ImportChroots) -> Result<(), Error> {
             continue;
         };
         let started = std::time::Instant::now();
-        let line = match archive::import(&dir, def, file, args.force)? {
+        let imported = match archive::import(&dir, def, file, args.force) {
+            Ok(imported) => imported,
+            Err(e) => {
+                eprintln!("{}: importing {shown} failed: {e}", def.name);
+                failed.get_or_insert(e);
+                continue;
+            }
+        };
+        let line = match imported {
             Imported::Installed => format!("imported in {:.1} s", started.elapsed().as_secs_f64()),
             Imported::UpToDate => "up to date; file not unpacked".into(),
             Imported::OtherDeclaration => format!(
@@ -210,5 +219,5 @@ pub fn import(ws: &Workspace, args: &ImportChroots) -> Result<(), Error> {
         };
         eprintln!("{}: {line}", def.name);
     }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }

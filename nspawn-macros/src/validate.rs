@@ -387,7 +387,8 @@ pub fn chroot(
     };
     if let Some(names) = names.filter(|names| !names.contains(&name)) {
         let msg = format!(
-            "chroot \"{name}\" is not declared in [workspace.metadata.nspawn.chroots]; declared: {}",
+            "chroot \"{name}\" is not declared (under [workspace.metadata.nspawn.chroots], or \
+             [package.metadata.nspawn.chroots] of a crate that is its own workspace); declared: {}",
             names.join(", ")
         );
         errors.push(syn::Error::new_spanned(&lit, msg));

@@ -228,14 +228,24 @@ pub(crate) fn error(machine: Option<&str>, message: impl fmt::Display) {
     unheard("error", machine, &message);
 }
 
-/// The stderr line of an event no subscriber hears. Not silenced by `NSPAWN_QUIET`, which
-/// is for progress lines.
+/// The stderr line of an event no subscriber hears, once per process for the same line (a
+/// host's lack repeats at every boot). Not silenced by `NSPAWN_QUIET`, which is for progress
+/// lines.
 fn unheard(level: &str, machine: Option<&str>, message: &dyn fmt::Display) {
+    static SAID: Mutex<std::collections::BTreeSet<String>> =
+        Mutex::new(std::collections::BTreeSet::new());
     if tracing::dispatcher::has_been_set() {
         return;
     }
     let on = machine.map_or(String::new(), |m| format!("machine {m}: "));
-    let _ = writeln!(std::io::stderr(), "nspawn: {level}: {on}{message}");
+    let line = format!("nspawn: {level}: {on}{message}");
+    if SAID
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(line.clone())
+    {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
 }
 
 /// [`announce`], and on the controlling terminal too when a test runner holds this process's
@@ -431,6 +441,7 @@ mod tests {
             Err(_) => return,
         }
         warning(Some("m-1"), "left out");
+        warning(Some("m-1"), "left out");
     }
 
     #[test]
@@ -445,9 +456,12 @@ mod tests {
             String::from_utf8_lossy(&out.stderr).into_owned()
         };
         let alone = stderr_of("alone");
-        assert!(
-            alone.contains("nspawn: warning: machine m-1: left out\n"),
-            "{alone}"
+        assert_eq!(
+            alone
+                .matches("nspawn: warning: machine m-1: left out\n")
+                .count(),
+            1,
+            "said once: {alone}"
         );
         let taken = stderr_of("subscriber");
         assert!(!taken.contains("left out"), "{taken}");

@@ -18,18 +18,7 @@ use super::config::ChrootDef;
 use super::status::{status, Status, STAMP};
 use super::storage;
 use crate::error::{Error, IoContext, Result};
-use crate::host::tools::{self, Tool};
-
-/// GNU tar, which also writes device nodes and xattrs.
-const TAR: Tool = Tool {
-    program: "tar",
-    package: "tar",
-};
-/// zstd, which tar runs for `--zstd`.
-const ZSTD: Tool = Tool {
-    program: "zstd",
-    package: "zstd",
-};
+use crate::host::tools::{self, TAR, ZSTD};
 
 /// The file name's ending.
 pub const EXTENSION: &str = ".tar.zst";
@@ -73,13 +62,21 @@ pub fn export(dir: &Path, def: &ChrootDef, out_dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(out_dir).context(|| format!("creating {}", out_dir.display()))?;
     let file = out_dir.join(file_name(def));
     let partial = out_dir.join(format!(".{}.partial", file_name(def)));
+    // Made new by us, not opened through a name left there: as root, in a directory the
+    // invoking user may own, a symlink in its place would be followed.
+    let _ = std::fs::remove_file(&partial);
+    let out = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .open(&partial)
+        .context(|| format!("creating {}", partial.display()))?;
     let mut cmd = Command::new(TAR.program);
-    cmd.args(["--create", "--zstd", "--file"])
-        .arg(&partial)
+    cmd.args(["--create", "--zstd", "--file", "-"])
         .args(TREE_FLAGS)
         .args(["--one-file-system", "--directory"])
         .arg(&tree)
-        .arg(".");
+        .arg(".")
+        .stdout(out);
     let packed = tools::run(&mut cmd).and_then(|_| {
         std::fs::rename(&partial, &file).context(|| format!("naming {}", file.display()))
     });
@@ -135,7 +132,11 @@ pub fn import(dir: &Path, def: &ChrootDef, file: &Path, force: bool) -> Result<I
         }
     });
     if !matches!(result, Ok(Imported::Installed)) {
-        storage::remove_tree(&tmp)?;
+        // The unpacking's own error first: it says what was wrong with the file.
+        let removed = storage::remove_tree(&tmp);
+        let imported = result?;
+        removed?;
+        return Ok(imported);
     }
     result
 }

@@ -82,7 +82,8 @@ fn refuse(why: &str) -> ! {
 
 /// The user to drop to: `NSPAWN_USER=uid:gid`, else sudo's `SUDO_UID`/`SUDO_GID`; `None`
 /// for root without either. A malformed value is an error, never a silent "stay root".
-fn target_user() -> std::result::Result<Option<(u32, u32)>, String> {
+/// Also whom a file root writes for the invoking user should belong to.
+pub fn target_user() -> std::result::Result<Option<(u32, u32)>, String> {
     if let Some(spec) = std::env::var_os("NSPAWN_USER") {
         let spec = spec.to_string_lossy();
         let parsed = spec

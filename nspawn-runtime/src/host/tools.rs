@@ -16,6 +16,18 @@ pub struct Tool {
     pub package: &'static str,
 }
 
+/// GNU tar, which writes and unpacks device nodes, owners and xattrs (chroot archives).
+pub(crate) const TAR: Tool = Tool {
+    program: "tar",
+    package: "tar",
+};
+
+/// zstd, which tar runs for `--zstd`.
+pub(crate) const ZSTD: Tool = Tool {
+    program: "zstd",
+    package: "zstd",
+};
+
 /// `systemd-nspawn`, needed to boot machines and to run setup commands.
 pub const NSPAWN: Tool = Tool {
     program: "systemd-nspawn",

@@ -426,7 +426,7 @@ impl MachineBuilder {
         crate::settings::get()?;
         privs::require_root("booting a machine")?;
         self.check_binds()?;
-        self.check_aliases()?;
+        self.check_names()?;
         let dir = chroot::ensure(&self.chroot, self.workspace.as_deref())?;
         sweep::at_startup(dir.parent());
         watchdog::ensure_started();
@@ -554,9 +554,10 @@ impl MachineBuilder {
         Ok(machine)
     }
 
-    /// Aliases end up in the guests' `/etc/hosts`: a line break or a space would add entries.
-    /// Further zones need a network namespace with a zone of its own, and each once.
-    fn check_aliases(&self) -> Result<()> {
+    /// Checks the names the machine takes on its zones. Aliases end up in the guests'
+    /// `/etc/hosts`: a line break or a space would add entries. Further zones need a network
+    /// namespace with a zone of its own, and each once.
+    fn check_names(&self) -> Result<()> {
         let error = |reason: String| Error::Network {
             network: self.network.to_string(),
             machine: format!("of chroot {}", self.chroot),
