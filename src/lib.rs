@@ -87,14 +87,19 @@
 //! like the container's own processes:
 //!
 //! ```no_run
+//! # #[nspawn::test(chroot = "bookworm")]
 //! # fn t(machine: &nspawn::Machine) -> nspawn::Result<()> {
-//! machine.write("/etc/my-app.conf", "port = 8080\n")?;
-//! machine.run(["systemctl", "restart", "my-app"])?;
-//! assert_eq!(machine.sh("cat /etc/my-app.conf")?, "port = 8080\n");
+//! machine.write(
+//!     "/etc/systemd/system/greeter.service",
+//!     "[Service]\nExecStart=/bin/sh -c 'echo hello > /run/greeting; exec sleep infinity'\n",
+//! )?;
+//! machine.run(["systemctl", "daemon-reload"])?;
+//! machine.run(["systemctl", "start", "greeter"])?;
+//! assert_eq!(machine.sh("cat /run/greeting")?, "hello\n");
 //!
 //! let out = machine
-//!     .command("curl")
-//!     .args(["-s", "localhost:8080/health"])
+//!     .command("systemctl")
+//!     .args(["is-active", "greeter"])
 //!     .timeout(std::time::Duration::from_secs(5))
 //!     .output()?;
 //! assert!(out.status.success());
@@ -108,6 +113,7 @@
 //! ```no_run
 //! use std::path::Path;
 //!
+//! # #[nspawn::test(chroot = "bookworm")]
 //! # fn t(machine: &nspawn::Machine) -> nspawn::Result<()> {
 //! let exists = machine.call(|p: String| Path::new(&p).exists(), "/etc/my-app.conf".into())?;
 //! # Ok(()) }

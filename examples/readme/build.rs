@@ -1,36 +1,100 @@
-//! Turns every Rust block of the workspace's README, and every block of the `nspawn` crate's
-//! docs that declares a test or a set-up, into a module of `readme.rs` in `OUT_DIR`, which
-//! `tests/readme.rs` includes: the blocks compile and their tests run exactly as printed
-//! (rustdoc only compiles the crate docs' blocks: they are `no_run`, and a doctest never runs
-//! a `#[test]`). Each module sees the names the README's prose takes for granted (`Machine`,
-//! `Network`, `Duration`, `Path`) through a glob import, which a block's own `use` shadows.
+//! Turns every Rust block of the workspace's README, and every `no_run` block of the crate
+//! docs (`nspawn`, `nspawn-macros`, `nspawn-runtime`) that uses a machine, into a module of
+//! `readme.rs` in `OUT_DIR`, which `tests/readme.rs` includes: the blocks compile and run
+//! exactly as printed (rustdoc only compiles the crate docs' blocks: they are `no_run`, and a
+//! doctest never runs a `#[test]`). Each module sees the names the README's prose takes for
+//! granted (`Machine`, `Network`, `Duration`, `Path`) through a glob import, which a block's
+//! own `use` shadows.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
-    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = root.join("README.md");
     println!("cargo:rerun-if-changed={}", readme.display());
     let text = std::fs::read_to_string(&readme).expect("reading the workspace's README.md");
     let mut out = String::new();
     for (line, block) in rust_blocks(&text) {
         push_module(&mut out, "README.md", "readme", line, &block);
     }
-    for (file, prefix) in [
-        ("src/lib.rs", "crate_docs"),
-        ("nspawn-macros/src/lib.rs", "macro_docs"),
-    ] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .join(file);
+    let runtime = root.join("nspawn-runtime/src");
+    println!("cargo:rerun-if-changed={}", runtime.display());
+    let mut files = vec![
+        ("src/lib.rs".to_string(), "crate_docs".to_string()),
+        (
+            "nspawn-macros/src/lib.rs".to_string(),
+            "macro_docs".to_string(),
+        ),
+    ];
+    files.extend(rust_files(&root, "nspawn-runtime/src"));
+    for (file, prefix) in files {
+        let path = root.join(&file);
         println!("cargo:rerun-if-changed={}", path.display());
-        let text = std::fs::read_to_string(&path).expect("reading a crate's src/lib.rs");
+        let text = std::fs::read_to_string(&path).expect("reading a crate's source");
         for (line, block) in doc_blocks(&text) {
-            push_module(&mut out, file, prefix, line, &block);
+            if let Some(block) = runnable(&file, line, block) {
+                push_module(&mut out, &file, &prefix, line, &block);
+            }
         }
     }
     let dest = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("readme.rs");
     std::fs::write(&dest, out).expect("writing readme.rs");
+}
+
+/// The `.rs` files under `dir` (relative to `root`), each with a module prefix made of its
+/// path: `nspawn-runtime/src/machine/files.rs` gives `runtime_machine_files`.
+fn rust_files(root: &Path, dir: &str) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    let entries = std::fs::read_dir(root.join(dir)).expect("listing nspawn-runtime's sources");
+    for entry in entries {
+        let name = entry.expect("reading a directory entry").file_name();
+        let name = name.to_str().expect("source file names are UTF-8");
+        let path = format!("{dir}/{name}");
+        if root.join(&path).is_dir() {
+            files.extend(rust_files(root, &path));
+        } else if let Some(stem) = path.strip_suffix(".rs") {
+            let module = stem
+                .replace("nspawn-runtime/src", "runtime")
+                .replace(['/', '-'], "_");
+            files.push((path, module));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// What of a crate docs' block runs as a test, if it uses a machine: a block that declares a
+/// test or a set-up as it is; one shaped as rustdoc's `main` (ending in `Ok::<(), E>(())`)
+/// as the body of a `#[test]`. A block that uses a machine and is neither could drift
+/// unseen, so it fails the build; a block without a machine (building chroots, running as
+/// root on the host) is left to rustdoc, which compiles it.
+pub(crate) fn runnable(file: &str, line: usize, block: String) -> Option<String> {
+    if block.contains("#[nspawn::test") || block.contains("#[nspawn::setup") {
+        return Some(block);
+    }
+    if !block.contains("Machine") {
+        return None;
+    }
+    let last = block
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let Some(error) = last
+        .trim()
+        .strip_prefix("Ok::<(), ")
+        .and_then(|rest| rest.strip_suffix(">(())"))
+    else {
+        panic!(
+            "{file}:{line}: this example uses a machine but no test would run it: declare \
+             one in it (a hidden `# #[nspawn::test(...)]` line before its function), or \
+             write it as a `main` body that ends in `Ok::<(), E>(())`"
+        )
+    };
+    Some(format!(
+        "#[test]\nfn example() -> Result<(), {error}> {{\n{block}}}\n"
+    ))
 }
 
 /// Appends a block as a module named after its file and line.
@@ -42,9 +106,9 @@ fn push_module(out: &mut String, file: &str, prefix: &str, line: usize, block: &
     );
 }
 
-/// The `no_run` blocks of a file's docs (`//!` or `///`) that declare a test or a set-up, with the line
+/// The `no_run` blocks of a file's docs (`//!` or `///`), with the line
 /// of their opening fence; rustdoc's hidden lines (`# ...`) are kept, as rustdoc compiles them.
-fn doc_blocks(text: &str) -> Vec<(usize, String)> {
+pub(crate) fn doc_blocks(text: &str) -> Vec<(usize, String)> {
     let mut blocks = Vec::new();
     let mut open: Option<(usize, String)> = None;
     for (i, line) in text.lines().enumerate() {
@@ -71,8 +135,6 @@ fn doc_blocks(text: &str) -> Vec<(usize, String)> {
             }
         }
     }
-    blocks
-        .retain(|(_, block)| block.contains("#[nspawn::test") || block.contains("#[nspawn::setup"));
     blocks
 }
 

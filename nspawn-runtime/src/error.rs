@@ -475,6 +475,7 @@ impl Error {
 /// what it was doing ([`Error::io`]); this has only the error to go by.
 ///
 /// ```no_run
+/// #[nspawn::test(chroot = "bookworm")]
 /// fn config_is_installed(machine: &nspawn::Machine) -> nspawn::Result<()> {
 ///     let config = std::fs::read_to_string("tests/fixtures/app.conf")?;
 ///     machine.write("/etc/app.conf", config)?;

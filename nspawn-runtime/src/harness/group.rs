@@ -37,10 +37,21 @@ pub type RoleSetup = fn(&Machine) -> crate::Result<()>;
 ///
 /// ```no_run
 /// # use nspawn::{Group, Machine};
-/// # const SSH: Group = Group::new(&[("server", "bookworm"), ("client", "bookworm")]);
-/// #[nspawn::test(group = SSH)]
-/// fn the_client_logs_in(server: &Machine, client: &Machine) -> nspawn::Result<()> {
-///     client.succeed("ssh -o StrictHostKeyChecking=no server true")?;
+/// # fn install_nginx(server: &Machine) -> nspawn::Result<()> {
+/// #     server.succeed("apt-get install -y nginx")?;
+/// #     Ok(())
+/// # }
+/// # fn install_curl(client: &Machine) -> nspawn::Result<()> {
+/// #     client.succeed("apt-get install -y curl")?;
+/// #     Ok(())
+/// # }
+/// # const WEB: Group = Group::new(&[("server", "bookworm"), ("client", "bookworm")])
+/// #     .network("zone:web+outside")
+/// #     .setups(&[("server", install_nginx), ("client", install_curl)]);
+/// #[nspawn::test(group = WEB)]
+/// fn the_client_fetches_the_page(server: &Machine, client: &Machine) -> nspawn::Result<()> {
+///     server.port(80).wait_open()?;
+///     client.succeed("curl -sf http://server/ | grep -q nginx")?;
 ///     Ok(())
 /// }
 /// ```

@@ -18,6 +18,7 @@ use crate::error::Result;
 /// A machine's calls as `async fn`s: [`Machine::asynchronous`].
 ///
 /// ```no_run
+/// # #[nspawn::test(chroot = "bookworm")]
 /// # async fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
 /// let m = machine.asynchronous();
 /// m.run(["apt-get", "install", "-y", "jq"]).await?;
@@ -32,6 +33,7 @@ impl Machine {
     /// to move into a task).
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # async fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// let m = machine.asynchronous();
     /// let task = tokio::spawn(async move { m.sh("systemctl is-active dbus.socket").await });

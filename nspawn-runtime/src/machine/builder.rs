@@ -170,6 +170,7 @@ impl MachineBuilder {
     /// let machine = nspawn::Machine::builder("bookworm")
     ///     .wait_timeout(std::time::Duration::from_secs(300))
     ///     .start()?;
+    /// machine.run(["systemd-run", "--on-active=2", "touch", "/run/slow-service.ready"])?;
     /// machine.wait_until_succeeds("test -e /run/slow-service.ready")?;
     /// # Ok::<(), nspawn::Error>(())
     /// ```
@@ -260,7 +261,7 @@ impl MachineBuilder {
     /// let db = Machine::builder("bookworm").network(zone("back")).alias("db").start()?;
     /// let proxy = Machine::builder("bookworm").network(zone("front")).also_on("back").start()?;
     /// let client = Machine::builder("bookworm").network(zone("front")).start()?;
-    /// proxy.succeed(&format!("ping -c1 -W2 db"))?;
+    /// proxy.succeed("getent hosts db")?;
     /// client.fail("getent hosts db")?;
     /// # Ok::<(), nspawn::Error>(())
     /// ```
@@ -307,9 +308,14 @@ impl MachineBuilder {
     /// [`start`](Self::start), and a read-only bind needs a path the user can read.
     ///
     /// ```no_run
+    /// let shared = std::env::temp_dir().join(format!("shared-{}", std::process::id()));
+    /// std::fs::create_dir(&shared)?;
     /// let machine = nspawn::Machine::builder("bookworm")
-    ///     .bind("/srv/fixtures", "/mnt/fixtures")
+    ///     .bind(&shared, "/mnt/shared")
     ///     .start()?;
+    /// machine.succeed("echo hello > /mnt/shared/greeting")?;
+    /// assert_eq!(std::fs::read_to_string(shared.join("greeting"))?, "hello\n");
+    /// # std::fs::remove_dir_all(&shared)?;
     /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn bind(mut self, host: impl AsRef<Path>, guest: impl AsRef<Path>) -> Self {

@@ -30,6 +30,7 @@ struct Ended {
 /// [`Machine::call`] is this without options.
 ///
 /// ```no_run
+/// # #[nspawn::test(chroot = "bookworm")]
 /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
 /// use std::time::Duration;
 ///
@@ -74,6 +75,7 @@ impl<F> Call<'_, F> {
     /// of its result (default 64 MiB); more is [`Error::TooLarge`](crate::Error::TooLarge).
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// let log = machine
     ///     .function(|(): ()| std::fs::read("/var/log/dpkg.log").unwrap_or_default())
@@ -102,6 +104,7 @@ impl<F> Call<'_, F> {
     /// groups, home directory and login environment.
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// let uid = machine.function(|(): ()| nix::unistd::getuid().as_raw()).user("nobody").call(())?;
     /// assert_eq!(uid, 65534);
@@ -116,6 +119,7 @@ impl<F> Call<'_, F> {
     /// than this.
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// use std::time::Duration;
     /// let slow = machine
@@ -133,6 +137,7 @@ impl<F> Call<'_, F> {
     /// Runs the function on `arg` inside the machine and returns what it returned.
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// let len = machine.function(|s: String| s.len()).call("four".to_string())?;
     /// assert_eq!(len, 4);
@@ -328,6 +333,7 @@ impl Machine {
     /// What the function prints is shown with the test's output.
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// use std::path::Path;
     ///
@@ -359,13 +365,14 @@ impl Machine {
     /// [`Machine::call`].
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// use std::time::Duration;
     /// let users = machine
     ///     .function(|(): ()| std::fs::read_to_string("/etc/passwd").map_err(|e| e.to_string()))
     ///     .timeout(Duration::from_secs(10))
     ///     .call(())?;
-    /// assert!(users.map_or(false, |p| p.contains("root:")));
+    /// assert!(users.is_ok_and(|p| p.contains("root:")));
     /// # Ok(()) }
     /// ```
     pub fn function<F>(&self, _function: F) -> Call<'_, F> {

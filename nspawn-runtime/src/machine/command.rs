@@ -28,6 +28,7 @@ pub(super) const TIMEOUT_GRACE: Duration = Duration::from_secs(10);
 /// `LOGNAME`, `SHELL` and `container`, plus what [`Command::env`] adds.
 ///
 /// ```no_run
+/// # #[nspawn::test(chroot = "bookworm")]
 /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
 /// let out = machine
 ///     .command("sh")
@@ -385,6 +386,7 @@ impl Machine {
     /// Runs `argv` inside the machine; an error unless it exits with 0.
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// machine.run(["systemctl", "is-active", "dbus"])?;
     /// # Ok(()) }

@@ -18,6 +18,7 @@ impl Machine {
     /// on: after a reboot, look for what only the new boot prints.
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// let line = machine.wait_for_console(r"Reached target .*Multi-User")?;
     /// assert!(line.contains("Multi-User"));

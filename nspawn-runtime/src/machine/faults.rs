@@ -45,7 +45,14 @@ impl Machine {
     /// ([`MachineBuilder::also_on`](crate::MachineBuilder::also_on)) loses every link.
     ///
     /// ```no_run
+    /// # #[nspawn::test(
+    /// #     machines(server = "bookworm", client = "bookworm"),
+    /// #     network = "zone:docs-block+outside"
+    /// # )]
     /// # fn f(server: &nspawn::Machine, client: &nspawn::Machine) -> nspawn::Result<()> {
+    /// # server.run(["apt-get", "install", "-y", "nginx"])?;
+    /// # client.run(["apt-get", "install", "-y", "curl"])?;
+    /// # server.wait_for_port(80, std::time::Duration::from_secs(10))?;
     /// server.block()?;
     /// client.fail("curl --max-time 2 http://server/")?;
     /// server.unblock()?;
@@ -65,10 +72,13 @@ impl Machine {
     /// both keep every other link: a network partition. [`Machine::unblock_from`] mends it.
     ///
     /// ```no_run
+    /// # #[nspawn::test(machines(a = "bookworm", b = "bookworm"), network = "zone:docs-cut+outside")]
     /// # fn f(a: &nspawn::Machine, b: &nspawn::Machine) -> nspawn::Result<()> {
+    /// # a.run(["apt-get", "install", "-y", "iputils-ping"])?;
     /// a.block_from(b)?;
     /// a.fail(&format!("ping -c1 -W1 {}", b.name()))?;
     /// a.unblock_from(b)?;
+    /// a.succeed(&format!("ping -c1 -W2 {}", b.name()))?;
     /// # Ok(()) }
     /// ```
     pub fn block_from(&self, other: &Machine) -> Result<()> {
@@ -85,10 +95,16 @@ impl Machine {
     /// (`CONFIG_NET_SCH_NETEM`): without it, the error says so.
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// use std::time::Duration;
-    /// machine.impair(nspawn::LinkFaults { delay: Duration::from_millis(200), ..Default::default() })?;
-    /// machine.impair(nspawn::LinkFaults::default())?;
+    /// let slow = nspawn::LinkFaults { delay: Duration::from_millis(200), ..Default::default() };
+    /// match machine.impair(slow) {
+    ///     Ok(()) => machine.impair(nspawn::LinkFaults::default())?,
+    ///     // A kernel without netem: skip, as `tests/network.rs` does.
+    ///     Err(e) if e.to_string().contains("CONFIG_NET_SCH_NETEM") => eprintln!("skipped: {e}"),
+    ///     Err(e) => return Err(e),
+    /// }
     /// # Ok(()) }
     /// ```
     pub fn impair(&self, faults: LinkFaults) -> Result<()> {

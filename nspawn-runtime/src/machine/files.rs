@@ -144,8 +144,9 @@ impl Machine {
     ///
     /// ```no_run
     /// let machine = nspawn::Machine::start("bookworm")?;
-    /// machine.copy_in("target/release/my-daemon", "/usr/local/bin/my-daemon")?;
-    /// machine.copy_in("tests/fixtures/site", "/srv/www/site")?;
+    /// machine.copy_in("tests/fixtures/app.conf", "/etc/app.conf")?;
+    /// machine.copy_in("tests/fixtures", "/srv/fixtures")?;
+    /// assert!(machine.exists("/srv/fixtures/app.conf"));
     /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn copy_in(&self, host: impl AsRef<Path>, guest: impl AsRef<Path>) -> Result<()> {
@@ -204,8 +205,12 @@ impl Machine {
     ///
     /// ```no_run
     /// let machine = nspawn::Machine::start("bookworm")?;
-    /// machine.copy_out("/var/log/dpkg.log", "target/dpkg.log")?;
-    /// machine.copy_out("/etc/apt", "target/machine-apt")?;
+    /// let dir = std::env::temp_dir().join(machine.name());
+    /// std::fs::create_dir(&dir)?;
+    /// machine.copy_out("/etc/os-release", dir.join("os-release"))?;
+    /// machine.copy_out("/etc/apt", dir.join("apt"))?;
+    /// assert!(dir.join("apt/sources.list").exists());
+    /// # std::fs::remove_dir_all(&dir)?;
     /// # Ok::<(), nspawn::Error>(())
     /// ```
     pub fn copy_out(&self, guest: impl AsRef<Path>, host: impl AsRef<Path>) -> Result<()> {

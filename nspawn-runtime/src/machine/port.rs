@@ -61,7 +61,9 @@ enum Origin {
 /// A wait for TCP port on a machine, made by [`Machine::port`].
 ///
 /// ```no_run
+/// # #[nspawn::test(machines(web = "bookworm", client = "bookworm"), network = "zone:docs-port+outside")]
 /// # fn f(web: &nspawn::Machine, client: &nspawn::Machine) -> nspawn::Result<()> {
+/// # web.run(["apt-get", "install", "-y", "nginx"])?;
 /// web.port(80).wait_open()?; // inside web, on any address it listens on
 /// web.port(80).from_test().wait_open()?; // from the test process, at web's address
 /// client.port(80).on(web).wait_open()?; // from inside client, at web's address

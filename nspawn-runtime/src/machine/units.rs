@@ -15,6 +15,7 @@ const JOURNAL_LINES: usize = 20;
 /// `Display` shows all of it, for assertion messages:
 ///
 /// ```no_run
+/// # #[nspawn::test(chroot = "bookworm")]
 /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
 /// let dbus = machine.unit("dbus.socket")?;
 /// assert!(dbus.is_active(), "{dbus}");
@@ -87,6 +88,7 @@ impl Machine {
     /// The state of a unit.
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// let journald = machine.unit("systemd-journald.service")?;
     /// assert!(journald.is_active(), "{journald}");
@@ -101,6 +103,7 @@ impl Machine {
     /// drop-in in `/run` gives user managers the `XDG_RUNTIME_DIR` it would set.
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// machine.succeed("useradd -m alice")?;
     /// let target = machine.user_unit("alice", "default.target")?;
@@ -115,6 +118,7 @@ impl Machine {
     /// no such property).
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// let pid = machine.unit_property("systemd-journald.service", "MainPID")?;
     /// assert_ne!(pid, "0");
@@ -135,9 +139,10 @@ impl Machine {
     /// still not active; the error carries its status and the tail of its journal.
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
-    /// machine.run(["systemctl", "start", "--no-block", "nginx"])?;
-    /// machine.wait_for_unit("nginx.service", std::time::Duration::from_secs(10))?;
+    /// machine.run(["systemctl", "start", "--no-block", "systemd-hostnamed"])?;
+    /// machine.wait_for_unit("systemd-hostnamed.service", std::time::Duration::from_secs(10))?;
     /// # Ok(()) }
     /// ```
     pub fn wait_for_unit(&self, unit: &str, timeout: Duration) -> Result<UnitState> {
@@ -149,6 +154,7 @@ impl Machine {
     /// [`wait_timeout`](Machine::wait_timeout).
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// machine.succeed("useradd -m alice")?;
     /// machine.wait_for_user_unit("alice", "default.target")?;

@@ -30,6 +30,7 @@ impl Machine {
     /// [`wait_timeout`]: Machine::wait_timeout
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// let release = machine.succeed("grep VERSION_CODENAME /etc/os-release | cut -d= -f2")?;
     /// assert_eq!(release, "bookworm\n");
@@ -54,6 +55,7 @@ impl Machine {
     /// standard output and error, or an error if it exited 0.
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// let refused = machine.fail("su -s /bin/sh nobody -c 'cat /etc/shadow'")?;
     /// assert!(refused.contains("Permission denied"));
@@ -77,6 +79,7 @@ impl Machine {
     /// last try's output.
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// machine.run(["systemctl", "start", "--no-block", "systemd-hostnamed"])?;
     /// machine.wait_until_succeeds("busctl status org.freedesktop.hostname1 >/dev/null")?;
@@ -93,9 +96,10 @@ impl Machine {
     /// [`wait_until_succeeds`]: Machine::wait_until_succeeds
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
-    /// machine.run(["systemctl", "stop", "--no-block", "cron"])?;
-    /// machine.wait_until_fails("pgrep -x cron")?;
+    /// machine.run(["systemctl", "stop", "--no-block", "systemd-logind"])?;
+    /// machine.wait_until_fails("systemctl is-active systemd-logind")?;
     /// # Ok(()) }
     /// ```
     pub fn wait_until_fails(&self, script: &str) -> Result<String> {
@@ -106,8 +110,10 @@ impl Machine {
     /// [`wait_timeout`](Machine::wait_timeout).
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
-    /// machine.wait_for_file("/run/nologin-removed")?;
+    /// machine.run(["systemd-run", "--on-active=2", "touch", "/run/ready"])?;
+    /// machine.wait_for_file("/run/ready")?;
     /// # Ok(()) }
     /// ```
     pub fn wait_for_file(&self, path: impl AsRef<Path>) -> Result<()> {

@@ -56,6 +56,7 @@ impl Machine {
     /// an error unless it is `running`, naming the failed units with their journals.
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// machine.wait_until_running(std::time::Duration::from_secs(30))?;
     /// # Ok(()) }
@@ -104,7 +105,9 @@ impl Machine {
     /// from another machine or from the test process, and for a port to close.
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
+    /// machine.run(["apt-get", "install", "-y", "nginx"])?;
     /// machine.wait_for_port(80, std::time::Duration::from_secs(10))?;
     /// # Ok(()) }
     /// ```
@@ -115,6 +118,7 @@ impl Machine {
     /// Waits until something accepts connections on the Unix socket at `path` in the machine.
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// machine.wait_for_socket("/run/dbus/system_bus_socket", std::time::Duration::from_secs(5))?;
     /// # Ok(()) }
@@ -148,6 +152,7 @@ impl Machine {
     /// The installed version of a Debian package, or `None` if it is not installed.
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// let systemd = machine.package_version("systemd")?;
     /// assert!(systemd.as_deref().is_some_and(|v| v.starts_with("252")), "{systemd:?}");
@@ -172,6 +177,7 @@ impl Machine {
     /// Whether the machine has this user (through its NSS, as `getent passwd`).
     ///
     /// ```no_run
+    /// # #[nspawn::test(chroot = "bookworm")]
     /// # fn f(machine: &nspawn::Machine) -> nspawn::Result<()> {
     /// assert!(machine.user_exists("root")?);
     /// # Ok(()) }
