@@ -146,7 +146,10 @@
 //! status and stderr, a boot's console tail, the command that builds a missing chroot.
 //! [`privs`] is for the rare test code that needs root in the test process itself.
 //!
-//! The README has the rest: storage, backends, the sandbox, cleanup guarantees, figures.
+//! The [`guide`] has the rest, chapter by chapter: chroots, networks, system tests, nextest
+//! and CI, the sandbox, backends, every environment variable.
+
+pub mod guide;
 
 pub use nspawn_runtime::chroot::storage::Storage;
 pub use nspawn_runtime::host::privs;

@@ -1,22 +1,28 @@
-//! Turns every Rust block of the workspace's README, and every `no_run` block of the crate
-//! docs (`nspawn`, `nspawn-macros`, `nspawn-runtime`) that uses a machine, into a module of
-//! `readme.rs` in `OUT_DIR`, which `tests/readme.rs` includes: the blocks compile and run
-//! exactly as printed (rustdoc only compiles the crate docs' blocks: they are `no_run`, and a
-//! doctest never runs a `#[test]`). Each module sees the names the README's prose takes for
-//! granted (`Machine`, `Network`, `Duration`, `Path`) through a glob import, which a block's
-//! own `use` shadows.
+//! Turns every Rust block of the workspace's README and guide (`docs/guide/*.md`), and every
+//! `no_run` block of the crate docs (`nspawn`, `nspawn-macros`, `nspawn-runtime`) that uses a
+//! machine, into a module of `readme.rs` in `OUT_DIR`, which `tests/readme.rs` includes: the
+//! blocks compile and run exactly as printed (rustdoc only compiles the crate docs' and the
+//! guide's blocks: they are `no_run`, and a doctest never runs a `#[test]`). Each module sees
+//! the names the README's prose takes for granted (`Machine`, `Network`, `Duration`, `Path`)
+//! through a glob import, which a block's own `use` shadows.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let readme = root.join("README.md");
-    println!("cargo:rerun-if-changed={}", readme.display());
-    let text = std::fs::read_to_string(&readme).expect("reading the workspace's README.md");
     let mut out = String::new();
-    for (line, block) in rust_blocks(&text) {
-        push_module(&mut out, "README.md", "readme", line, &block);
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("docs/guide").display()
+    );
+    for (file, prefix) in markdown_files(&root) {
+        let path = root.join(&file);
+        println!("cargo:rerun-if-changed={}", path.display());
+        let text = std::fs::read_to_string(&path).expect("reading the README or the guide");
+        for (line, block) in rust_blocks(&text) {
+            push_module(&mut out, &file, &prefix, line, &block);
+        }
     }
     let runtime = root.join("nspawn-runtime/src");
     println!("cargo:rerun-if-changed={}", runtime.display());
@@ -40,6 +46,23 @@ fn main() {
     }
     let dest = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("readme.rs");
     std::fs::write(&dest, out).expect("writing readme.rs");
+}
+
+/// The README and the guide's chapters, each with its module prefix: `docs/guide/networks.md`
+/// gives `guide_networks`.
+fn markdown_files(root: &Path) -> Vec<(String, String)> {
+    let mut files = vec![("README.md".to_string(), "readme".to_string())];
+    let chapters = std::fs::read_dir(root.join("docs/guide")).expect("listing docs/guide");
+    let mut chapters: Vec<_> = chapters
+        .map(|entry| entry.expect("reading a directory entry").file_name())
+        .filter_map(|name| name.to_str()?.strip_suffix(".md").map(str::to_string))
+        .collect();
+    chapters.sort();
+    files.extend(chapters.into_iter().map(|chapter| {
+        let prefix = format!("guide_{}", chapter.replace('-', "_"));
+        (format!("docs/guide/{chapter}.md"), prefix)
+    }));
+    files
 }
 
 /// The `.rs` files under `dir` (relative to `root`), each with a module prefix made of its
@@ -147,7 +170,10 @@ fn rust_blocks(text: &str) -> Vec<(usize, String)> {
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
         match open.take() {
-            None if trimmed == "```rust" => open = Some((i + 1, indent, String::new())),
+            // `rust,no_run` in the guide, whose blocks are doctests too.
+            None if trimmed == "```rust" || trimmed == "```rust,no_run" => {
+                open = Some((i + 1, indent, String::new()))
+            }
             None => {}
             Some((start, _, block)) if trimmed == "```" => blocks.push((start, block)),
             Some((start, indent, mut block)) => {

@@ -1,2 +1,3 @@
-//! Nothing here: the README's examples are the tests of this package (`tests/readme.rs`),
-//! made from the README by `build.rs`, so that what the README prints is what CI runs.
+//! Nothing here: the examples of the README, the guide and the crate docs are the tests of
+//! this package (`tests/readme.rs`), made by `build.rs`, so that what the docs print is what
+//! CI runs.

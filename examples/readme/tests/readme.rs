@@ -1,5 +1,6 @@
-//! The README's Rust blocks, each in a module of its own (see `build.rs`): they compile, and
-//! their tests boot real machines, as a user's crate would.
+//! The Rust blocks of the README, the guide and the crate docs, each in a module of its own
+//! (see `build.rs`): they compile, and their tests boot real machines, as a user's crate
+//! would.
 
 #[allow(unused_imports)]
 mod prelude {

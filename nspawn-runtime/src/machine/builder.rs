@@ -273,8 +273,8 @@ impl MachineBuilder {
     /// Runs the machine in a user namespace of its own (`true`: its root is an unprivileged
     /// host uid, and an error where the host cannot) or privileged (`false`: its root is the
     /// host's root, for the rare test that needs what only that allows, such as a container
-    /// that runs containers itself), whatever `NSPAWN_PRIVATE_USERS` says. See the README's
-    /// table of what a guest can reach in each mode.
+    /// that runs containers itself), whatever `NSPAWN_PRIVATE_USERS` says. See the guide's
+    /// table of what a guest can reach in each mode (`nspawn::guide::machines`).
     ///
     /// ```no_run
     /// let machine = nspawn::Machine::builder("bookworm")
