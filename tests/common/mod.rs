@@ -592,7 +592,7 @@ pub fn kill_named(m: &nspawn::Machine, name: &str) {
         .unwrap();
 }
 
-// Services in machines, and reaching them (tests/network.rs, tests/groups.rs).
+// Services in machines, and reaching them (tests/machines/network.rs, tests/machines/groups.rs).
 
 /// Serves `page` on port 80 with a socket unit: the chroot has no web server, systemd is one.
 pub fn serve(m: &nspawn::Machine, page: &str) {

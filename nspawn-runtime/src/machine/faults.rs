@@ -101,7 +101,7 @@ impl Machine {
     /// let slow = nspawn::LinkFaults { delay: Duration::from_millis(200), ..Default::default() };
     /// match machine.impair(slow) {
     ///     Ok(()) => machine.impair(nspawn::LinkFaults::default())?,
-    ///     // A kernel without netem: skip, as `tests/network.rs` does.
+    ///     // A kernel without netem: skip, as `tests/machines/network.rs` does.
     ///     Err(e) if e.to_string().contains("CONFIG_NET_SCH_NETEM") => eprintln!("skipped: {e}"),
     ///     Err(e) => return Err(e),
     /// }

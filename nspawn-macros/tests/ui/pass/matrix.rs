@@ -25,5 +25,5 @@ fn one_element_matrix() {
 }
 
 // The instances (`os_release::bookworm`, ...) are `#[test]` functions, compiled only under
-// `--test`; tests/sharing.rs runs them by name.
+// `--test`; tests/machines/sharing.rs runs them by name.
 fn main() {}

@@ -4,7 +4,7 @@
 
 use nspawn::{Machine, Network};
 
-mod common;
+use crate::common;
 
 use common::{connects, fetch, fetch_from_host, serve};
 
@@ -147,6 +147,8 @@ fn no_idle_zone_is_kept_once_no_isolated_machine_is_to_come() {
 fn a_zone_whose_record_was_left_empty_is_swept_by_its_bridges_owner() {
     // What a run killed while it wrote its record left (records are written whole now): an
     // empty record, and the bridge and table tagged with the dead owner.
+    // Making links and tables and sweeping them takes root: under sudo, regain it.
+    let _root = nspawn::privs::root().unwrap();
     let (index, tag) = (250, "nspawn-zone 4194000 1");
     let (bridge, table) = (format!("nspawn-z{index}"), format!("nspawn_z{index}"));
     let record = std::path::PathBuf::from(format!("/run/nspawn-rs/zones/{index}.toml"));
@@ -288,9 +290,9 @@ fn the_walls_hold_under_sudo() {
     }
     let tests = [
         "--exact",
-        "the_test_process_reaches_a_service_in_an_isolated_machine",
-        "an_isolated_machine_reaches_no_service_of_the_host",
-        "another_local_user_cannot_reach_a_machine",
+        "network::the_test_process_reaches_a_service_in_an_isolated_machine",
+        "network::an_isolated_machine_reaches_no_service_of_the_host",
+        "network::another_local_user_cannot_reach_a_machine",
     ];
     common::rerun_under_sudo(&tests, UNDER_SUDO, 3);
 }
@@ -325,7 +327,7 @@ fn a_program_that_looks_for_the_outside_without_a_way_out_is_told_why() {
     child
         .args([
             "--exact",
-            "apt_without_a_way_out",
+            "network::apt_without_a_way_out",
             "--ignored",
             "--nocapture",
         ])

@@ -3,7 +3,7 @@
 //! the guest with a shell in a real machine; `every_case_holds_under_sudo` runs them all again
 //! as a sudo user's test binary.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
@@ -326,7 +326,12 @@ fn every_case_holds_under_sudo() {
     if std::env::var_os(UNDER_SUDO).is_some() {
         return;
     }
-    let args = ["--skip", "every_case_holds_under_sudo", "--test-threads=2"];
+    let args = [
+        "userns::",
+        "--skip",
+        "userns::every_case_holds_under_sudo",
+        "--test-threads=2",
+    ];
     common::rerun_under_sudo(&args, UNDER_SUDO, 11);
 }
 
@@ -367,7 +372,7 @@ fn guest_sizes_stop_at_the_output_limit() {
     let out = alone
         .args([
             "--exact",
-            "guest_sizes_stop_at_the_output_limit",
+            "userns::guest_sizes_stop_at_the_output_limit",
             "--nocapture",
         ])
         .env(SIZES_ALONE, "1")

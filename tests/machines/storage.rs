@@ -1,7 +1,7 @@
 //! The two storage modes of master chroots: a btrfs subvolume (machines are `--ephemeral`
 //! snapshots) and a plain directory (machines are a read-only tree under a tmpfs overlay).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

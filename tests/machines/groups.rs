@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use nspawn::{Machine, Network};
 
-mod common;
+use crate::common;
 
 use common::{fetch, fetch_from_host, serve};
 
@@ -98,7 +98,7 @@ mod pair {
 fn zones_and_groups_work_under_sudo() {
     let (uid, gid) = common::probe_user();
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-    cmd.args(["under_sudo::", "--ignored", "--test-threads=2"])
+    cmd.args(["groups::under_sudo::", "--ignored", "--test-threads=2"])
         .env("SUDO_UID", uid.to_string())
         .env("SUDO_GID", gid.to_string())
         .env("SUDO_USER", common::PROBE_USER)

@@ -1,7 +1,7 @@
 //! A machine is a sandbox: what runs in it through the agent is confined like the container's
 //! own processes, and nothing it does reaches the host. Real machines, hostile commands.
 
-mod common;
+use crate::common;
 
 use common::walls;
 use nspawn::Machine;

@@ -1,7 +1,7 @@
 //! Machines shared per module, scopes, failures and exit cleanup, observed by running the
 //! fixture suite (`tests/fixture`) and reading the runtime's event log.
 
-mod common;
+use crate::common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -61,6 +61,8 @@ fn run_fixture(args: &[&str], env: &[(&str, &str)]) -> Run {
 /// What is there of the set-up layers of the fixture process `pid`: their directories
 /// (`.layers/<pid>-<id>`) and mounts. Other tests' runs may have theirs meanwhile.
 fn layers_of(pid: u32) -> Vec<String> {
+    // `.layers` is root's alone: under sudo, read it as root.
+    let _root = nspawn::privs::root().unwrap();
     let prefix = format!("{pid}-");
     let mut left: Vec<String> = std::fs::read_dir(common::chroots_dir().join(".layers"))
         .into_iter()

@@ -1,7 +1,7 @@
 //! The machine API against real containers booted from `test_chroots/bookworm`
 //! (`cargo nspawn make-chroots` builds it).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

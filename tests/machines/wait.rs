@@ -243,7 +243,7 @@ fn the_state_helpers_print_nothing_on_the_terminal() {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap());
     child.args([
         "--exact",
-        "packages_users_and_units_show_their_actual_state",
+        "wait::packages_users_and_units_show_their_actual_state",
         "--quiet",
     ]);
     nspawn::privs::start_as_root(&mut child);

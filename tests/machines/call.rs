@@ -2,7 +2,7 @@
 //! both ways, failures come back as errors, each call starts clean, and what runs is the
 //! machine's, confined as its own processes are.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -80,7 +80,10 @@ fn a_panic_is_an_error_with_its_message_and_location() {
     };
     assert_eq!(message, "no 42 here");
     let location = location.as_deref().unwrap_or_default();
-    assert!(location.starts_with("tests/call.rs:"), "{location}");
+    assert!(
+        location.starts_with("tests/machines/call.rs:"),
+        "{location}"
+    );
     assert!(err.to_string().contains(m.name()), "{err}");
     // The machine and its agent go on.
     assert_eq!(m.call(|x: u32| x + 1, 1).unwrap(), 2);

@@ -2,7 +2,7 @@
 //! its namespaces, that forks only for commands, survives nothing it should not, and fails
 //! clearly.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::mpsc;

@@ -4,7 +4,7 @@
 //! `sudo -E cargo test`, with `SUDO_UID`/`SUDO_GID` of a real unprivileged user, and has the
 //! probe below check what it sees from the inside.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -38,7 +38,7 @@ fn sudo_user_runs_test_code_unprivileged() {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "probe",
+            "privileges::probe",
             "--ignored",
             "--nocapture",
             "--test-threads=4",
@@ -129,7 +129,7 @@ fn malformed_privilege_settings_refuse_to_run() {
     ];
     for env in cases {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        cmd.args(["--exact", "probe", "--ignored"])
+        cmd.args(["--exact", "privileges::probe", "--ignored"])
             .env_remove("NSPAWN_USER")
             .env_remove("SUDO_UID")
             .env_remove("SUDO_GID");
