@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{self, SigHandler, Signal};
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
 
 use super::progress::{Item, Progress};
@@ -536,10 +536,11 @@ fn interrupted() -> Option<Signal> {
 }
 
 /// Catches SIGINT, SIGTERM and SIGHUP while builds run, so they can end their tools and
-/// remove their half-built trees; restores the handlers it replaced after (the machine
-/// registry's, when a test process builds a chroot on demand).
+/// remove their half-built trees; restores the actions it replaced after, whole (the machine
+/// registry's, signal-hook's, when a test process builds a chroot on demand: its handler takes
+/// `siginfo`, which a plain `signal(2)` round trip would lose).
 struct SignalGuard {
-    previous: Vec<(Signal, SigHandler)>,
+    previous: Vec<(Signal, SigAction)>,
 }
 
 const SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
@@ -549,8 +550,13 @@ impl SignalGuard {
         let previous = SIGNALS
             .into_iter()
             .filter_map(|sig| {
+                let ours = SigAction::new(
+                    SigHandler::Handler(on_signal),
+                    SaFlags::SA_RESTART,
+                    SigSet::empty(),
+                );
                 // SAFETY: the handler only stores to an atomic.
-                let old = unsafe { signal::signal(sig, SigHandler::Handler(on_signal)) };
+                let old = unsafe { signal::sigaction(sig, &ours) };
                 old.ok().map(|old| (sig, old))
             })
             .collect();
@@ -560,9 +566,9 @@ impl SignalGuard {
 
 impl Drop for SignalGuard {
     fn drop(&mut self) {
-        for &(sig, old) in &self.previous {
-            // SAFETY: restoring the disposition this guard replaced.
-            let _ = unsafe { signal::signal(sig, old) };
+        for (sig, old) in &self.previous {
+            // SAFETY: restoring the action this guard replaced, as it was.
+            let _ = unsafe { signal::sigaction(*sig, old) };
         }
         if let Some(sig) = interrupted() {
             // Die of the signal that interrupted us, now that everything is cleaned up: through
@@ -571,7 +577,7 @@ impl Drop for SignalGuard {
             let ignored = self
                 .previous
                 .iter()
-                .any(|&(s, old)| s == sig && old == SigHandler::SigIgn);
+                .any(|(s, old)| *s == sig && old.handler() == SigHandler::SigIgn);
             if ignored {
                 // SAFETY: the default disposition.
                 let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };

@@ -5,11 +5,11 @@
 //! (SIGKILL cannot be caught: `PR_SET_PDEATHSIG` on nspawn covers it, see `backend`.)
 
 use std::io::Write;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::Duration;
 
-use nix::sys::signal::{self, SigHandler, Signal};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use crate::backend::Running;
 use crate::report::{self, Event};
@@ -19,8 +19,7 @@ pub(crate) type Handle = Arc<Mutex<Option<Running>>>;
 
 static LIVE: Mutex<Vec<(String, Handle)>> = Mutex::new(Vec::new());
 static HOOKS: Once = Once::new();
-static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
-const SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+const SIGNALS: [libc::c_int; 3] = [SIGINT, SIGTERM, SIGHUP];
 
 /// Work on other threads that the process waits for before it exits: stops of machines
 /// done in the background, and boots ahead of need.
@@ -130,49 +129,32 @@ extern "C" fn at_exit() {
     report::summary();
 }
 
-/// Signal handlers may only do async-signal-safe work: they write the signal to a pipe, and
-/// a thread does the stopping, then dies of the signal.
+/// A thread takes the signals (signal-hook's handler only wakes it), stops the machines, then
+/// lets the process die of the signal as it would have. The thread registers them itself, and
+/// this waits until it has: a handler with no thread to act on it would swallow the signal.
 fn install_signal_watcher() {
-    let Ok((read, write)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
-        return;
-    };
-    use std::os::fd::IntoRawFd;
-    SIGNAL_PIPE.store(write.into_raw_fd(), Ordering::SeqCst);
+    let (registered, wait) = std::sync::mpsc::channel();
     let spawned = std::thread::Builder::new()
         .name("nspawn-signals".into())
-        .spawn(move || watch_signals(std::fs::File::from(read)));
-    if spawned.is_err() {
-        return;
-    }
-    for sig in SIGNALS {
-        // SAFETY: the handler only writes to a pipe.
-        let _ = unsafe { signal::signal(sig, SigHandler::Handler(on_signal)) };
+        .spawn(move || {
+            let signals = signal_hook::iterator::Signals::new(SIGNALS);
+            let _ = registered.send(());
+            if let Some(sig) = signals.ok().and_then(|mut s| s.forever().next()) {
+                stop_for(sig);
+            }
+        });
+    if spawned.is_ok() {
+        let _ = wait.recv();
     }
 }
 
-extern "C" fn on_signal(sig: libc::c_int) {
-    let fd = SIGNAL_PIPE.load(Ordering::SeqCst);
-    let byte = sig as u8;
-    // SAFETY: write(2) is async-signal-safe.
-    unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
-}
-
-fn watch_signals(mut pipe: std::fs::File) {
-    use std::io::Read;
-    let mut byte = [0u8; 1];
-    if pipe.read_exact(&mut byte).is_err() {
-        return;
-    }
-    let sig = Signal::try_from(byte[0] as libc::c_int).unwrap_or(Signal::SIGTERM);
+fn stop_for(sig: libc::c_int) {
     CLOSING.store(true, Ordering::SeqCst);
     // Machines booting ahead register when up, and are then stopped with the rest.
     let n = stop_all();
     wait_in_flight(IN_FLIGHT_WAIT);
     let n = n + stop_all();
-    let _ = writeln!(std::io::stderr(), "nspawn: {sig}: stopped {n} machine(s)");
-    // SAFETY: back to the default disposition, then die of the signal as we would have.
-    unsafe {
-        let _ = signal::signal(sig, SigHandler::SigDfl);
-    }
-    let _ = signal::raise(sig);
+    let name = nix::sys::signal::Signal::try_from(sig).map_or("a signal", |s| s.as_str());
+    let _ = writeln!(std::io::stderr(), "nspawn: {name}: stopped {n} machine(s)");
+    let _ = signal_hook::low_level::emulate_default_handler(sig);
 }
