@@ -18,8 +18,10 @@
 //! each network (`--networks` runs only this): host, private, isolated, joining a zone, and
 //! joining a zone with a way out, against raw nspawn on the host's network. The example
 //! suite under `cargo test` and under `cargo nextest run`, with and without sharing across
-//! nextest's processes (`--nextest` runs only this): wall time and machines booted. Needs root; `NSPAWN_BENCH_SAMPLES` sets
-//! the sample count (default 11).
+//! nextest's processes (`--nextest` runs only this): wall time and machines booted. A
+//! one-package change of bookworm rebuilt from its tree and from nothing, and bookworm's
+//! export and import (`--chroots`, not in the default run: it downloads from the mirror).
+//! Needs root; `NSPAWN_BENCH_SAMPLES` sets the sample count (default 11).
 
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
@@ -345,6 +347,9 @@ fn main() {
     if args.iter().any(|a| a == "--power") {
         return power_table(&chroot);
     }
+    if args.iter().any(|a| a == "--chroots") {
+        return chroot_builds::table(&chroot);
+    }
     calls::table(&chroot);
     if args.iter().any(|a| a == "--calls") {
         return;
@@ -627,11 +632,94 @@ mod overhead {
     }
 }
 
+/// A one-package change of bookworm (`jq` added) rebuilt from the tree it has and from
+/// nothing, in turns, in a scratch workspace; then bookworm exported and imported there.
+mod chroot_builds {
+    use super::*;
+    use nspawn_runtime::chroot::{self, archive, config::Workspace, BuildOptions};
+
+    fn rounds() -> usize {
+        std::env::var("NSPAWN_BENCH_ROUNDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3)
+    }
+
+    pub fn table(chroot: &Path) {
+        assert!(
+            std::env::var_os("NSPAWN_CHROOTS_DIR").is_none(),
+            "unset NSPAWN_CHROOTS_DIR: the scratch workspace keeps its own chroots"
+        );
+        let scratch = tempfile::Builder::new()
+            .prefix("nspawn-bench-")
+            .tempdir()
+            .unwrap();
+        std::fs::write(
+            scratch.path().join("Cargo.toml"),
+            "[workspace]\n[workspace.metadata.nspawn.chroots.bookworm]\ninclude = [\"jq\"]\n",
+        )
+        .unwrap();
+        let ws = Workspace::discover(scratch.path()).unwrap();
+        let dir = ws.chroots_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let before = suites::load();
+        let (mut extended, mut fresh) = (Vec::new(), Vec::new());
+        for round in 0..rounds() {
+            for from_nothing in [round % 2 == 1, round % 2 == 0] {
+                let tree = dir.join("bookworm");
+                let _ = Command::new("rm").arg("-rf").arg(&tree).status();
+                let copied = Command::new("cp").arg("-a").arg(chroot).arg(&tree).status();
+                assert!(copied.unwrap().success());
+                let opts = BuildOptions {
+                    force: true,
+                    fresh: from_nothing,
+                    ..Default::default()
+                };
+                let (built, took) = time(|| chroot::build(&ws, &["bookworm".into()], &opts));
+                built.unwrap();
+                if from_nothing {
+                    &mut fresh
+                } else {
+                    &mut extended
+                }
+                .push(took);
+            }
+        }
+        let def = ws.selected(&["bookworm".into()]).unwrap().remove(0);
+        let out = scratch.path().join("cache");
+        std::fs::create_dir(&out).unwrap();
+        let (file, export) = time(|| archive::export(&dir, &def, &out).unwrap());
+        let (_, import) = time(|| archive::import(&dir, &def, &file, true).unwrap());
+        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "\nchroot builds, {} rounds in turns (load average {before} before, {} after)\n",
+            rounds(),
+            suites::load()
+        );
+        println!("| | median [min-max] |\n|---|---|");
+        println!(
+            "| `jq` added, from the tree it had | {} |",
+            Stats(extended).show()
+        );
+        println!(
+            "| `jq` added, from nothing (`--fresh`) | {} |",
+            Stats(fresh).show()
+        );
+        println!(
+            "| export of bookworm+jq ({:.0} MB) | {:.2} s |",
+            size as f64 / 1e6,
+            export.as_secs_f64()
+        );
+        println!("| import of it | {:.2} s |", import.as_secs_f64());
+        let _ = Command::new("rm").arg("-rf").arg(&dir).status();
+    }
+}
+
 /// Whole suites against raw boots, side by side in one run.
 mod suites {
     use super::*;
 
-    fn load() -> String {
+    pub fn load() -> String {
         std::fs::read_to_string("/proc/loadavg")
             .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
             .unwrap_or_default()

@@ -14,9 +14,13 @@ use nspawn_runtime::Error;
 pub struct MakeChroots {
     /// Chroots to build (default: all declared).
     pub names: Vec<String>,
-    /// Rebuild even when up to date.
+    /// Rebuild even when up to date. An outdated chroot whose declaration only adds packages
+    /// gets them installed into a copy of its tree, in seconds.
     #[arg(long)]
     pub force: bool,
+    /// Rebuild from nothing (implies --force), also where the declaration only adds packages.
+    #[arg(long)]
+    pub fresh: bool,
     /// List the declared chroots and their state, build nothing (as `cargo nspawn list`).
     #[arg(long)]
     pub list: bool,
@@ -42,9 +46,10 @@ pub fn make(ws: &Workspace, args: &MakeChroots) -> Result<(), Error> {
         storage::mount_btrfs_image(&ws.chroots_dir(), size, &|m| eprintln!("{m}"))?;
     }
     let opts = BuildOptions {
-        force: args.force,
+        force: args.force || args.fresh,
         jobs: args.jobs,
         bootstrapper: args.debootstrap.then_some(Bootstrapper::Debootstrap),
+        fresh: args.fresh,
     };
     for (name, outcome) in chroot::build(ws, &args.names, &opts)? {
         match outcome {
@@ -53,7 +58,7 @@ pub fn make(ws: &Workspace, args: &MakeChroots) -> Result<(), Error> {
                 "{name}: made by hand (no nspawn stamp), kept as it is; `cargo nspawn \
                  make-chroots --force {name}` replaces it with the declaration's"
             ),
-            Outcome::Built { .. } => {}
+            Outcome::Built { .. } | Outcome::Extended { .. } => {}
         }
     }
     Ok(())

@@ -255,6 +255,20 @@ fn shell_runs_in_a_running_machine_under_sudo() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n");
 }
 
+/// Runs `cargo nspawn ARGS` in `dir` as nobody under sudo would, and returns what it printed;
+/// it must succeed.
+fn as_nobody_under_sudo(dir: &Path, args: &[&str]) -> String {
+    let mut cmd = cargo_nspawn(dir);
+    cmd.args(args)
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .env_remove("NSPAWN_CHROOTS_DIR");
+    nspawn_runtime::host::privs::start_as_root(&mut cmd);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    text(&out)
+}
+
 /// Runs `script` in a shell started as root (this process may have dropped to the user).
 fn as_root(script: &str) {
     let mut sh = Command::new("sh");
@@ -330,17 +344,7 @@ fn an_exported_chroot_is_imported_where_its_declaration_is_the_same() {
     }
     let files = project();
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let run = |dir: &Path, args: &[&str]| {
-        let mut cmd = cargo_nspawn(dir);
-        cmd.args(args)
-            .env("SUDO_UID", "65534")
-            .env("SUDO_GID", "65534")
-            .env_remove("NSPAWN_CHROOTS_DIR");
-        nspawn_runtime::host::privs::start_as_root(&mut cmd);
-        let out = cmd.output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", text(&out));
-        text(&out)
-    };
+    let run = as_nobody_under_sudo;
     let to = files.path().join("cache");
     std::fs::create_dir(&to).unwrap();
     run(
@@ -398,4 +402,49 @@ fn an_exported_chroot_is_imported_where_its_declaration_is_the_same() {
         .unwrap();
     assert!(machine.exists("/etc/nspawn-chroot.toml"));
     machine.stop().unwrap();
+}
+
+/// A declaration that only adds a package is built from the tree the chroot has, with the
+/// package installed into a copy of it (what was in the tree stays); `--fresh` bootstraps.
+#[test]
+fn a_declaration_that_adds_a_package_extends_the_tree_it_has() {
+    if !root_available() {
+        eprintln!("skipped: the trees are root's");
+        return;
+    }
+    let ws = project();
+    std::fs::write(
+        ws.path().join("Cargo.toml"),
+        "[workspace]\n[workspace.metadata.nspawn.chroots.bookworm]\ninclude = [\"jq\"]\n",
+    )
+    .unwrap();
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let chroots = ws.path().join("test_chroots");
+    let tree = chroots.join("bookworm");
+    // The repository's bookworm, built from the default declaration, and a mark in it.
+    as_root(&format!(
+        "mkdir {chroots} && cp -a {here}/test_chroots/bookworm {tree} && touch {tree}/etc/marked",
+        chroots = chroots.display(),
+        here = here.display(),
+        tree = tree.display(),
+    ));
+    let run = |args: &[&str]| as_nobody_under_sudo(ws.path(), args);
+    let extended = run(&["make-chroots", "--force", "bookworm"]);
+    assert!(
+        extended.contains("bookworm: added jq to its tree"),
+        "{extended}"
+    );
+    assert!(tree.join("etc/marked").exists(), "the tree it had was kept");
+    assert!(run(&["list"]).contains("[ready"));
+    let machine = nspawn_runtime::Machine::builder("bookworm")
+        .workspace(ws.path())
+        .start()
+        .unwrap();
+    assert!(machine.sh("jq --version").unwrap().starts_with("jq-"));
+    machine.stop().unwrap();
+
+    let fresh = run(&["make-chroots", "--fresh", "bookworm"]);
+    assert!(fresh.contains("bookworm: built with"), "{fresh}");
+    assert!(!tree.join("etc/marked").exists(), "a tree from nothing");
+    assert!(tree.join("usr/bin/jq").exists());
 }

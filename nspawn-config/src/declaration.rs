@@ -99,6 +99,37 @@ impl ChrootDef {
     }
 }
 
+impl ChrootDef {
+    /// The packages this declaration adds to the one `stamp` records (a built tree's), when it
+    /// changes nothing else (suite, mirror, variant, set-up, profile and its revision): a tree
+    /// built from `stamp` is then this one's once they are installed. Empty when only the
+    /// order of `include` changed; `None` for any other change, a removed package included.
+    pub fn added_since(&self, stamp: &str) -> Option<Vec<String>> {
+        let section = |text: &str| -> Option<Table> {
+            let mut root = text.parse::<Table>().ok()?;
+            match root.remove(&self.name)? {
+                Value::Table(t) => Some(t),
+                _ => None,
+            }
+        };
+        let (mut ours, mut theirs) = (section(&self.stamp())?, section(stamp)?);
+        let include = |t: &mut Table| -> Option<Vec<String>> {
+            let Value::Array(items) = t.remove("include")? else {
+                return None;
+            };
+            items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect()
+        };
+        let (new, old) = (include(&mut ours)?, include(&mut theirs)?);
+        if ours != theirs || !old.iter().all(|p| new.contains(p)) {
+            return None;
+        }
+        Some(new.into_iter().filter(|p| !old.contains(p)).collect())
+    }
+}
+
 /// Parses the chroot declarations of a manifest's text. The error names the offending key or
 /// value and what is accepted.
 ///
@@ -429,6 +460,34 @@ profile = \"quick\"
         assert!(parse_manifest("[workspace\n")
             .unwrap_err()
             .contains("TOML parse error"));
+    }
+
+    #[test]
+    fn only_added_packages_are_what_a_tree_lacks() {
+        let built = ChrootDef::with_defaults("bookworm");
+        let mut wider = built.clone();
+        wider.include = with_base(vec!["jq".into(), "curl".into()]);
+        assert_eq!(
+            wider.added_since(&built.stamp()),
+            Some(vec!["jq".to_string(), "curl".to_string()])
+        );
+        // Back again: a package removed needs a tree built from nothing.
+        assert_eq!(built.added_since(&wider.stamp()), None);
+        let mut reordered = built.clone();
+        reordered.include.reverse();
+        assert_eq!(reordered.added_since(&built.stamp()), Some(vec![]));
+        for change in [
+            |d: &mut ChrootDef| d.suite = "trixie".into(),
+            |d: &mut ChrootDef| d.variant = "buildd".into(),
+            |d: &mut ChrootDef| d.setup = vec!["true".into()],
+            |d: &mut ChrootDef| d.profile = "fast".into(),
+            |d: &mut ChrootDef| d.name = "other".into(),
+        ] {
+            let mut changed = wider.clone();
+            change(&mut changed);
+            assert_eq!(changed.added_since(&built.stamp()), None, "{changed:?}");
+        }
+        assert_eq!(wider.added_since("not toml ["), None);
     }
 
     #[test]

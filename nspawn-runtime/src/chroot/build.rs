@@ -3,23 +3,20 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::signal;
 use nix::unistd::Pid;
 
+use super::extend;
 use super::progress::{Item, Progress};
 use super::status::{status, write_cachedir_tag, Status, STAMP};
+use super::tool_run::{run_in_tree, run_logged, SignalGuard};
 use crate::chroot::config::{ChrootDef, Workspace};
 use crate::chroot::storage;
 use crate::error::{Error, IoContext, Result};
-use crate::host::cgroup::MachineCgroup;
 use crate::host::tools::{self, Tool};
 
 /// How to build.
@@ -31,6 +28,9 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// Force a bootstrapper; by default mmdebstrap when installed, else debootstrap.
     pub bootstrapper: Option<Bootstrapper>,
+    /// Bootstrap from nothing even where the declaration only adds packages to the tree's
+    /// (which are otherwise installed into a copy of it: see `extend`).
+    pub fresh: bool,
 }
 
 impl Default for BuildOptions {
@@ -39,6 +39,7 @@ impl Default for BuildOptions {
             force: false,
             jobs: 2,
             bootstrapper: None,
+            fresh: false,
         }
     }
 }
@@ -56,6 +57,14 @@ pub enum Outcome {
         secs: f64,
         /// The bootstrapper used.
         tool: Bootstrapper,
+    },
+    /// Rebuilt from the tree it had, in this many seconds: the declaration only added these
+    /// packages (none when it only reordered them).
+    Extended {
+        /// Wall time.
+        secs: f64,
+        /// The packages installed into the copy of the tree.
+        added: Vec<String>,
     },
 }
 
@@ -266,7 +275,8 @@ pub fn build_one(
     mut item: Item,
 ) -> Result<Outcome> {
     let final_path = dir.join(&def.name);
-    match status(dir, def) {
+    let current = status(dir, def);
+    match current {
         Status::Ready(_) if !opts.force => {
             item.finish("up to date");
             return Ok(Outcome::UpToDate);
@@ -287,7 +297,23 @@ pub fn build_one(
     let tool = opts.bootstrapper.unwrap_or_else(Bootstrapper::detect);
     let tmp = dir.join(format!("{TMP_PREFIX}{}-{}", def.name, std::process::id()));
     let log = log_path(dir, &def.name)?;
-    let result = assemble(def, tool, &tmp, &log, &mut item).and_then(|()| {
+    let extension = match current {
+        Status::Outdated(_) if !opts.fresh => extend::missing_packages(&final_path, def),
+        _ => None,
+    };
+    let mut extended = None;
+    if let Some(added) = extension {
+        match extend::assemble(&final_path, def, &added, &tmp, &log, &mut item) {
+            Ok(()) => extended = Some(added),
+            // The bootstrap below still makes the declared tree; its log replaces this one.
+            Err(why) => item.detail(&format!("extending failed ({why}); building from nothing")),
+        }
+    }
+    let assembled = match extended {
+        Some(_) => Ok(()),
+        None => assemble(def, tool, &tmp, &log, &mut item),
+    };
+    let result = assembled.and_then(|()| {
         item.phase("installing");
         install(dir, &tmp, &final_path, &def.name)
     });
@@ -301,10 +327,17 @@ pub fn build_one(
     }
     let _ = std::fs::remove_file(&failed_marker);
     let secs = item.elapsed().as_secs_f64();
-    item.finish(&format!(
-        "built with {tool} in {secs:.1} s ({})",
-        storage::storage_of(&final_path)
-    ));
+    let storage = storage::storage_of(&final_path);
+    if let Some(added) = extended {
+        let what = if added.is_empty() {
+            "restamped".to_string()
+        } else {
+            format!("added {} to its tree", added.join(", "))
+        };
+        item.finish(&format!("{what} in {secs:.1} s ({storage})"));
+        return Ok(Outcome::Extended { secs, added });
+    }
+    item.finish(&format!("built with {tool} in {secs:.1} s ({storage})"));
     Ok(Outcome::Built { secs, tool })
 }
 
@@ -391,12 +424,7 @@ fn assemble(
             i + 1,
             def.setup.len() + lists.iter().count()
         ));
-        let name = format!("setup-{}", uuid::Uuid::new_v4().simple());
-        let cgroup = MachineCgroup::with_limits(&name, crate::host::limits::Limits::for_host(1));
-        let mut cmd = setup_command(tmp, script);
-        let result = run_logged_in(&mut cmd, log, item, Some(&cgroup));
-        cgroup.remove();
-        result.map_err(|r| fail("setup", r))?;
+        run_in_tree(tmp, script, log, item).map_err(|r| fail("setup", r))?;
     }
     item.phase("finishing");
     super::profile::apply(tmp, &def.profile).map_err(|e| {
@@ -409,182 +437,6 @@ fn assemble(
     let _ = std::fs::remove_file(tmp.join("etc/hostname"));
     let stamp = tmp.join(STAMP);
     std::fs::write(&stamp, def.stamp()).context(|| format!("writing {}", stamp.display()))
-}
-
-/// Runs one setup script inside the new tree, not booted.
-fn setup_command(tree: &Path, script: &str) -> Command {
-    let mut cmd = Command::new("systemd-nspawn");
-    cmd.args(["--quiet", "--register=no", "--keep-unit", "--console=pipe"])
-        .arg(format!(
-            "--machine=nspawn-setup-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        ))
-        .arg(format!("--directory={}", tree.display()))
-        .args(["--", "/bin/sh", "-ec", script]);
-    cmd
-}
-
-fn run_logged(cmd: &mut Command, log: &Path, item: &Item) -> std::result::Result<(), String> {
-    run_logged_in(cmd, log, item, None)
-}
-
-/// Runs a tool with its output appended to `log`, showing its latest line, and forwarding an
-/// interrupt to its whole process group.
-fn run_logged_in(
-    cmd: &mut Command,
-    log: &Path,
-    item: &Item,
-    cgroup: Option<&MachineCgroup>,
-) -> std::result::Result<(), String> {
-    use std::io::Write;
-    let line = tools::command_line(cmd);
-    let mut out = File::options()
-        .append(true)
-        .open(log)
-        .map_err(|e| format!("opening {}: {e}", log.display()))?;
-    let _ = writeln!(out, "$ {line}");
-    let err = out.try_clone().map_err(|e| e.to_string())?;
-    cmd.stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0);
-    if let Some(cg) = cgroup {
-        let enter = cg.child_hook();
-        // SAFETY: the hook only makes raw system calls.
-        unsafe {
-            cmd.pre_exec(move || {
-                enter();
-                Ok(())
-            });
-        }
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("could not run `{line}`: {e}"))?;
-    let status = supervise(&mut child, log, item)?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("`{line}` failed ({status})"))
-    }
-}
-
-fn supervise(
-    child: &mut Child,
-    log: &Path,
-    item: &Item,
-) -> std::result::Result<std::process::ExitStatus, String> {
-    let mut last_detail = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            return Ok(status);
-        }
-        if let Some(sig) = interrupted() {
-            terminate_group(child);
-            return Err(format!("interrupted by {sig}"));
-        }
-        if last_detail.elapsed() > Duration::from_millis(250) {
-            item.detail(&last_line(log));
-            last_detail = Instant::now();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn terminate_group(child: &mut Child) {
-    let group = Pid::from_raw(-(child.id() as i32));
-    let _ = signal::kill(group, Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = signal::kill(group, Signal::SIGKILL);
-    let _ = child.wait();
-}
-
-fn last_line(log: &Path) -> String {
-    let Ok(mut f) = File::open(log) else {
-        return String::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(2048)));
-    let mut buf = Vec::new();
-    let _ = f.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    crate::text::strip_ansi(line).chars().take(100).collect()
-}
-
-static INTERRUPT: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    INTERRUPT.store(sig, Ordering::SeqCst);
-}
-
-fn interrupted() -> Option<Signal> {
-    match INTERRUPT.load(Ordering::SeqCst) {
-        0 => None,
-        n => Signal::try_from(n).ok(),
-    }
-}
-
-/// Catches SIGINT, SIGTERM and SIGHUP while builds run, so they can end their tools and
-/// remove their half-built trees; restores the actions it replaced after, whole (the machine
-/// registry's, signal-hook's, when a test process builds a chroot on demand: its handler takes
-/// `siginfo`, which a plain `signal(2)` round trip would lose).
-struct SignalGuard {
-    previous: Vec<(Signal, SigAction)>,
-}
-
-const SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
-
-impl SignalGuard {
-    fn install() -> SignalGuard {
-        let previous = SIGNALS
-            .into_iter()
-            .filter_map(|sig| {
-                let ours = SigAction::new(
-                    SigHandler::Handler(on_signal),
-                    SaFlags::SA_RESTART,
-                    SigSet::empty(),
-                );
-                // SAFETY: the handler only stores to an atomic.
-                let old = unsafe { signal::sigaction(sig, &ours) };
-                old.ok().map(|old| (sig, old))
-            })
-            .collect();
-        SignalGuard { previous }
-    }
-}
-
-impl Drop for SignalGuard {
-    fn drop(&mut self) {
-        for (sig, old) in &self.previous {
-            // SAFETY: restoring the action this guard replaced, as it was.
-            let _ = unsafe { signal::sigaction(*sig, old) };
-        }
-        if let Some(sig) = interrupted() {
-            // Die of the signal that interrupted us, now that everything is cleaned up: through
-            // the handler it had (the registry's stops the machines first), or by default,
-            // also when it was ignored before (the build was interrupted all the same).
-            let ignored = self
-                .previous
-                .iter()
-                .any(|(s, old)| *s == sig && old.handler() == SigHandler::SigIgn);
-            if ignored {
-                // SAFETY: the default disposition.
-                let _ = unsafe { signal::signal(sig, SigHandler::SigDfl) };
-            }
-            let _ = signal::raise(sig);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -623,12 +475,5 @@ mod tests {
             run_jobs(&items, 3, |i| i * 2),
             (0..10).map(|i| i * 2).collect::<Vec<_>>()
         );
-    }
-
-    #[test]
-    fn last_line_skips_blank_lines_and_colours() {
-        let tmp = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(tmp.path(), "one\n\u{1b}[1mtwo\u{1b}[0m\n\n").unwrap();
-        assert_eq!(last_line(tmp.path()), "two");
     }
 }

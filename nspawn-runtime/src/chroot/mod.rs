@@ -14,6 +14,7 @@
 pub mod archive;
 mod build;
 pub mod config;
+mod extend;
 mod in_use;
 pub(crate) mod layer;
 mod locate;
@@ -23,6 +24,7 @@ mod progress;
 pub mod remove;
 mod status;
 pub mod storage;
+mod tool_run;
 
 pub use build::{build, build_one, Bootstrapper, BuildOptions, Outcome};
 pub use in_use::LOWERS_ENV;

@@ -64,6 +64,30 @@ pub(crate) fn create_tree(path: &Path) -> Result<Storage> {
     }
 }
 
+/// Copies the tree `from` to `to`, which must not exist: a snapshot of a subvolume on the same
+/// btrfs, a copy elsewhere (by reflinks where the file system has them), owners, modes,
+/// device nodes and extended attributes kept.
+pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<Storage> {
+    let parent = to.parent().unwrap_or(Path::new("/"));
+    if storage_of(from) == Storage::Subvolume && is_btrfs(parent) {
+        tools::run(
+            tools::command("btrfs")
+                .args(["-q", "subvolume", "snapshot"])
+                .arg(from)
+                .arg(to),
+        )?;
+        return Ok(Storage::Subvolume);
+    }
+    let storage = create_tree(to)?;
+    tools::run(
+        tools::command("cp")
+            .args(["-a", "--reflink=auto", "--no-target-directory"])
+            .arg(from)
+            .arg(to),
+    )?;
+    Ok(storage)
+}
+
 /// Removes a tree. Anything still mounted below it is unmounted first, so a bootstrap that
 /// died with `/proc` or `/dev` bound inside can never make this delete the host's.
 pub(crate) fn remove_tree(path: &Path) -> Result<()> {
