@@ -574,23 +574,15 @@ mod calls {
 
 mod overhead {
     use super::*;
-    use nspawn::__private::{run, Scope, TestInfo};
+    use nspawn::__private::{run, TestInfo};
     use std::sync::mpsc;
 
-    static INFO: TestInfo = TestInfo {
-        module: "bench::shared",
-        name: "noop",
-        chroot: "bookworm",
-        scope: Scope::Module,
-        ignored: false,
-        expects_panic: false,
-        manifest_dir: env!("CARGO_MANIFEST_DIR"),
-        network: "",
-        machines: &[],
-        setups: &[],
-        serial: false,
-        role_networks: &[],
-    };
+    static INFO: TestInfo = TestInfo::module_test(
+        "bench::shared",
+        "noop",
+        "bookworm",
+        env!("CARGO_MANIFEST_DIR"),
+    );
 
     /// What `#[nspawn::test]` adds to a test that does nothing, on an already-booted shared
     /// machine, against calling a plain function.

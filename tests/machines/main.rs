@@ -21,6 +21,7 @@ mod privileges;
 mod profile;
 mod sandbox;
 mod sharing;
+mod spans;
 mod storage;
 mod userns;
 mod wait;

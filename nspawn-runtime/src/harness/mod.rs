@@ -178,5 +178,7 @@ fn timed<R>(info: &TestInfo, body: impl FnOnce() -> R) -> R {
         }
     }
     let _ran = Ran(info, std::time::Instant::now());
+    // The body's machines, calls and waits are this span's children, for a subscriber.
+    let _test = tracing::info_span!("test", name = %info.test_name()).entered();
     body()
 }

@@ -53,6 +53,31 @@ pub struct TestInfo {
 inventory::collect!(TestInfo);
 
 impl TestInfo {
+    /// A test of module `module` on a machine of `chroot` shared by the module, with every other
+    /// option at the attribute's default: for code that calls the harness itself (a benchmark,
+    /// our own tests), as the macro would.
+    pub const fn module_test(
+        module: &'static str,
+        name: &'static str,
+        chroot: &'static str,
+        manifest_dir: &'static str,
+    ) -> TestInfo {
+        TestInfo {
+            module,
+            name,
+            chroot,
+            scope: Scope::Module,
+            ignored: false,
+            expects_panic: false,
+            manifest_dir,
+            network: "",
+            machines: &[],
+            setups: &[],
+            serial: false,
+            role_networks: &[],
+        }
+    }
+
     /// The name libtest knows the test by: the module path without the crate, then the name.
     pub fn test_name(&self) -> String {
         match self.module.split_once("::") {

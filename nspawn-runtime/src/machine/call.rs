@@ -160,6 +160,12 @@ impl<F> Call<'_, F> {
         let mut arg_bytes = Vec::new();
         ciborium::into_writer(&arg, &mut arg_bytes)
             .map_err(|e| self.failed(format!("encoding the argument: {e}; {ROUND_TRIP}"), None))?;
+        let _call = tracing::debug_span!(
+            "call",
+            machine = self.machine.name(),
+            function = std::any::type_name::<F>()
+        )
+        .entered();
         let started = Instant::now();
         let ended = self.run(callee::offset(entry), arg_bytes)?;
         tracing::debug!(

@@ -40,7 +40,7 @@ impl Machine {
             .map_err(|e| Error::io(format!("reading {}", self.log_path().display()), e))?;
         // Read on from where the last look stopped; only an unfinished line is kept.
         let mut partial: Vec<u8> = Vec::new();
-        let found = poll(timeout, || {
+        let found = poll("a console line", timeout, || {
             let mut fresh = Vec::new();
             std::io::Read::read_to_end(&mut file, &mut fresh)
                 .map_err(|e| Error::io(format!("reading {}", self.log_path().display()), e))?;

@@ -152,7 +152,8 @@ impl<'m> Port<'m> {
     }
 
     fn poll(&self, mut done: impl FnMut() -> Result<bool>) -> Result<bool> {
-        super::wait::poll(self.timeout, || Ok(done()?.then_some(()))).map(|d| d.is_some())
+        let what = format!("port {}", self.port);
+        super::wait::poll(&what, self.timeout, || Ok(done()?.then_some(()))).map(|d| d.is_some())
     }
 
     /// The error of a wait that timed out, with what listens on the server.

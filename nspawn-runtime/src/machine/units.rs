@@ -259,7 +259,7 @@ impl Machine {
         timeout: Duration,
     ) -> Result<UnitState> {
         let mut last = None;
-        let done = poll(timeout, || {
+        let done = poll(unit, timeout, || {
             let state = self.unit_of(manager, unit)?;
             let settled = state.is_active() || state.is_failed() || state.load != "loaded";
             last = Some(state.clone());

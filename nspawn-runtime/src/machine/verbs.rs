@@ -149,6 +149,7 @@ impl Machine {
     /// Runs `script` until its success is `success`, within the wait timeout; the try that
     /// got there, or an error with the last one's output.
     fn retry(&self, script: &str, success: bool) -> Result<Output> {
+        let _wait = super::wait::wait_span(script, self.0.wait_timeout).entered();
         let deadline = Instant::now() + self.0.wait_timeout;
         let mut pause = RETRY_MIN;
         loop {

@@ -13,11 +13,14 @@ use crate::error::{Error, Result};
 const POLL_MIN: Duration = Duration::from_millis(20);
 const POLL_MAX: Duration = Duration::from_millis(250);
 
-/// Polls `check` until it says done (`Some`), backing off, until `timeout`.
+/// Polls `check` until it says done (`Some`), backing off, until `timeout`; in a `wait` span
+/// that says for `what`.
 pub(super) fn poll<T>(
+    what: &str,
     timeout: Duration,
     mut check: impl FnMut() -> Result<Option<T>>,
 ) -> Result<Option<T>> {
+    let _wait = wait_span(what, timeout).entered();
     let deadline = Instant::now() + timeout;
     let mut pause = POLL_MIN;
     loop {
@@ -33,6 +36,12 @@ pub(super) fn poll<T>(
     }
 }
 
+/// The span of a wait: what for, and for how long at most.
+pub(super) fn wait_span(what: &str, timeout: Duration) -> tracing::Span {
+    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    tracing::debug_span!("wait", what, timeout_ms)
+}
+
 impl Machine {
     /// Calls `connect(arg)` in the machine until it succeeds (`None`) or `timeout` passes
     /// (`Some` of its last error).
@@ -42,7 +51,8 @@ impl Machine {
         A: serde::Serialize + serde::de::DeserializeOwned + Clone,
     {
         let mut last = String::new();
-        let done = poll(timeout, || match self.call(connect, arg.clone())? {
+        let what = std::any::type_name::<F>();
+        let done = poll(what, timeout, || match self.call(connect, arg.clone())? {
             Ok(()) => Ok(Some(())),
             Err(e) => {
                 last = e;
