@@ -47,8 +47,25 @@ pub fn undeclared(ws: &Workspace) -> Result<Vec<Undeclared>> {
         .collect())
 }
 
+/// How long a removal waits for the machines that use a tree to go: those of a run that just
+/// ended may still be stopping (under nextest, its keeper stops them after nextest returns).
+const STOPPING_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether `in_use` still holds after up to `grace`.
+fn in_use_after(grace: Duration, in_use: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + grace;
+    while in_use() {
+        if Instant::now() >= deadline {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
 /// Removes the chroot tree `name` from `dir`; how long it took. Refuses a name that is no
-/// tree there, and a tree a running machine uses. Needs root.
+/// tree there, and a tree a running machine uses (once the machines stopping have had
+/// [`STOPPING_GRACE`] to go). Needs root.
 pub fn remove(dir: &Path, name: &str) -> Result<Duration> {
     let path = dir.join(name);
     let existing = trees(dir);
@@ -66,7 +83,7 @@ pub fn remove(dir: &Path, name: &str) -> Result<Duration> {
             )),
         ));
     }
-    if in_use::by_any_nspawn(&path) {
+    if in_use_after(STOPPING_GRACE, || in_use::by_any_nspawn(&path)) {
         return Err(Error::io(
             format!("removing chroot {name:?}"),
             std::io::Error::other(format!(
@@ -84,6 +101,18 @@ pub fn remove(dir: &Path, name: &str) -> Result<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tree_in_use_is_waited_for_until_the_grace_ends() {
+        let looks = std::cell::Cell::new(0);
+        let stopping = || {
+            looks.set(looks.get() + 1);
+            looks.get() < 3
+        };
+        assert!(!in_use_after(Duration::from_secs(60), stopping));
+        assert_eq!(looks.get(), 3);
+        assert!(in_use_after(Duration::ZERO, || true));
+    }
 
     #[test]
     fn trees_are_the_visible_directories() {
