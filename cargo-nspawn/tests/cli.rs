@@ -430,9 +430,11 @@ fn a_declaration_that_adds_a_package_extends_the_tree_it_has() {
     ));
     let run = |args: &[&str]| as_nobody_under_sudo(ws.path(), args);
     let extended = run(&["make-chroots", "--force", "bookworm"]);
+    let failed = std::fs::read_to_string(chroots.join(".logs/bookworm.extend-failed.log"));
     assert!(
         extended.contains("bookworm: added jq to its tree"),
-        "{extended}"
+        "{extended}\n{}",
+        failed.unwrap_or_default()
     );
     assert!(tree.join("etc/marked").exists(), "the tree it had was kept");
     assert!(run(&["list"]).contains("[ready"));

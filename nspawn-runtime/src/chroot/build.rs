@@ -302,11 +302,20 @@ pub fn build_one(
         _ => None,
     };
     let mut extended = None;
+    let mut not_extended = String::new();
     if let Some(added) = extension {
         match extend::assemble(&final_path, def, &added, &tmp, &log, &mut item) {
             Ok(()) => extended = Some(added),
-            // The bootstrap below still makes the declared tree; its log replaces this one.
-            Err(why) => item.detail(&format!("extending failed ({why}); building from nothing")),
+            // The bootstrap below still makes the declared tree; this log is kept beside its.
+            Err(why) => {
+                let kept = log.with_extension("extend-failed.log");
+                let _ = std::fs::rename(&log, &kept);
+                not_extended = format!(
+                    "; adding {} to its tree failed ({why}; see {})",
+                    added.join(", "),
+                    kept.display()
+                );
+            }
         }
     }
     let assembled = match extended {
@@ -337,7 +346,9 @@ pub fn build_one(
         item.finish(&format!("{what} in {secs:.1} s ({storage})"));
         return Ok(Outcome::Extended { secs, added });
     }
-    item.finish(&format!("built with {tool} in {secs:.1} s ({storage})"));
+    item.finish(&format!(
+        "built with {tool} in {secs:.1} s ({storage}){not_extended}"
+    ));
     Ok(Outcome::Built { secs, tool })
 }
 

@@ -39,7 +39,13 @@ pub(super) fn assemble(
     storage::copy_tree(current, tmp).map_err(|e| e.to_string())?;
     if !packages.is_empty() {
         item.phase(&format!("adding {}", packages.join(", ")));
-        run_in_tree(tmp, &install_script(packages), log, item)?;
+        let script = install_script(packages);
+        // Once more after a pause: a mirror that failed a fetch mid-sync usually serves the
+        // next one, and a bootstrap from nothing costs ten times as much.
+        if run_in_tree(tmp, &script, log, item).is_err() {
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            run_in_tree(tmp, &script, log, item)?;
+        }
     }
     item.phase("finishing");
     super::profile::apply(tmp, &def.profile)
