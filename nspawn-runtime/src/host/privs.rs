@@ -148,12 +148,16 @@ pub fn require_root(action: &str) -> Result<()> {
     }
 }
 
-/// For a unit test that needs root: whether it can have it, and if not, a line saying that
+/// For a unit test that needs root: root for as long as the guard lives (regained, under
+/// sudo, where the process dropped to the user), or, if it cannot have it, a line saying that
 /// it is skipped and how to run it. The unit tests that need nothing run as anybody.
 #[cfg(test)]
-pub(crate) fn root_for_test(test: &str) -> bool {
-    let root = !matches!(init(), Mode::Unprivileged);
-    if !root {
+pub(crate) fn root_for_test(test: &str) -> Option<RootGuard> {
+    let root = match init() {
+        Mode::Unprivileged => None,
+        _ => root().ok(),
+    };
+    if root.is_none() {
         // Past libtest's capture, which would hide it for a test that passes.
         use std::io::Write;
         let _ = writeln!(

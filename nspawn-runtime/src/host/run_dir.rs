@@ -96,9 +96,11 @@ mod tests {
     #[test]
     fn host_state_directories_are_roots_alone() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        if !crate::host::privs::root_for_test("host_state_directories_are_roots_alone") {
+        let Some(_root) =
+            crate::host::privs::root_for_test("host_state_directories_are_roots_alone")
+        else {
             return;
-        }
+        };
         let base = tempfile::tempdir().unwrap();
         let fresh = base.path().join("fresh");
         secure(&fresh).unwrap();

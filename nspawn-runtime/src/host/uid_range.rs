@@ -183,9 +183,10 @@ mod tests {
     #[test]
     fn a_range_a_process_runs_in_is_taken() {
         use std::os::unix::process::CommandExt;
-        if !crate::host::privs::root_for_test("a_range_a_process_runs_in_is_taken") {
+        let Some(_root) = crate::host::privs::root_for_test("a_range_a_process_runs_in_is_taken")
+        else {
             return;
-        }
+        };
         // A process of no host user stands in for a kept machine's root.
         let base = 0x6FFE_0000;
         assert!(!HostIds::read().overlaps(base));
