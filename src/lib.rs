@@ -152,6 +152,7 @@
 pub mod guide;
 
 pub use nspawn_runtime::chroot::storage::Storage;
+pub use nspawn_runtime::error::{ChrootError, HostError, SettingsError};
 pub use nspawn_runtime::host::privs;
 #[cfg(feature = "tokio")]
 pub use nspawn_runtime::AsyncMachine;

@@ -1,5 +1,6 @@
 //! Building and listing the declared chroots.
 
+use crate::error::CliError;
 use nspawn_runtime::chroot::archive::{self, Imported};
 use nspawn_runtime::chroot::config::Workspace;
 use nspawn_runtime::chroot::{
@@ -7,7 +8,6 @@ use nspawn_runtime::chroot::{
 };
 use nspawn_runtime::host::privs;
 use nspawn_runtime::host::tools;
-use nspawn_runtime::Error;
 
 /// What `make-chroots` was asked for.
 #[derive(clap::Args, Debug, Default)]
@@ -37,7 +37,7 @@ pub struct MakeChroots {
 }
 
 /// Builds the chroots `args` names (all declared by default). Needs root.
-pub fn make(ws: &Workspace, args: &MakeChroots) -> Result<(), Error> {
+pub fn make(ws: &Workspace, args: &MakeChroots) -> Result<(), CliError> {
     if args.list {
         return list(ws);
     }
@@ -65,7 +65,7 @@ pub fn make(ws: &Workspace, args: &MakeChroots) -> Result<(), Error> {
 }
 
 /// Prints each declared chroot, where it is and its state.
-pub fn list(ws: &Workspace) -> Result<(), Error> {
+pub fn list(ws: &Workspace) -> Result<(), CliError> {
     let dir = ws.chroots_dir();
     for def in ws.chroots()? {
         let state = chroot::status(&dir, &def).describe(&def.name);
@@ -92,7 +92,7 @@ pub struct RemoveChroots {
 }
 
 /// Removes the chroots `args` names, saying what and how long each took. Needs root.
-pub fn remove(ws: &Workspace, args: &RemoveChroots) -> Result<(), Error> {
+pub fn remove(ws: &Workspace, args: &RemoveChroots) -> Result<(), CliError> {
     let dir = ws.chroots_dir();
     let mut names = args.names.clone();
     if args.undeclared {
@@ -104,14 +104,14 @@ pub fn remove(ws: &Workspace, args: &RemoveChroots) -> Result<(), Error> {
             }
         }
     } else if names.is_empty() {
-        return Err(Error::io(
-            "removing chroots",
-            std::io::Error::other(format!(
+        return Err(CliError::Usage {
+            command: "remove-chroots",
+            message: format!(
                 "name the chroots to remove, or give --undeclared; {} has: {}",
                 dir.display(),
                 chroot::remove::trees(&dir).join(", ")
-            )),
-        ));
+            ),
+        });
     }
     // Under sudo this process runs as the user; the trees are root's.
     let _root = privs::root()?;
@@ -151,7 +151,7 @@ pub struct ExportChroots {
 }
 
 /// Writes each chroot `args` names as `<name>-<key>.tar.zst` in `args.to`. Needs root.
-pub fn export(ws: &Workspace, args: &ExportChroots) -> Result<(), Error> {
+pub fn export(ws: &Workspace, args: &ExportChroots) -> Result<(), CliError> {
     let dir = ws.chroots_dir();
     for def in ws.selected(&args.names)? {
         let started = std::time::Instant::now();
@@ -189,7 +189,7 @@ pub struct ImportChroots {
 
 /// Puts each file's chroot in place when its key is the declaration's. Needs root. A file
 /// that fails (a truncated download) does not stop the others; the first failure is returned.
-pub fn import(ws: &Workspace, args: &ImportChroots) -> Result<(), Error> {
+pub fn import(ws: &Workspace, args: &ImportChroots) -> Result<(), CliError> {
     let dir = ws.chroots_dir();
     let declared = ws.chroots()?;
     let mut failed = None;
@@ -224,5 +224,5 @@ pub fn import(ws: &Workspace, args: &ImportChroots) -> Result<(), Error> {
         };
         eprintln!("{}: {line}", def.name);
     }
-    failed.map_or(Ok(()), Err)
+    failed.map_or(Ok(()), |e| Err(e.into()))
 }

@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::error::CliError;
 use nspawn_runtime::host::tools;
-use nspawn_runtime::Error;
 
 use crate::chroots::{self, MakeChroots};
 use crate::{doctor, init, machines, sudo, workspace};
@@ -30,7 +30,7 @@ pub enum Command {
     /// names any more. Needs root (through sudo).
     RemoveChroots(chroots::RemoveChroots),
     /// Write built chroots (all declared by default) as one file each,
-    /// <name>-<key>.tar.zst, keyed by their declaration: for a CI cache. Needs root (through
+    /// NAME-KEY.tar.zst, keyed by their declaration: for a CI cache. Needs root (through
     /// sudo).
     ExportChroots(chroots::ExportChroots),
     /// Put chroots in place from files `export-chroots` wrote, each if its key is its
@@ -52,7 +52,7 @@ pub enum Command {
 
 /// Runs `command` on the workspace at `workspace` (default: the one around the current
 /// directory).
-pub fn run(command: &Command, workspace: Option<&Path>) -> Result<ExitCode, Error> {
+pub fn run(command: &Command, workspace: Option<&Path>) -> Result<ExitCode, CliError> {
     if let Command::Init(args) = command {
         return init::run(args, workspace).map(|()| ExitCode::SUCCESS);
     }

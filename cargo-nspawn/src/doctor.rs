@@ -1,14 +1,16 @@
 //! `cargo nspawn doctor`: how machines will run here, and what is missing.
 
+use nspawn_runtime::backend;
 use nspawn_runtime::chroot;
 use nspawn_runtime::chroot::config::Workspace;
 use nspawn_runtime::cleanup::{records, slots};
 use nspawn_runtime::host::{console, probe, tools};
-use nspawn_runtime::{backend, Error};
+
+use crate::error::CliError;
 
 /// Prints one line per fact: backend, privileges, nspawn, network, chroots, inotify, cap,
 /// machines.
-pub fn report(ws: &Workspace) -> Result<(), Error> {
+pub fn report(ws: &Workspace) -> Result<(), CliError> {
     match backend::selected() {
         Ok((kind, why)) => println!("backend:    {kind} ({why})"),
         Err(e) => println!("backend:    none: {e}"),

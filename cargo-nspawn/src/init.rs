@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nspawn_runtime::Error;
+use crate::error::CliError;
 use toml_edit::{value, Array, DocumentMut, Item, Table};
 
 /// What `init` was asked for.
@@ -40,12 +40,12 @@ fn dbus_is_up(machine: &nspawn::Machine) -> nspawn::Result<()> {
 "#;
 
 /// Sets the package around the current directory (or `dir`) up.
-pub fn run(args: &Init, dir: Option<&Path>) -> Result<(), Error> {
+pub fn run(args: &Init, dir: Option<&Path>) -> Result<(), CliError> {
     if std::env::var_os("SUDO_UID").is_some() {
-        return Err(Error::io(
-            "cargo nspawn init writes files in your project",
-            std::io::Error::other("run it as yourself, not with sudo"),
-        ));
+        return Err(CliError::Usage {
+            command: "init",
+            message: "it writes files in your project: run it as yourself, not with sudo".into(),
+        });
     }
     let package = package_dir(dir)?;
     let ws = crate::workspace::find(Some(&package))?;
@@ -83,46 +83,47 @@ pub fn run(args: &Init, dir: Option<&Path>) -> Result<(), Error> {
 }
 
 /// The directory of the package around `dir` (default: the current one).
-fn package_dir(dir: Option<&Path>) -> Result<PathBuf, Error> {
+fn package_dir(dir: Option<&Path>) -> Result<PathBuf, CliError> {
     let start = match dir {
         Some(dir) => dir.to_path_buf(),
         None => {
-            std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?
+            std::env::current_dir().map_err(|e| CliError::io("reading the current directory", e))?
         }
     };
     start
         .ancestors()
         .find(|d| d.join("Cargo.toml").is_file())
         .map(Path::to_path_buf)
-        .ok_or(Error::WorkspaceNotFound { start })
+        .ok_or(CliError::NoPackage { start })
 }
 
-fn read(path: &Path) -> Result<String, Error> {
+fn read(path: &Path) -> Result<String, CliError> {
     match std::fs::read_to_string(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-        other => other.map_err(|e| Error::io(format!("reading {}", path.display()), e)),
+        other => other.map_err(|e| CliError::io(format!("reading {}", path.display()), e)),
     }
 }
 
-fn write(path: &Path, text: &str, what: &str) -> Result<(), Error> {
+fn write(path: &Path, text: &str, what: &str) -> Result<(), CliError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
-            .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+            .map_err(|e| CliError::io(format!("creating {}", parent.display()), e))?;
     }
-    std::fs::write(path, text).map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    std::fs::write(path, text)
+        .map_err(|e| CliError::io(format!("writing {}", path.display()), e))?;
     eprintln!("wrote {what} to {}", path.display());
     Ok(())
 }
 
-fn parse(path: &Path, text: &str) -> Result<DocumentMut, Error> {
-    text.parse::<DocumentMut>().map_err(|e| Error::Config {
+fn parse(path: &Path, text: &str) -> Result<DocumentMut, CliError> {
+    text.parse::<DocumentMut>().map_err(|e| CliError::Manifest {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
 }
 
 /// `[target.'cfg(target_os = "linux")'] runner = "sudo -E"`, unless a runner is set there.
-fn runner(path: &Path) -> Result<(), Error> {
+fn runner(path: &Path) -> Result<(), CliError> {
     let mut doc = parse(path, &read(path)?)?;
     let target = doc
         .entry("target")
@@ -134,7 +135,7 @@ fn runner(path: &Path) -> Result<(), Error> {
                 .as_table_mut()
         });
     let Some(target) = target else {
-        return Err(Error::Config {
+        return Err(CliError::Manifest {
             path: path.to_path_buf(),
             message: format!("[target.'{TARGET}'] is not a table"),
         });
@@ -157,7 +158,7 @@ fn implicit_table() -> Item {
 }
 
 /// `/test_chroots/` in the workspace's `.gitignore`.
-fn ignore(path: &Path) -> Result<(), Error> {
+fn ignore(path: &Path) -> Result<(), CliError> {
     let text = read(path)?;
     let entry = format!("/{CHROOTS}/");
     if text
@@ -178,7 +179,7 @@ fn ignore(path: &Path) -> Result<(), Error> {
 
 /// `exclude = ["test_chroots"]` in the package's manifest, unless it names it already or
 /// uses `include` (which leaves the chroots out by itself).
-fn exclude(path: &Path) -> Result<(), Error> {
+fn exclude(path: &Path) -> Result<(), CliError> {
     let mut doc = parse(path, &read(path)?)?;
     let Some(package) = doc.get_mut("package").and_then(Item::as_table_mut) else {
         return Ok(());
@@ -203,7 +204,7 @@ fn exclude(path: &Path) -> Result<(), Error> {
     write(path, &doc.to_string(), "the package exclude")
 }
 
-fn first_test(path: &Path, chroot: &str) -> Result<(), Error> {
+fn first_test(path: &Path, chroot: &str) -> Result<(), CliError> {
     if path.exists() {
         return Ok(());
     }

@@ -12,6 +12,7 @@
 mod chroots;
 mod cli;
 mod doctor;
+mod error;
 mod init;
 mod machines;
 mod sudo;
@@ -19,5 +20,6 @@ mod workspace;
 
 pub use chroots::{make as make_chroots, MakeChroots};
 pub use cli::{run, Command};
+pub use error::CliError;
 pub use sudo::own_args;
 pub use workspace::find as find_workspace;

@@ -2,14 +2,14 @@
 
 use std::os::unix::process::CommandExt;
 
+use crate::error::CliError;
 use nspawn_runtime::chroot::config::Workspace;
 use nspawn_runtime::cleanup::records::Record;
 use nspawn_runtime::cleanup::sweep;
 use nspawn_runtime::host::privs;
-use nspawn_runtime::Error;
 
 /// Removes what crashed runs left (and kept machines, with `kept`), saying what. Needs root.
-pub fn gc(ws: &Workspace, kept: bool) -> Result<(), Error> {
+pub fn gc(ws: &Workspace, kept: bool) -> Result<(), CliError> {
     let options = sweep::Options {
         chroot_dirs: vec![ws.chroots_dir()],
         kept,
@@ -29,7 +29,7 @@ pub fn gc(ws: &Workspace, kept: bool) -> Result<(), Error> {
 
 /// Replaces this process with `command` (default: a login shell) in machine `name`, in all
 /// its namespaces. Needs root.
-pub fn shell(name: &str, command: &[String]) -> Result<(), Error> {
+pub fn shell(name: &str, command: &[String]) -> Result<(), CliError> {
     let records = Record::all();
     let Some(record) = records
         .iter()
@@ -40,16 +40,9 @@ pub fn shell(name: &str, command: &[String]) -> Result<(), Error> {
             .filter(|r| r.leader.is_alive())
             .map(|r| r.name.as_str())
             .collect();
-        return Err(Error::NotRunning {
+        return Err(CliError::NotRunning {
             machine: name.into(),
-            reason: format!(
-                "no running machine has that name; running: {}",
-                if running.is_empty() {
-                    "none".to_string()
-                } else {
-                    running.join(", ")
-                }
-            ),
+            running: running.into_iter().map(String::from).collect(),
         });
     };
     let login = ["/bin/bash".to_string(), "-l".to_string()];
@@ -66,5 +59,5 @@ pub fn shell(name: &str, command: &[String]) -> Result<(), Error> {
     // machine's namespaces: entering them, as the guest's root, takes root.
     privs::start_as_root(&mut nsenter);
     let err = nsenter.exec();
-    Err(Error::io("starting nsenter", err))
+    Err(CliError::io("starting nsenter", err))
 }

@@ -4,8 +4,10 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
+use nspawn_runtime::error::HostError;
 use nspawn_runtime::host::tools;
-use nspawn_runtime::Error;
+
+use crate::error::CliError;
 
 /// This program's arguments, program name first, without the `nspawn` that cargo adds when it
 /// runs `cargo nspawn x` as `cargo-nspawn nspawn x`.
@@ -38,9 +40,9 @@ fn without_workspace(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
 /// Runs this same command as root through `sudo`, acting on `workspace` (found as the user,
 /// since sudo may change the directory and the environment). The program is named by its
 /// absolute path: sudo's `secure_path` would not find it in `~/.cargo/bin`.
-pub fn rerun(action: &str, workspace: &Path) -> Result<ExitCode, Error> {
+pub fn rerun(action: &str, workspace: &Path) -> Result<ExitCode, CliError> {
     let exe = std::env::current_exe()
-        .map_err(|e| Error::io("finding this program to re-run it with sudo", e))?;
+        .map_err(|e| CliError::io("finding this program to re-run it with sudo", e))?;
     let args = without_workspace(own_args().into_iter().skip(1));
     let mut cmd = Command::new("sudo");
     cmd.arg("-E")
@@ -50,15 +52,12 @@ pub fn rerun(action: &str, workspace: &Path) -> Result<ExitCode, Error> {
         .args(&args);
     let line = tools::command_line(&cmd);
     if tools::which("sudo").is_none() {
-        return Err(Error::NotRoot {
-            action: action.into(),
-            command: line.trim_start_matches("sudo -E ").to_string(),
-        });
+        return Err(HostError::not_root(action, line.trim_start_matches("sudo -E ")).into());
     }
     eprintln!("{action} needs root: {line}");
     let status = cmd
         .status()
-        .map_err(|e| Error::io(format!("running `{line}`"), e))?;
+        .map_err(|e| CliError::io(format!("running `{line}`"), e))?;
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

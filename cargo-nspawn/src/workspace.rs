@@ -4,26 +4,26 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::error::CliError;
 use nspawn_runtime::chroot::config::Workspace;
-use nspawn_runtime::Error;
 
 /// The workspace to act on: `--workspace DIR`, else `$NSPAWN_WORKSPACE`, else the one
 /// `cargo locate-project --workspace` finds from the current directory (falling back to the
 /// nearest manifest when cargo cannot tell).
-pub fn find(explicit: Option<&Path>) -> Result<Workspace, Error> {
+pub fn find(explicit: Option<&Path>) -> Result<Workspace, CliError> {
     if let Some(dir) = explicit {
-        return Workspace::discover(dir);
+        return Ok(Workspace::discover(dir)?);
     }
     if let Some(dir) = nspawn_runtime::settings::lenient().workspace.as_deref() {
-        return Workspace::discover(dir);
+        return Ok(Workspace::discover(dir)?);
     }
     let here =
-        std::env::current_dir().map_err(|e| Error::io("reading the current directory", e))?;
+        std::env::current_dir().map_err(|e| CliError::io("reading the current directory", e))?;
     match located_by_cargo(&here) {
         Some(manifest) => Ok(Workspace {
             root: manifest.parent().unwrap_or(&here).to_path_buf(),
         }),
-        None => Workspace::discover(&here),
+        None => Ok(Workspace::discover(&here)?),
     }
 }
 

@@ -2,7 +2,8 @@
 //! `no_run` block of the crate docs (`nspawn`, `nspawn-macros`, `nspawn-runtime`) that uses a
 //! machine, into a module of `readme.rs` in `OUT_DIR`, which `tests/readme.rs` includes: the
 //! blocks compile and run exactly as printed (rustdoc only compiles the crate docs' and the
-//! guide's blocks: they are `no_run`, and a doctest never runs a `#[test]`). Each module sees
+//! guide's blocks: they are `no_run`, and a doctest never runs a `#[test]`). A block shaped as
+//! rustdoc's `main` (ending in `Ok::<(), E>(())`) becomes a `#[test]`. Each module sees
 //! the names the README's prose takes for granted (`Machine`, `Network`, `Duration`, `Path`)
 //! through a glob import, which a block's own `use` shadows.
 
@@ -21,6 +22,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", path.display());
         let text = std::fs::read_to_string(&path).expect("reading the README or the guide");
         for (line, block) in rust_blocks(&text) {
+            let block = main_shaped(&block).unwrap_or(block);
             push_module(&mut out, &file, &prefix, line, &block);
         }
     }
@@ -99,22 +101,28 @@ pub(crate) fn runnable(file: &str, line: usize, block: String) -> Option<String>
     if !block.contains("Machine") {
         return None;
     }
-    let last = block
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    let Some(error) = last
-        .trim()
-        .strip_prefix("Ok::<(), ")
-        .and_then(|rest| rest.strip_suffix(">(())"))
-    else {
+    let Some(test) = main_shaped(&block) else {
         panic!(
             "{file}:{line}: this example uses a machine but no test would run it: declare \
              one in it (a hidden `# #[nspawn::test(...)]` line before its function), or \
              write it as a `main` body that ends in `Ok::<(), E>(())`"
         )
     };
+    Some(test)
+}
+
+/// A block shaped as rustdoc's `main` (ending in `Ok::<(), E>(())`), as the body of a
+/// `#[test]` returning `Result<(), E>`.
+pub(crate) fn main_shaped(block: &str) -> Option<String> {
+    let last = block
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let error = last
+        .trim()
+        .strip_prefix("Ok::<(), ")
+        .and_then(|rest| rest.strip_suffix(">(())"))?;
     Some(format!(
         "#[test]\nfn example() -> Result<(), {error}> {{\n{block}}}\n"
     ))

@@ -10,7 +10,8 @@ mod reference;
 mod workspace;
 
 pub use declaration::{
-    check_name, parse_manifest, ChrootDef, DEFAULT_MIRROR, KNOWN_SUITES, VARIANTS,
+    check_name, parse_manifest, ChrootDef, BASE_PACKAGES, DEFAULT_MIRROR, KNOWN_SUITES, PROFILES,
+    VARIANTS,
 };
 pub use network::{check_alias, check_zone_name, NetworkSpec, Networks, NETWORK_FORMS};
 pub use reference::ChrootRef;

@@ -12,7 +12,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use crate::error::{Error, Result};
+use crate::error::SettingsError;
 
 /// Which machines to keep running after their tests, for debugging (`NSPAWN_KEEP`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -333,14 +333,12 @@ fn loaded() -> &'static (Settings, Vec<String>) {
 }
 
 /// The settings, or an error listing every invalid value.
-pub(crate) fn get() -> Result<&'static Settings> {
+pub(crate) fn get() -> Result<&'static Settings, SettingsError> {
     let (settings, problems) = loaded();
     if problems.is_empty() {
         Ok(settings)
     } else {
-        Err(Error::Settings {
-            problems: problems.clone(),
-        })
+        Err(SettingsError::new(problems.clone()))
     }
 }
 

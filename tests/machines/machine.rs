@@ -192,7 +192,10 @@ fn builder_options_reach_the_machine() {
 #[test]
 fn a_missing_chroot_names_the_xtask() {
     let err = Machine::start("no-such-chroot").unwrap_err();
-    assert!(matches!(err, Error::ChrootMissing { .. }), "{err}");
+    assert!(
+        matches!(err, Error::Chroot(nspawn::ChrootError::Missing { .. })),
+        "{err}"
+    );
     assert!(
         err.to_string()
             .contains("cargo nspawn make-chroots no-such-chroot"),
@@ -342,6 +345,9 @@ fn reads_a_missing_fixture() -> nspawn::Result<String> {
 #[test]
 fn host_io_errors_convert() {
     let err = reads_a_missing_fixture().unwrap_err();
-    assert!(matches!(err, nspawn::Error::Io { .. }), "{err}");
+    assert!(
+        matches!(err, nspawn::Error::Host(nspawn::HostError::Io { .. })),
+        "{err}"
+    );
     assert!(err.to_string().contains("No such file"), "{err}");
 }

@@ -5,10 +5,11 @@
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
+use cargo_nspawn::CliError;
 use cargo_nspawn::MakeChroots;
 use clap::{Parser, Subcommand};
+use nspawn_runtime::error::HostError;
 use nspawn_runtime::host::tools;
-use nspawn_runtime::Error;
 
 mod vm;
 
@@ -62,7 +63,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn test(workspace: Option<&std::path::Path>, no_vm: bool) -> Result<(), Error> {
+fn test(workspace: Option<&std::path::Path>, no_vm: bool) -> Result<(), CliError> {
     setup(&[])?;
     cargo(&["fmt", "--all", "--check"])?;
     // Without and with the optional `tokio` feature: both must be clean.
@@ -99,7 +100,7 @@ fn test(workspace: Option<&std::path::Path>, no_vm: bool) -> Result<(), Error> {
     vm_test(workspace, &smoke)
 }
 
-fn vm_test(workspace: Option<&std::path::Path>, options: &vm::VmTest) -> Result<(), Error> {
+fn vm_test(workspace: Option<&std::path::Path>, options: &vm::VmTest) -> Result<(), CliError> {
     setup(&["bookworm", "trixie"])?;
     let ws = cargo_nspawn::find_workspace(workspace)?;
     vm::run(&ws.root, options)
@@ -108,13 +109,13 @@ fn vm_test(workspace: Option<&std::path::Path>, options: &vm::VmTest) -> Result<
 /// The chroots the example suite boots.
 const DEMO_CHROOTS: &[&str] = &["bookworm", "trixie"];
 
-fn demo() -> Result<(), Error> {
+fn demo() -> Result<(), CliError> {
     setup(DEMO_CHROOTS)?;
     cargo(&["test", "--package", "provisioning-example"])
 }
 
 /// Host packages and chroots (the named ones, or all declared): everything the tests need.
-fn setup(chroots: &[&str]) -> Result<(), Error> {
+fn setup(chroots: &[&str]) -> Result<(), CliError> {
     if !tools::is_root() {
         return Err(not_root("setting up"));
     }
@@ -142,7 +143,7 @@ fn setup(chroots: &[&str]) -> Result<(), Error> {
     )
 }
 
-fn cargo(args: &[&str]) -> Result<(), Error> {
+fn cargo(args: &[&str]) -> Result<(), CliError> {
     let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
     let mut cmd = Command::new(cargo);
     cmd.args(args);
@@ -150,25 +151,22 @@ fn cargo(args: &[&str]) -> Result<(), Error> {
     eprintln!("$ {line}");
     let status = cmd
         .status()
-        .map_err(|e| Error::io(format!("running `{line}`"), e))?;
+        .map_err(|e| CliError::io(format!("running `{line}`"), e))?;
     if status.success() {
         Ok(())
     } else {
-        Err(Error::HostCommand {
-            command: line,
-            status: status.to_string(),
-            stderr: String::new(),
-        })
+        Err(HostError::command(line, status.to_string(), "").into())
     }
 }
 
-fn not_root(action: &str) -> Error {
+fn not_root(action: &str) -> CliError {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    Error::NotRoot {
-        action: action.into(),
-        command: format!(
+    HostError::not_root(
+        action,
+        format!(
             "cargo xtask {} (as root: it installs host packages)",
             args.join(" ")
         ),
-    }
+    )
+    .into()
 }

@@ -17,7 +17,7 @@ use super::build::{install, TMP_PREFIX};
 use super::config::ChrootDef;
 use super::status::{status, Status, STAMP};
 use super::storage;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{ChrootError, IoContext, Result};
 use crate::host::tools::{self, TAR, ZSTD};
 
 /// The file name's ending.
@@ -43,9 +43,9 @@ pub fn name_and_key(file: &Path) -> Option<(String, String)> {
 
 /// Writes chroot `def` of `dir` into `out_dir` as [`file_name`]; it must be built from its
 /// current declaration. Needs root (the tree is root's). Returns the file's path.
-pub fn export(dir: &Path, def: &ChrootDef, out_dir: &Path) -> Result<PathBuf> {
+pub fn export(dir: &Path, def: &ChrootDef, out_dir: &Path) -> Result<PathBuf, ChrootError> {
     let tree = dir.join(&def.name);
-    let not_ready = |why: String| Error::Config {
+    let not_ready = |why: String| ChrootError::Config {
         path: tree.clone(),
         message: format!("cannot export chroot {}: {why}", def.name),
     };
@@ -83,7 +83,8 @@ pub fn export(dir: &Path, def: &ChrootDef, out_dir: &Path) -> Result<PathBuf> {
     if packed.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
-    packed.map(|()| file)
+    packed?;
+    Ok(file)
 }
 
 /// What tar keeps of a tree, both ways: numeric owners, xattrs (capabilities) and ACLs.
@@ -109,7 +110,12 @@ pub enum Imported {
 
 /// Unpacks `file` (an [`export`]) into chroot `def` of `dir`, if the file's key is `def`'s
 /// (or, with `force`, whatever the tree in place is). Needs root.
-pub fn import(dir: &Path, def: &ChrootDef, file: &Path, force: bool) -> Result<Imported> {
+pub fn import(
+    dir: &Path,
+    def: &ChrootDef,
+    file: &Path,
+    force: bool,
+) -> Result<Imported, ChrootError> {
     if name_and_key(file).is_some_and(|(_, k)| k != key(def)) {
         return Ok(Imported::OtherDeclaration);
     }
@@ -143,14 +149,15 @@ pub fn import(dir: &Path, def: &ChrootDef, file: &Path, force: bool) -> Result<I
 
 /// Unpacks archive `file` into the empty tree `tmp`, keeping owners, modes, devices and
 /// xattrs. tar refuses members that would land outside `tmp` (absolute names, `..`).
-fn unpack(file: &Path, tmp: &Path) -> Result<()> {
+fn unpack(file: &Path, tmp: &Path) -> Result<(), ChrootError> {
     let mut cmd = Command::new(TAR.program);
     cmd.args(["--extract", "--zstd", "--file"])
         .arg(file)
         .args(TREE_FLAGS)
         .args(["--same-permissions", "--same-owner", "--directory"])
         .arg(tmp);
-    tools::run(&mut cmd).map(drop)
+    tools::run(&mut cmd)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use super::status::{status, write_cachedir_tag, Status, STAMP};
 use super::tool_run::{run_in_tree, run_logged, SignalGuard};
 use crate::chroot::config::{ChrootDef, Workspace};
 use crate::chroot::storage;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{ChrootError, HostError, IoContext, Result};
 use crate::host::tools::{self, Tool};
 
 /// How to build.
@@ -145,7 +145,7 @@ pub fn build(
     ws: &Workspace,
     names: &[String],
     opts: &BuildOptions,
-) -> Result<Vec<(String, Outcome)>> {
+) -> Result<Vec<(String, Outcome)>, ChrootError> {
     // A mistyped NSPAWN_CHROOTS_DIR must not become a place where root builds.
     crate::settings::get()?;
     let defs = ws.selected(names)?;
@@ -184,7 +184,7 @@ pub fn build(
     first_error.map_or(Ok(done), Err)
 }
 
-fn require_root(names: &[String]) -> Result<()> {
+fn require_root(names: &[String]) -> Result<(), ChrootError> {
     if tools::is_root() {
         return Ok(());
     }
@@ -194,13 +194,10 @@ fn require_root(names: &[String]) -> Result<()> {
         command.push(' ');
         command.push_str(n);
     }
-    Err(Error::NotRoot {
-        action: "building chroots".into(),
-        command,
-    })
+    Err(HostError::not_root("building chroots", command).into())
 }
 
-fn prepare_host(dir: &Path, tool: Bootstrapper, progress: &Progress) -> Result<()> {
+fn prepare_host(dir: &Path, tool: Bootstrapper, progress: &Progress) -> Result<(), ChrootError> {
     // `ip` and `nft` are for the machines' networks (see `network`), set up here with the rest.
     let mut tools = vec![
         tool.tool(),
@@ -222,7 +219,7 @@ fn prepare_host(dir: &Path, tool: Bootstrapper, progress: &Progress) -> Result<(
 pub(crate) const TMP_PREFIX: &str = ".tmp-";
 
 /// Removes half-built trees left by builds that died (their pid, in the name, is gone).
-fn remove_stale_temporaries(dir: &Path, progress: &Progress) -> Result<()> {
+fn remove_stale_temporaries(dir: &Path, progress: &Progress) -> Result<(), ChrootError> {
     let entries = std::fs::read_dir(dir).context(|| format!("reading {}", dir.display()))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -273,7 +270,7 @@ pub fn build_one(
     def: &ChrootDef,
     opts: &BuildOptions,
     mut item: Item,
-) -> Result<Outcome> {
+) -> Result<Outcome, ChrootError> {
     let final_path = dir.join(&def.name);
     let current = status(dir, def);
     match current {
@@ -287,7 +284,7 @@ pub fn build_one(
         }
         Status::Outdated(_) if !opts.force => {
             item.finish("outdated");
-            return Err(Error::Outdated {
+            return Err(ChrootError::Outdated {
                 name: def.name.clone(),
                 path: final_path,
             });
@@ -357,7 +354,12 @@ const OLD_PREFIX: &str = ".old-";
 /// Renames the new tree into place. An old tree is renamed aside first, not removed:
 /// machines may still run from it (an overlay's lower directory must not change under it).
 /// It goes once no nspawn runs from this directory ([`remove_unused_old_trees`]).
-pub(crate) fn install(dir: &Path, tmp: &Path, final_path: &Path, name: &str) -> Result<()> {
+pub(crate) fn install(
+    dir: &Path,
+    tmp: &Path,
+    final_path: &Path,
+    name: &str,
+) -> Result<(), ChrootError> {
     if final_path.exists() {
         let old = dir.join(format!("{OLD_PREFIX}{name}-{}", std::process::id()));
         std::fs::rename(final_path, &old)
@@ -370,7 +372,7 @@ pub(crate) fn install(dir: &Path, tmp: &Path, final_path: &Path, name: &str) -> 
 
 /// Removes the old trees of rebuilt chroots in `dir`, unless some nspawn runs from a tree in
 /// `dir` (it may be one of them).
-fn remove_unused_old_trees(dir: &Path) -> Result<()> {
+fn remove_unused_old_trees(dir: &Path) -> Result<(), ChrootError> {
     if super::in_use::by_any_nspawn(dir) {
         return Ok(());
     }
@@ -395,7 +397,7 @@ pub(crate) fn failed_before(dir: &Path, def: &ChrootDef) -> bool {
     std::fs::read_to_string(failed_path(dir, &def.name)).is_ok_and(|stamp| stamp == def.stamp())
 }
 
-fn log_path(dir: &Path, name: &str) -> Result<PathBuf> {
+fn log_path(dir: &Path, name: &str) -> Result<PathBuf, ChrootError> {
     let logs = dir.join(".logs");
     std::fs::create_dir_all(&logs).context(|| format!("creating {}", logs.display()))?;
     Ok(logs.join(format!("{name}.log")))
@@ -408,9 +410,9 @@ fn assemble(
     tmp: &Path,
     log: &Path,
     item: &mut Item,
-) -> Result<()> {
+) -> Result<(), ChrootError> {
     File::create(log).context(|| format!("creating {}", log.display()))?;
-    let fail = |phase: &str, reason: String| Error::Build {
+    let fail = |phase: &str, reason: String| ChrootError::Build {
         name: def.name.clone(),
         phase: phase.into(),
         reason,
@@ -447,7 +449,8 @@ fn assemble(
     // The bootstrapper copies the host's name; without it a machine is named as nspawn calls it.
     let _ = std::fs::remove_file(tmp.join("etc/hostname"));
     let stamp = tmp.join(STAMP);
-    std::fs::write(&stamp, def.stamp()).context(|| format!("writing {}", stamp.display()))
+    std::fs::write(&stamp, def.stamp()).context(|| format!("writing {}", stamp.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 pub(crate) use nspawn_config::{parse_manifest, ChrootDef, ChrootRef};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{ChrootError, IoContext, Result};
 
 /// A Cargo workspace, the home of chroot declarations and of `test_chroots/`.
 #[derive(Debug, Clone)]
@@ -17,10 +17,10 @@ pub struct Workspace {
 impl Workspace {
     /// Finds the workspace that contains `start`: the nearest ancestor whose `Cargo.toml` has
     /// a `[workspace]` table, or else the nearest `Cargo.toml`.
-    pub fn discover(start: &Path) -> Result<Workspace> {
+    pub fn discover(start: &Path) -> Result<Workspace, ChrootError> {
         nspawn_config::workspace_root(start)
             .map(|root| Workspace { root })
-            .ok_or_else(|| Error::WorkspaceNotFound {
+            .ok_or_else(|| ChrootError::WorkspaceNotFound {
                 start: start.into(),
             })
     }
@@ -28,7 +28,7 @@ impl Workspace {
     /// The workspace of the running program: from `$NSPAWN_WORKSPACE`, else
     /// `CARGO_MANIFEST_DIR` (set by cargo for tests, benches and `cargo run`), else from the
     /// current directory.
-    pub fn from_env() -> Result<Workspace> {
+    pub fn from_env() -> Result<Workspace, ChrootError> {
         let dir = crate::settings::lenient()
             .workspace
             .clone()
@@ -56,16 +56,16 @@ impl Workspace {
     }
 
     /// The declared chroots, or the embedded default (`bookworm`) when none are declared.
-    pub fn chroots(&self) -> Result<Vec<ChrootDef>> {
+    pub fn chroots(&self) -> Result<Vec<ChrootDef>, ChrootError> {
         let path = self.manifest();
         let text =
             std::fs::read_to_string(&path).context(|| format!("reading {}", path.display()))?;
-        parse_manifest(&text).map_err(|message| Error::Config { path, message })
+        parse_manifest(&text).map_err(|message| ChrootError::Config { path, message })
     }
 
     /// The declarations of the chroots `names` names, or all of them when it is empty; an
     /// undeclared name is an error listing the declared ones.
-    pub fn selected(&self, names: &[String]) -> Result<Vec<ChrootDef>> {
+    pub fn selected(&self, names: &[String]) -> Result<Vec<ChrootDef>, ChrootError> {
         if names.is_empty() {
             return self.chroots();
         }
@@ -73,12 +73,12 @@ impl Workspace {
     }
 
     /// The declaration of one chroot by name.
-    pub(crate) fn chroot(&self, name: &str) -> Result<ChrootDef> {
+    pub(crate) fn chroot(&self, name: &str) -> Result<ChrootDef, ChrootError> {
         let defs = self.chroots()?;
         defs.iter()
             .find(|d| d.name == name)
             .cloned()
-            .ok_or_else(|| Error::UndeclaredChroot {
+            .ok_or_else(|| ChrootError::Undeclared {
                 name: name.into(),
                 declared: defs.into_iter().map(|d| d.name).collect(),
             })

@@ -14,7 +14,7 @@ use super::status::STAMP;
 use super::tool_run::run_in_tree;
 use crate::chroot::config::ChrootDef;
 use crate::chroot::storage;
-use crate::error::{IoContext, Result};
+use crate::error::{ChrootError, IoContext, Result};
 
 /// The packages the tree at `current` lacks to be `def`'s, when that is all it lacks (its stamp
 /// records a declaration that differs from `def` only by them).
@@ -63,9 +63,10 @@ fn install_script(packages: &[String]) -> String {
     )
 }
 
-fn restamp(tmp: &Path, def: &ChrootDef) -> Result<()> {
+fn restamp(tmp: &Path, def: &ChrootDef) -> Result<(), ChrootError> {
     let stamp = tmp.join(STAMP);
-    std::fs::write(&stamp, def.stamp()).context(|| format!("writing {}", stamp.display()))
+    std::fs::write(&stamp, def.stamp()).context(|| format!("writing {}", stamp.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

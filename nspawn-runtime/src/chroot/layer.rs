@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use crate::error::{Error, Result};
+use crate::error::{ChrootError, Result};
 use crate::host::privs::ThreadRoot;
 use crate::host::process::ProcessId;
 
@@ -72,12 +72,12 @@ fn layers_dir(chroot: &Path) -> PathBuf {
         .join(".layers")
 }
 
-fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> ChrootError {
     let context = format!("{what} {}", path.display());
-    move |e| Error::io(context, e)
+    move |e| ChrootError::io(context, e)
 }
 
-fn overlay(target: &Path, options: &str, flags: MsFlags) -> Result<()> {
+fn overlay(target: &Path, options: &str, flags: MsFlags) -> Result<(), ChrootError> {
     mount(
         Some("overlay"),
         target,
@@ -86,7 +86,7 @@ fn overlay(target: &Path, options: &str, flags: MsFlags) -> Result<()> {
         Some(options),
     )
     .map_err(|e| {
-        Error::io(
+        ChrootError::io(
             format!("mounting an overlay on {} ({options})", target.display()),
             e.into(),
         )
@@ -96,7 +96,7 @@ fn overlay(target: &Path, options: &str, flags: MsFlags) -> Result<()> {
 impl Layer {
     /// A new layer over `chroot` for privileged or user-namespaced machines; for privileged
     /// ones, its writable overlay mounted on [`Layer::template_root`]'s tree.
-    pub(crate) fn create(chroot: &Path, private_users: bool) -> Result<Layer> {
+    pub(crate) fn create(chroot: &Path, private_users: bool) -> Result<Layer, ChrootError> {
         let id = format!(
             "{}-{}",
             std::process::id(),
@@ -163,19 +163,20 @@ impl Layer {
     /// After the template stopped: its overlay unmounted, the boot's own writes taken out,
     /// and the read-only tree mounted. `template_base` is the first host uid of the template's
     /// range (user-namespaced layers), which its files are given back from.
-    pub(crate) fn seal(self, template_base: Option<u32>) -> Result<Arc<Layer>> {
+    pub(crate) fn seal(self, template_base: Option<u32>) -> Result<Arc<Layer>, ChrootError> {
         let _root = ThreadRoot::acquire()?;
         let build = self.dir.join("build");
         if !self.private_users {
-            umount2(&build, MntFlags::empty())
-                .map_err(|e| Error::io(format!("unmounting {}", build.display()), e.into()))?;
+            umount2(&build, MntFlags::empty()).map_err(|e| {
+                ChrootError::io(format!("unmounting {}", build.display()), e.into())
+            })?;
         }
         let upper = self.dir.join("upper");
         if self.private_users {
             // From what the host knows of the template, never from what its guest left (the
             // owner of `upper/` is the guest's to change).
             let base = template_base.ok_or_else(|| {
-                Error::io(
+                ChrootError::io(
                     format!("sealing {}", upper.display()),
                     std::io::Error::other("the template's uid range is unknown"),
                 )
@@ -235,7 +236,7 @@ fn remove_within(upper: &Path, relative: &str) {
 }
 
 /// The pointer to layer `dir` in the run directory.
-fn pointer(dir: &Path) -> Result<PathBuf> {
+fn pointer(dir: &Path) -> Result<PathBuf, ChrootError> {
     let id = dir.file_name().unwrap_or_default();
     Ok(crate::host::run_dir::private_dir("layers")?.join(id))
 }

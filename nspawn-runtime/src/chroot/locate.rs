@@ -3,15 +3,15 @@
 use std::path::{Path, PathBuf};
 
 use crate::chroot::config::{ChrootRef, Workspace};
-use crate::error::{Error, Result};
+use crate::error::{ChrootError, Result};
 
 /// The directory of a chroot the runtime is asked to boot, checked to exist.
 ///
 /// `name` may also be a path (containing `/`) to any tree, relative to `workspace` when given.
 /// `workspace` is a directory in the Cargo workspace; by default it is found from the
 /// environment.
-pub fn locate(name: &str, workspace: Option<&Path>) -> Result<PathBuf> {
-    let reference = ChrootRef::parse(name).map_err(|reason| Error::BadChrootName {
+pub fn locate(name: &str, workspace: Option<&Path>) -> Result<PathBuf, ChrootError> {
+    let reference = ChrootRef::parse(name).map_err(|reason| ChrootError::BadName {
         name: name.into(),
         reason,
     })?;
@@ -31,7 +31,7 @@ pub fn locate(name: &str, workspace: Option<&Path>) -> Result<PathBuf> {
     // Only "not found" is missing: a directory the test's user cannot reach is not.
     match std::fs::metadata(&path) {
         Ok(meta) if meta.is_dir() => Ok(path),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ChrootError::io(
             format!(
                 "looking for chroot {name:?} at {} (test code runs as the invoking user under \
                  sudo, who must be able to reach it)",
@@ -39,7 +39,7 @@ pub fn locate(name: &str, workspace: Option<&Path>) -> Result<PathBuf> {
             ),
             e,
         )),
-        _ => Err(Error::ChrootMissing {
+        _ => Err(ChrootError::Missing {
             name: name.into(),
             path,
         }),
@@ -55,7 +55,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let missing = locate(&format!("{}/none", tmp.path().display()), None);
         assert!(
-            matches!(missing, Err(Error::ChrootMissing { .. })),
+            matches!(missing, Err(ChrootError::Missing { .. })),
             "{missing:?}"
         );
         // A file where a directory is expected: ENOTDIR, like a path the user cannot search.

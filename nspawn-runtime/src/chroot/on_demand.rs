@@ -22,7 +22,7 @@ use super::build::{build, BuildOptions};
 use super::config::{ChrootDef, ChrootRef, Workspace};
 use super::locate::locate;
 use super::status::{status, Status};
-use crate::error::{Error, Result};
+use crate::error::{ChrootError, Result};
 use crate::host::helper;
 
 /// Set by the pre-`main` hook: re-running this executable reaches [`run_if_requested`].
@@ -40,7 +40,7 @@ pub fn run_if_requested() {
     let code = match build_here(&name) {
         Ok(()) => 0,
         // The test that asked shows the log's last lines: only the gist here.
-        Err(Error::Build {
+        Err(ChrootError::Build {
             phase, reason, log, ..
         }) => {
             eprintln!(
@@ -60,7 +60,7 @@ pub fn run_if_requested() {
 
 /// The tree to boot for `name` (see [`locate`]). A declared chroot that is missing or outdated
 /// is built first, unless `NSPAWN_AUTO_BUILD=0`.
-pub fn ensure(name: &str, workspace: Option<&Path>) -> Result<PathBuf> {
+pub fn ensure(name: &str, workspace: Option<&Path>) -> Result<PathBuf, ChrootError> {
     let Ok(ChrootRef::Name(_)) = ChrootRef::parse(name) else {
         return locate(name, workspace);
     };
@@ -71,7 +71,7 @@ pub fn ensure(name: &str, workspace: Option<&Path>) -> Result<PathBuf> {
     let def = match ws.chroot(name) {
         Ok(def) => def,
         // Not declared (a tree put there by hand): booted as it is, if it is there.
-        Err(Error::UndeclaredChroot { .. }) => return locate(name, workspace),
+        Err(ChrootError::Undeclared { .. }) => return locate(name, workspace),
         // Declarations that do not parse: said, not taken for "not declared".
         Err(e) => return Err(e),
     };
@@ -91,15 +91,15 @@ pub fn ensure(name: &str, workspace: Option<&Path>) -> Result<PathBuf> {
 
 /// The chroot's directory if it is built from its current declaration, else the error that
 /// says how to build it.
-fn locate_current(dir: &Path, def: &ChrootDef) -> Result<PathBuf> {
+fn locate_current(dir: &Path, def: &ChrootDef) -> Result<PathBuf, ChrootError> {
     let path = dir.join(&def.name);
     match status(dir, def) {
         Status::Ready(_) | Status::HandMade(_) => Ok(path),
-        Status::Missing => Err(Error::ChrootMissing {
+        Status::Missing => Err(ChrootError::Missing {
             name: def.name.clone(),
             path,
         }),
-        Status::Outdated(_) => Err(Error::Outdated {
+        Status::Outdated(_) => Err(ChrootError::Outdated {
             name: def.name.clone(),
             path,
         }),
@@ -121,7 +121,7 @@ fn announce_once(line: &str) {
 static FAILED: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
 
 /// Builds `def` in a helper process as root, and waits for it.
-fn build_in_helper(ws: &Workspace, def: &ChrootDef) -> Result<()> {
+fn build_in_helper(ws: &Workspace, def: &ChrootDef) -> Result<(), ChrootError> {
     if !HOOKED.load(Ordering::SeqCst) {
         // Without the hook the helper would be a second test run: say how to build instead.
         return Ok(());
@@ -161,12 +161,12 @@ fn build_in_helper(ws: &Workspace, def: &ChrootDef) -> Result<()> {
     let names = std::iter::once(def.name.clone())
         .chain(beside)
         .collect::<Vec<_>>();
-    let null = File::open("/dev/null").map_err(|e| Error::io("opening /dev/null", e))?;
+    let null = File::open("/dev/null").map_err(|e| ChrootError::io("opening /dev/null", e))?;
     let status = helper::command(helper::BUILD, names.join(","), null.into())
         .env("NSPAWN_WORKSPACE", &ws.root)
         .stderr(Stdio::inherit())
         .status()
-        .map_err(|e| Error::io(format!("starting the build of chroot {}", def.name), e))?;
+        .map_err(|e| ChrootError::io(format!("starting the build of chroot {}", def.name), e))?;
     // The helper fails if any of them failed; this test needs its own only.
     if status.success() || super::status::status(&ws.chroots_dir(), def).bootable() {
         return Ok(());
@@ -184,13 +184,13 @@ fn build_in_helper(ws: &Workspace, def: &ChrootDef) -> Result<()> {
 }
 
 /// A failed on-demand build, with its log's path and last lines.
-fn build_failed(ws: &Workspace, def: &ChrootDef, reason: String) -> Error {
+fn build_failed(ws: &Workspace, def: &ChrootDef, reason: String) -> ChrootError {
     let log = ws
         .chroots_dir()
         .join(".logs")
         .join(format!("{}.log", def.name));
     let tail = crate::text::tail(&std::fs::read_to_string(&log).unwrap_or_default(), 20);
-    Error::Build {
+    ChrootError::Build {
         name: def.name.clone(),
         phase: "the build on demand".into(),
         reason,
@@ -215,7 +215,7 @@ fn missing_beside(ws: &Workspace, def: &ChrootDef) -> Vec<String> {
 
 /// In the helper: builds the chroots `names` (comma-separated) of `$NSPAWN_WORKSPACE`
 /// together, but those another process built while this one waited for their locks.
-fn build_here(names: &str) -> Result<()> {
+fn build_here(names: &str) -> Result<(), ChrootError> {
     let ws = Workspace::from_env()?;
     let dir = ws.chroots_dir();
     let mut names: Vec<String> = names.split(',').map(String::from).collect();
@@ -224,7 +224,7 @@ fn build_here(names: &str) -> Result<()> {
     let _locks = names
         .iter()
         .map(|name| lock(&dir, name))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, ChrootError>>()?;
     let mut todo = Vec::new();
     for name in names {
         if !status(&dir, &ws.chroot(&name)?).bootable() {
@@ -243,7 +243,7 @@ fn build_here(names: &str) -> Result<()> {
 }
 
 /// The host-wide lock on building chroot `name` in `dir`, held until dropped.
-fn lock(dir: &Path, name: &str) -> Result<Flock<File>> {
+fn lock(dir: &Path, name: &str) -> Result<Flock<File>, ChrootError> {
     let key = fnv1a(dir.join(name).to_string_lossy().as_bytes());
     let path = crate::host::run_dir::private_dir("builds")?.join(format!("{key:016x}.lock"));
     let file = File::options()
@@ -251,9 +251,9 @@ fn lock(dir: &Path, name: &str) -> Result<Flock<File>> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        .map_err(|e| ChrootError::io(format!("opening {}", path.display()), e))?;
     Flock::lock(file, FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::io(format!("locking {}", path.display()), e.into()))
+        .map_err(|(_, e)| ChrootError::io(format!("locking {}", path.display()), e.into()))
 }
 
 /// A stable hash of a path, for a lock file name (FNV-1a, 64 bits).

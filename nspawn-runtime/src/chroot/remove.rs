@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::config::Workspace;
 use super::{in_use, status::STAMP, storage};
-use crate::error::{Error, Result};
+use crate::error::{ChrootError, Result};
 
 /// A tree in the chroots directory that no declaration names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub fn trees(dir: &Path) -> Vec<String> {
 }
 
 /// The trees in the workspace's chroots directory that no declaration names any more.
-pub fn undeclared(ws: &Workspace) -> Result<Vec<Undeclared>> {
+pub fn undeclared(ws: &Workspace) -> Result<Vec<Undeclared>, ChrootError> {
     let declared: Vec<String> = ws.chroots()?.into_iter().map(|d| d.name).collect();
     let dir = ws.chroots_dir();
     Ok(trees(&dir)
@@ -65,12 +65,12 @@ fn in_use_after(grace: Duration, in_use: impl Fn() -> bool) -> bool {
 
 /// Removes the chroot tree `name` from `dir`; how long it took. Refuses a name that is no
 /// tree there, and a tree a running machine uses (once the machines stopping have had
-/// [`STOPPING_GRACE`] to go). Needs root.
-pub fn remove(dir: &Path, name: &str) -> Result<Duration> {
+/// 5 s to go). Needs root.
+pub fn remove(dir: &Path, name: &str) -> Result<Duration, ChrootError> {
     let path = dir.join(name);
     let existing = trees(dir);
     if !existing.iter().any(|t| t == name) {
-        return Err(Error::io(
+        return Err(ChrootError::io(
             format!("removing chroot {name:?}"),
             std::io::Error::other(format!(
                 "{} has no such tree; it has: {}",
@@ -84,7 +84,7 @@ pub fn remove(dir: &Path, name: &str) -> Result<Duration> {
         ));
     }
     if in_use_after(STOPPING_GRACE, || in_use::by_any_nspawn(&path)) {
-        return Err(Error::io(
+        return Err(ChrootError::io(
             format!("removing chroot {name:?}"),
             std::io::Error::other(format!(
                 "a running machine uses {}: stop it (or let its test run end) first; `cargo \

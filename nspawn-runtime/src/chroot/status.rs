@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::chroot::config::ChrootDef;
 use crate::chroot::storage::{self, Storage};
-use crate::error::{Error, Result};
+use crate::error::{ChrootError, Result};
 
 /// Inside a built tree: the declaration it was built from.
 pub const STAMP: &str = "etc/nspawn-chroot.toml";
@@ -81,7 +81,7 @@ pub fn status(dir: &Path, def: &ChrootDef) -> Status {
 }
 
 /// Writes `CACHEDIR.TAG` so backup tools skip the chroots directory.
-pub fn write_cachedir_tag(dir: &Path) -> Result<()> {
+pub fn write_cachedir_tag(dir: &Path) -> Result<(), ChrootError> {
     let tag = dir.join("CACHEDIR.TAG");
     if tag.exists() {
         return Ok(());
@@ -91,7 +91,7 @@ pub fn write_cachedir_tag(dir: &Path) -> Result<()> {
         "Signature: 8a477f597d28d172789f06886806bc55\n\
          # Master chroots of nspawn tests. Regenerate them with `cargo nspawn make-chroots`.\n",
     )
-    .map_err(|e| Error::io(format!("writing {}", tag.display()), e))
+    .map_err(|e| ChrootError::io(format!("writing {}", tag.display()), e))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{ChrootError, IoContext, Result};
 use crate::host::tools;
 
 /// The inode number of every btrfs subvolume's root directory.
@@ -49,7 +49,7 @@ pub fn storage_of(path: &Path) -> Storage {
 }
 
 /// Creates an empty tree: a subvolume on btrfs, a directory elsewhere.
-pub(crate) fn create_tree(path: &Path) -> Result<Storage> {
+pub(crate) fn create_tree(path: &Path) -> Result<Storage, ChrootError> {
     let parent = path.parent().unwrap_or(Path::new("/"));
     if is_btrfs(parent) {
         tools::run(
@@ -67,7 +67,7 @@ pub(crate) fn create_tree(path: &Path) -> Result<Storage> {
 /// Copies the tree `from` to `to`, which must not exist: a snapshot of a subvolume on the same
 /// btrfs, a copy elsewhere (by reflinks where the file system has them), owners, modes,
 /// device nodes and extended attributes kept.
-pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<Storage> {
+pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<Storage, ChrootError> {
     let parent = to.parent().unwrap_or(Path::new("/"));
     if storage_of(from) == Storage::Subvolume && is_btrfs(parent) {
         tools::run(
@@ -90,7 +90,7 @@ pub(crate) fn copy_tree(from: &Path, to: &Path) -> Result<Storage> {
 
 /// Removes a tree. Anything still mounted below it is unmounted first, so a bootstrap that
 /// died with `/proc` or `/dev` bound inside can never make this delete the host's.
-pub(crate) fn remove_tree(path: &Path) -> Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> Result<(), ChrootError> {
     if !path.exists() {
         return Ok(());
     }
@@ -98,13 +98,13 @@ pub(crate) fn remove_tree(path: &Path) -> Result<()> {
     let storage = storage_of(path);
     match std::fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
-        Err(_) if storage == Storage::Subvolume => tools::run(
+        Err(_) if storage == Storage::Subvolume => Ok(tools::run(
             tools::command("btrfs")
                 .args(["-q", "subvolume", "delete"])
                 .arg(path),
         )
-        .map(drop),
-        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+        .map(drop)?),
+        Err(e) => Err(ChrootError::io(format!("removing {}", path.display()), e)),
     }
 }
 
@@ -121,7 +121,7 @@ pub fn mounts_below(path: &Path) -> Vec<PathBuf> {
     found
 }
 
-fn unmount_below(path: &Path) -> Result<()> {
+fn unmount_below(path: &Path) -> Result<(), ChrootError> {
     for mount in mounts_below(path) {
         nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH).context(|| {
             format!(
@@ -160,7 +160,11 @@ fn unescape_mount_path(field: &str) -> PathBuf {
 
 /// Creates a btrfs image file of `size` (as `fallocate` reads it, e.g. `4G`), formats it and
 /// loop-mounts it on `dir`, as the blog post does on hosts without btrfs. Returns the image.
-pub fn mount_btrfs_image(dir: &Path, size: &str, report: &dyn Fn(&str)) -> Result<PathBuf> {
+pub fn mount_btrfs_image(
+    dir: &Path,
+    size: &str,
+    report: &dyn Fn(&str),
+) -> Result<PathBuf, ChrootError> {
     let image = image_path(dir);
     if is_btrfs(dir) {
         report(&format!("{} is already on btrfs", dir.display()));
@@ -172,7 +176,7 @@ pub fn mount_btrfs_image(dir: &Path, size: &str, report: &dyn Fn(&str)) -> Resul
         .flatten()
         .any(|e| e.file_name() != "CACHEDIR.TAG");
     if occupied {
-        return Err(Error::Config {
+        return Err(ChrootError::Config {
             path: dir.into(),
             message: "is not empty: mounting a btrfs image there would hide its chroots. \
                       Move them away (or remove them) and run again"
@@ -189,7 +193,7 @@ pub fn mount_btrfs_image(dir: &Path, size: &str, report: &dyn Fn(&str)) -> Resul
         if let Err(e) = made {
             // Half made, it would fail every later run with "wrong fs type".
             let _ = std::fs::remove_file(&image);
-            return Err(e);
+            return Err(e.into());
         }
     }
     tools::run(

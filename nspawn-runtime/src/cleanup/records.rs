@@ -55,7 +55,7 @@ impl Record {
         let dir = private_dir("machines")?;
         let path = dir.join(format!("{}.toml", self.name));
         let tmp = dir.join(format!(".{}.toml.tmp", self.name));
-        crate::host::run_dir::write_whole(&path, &tmp, &text)
+        Ok(crate::host::run_dir::write_whole(&path, &tmp, &text)?)
     }
 
     /// Removes the record of machine `name`.

@@ -141,7 +141,7 @@ pub(crate) fn try_acquire_spare(reserved: usize) -> Result<Option<Slot>> {
 }
 
 fn slots_dir() -> Result<PathBuf> {
-    crate::cleanup::records::private_dir("slots")
+    Ok(crate::cleanup::records::private_dir("slots")?)
 }
 
 /// Locks the first free one of slots `0..count`, as root (once for the pass): slot files are

@@ -68,7 +68,7 @@ fn path(id: &str, ext: &str) -> crate::Result<PathBuf> {
 }
 
 fn lock(path: &std::path::Path, how: FlockArg) -> crate::Result<Flock<File>> {
-    crate::host::run_dir::lock_file(path, how)
+    Ok(crate::host::run_dir::lock_file(path, how)?)
 }
 
 /// Writes the run's process into a new lock file: the sweep removes a share's files once
@@ -288,7 +288,11 @@ fn remove_lock_when_the_run_ends(id: &str) {
 fn publish(id: &str, share: &Share) -> crate::Result<()> {
     let text = toml::to_string(share)
         .map_err(|e| crate::Error::io("serializing a share", std::io::Error::other(e)))?;
-    crate::host::run_dir::write_whole(&path(id, "toml")?, &path(id, "tmp")?, &text)
+    Ok(crate::host::run_dir::write_whole(
+        &path(id, "toml")?,
+        &path(id, "tmp")?,
+        &text,
+    )?)
 }
 
 fn remove(id: &str) -> crate::Result<()> {

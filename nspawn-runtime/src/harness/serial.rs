@@ -20,5 +20,8 @@ pub(crate) fn turn(info: &TestInfo) -> Result<Option<Flock<std::fs::File>>> {
     (run, info.module, info.machines).hash(&mut hasher);
     let dir = crate::host::run_dir::private_dir("serial")?;
     let path = dir.join(format!("{:016x}.lock", hasher.finish()));
-    crate::host::run_dir::lock_file(&path, FlockArg::LockExclusive).map(Some)
+    Ok(Some(crate::host::run_dir::lock_file(
+        &path,
+        FlockArg::LockExclusive,
+    )?))
 }

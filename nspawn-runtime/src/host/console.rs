@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use crate::error::{IoContext, Result};
+use crate::error::{HostError, IoContext, Result};
 use crate::host::privs::{self, ThreadRoot};
 
 /// Where console logs go: `$NSPAWN_LOG_DIR`, else `nspawn-logs/` in the cargo target
@@ -30,7 +30,7 @@ pub(crate) fn target_dir() -> Option<PathBuf> {
 
 /// Creates the console log of machine `name`, owned by the test's user. A target directory
 /// that an earlier `sudo cargo test` left owned by root is handled too.
-pub(crate) fn create_log(name: &str) -> Result<(PathBuf, File)> {
+pub(crate) fn create_log(name: &str) -> Result<(PathBuf, File), HostError> {
     let dir = log_dir();
     let path = dir.join(format!("{name}.log"));
     let create = || std::fs::create_dir_all(&dir).and_then(|()| File::create(&path));

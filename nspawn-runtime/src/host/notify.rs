@@ -6,7 +6,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::{IoContext, Result};
+use crate::error::{HostError, IoContext, Result};
 
 /// One field of a notification datagram that we act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub(crate) struct NotifySocket {
 
 impl NotifySocket {
     /// Binds a socket for machine `name` in `dir`.
-    pub(crate) fn bind(dir: &Path, name: &str) -> Result<NotifySocket> {
+    pub(crate) fn bind(dir: &Path, name: &str) -> Result<NotifySocket, HostError> {
         let path = dir.join(format!("{name}.notify"));
         let _ = std::fs::remove_file(&path);
         let socket = UnixDatagram::bind(&path).context(|| format!("binding {}", path.display()))?;

@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use nix::unistd::{Gid, Uid};
 
-use crate::error::{Error, Result};
+use crate::error::{HostError, Result};
 
 /// How the process stands towards root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,9 +138,9 @@ pub fn dropped_user() -> Option<(u32, u32)> {
 }
 
 /// Fails with a message naming `sudo -E` when root cannot be had.
-pub fn require_root(action: &str) -> Result<()> {
+pub fn require_root(action: &str) -> Result<(), HostError> {
     match init() {
-        Mode::Unprivileged => Err(Error::NotRoot {
+        Mode::Unprivileged => Err(HostError::NotRoot {
             action: action.into(),
             command: TEST_COMMAND.into(),
         }),
@@ -238,13 +238,13 @@ pub(crate) struct ThreadRoot {
 }
 
 impl ThreadRoot {
-    pub(crate) fn acquire() -> Result<ThreadRoot> {
+    pub(crate) fn acquire() -> Result<ThreadRoot, HostError> {
         match init() {
             Mode::Root => Ok(ThreadRoot {
                 restore: None,
                 _thread: std::marker::PhantomData,
             }),
-            Mode::Unprivileged => Err(Error::NotRoot {
+            Mode::Unprivileged => Err(HostError::NotRoot {
                 action: "accessing a machine".into(),
                 command: TEST_COMMAND.into(),
             }),
@@ -259,7 +259,7 @@ impl ThreadRoot {
                     check(libc::syscall(libc::SYS_setresuid, -1, 0, -1))
                         .and_then(|_| check(libc::syscall(libc::SYS_setresgid, -1, 0, -1)))
                 };
-                res.map_err(|e| Error::io("regaining root on this thread", e))?;
+                res.map_err(|e| HostError::io("regaining root on this thread", e))?;
                 Ok(ThreadRoot {
                     restore: Some((uid, gid)),
                     _thread: std::marker::PhantomData,
@@ -292,7 +292,7 @@ impl Drop for ThreadRoot {
 /// std::fs::write("/etc/motd", "hello\n").unwrap();
 /// # Ok::<(), nspawn_runtime::Error>(())
 /// ```
-pub fn root() -> Result<RootGuard> {
+pub fn root() -> Result<RootGuard, HostError> {
     require_root("privs::root()")?;
     let lock = PROCESS_ROOT.lock().unwrap_or_else(|p| p.into_inner());
     let restore = dropped_user();
@@ -301,7 +301,7 @@ pub fn root() -> Result<RootGuard> {
             .and_then(|_| {
                 nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
             });
-        regain.map_err(|e| Error::io("regaining root for the process", e.into()))?;
+        regain.map_err(|e| HostError::io("regaining root for the process", e.into()))?;
     }
     Ok(RootGuard {
         _lock: lock,

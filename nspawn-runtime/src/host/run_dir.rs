@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{HostError, Result};
 use crate::host::privs::ThreadRoot;
 
 /// Set on every nspawn we start: the run directory that holds its record. A run under
@@ -20,7 +20,7 @@ pub fn run_dir() -> PathBuf {
 /// works on a read-only descriptor), plant records, or bind the notify sockets. A directory
 /// root left open (an earlier version made them 0755) is closed; one of anybody else's, or
 /// a symlink, is refused. Needs root.
-pub fn private_dir(sub: &str) -> Result<PathBuf> {
+pub fn private_dir(sub: &str) -> Result<PathBuf, HostError> {
     let _root = ThreadRoot::acquire()?;
     let run = run_dir();
     secure(&run)?;
@@ -34,7 +34,7 @@ pub fn private_dir(sub: &str) -> Result<PathBuf> {
 pub(crate) fn lock_file(
     path: &Path,
     how: nix::fcntl::FlockArg,
-) -> Result<nix::fcntl::Flock<std::fs::File>> {
+) -> Result<nix::fcntl::Flock<std::fs::File>, HostError> {
     let file = {
         let _root = ThreadRoot::acquire()?;
         std::fs::OpenOptions::new()
@@ -42,34 +42,34 @@ pub(crate) fn lock_file(
             .truncate(false)
             .write(true)
             .open(path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?
+            .map_err(|e| HostError::io(format!("opening {}", path.display()), e))?
     };
     nix::fcntl::Flock::lock(file, how)
-        .map_err(|(_, e)| Error::io(format!("locking {}", path.display()), e.into()))
+        .map_err(|(_, e)| HostError::io(format!("locking {}", path.display()), e.into()))
 }
 
 /// Writes `text` to `path` whole or not at all (as root): to `temporary` first, then renamed
 /// over it, so that a process killed meanwhile leaves the old file or none, never half of one.
-pub(crate) fn write_whole(path: &Path, temporary: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_whole(path: &Path, temporary: &Path, text: &str) -> Result<(), HostError> {
     let _root = ThreadRoot::acquire()?;
     std::fs::write(temporary, text)
         .and_then(|()| std::fs::rename(temporary, path))
-        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+        .map_err(|e| HostError::io(format!("writing {}", path.display()), e))
 }
 
 /// Makes `dir` (or finds it) a directory of root's that only root can enter: created 0700, one
 /// left open closed, one of anybody else's or a symlink refused. Needs root.
-pub(crate) fn secure(dir: &Path) -> Result<()> {
+pub(crate) fn secure(dir: &Path) -> Result<(), HostError> {
     use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-            return Err(Error::io(format!("creating {}", dir.display()), e));
+            return Err(HostError::io(format!("creating {}", dir.display()), e));
         }
         _ => {}
     }
     let meta = std::fs::symlink_metadata(dir)
-        .map_err(|e| Error::io(format!("checking {}", dir.display()), e))?;
-    let refuse = |problem: String| Error::UnsafeHostState {
+        .map_err(|e| HostError::io(format!("checking {}", dir.display()), e))?;
+    let refuse = |problem: String| HostError::UnsafeState {
         path: dir.to_path_buf(),
         problem,
     };
@@ -84,7 +84,7 @@ pub(crate) fn secure(dir: &Path) -> Result<()> {
     }
     if meta.mode() & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| Error::io(format!("closing {} to other users", dir.display()), e))?;
+            .map_err(|e| HostError::io(format!("closing {} to other users", dir.display()), e))?;
     }
     Ok(())
 }

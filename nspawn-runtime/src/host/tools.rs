@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::error::{Error, Result};
+use crate::error::{HostError, Result};
 
 /// A program the runtime needs, and the Debian package that ships it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +116,7 @@ pub fn has(tool: Tool) -> bool {
 
 /// Makes sure the given tools are installed. As root, missing packages are installed with
 /// `apt-get` (after `apt-get update`); otherwise the error names the `apt-get install` line.
-pub fn ensure(tools: &[Tool], report: &dyn Fn(&str)) -> Result<()> {
+pub fn ensure(tools: &[Tool], report: &dyn Fn(&str)) -> Result<(), HostError> {
     let mut missing: Vec<String> = tools
         .iter()
         .filter(|t| !has(**t))
@@ -128,7 +128,7 @@ pub fn ensure(tools: &[Tool], report: &dyn Fn(&str)) -> Result<()> {
         return Ok(());
     }
     if !is_root() {
-        return Err(Error::MissingPackages { packages: missing });
+        return Err(HostError::MissingPackages { packages: missing });
     }
     report(&format!("installing host packages: {}", missing.join(" ")));
     run(apt().arg("update"))?;
@@ -147,21 +147,21 @@ fn apt() -> Command {
 
 /// Runs a host command to completion, capturing its output. A non-zero exit is an error that
 /// shows the command line and the end of its error output.
-pub fn run(cmd: &mut Command) -> Result<Output> {
+pub fn run(cmd: &mut Command) -> Result<Output, HostError> {
     let line = command_line(cmd);
     let out = cmd
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| Error::io(format!("running `{line}`"), e))?;
+        .map_err(|e| HostError::io(format!("running `{line}`"), e))?;
     checked(line, out)
 }
 
 /// A finished command's output, or the error naming `line`, its status and its stderr.
-fn checked(line: String, out: Output) -> Result<Output> {
+fn checked(line: String, out: Output) -> Result<Output, HostError> {
     if out.status.success() {
         Ok(out)
     } else {
-        Err(Error::HostCommand {
+        Err(HostError::Command {
             command: line,
             status: out.status.to_string(),
             stderr: crate::text::tail(&String::from_utf8_lossy(&out.stderr), 20),
@@ -171,7 +171,7 @@ fn checked(line: String, out: Output) -> Result<Output> {
 
 /// [`run`], with `input` on the command's standard input (a script for `ip -batch -` or
 /// `nft -f -`).
-pub(crate) fn run_with_input(cmd: &mut Command, input: &str) -> Result<Output> {
+pub(crate) fn run_with_input(cmd: &mut Command, input: &str) -> Result<Output, HostError> {
     use std::io::Write;
     let line = command_line(cmd);
     let mut child = cmd
@@ -179,14 +179,14 @@ pub(crate) fn run_with_input(cmd: &mut Command, input: &str) -> Result<Output> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| Error::io(format!("running `{line}`"), e))?;
+        .map_err(|e| HostError::io(format!("running `{line}`"), e))?;
     // A program that exits before reading it all fails below, with its own message.
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(input.as_bytes());
     }
     let out = child
         .wait_with_output()
-        .map_err(|e| Error::io(format!("running `{line}`"), e))?;
+        .map_err(|e| HostError::io(format!("running `{line}`"), e))?;
     let script = input.trim_end().replace('\n', "; ");
     checked(format!("{line} <<<'{script}'"), out)
 }

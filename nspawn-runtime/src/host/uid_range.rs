@@ -17,7 +17,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{HostError, Result};
 use crate::host::privs::ThreadRoot;
 
 /// Ids per machine: the 16-bit range a Debian system uses.
@@ -37,10 +37,10 @@ pub(crate) struct UidRange {
 
 impl UidRange {
     /// Takes a free range (as root).
-    pub(crate) fn pick() -> Result<UidRange> {
+    pub(crate) fn pick() -> Result<UidRange, HostError> {
         let _root = ThreadRoot::acquire()?;
         std::fs::create_dir_all(LOCK_DIR)
-            .map_err(|e| Error::io(format!("creating {LOCK_DIR}"), e))?;
+            .map_err(|e| HostError::io(format!("creating {LOCK_DIR}"), e))?;
         static SWEPT: std::sync::Once = std::sync::Once::new();
         SWEPT.call_once(sweep_stale);
         let taken = HostIds::read();
@@ -53,7 +53,7 @@ impl UidRange {
                 return Ok(range);
             }
         }
-        Err(Error::io(
+        Err(HostError::io(
             format!("picking a uid range for a machine's user namespace ({TRIES} tries)"),
             std::io::Error::other(format!(
                 "every range tried is held under {LOCK_DIR} or used by a host user or group"
@@ -112,7 +112,7 @@ fn candidate() -> u32 {
 }
 
 /// Locks `base`'s file; `None` when another holder has it.
-fn try_lock(base: u32) -> Result<Option<UidRange>> {
+fn try_lock(base: u32) -> Result<Option<UidRange>, HostError> {
     let path = Path::new(LOCK_DIR).join(base.to_string());
     // Root's alone: `flock` works on any descriptor another user could open.
     let file = std::fs::OpenOptions::new()
@@ -121,7 +121,7 @@ fn try_lock(base: u32) -> Result<Option<UidRange>> {
         .write(true)
         .mode(0o600)
         .open(&path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        .map_err(|e| HostError::io(format!("opening {}", path.display()), e))?;
     // SAFETY: flock on a descriptor we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         return Ok(None);

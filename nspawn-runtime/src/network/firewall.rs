@@ -163,7 +163,8 @@ fn iptables(program: &str, args: &[String]) -> Result<()> {
     let mut cmd = tools::command(program);
     cmd.args(["-w", "5"]).args(args);
     privs::start_as_root(&mut cmd);
-    tools::run(&mut cmd).map(drop)
+    tools::run(&mut cmd)?;
+    Ok(())
 }
 
 /// Whether `program`'s `FORWARD` chain could drop a zone's traffic: it has a `DROP` policy or

@@ -15,7 +15,7 @@ use std::fs::File;
 use nix::fcntl::Flock;
 
 use super::subnet::hand_down;
-use crate::error::{Error, Result};
+use crate::error::{Error, HostError, Result};
 use crate::host::pidfd::PidFd;
 use crate::host::privs;
 use crate::host::tools::{self, IP};
@@ -44,7 +44,8 @@ pub(crate) fn create_bridge(
     );
     let mut cmd = ip_batch();
     hand_down(&mut cmd, zones);
-    tools::run_with_input(&mut cmd, &script).map(drop)
+    tools::run_with_input(&mut cmd, &script)?;
+    Ok(())
 }
 
 /// Deletes bridge `name`; one that is already gone is no error.
@@ -52,7 +53,8 @@ pub(crate) fn delete_bridge(name: &str) -> Result<()> {
     if !exists(name) {
         return Ok(());
     }
-    tools::run_with_input(&mut ip_batch(), &format!("link del {name}\n")).map(drop)
+    tools::run_with_input(&mut ip_batch(), &format!("link del {name}\n"))?;
+    Ok(())
 }
 
 /// The alias of interface `name` (empty if it has none or does not exist).
@@ -86,7 +88,8 @@ pub(crate) fn configure_guest(
     if let Some(gateway) = gateway {
         script.push_str(&format!("route add default via {gateway} dev {dev}\n"));
     }
-    tools::run_with_input(&mut in_netns(ip_batch(), leader), &script).map(drop)
+    tools::run_with_input(&mut in_netns(ip_batch(), leader), &script)?;
+    Ok(())
 }
 
 /// `cmd`, run in the network namespace of the machine whose PID 1 is `leader`, and in
@@ -142,13 +145,17 @@ fn port_named(line: &str, wanted: &str) -> Option<String> {
 /// Puts host interface `port` (a further link's host end) on `bridge`, up.
 pub(crate) fn enslave(port: &str, bridge: &str) -> Result<()> {
     let script = format!("link set dev {port} master {bridge}\nlink set dev {port} up\n");
-    tools::run_with_input(&mut ip_batch(), &script).map(drop)
+    tools::run_with_input(&mut ip_batch(), &script)?;
+    Ok(())
 }
 
 /// Sets host interface `name` up or down.
 pub(crate) fn set_up(name: &str, up: bool) -> Result<()> {
     let state = if up { "up" } else { "down" };
-    tools::run_with_input(&mut ip_batch(), &format!("link set dev {name} {state}\n")).map(drop)
+    Ok(
+        tools::run_with_input(&mut ip_batch(), &format!("link set dev {name} {state}\n"))
+            .map(drop)?,
+    )
 }
 
 /// The subnet indexes of the zone bridges on the host (`nspawn-zN`).
@@ -204,10 +211,10 @@ pub(crate) fn netem(
         match tools::run(&mut cmd) {
             Ok(_) => {}
             // Clearing what was never set.
-            Err(Error::HostCommand { stderr, .. })
+            Err(HostError::Command { stderr, .. })
                 if clear
                     && (stderr.contains("handle of zero") || stderr.contains("No such file")) => {}
-            Err(Error::HostCommand { stderr, .. }) if stderr.contains("qdisc kind is unknown") => {
+            Err(HostError::Command { stderr, .. }) if stderr.contains("qdisc kind is unknown") => {
                 return Err(Error::io(
                     "delaying or losing a machine's packets",
                     std::io::Error::other(
@@ -216,7 +223,7 @@ pub(crate) fn netem(
                     ),
                 ))
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())

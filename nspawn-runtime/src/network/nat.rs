@@ -27,7 +27,7 @@ use nix::fcntl::Flock;
 
 use super::subnet::{hand_down, ZoneRecord};
 use super::way_out;
-use crate::error::{Error, Result};
+use crate::error::{Error, HostError, Result};
 use crate::host::privs::{self, ThreadRoot};
 use crate::host::tools::{self, NFT};
 
@@ -84,7 +84,8 @@ pub(crate) fn install(zone: &ZoneRecord, zones: &Flock<std::fs::File>) -> Result
     );
     let mut cmd = nft();
     hand_down(&mut cmd, zones);
-    tools::run_with_input(&mut cmd, &script).map(drop)
+    tools::run_with_input(&mut cmd, &script)?;
+    Ok(())
 }
 
 /// Whether the zone's table exists and is this zone's (its comment is the zone's tag).
@@ -107,8 +108,8 @@ pub(crate) fn remove(zone: &ZoneRecord) -> Result<()> {
         "add table bridge {table}\ndelete table bridge {table}\ndelete table inet {table}\n"
     );
     match tools::run_with_input(&mut nft(), &script) {
-        Err(Error::HostCommand { stderr, .. }) if stderr.contains("No such file") => Ok(()),
-        other => other.map(drop),
+        Err(HostError::Command { stderr, .. }) if stderr.contains("No such file") => Ok(()),
+        other => Ok(other.map(drop)?),
     }
 }
 
@@ -119,7 +120,8 @@ pub(crate) fn outside(zone: &ZoneRecord, address: Ipv4Addr, allow: bool) -> Resu
         "{verb} element inet {} outside {{ {address} }}\n",
         zone.table()
     );
-    tools::run_with_input(&mut nft(), &script).map(drop)
+    tools::run_with_input(&mut nft(), &script)?;
+    Ok(())
 }
 
 /// Cuts the link between the machines at `a` and `b` of the zone, both ways, or mends it
@@ -140,8 +142,8 @@ pub(crate) fn cut(zone: &ZoneRecord, a: Ipv4Addr, b: Ipv4Addr, cut: bool) -> Res
     );
     match tools::run_with_input(&mut nft(), &script) {
         // Mending a link that was not cut.
-        Err(Error::HostCommand { stderr, .. }) if !cut && stderr.contains("No such file") => Ok(()),
-        other => other.map(drop),
+        Err(HostError::Command { stderr, .. }) if !cut && stderr.contains("No such file") => Ok(()),
+        other => Ok(other.map(drop)?),
     }
 }
 
@@ -223,8 +225,8 @@ fn marker() -> PathBuf {
 }
 
 fn forwarding_lock() -> Result<Flock<std::fs::File>> {
-    crate::host::run_dir::lock_file(
+    Ok(crate::host::run_dir::lock_file(
         Path::new(FORWARDING_LOCK),
         nix::fcntl::FlockArg::LockExclusive,
-    )
+    )?)
 }

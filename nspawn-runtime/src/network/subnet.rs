@@ -123,11 +123,11 @@ impl ZoneRecord {
         let text = toml::to_string(self)
             .map_err(|e| Error::io("serializing a zone record", std::io::Error::other(e)))?;
         let dir = private_dir("zones")?;
-        crate::host::run_dir::write_whole(
+        Ok(crate::host::run_dir::write_whole(
             &record_path_in(&dir, self.index),
             &temporary_in(&dir, self),
             &text,
-        )
+        )?)
     }
 
     /// The zone a bridge's alias (`tag`) names as `index`'s, for a record that could not be
@@ -179,7 +179,10 @@ impl ZoneRecord {
 /// forwarding is turned on or off. Taken in that order when both are.
 pub(crate) fn host_lock(name: &str) -> Result<Flock<std::fs::File>> {
     let path = private_dir("zones")?.join(format!("{name}.lock"));
-    crate::host::run_dir::lock_file(&path, FlockArg::LockExclusive)
+    Ok(crate::host::run_dir::lock_file(
+        &path,
+        FlockArg::LockExclusive,
+    )?)
 }
 
 /// Makes the program `cmd` starts hold `lock` too (it inherits the locked descriptor): the lock

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use cargo_nspawn::CliError;
 use nspawn_runtime::host::tools;
-use nspawn_runtime::Error;
 
 use super::{io, step, Firewall};
 
@@ -49,7 +49,7 @@ pub struct Image {
 
 /// The image under `dir`, built first if it is missing or from another recipe. With a
 /// `firewall`, that firewall is installed and active too.
-pub fn ensure(dir: &Path, firewall: Option<Firewall>) -> Result<Image, Error> {
+pub fn ensure(dir: &Path, firewall: Option<Firewall>) -> Result<Image, CliError> {
     let name = match firewall {
         None => SUITE.to_string(),
         Some(f) => format!("{SUITE}-{}", extra(f).0),
@@ -108,7 +108,7 @@ fn recipe(firewall: Option<Firewall>) -> String {
     )
 }
 
-fn bootstrap(tree: &Path, firewall: Option<Firewall>) -> Result<(), Error> {
+fn bootstrap(tree: &Path, firewall: Option<Firewall>) -> Result<(), CliError> {
     step(&format!(
         "bootstrapping {SUITE} with mmdebstrap (a few minutes)"
     ));
@@ -122,12 +122,13 @@ fn bootstrap(tree: &Path, firewall: Option<Firewall>) -> Result<(), Error> {
         .arg(format!("--include={packages}"))
         .args([SUITE])
         .arg(tree);
-    tools::run(&mut cmd).map(drop)
+    tools::run(&mut cmd)?;
+    Ok(())
 }
 
 /// Host name, network (DHCP on QEMU's user network), ssh for root with our key, no tmpfs on
 /// `/tmp`, a serial console, and the firewall on.
-fn customize(tree: &Path, key: &Path, firewall: Option<Firewall>) -> Result<(), Error> {
+fn customize(tree: &Path, key: &Path, firewall: Option<Firewall>) -> Result<(), CliError> {
     let mut keygen = tools::command("ssh-keygen");
     keygen
         .args(["-q", "-t", "ed25519", "-N", ""])
@@ -162,10 +163,11 @@ fn customize(tree: &Path, key: &Path, firewall: Option<Firewall>) -> Result<(), 
     let script = format!("{script} && {}", firewall.map_or("true", |f| extra(f).1));
     let mut chroot = tools::command("chroot");
     chroot.arg(tree).args(["sh", "-c", &script]);
-    tools::run(&mut chroot).map(drop)
+    tools::run(&mut chroot)?;
+    Ok(())
 }
 
-fn boot_files(tree: &Path, image: &Image) -> Result<(), Error> {
+fn boot_files(tree: &Path, image: &Image) -> Result<(), CliError> {
     for (prefix, to) in [("vmlinuz-", &image.kernel), ("initrd.img-", &image.initrd)] {
         let boot = tree.join("boot");
         let found = std::fs::read_dir(&boot)
@@ -184,8 +186,9 @@ fn boot_files(tree: &Path, image: &Image) -> Result<(), Error> {
 }
 
 /// An ext4 image of `size` holding `tree` (sparse; made without mounting anything).
-pub fn make_disk(tree: &Path, disk: &Path, size: &str) -> Result<(), Error> {
+pub fn make_disk(tree: &Path, disk: &Path, size: &str) -> Result<(), CliError> {
     let mut cmd = tools::command("mkfs.ext4");
     cmd.args(["-q", "-F", "-d"]).arg(tree).arg(disk).arg(size);
-    tools::run(&mut cmd).map(drop)
+    tools::run(&mut cmd)?;
+    Ok(())
 }

@@ -12,8 +12,8 @@ mod smoke;
 use std::path::Path;
 use std::time::Instant;
 
+use cargo_nspawn::CliError;
 use nspawn_runtime::host::tools::{self, Tool};
-use nspawn_runtime::Error;
 
 /// Options of `cargo xtask vm-test`.
 #[derive(clap::Args, Debug)]
@@ -60,7 +60,7 @@ const SSH: Tool = Tool {
 };
 
 /// Runs the tests in the VM; fails if any fails, or if anything of a run is left there.
-pub fn run(workspace: &Path, options: &VmTest) -> Result<(), Error> {
+pub fn run(workspace: &Path, options: &VmTest) -> Result<(), CliError> {
     let started = Instant::now();
     tools::ensure(
         &[
@@ -109,6 +109,6 @@ fn step(what: &str) {
     eprintln!("vm-test: {what}");
 }
 
-fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::io(path.display().to_string(), e)
+fn io(path: &Path, e: std::io::Error) -> CliError {
+    CliError::io(path.display().to_string(), e)
 }

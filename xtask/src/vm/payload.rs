@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use cargo_nspawn::CliError;
 use nspawn_runtime::host::tools;
-use nspawn_runtime::Error;
 
 use super::image::make_disk;
 use super::{io, step};
@@ -17,7 +17,7 @@ use super::{io, step};
 const LEFT_OUT: &[&str] = &["target", "test_chroots", ".git"];
 
 /// Builds the test binaries of `tests` (target names) and returns their paths.
-pub fn build_tests(workspace: &Path, tests: &[String]) -> Result<Vec<PathBuf>, Error> {
+pub fn build_tests(workspace: &Path, tests: &[String]) -> Result<Vec<PathBuf>, CliError> {
     step(&format!("building {} on the host", tests.join(", ")));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -54,7 +54,7 @@ pub fn make(
     binaries: &[PathBuf],
     stage: &Path,
     disk: &Path,
-) -> Result<(), Error> {
+) -> Result<(), CliError> {
     let _ = std::fs::remove_dir_all(stage);
     std::fs::create_dir_all(stage.join("test_chroots")).map_err(|e| io(stage, e))?;
     for entry in std::fs::read_dir(workspace)
@@ -96,8 +96,9 @@ pub fn make(
     std::fs::remove_dir_all(stage).map_err(|e| io(stage, e))
 }
 
-fn copy(from: &Path, to: &Path, link: bool) -> Result<(), Error> {
+fn copy(from: &Path, to: &Path, link: bool) -> Result<(), CliError> {
     let mut cmd = tools::command("cp");
     cmd.arg(if link { "-al" } else { "-a" }).arg(from).arg(to);
-    tools::run(&mut cmd).map(drop)
+    tools::run(&mut cmd)?;
+    Ok(())
 }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use cargo_nspawn::CliError;
 use nspawn_runtime::host::tools;
-use nspawn_runtime::Error;
 
 use super::image::Image;
 use super::{io, step};
@@ -29,7 +29,7 @@ pub struct Vm {
 
 impl Vm {
     /// Boots `image` with `payload` attached, and waits until ssh answers.
-    pub fn boot(image: &Image, payload: &Path, dir: &Path) -> Result<Vm, Error> {
+    pub fn boot(image: &Image, payload: &Path, dir: &Path) -> Result<Vm, CliError> {
         let mut attempt = 1;
         loop {
             let vm = Vm::start(image, payload, dir)?;
@@ -46,7 +46,7 @@ impl Vm {
         }
     }
 
-    fn start(image: &Image, payload: &Path, dir: &Path) -> Result<Vm, Error> {
+    fn start(image: &Image, payload: &Path, dir: &Path) -> Result<Vm, CliError> {
         let port = free_port()?;
         let serial = dir.join("serial.log");
         let mut cmd = Command::new("qemu-system-x86_64");
@@ -107,7 +107,7 @@ impl Vm {
         })
     }
 
-    fn wait_for_ssh(&self) -> Result<(), Error> {
+    fn wait_for_ssh(&self) -> Result<(), CliError> {
         let started = Instant::now();
         while started.elapsed() < BOOT_TIMEOUT {
             if self.panicked() {
@@ -129,7 +129,7 @@ impl Vm {
         std::fs::read_to_string(&self.serial).is_ok_and(|s| s.contains("Kernel panic"))
     }
 
-    fn failure(&self, what: &str) -> Error {
+    fn failure(&self, what: &str) -> CliError {
         let serial = std::fs::read_to_string(&self.serial).unwrap_or_default();
         let tail: Vec<&str> = serial.lines().rev().take(20).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
@@ -145,7 +145,7 @@ impl Vm {
     }
 
     /// Runs `script` in the VM as root, its output going to ours; whether it succeeded.
-    pub fn ssh_shown(&self, script: &str) -> Result<bool, Error> {
+    pub fn ssh_shown(&self, script: &str) -> Result<bool, CliError> {
         let status = self
             .ssh_command(script)
             .stdout(Stdio::inherit())
@@ -199,7 +199,7 @@ impl Drop for Vm {
 }
 
 /// A local TCP port nobody listens on now.
-fn free_port() -> Result<u16, Error> {
+fn free_port() -> Result<u16, CliError> {
     let listener =
         std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| io(Path::new("127.0.0.1:0"), e))?;
     listener

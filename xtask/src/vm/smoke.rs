@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use cargo_nspawn::CliError;
 use nspawn_runtime::host::tools;
-use nspawn_runtime::Error;
 
 use super::qemu::Vm;
 use super::{io, step};
@@ -90,7 +90,7 @@ pub fn run_all(
     runs: &[Run],
     binaries: &[PathBuf],
     sigkill: bool,
-) -> Result<(), Error> {
+) -> Result<(), CliError> {
     let ws = workspace.display();
     if !vm.ssh_shown(&format!("mkdir -p {ws} && mount /dev/vdb {ws}"))? {
         return Err(failed("mounting the payload in the VM"));
@@ -143,7 +143,7 @@ pub fn run_all(
     }
 }
 
-fn binary_of<'a>(binaries: &'a [PathBuf], target: &str) -> Result<&'a PathBuf, Error> {
+fn binary_of<'a>(binaries: &'a [PathBuf], target: &str) -> Result<&'a PathBuf, CliError> {
     binaries
         .iter()
         .find(|b| {
@@ -155,7 +155,7 @@ fn binary_of<'a>(binaries: &'a [PathBuf], target: &str) -> Result<&'a PathBuf, E
 
 /// A test process is SIGKILLed once its machine is up (its test body waits); its machine,
 /// unit and snapshot must then go (the watchdog's work).
-fn sigkill_leaves_nothing(vm: &Vm, workspace: &Path, inner: &Path) -> Result<(), Error> {
+fn sigkill_leaves_nothing(vm: &Vm, workspace: &Path, inner: &Path) -> Result<(), CliError> {
     step("SIGKILL of a test process whose machine is up");
     let ws = workspace.display();
     let start = format!(
@@ -217,12 +217,12 @@ fn wait_until(
     }
 }
 
-fn text(vm: &Vm, script: &str) -> Result<String, Error> {
+fn text(vm: &Vm, script: &str) -> Result<String, CliError> {
     let out = vm.ssh(script).map_err(|e| io(Path::new("ssh"), e))?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn failed(what: &str) -> Error {
+fn failed(what: &str) -> CliError {
     io(
         Path::new("vm-test"),
         std::io::Error::other(what.to_string()),

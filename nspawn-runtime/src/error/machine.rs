@@ -1,128 +1,21 @@
-//! The one error type of the runtime. Every variant carries what the user needs to act on it,
-//! and its message says what to do.
+//! What a test sees: machines, commands, calls, waits and networks, and the errors of the layers
+//! below, wrapped.
 
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
-/// Result with the runtime's [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+use super::chroot::ChrootError;
+use super::host::HostError;
+use super::settings::SettingsError;
+use super::show::tail_block;
 
-/// Everything that can go wrong while building chroots or driving machines.
+/// Everything that can go wrong while a test drives machines.
 ///
-/// `Debug` shows the message too: a test returning `Result<(), nspawn::Error>` fails with
-/// what happened and what to do, not with a struct dump.
+/// Chroot builds, settings and the host have error types of their own; `?` wraps them here,
+/// and their messages are shown unchanged.
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The chroot declarations in `Cargo.toml` are malformed.
-    #[error("{path}: {message}")]
-    Config {
-        /// The manifest that holds the declaration.
-        path: PathBuf,
-        /// What is wrong, naming the key or value and what is accepted.
-        message: String,
-    },
-
-    /// No Cargo workspace was found to read declarations from or to put chroots in.
-    #[error(
-        "no Cargo workspace found above {start}: run from inside the project, or set \
-         NSPAWN_CHROOTS_DIR to the directory that holds the chroots"
-    )]
-    WorkspaceNotFound {
-        /// Where the search started.
-        start: PathBuf,
-    },
-
-    /// A chroot was asked for that the workspace does not declare.
-    #[error("chroot {name:?} is not declared; declared chroots: {}", declared.join(", "))]
-    #[non_exhaustive]
-    UndeclaredChroot {
-        /// The name asked for.
-        name: String,
-        /// The names that are declared.
-        declared: Vec<String>,
-    },
-
-    /// A `chroot = "..."` that is neither a valid name nor a path.
-    #[error("chroot {name:?} cannot be named so: {reason}")]
-    #[non_exhaustive]
-    BadChrootName {
-        /// What the test asked for.
-        name: String,
-        /// What a name may hold.
-        reason: String,
-    },
-
-    /// The master chroot has not been built yet.
-    #[error("chroot {name:?} is missing: {path} does not exist. Build it with `cargo nspawn make-chroots {name}`")]
-    #[non_exhaustive]
-    ChrootMissing {
-        /// Chroot name.
-        name: String,
-        /// Where it was looked for.
-        path: PathBuf,
-    },
-
-    /// The operation needs root and the process cannot get it.
-    #[error("{action} needs root privileges. Run it as root, or with sudo: {command}")]
-    NotRoot {
-        /// What was being done.
-        action: String,
-        /// The exact command line to run instead.
-        command: String,
-    },
-
-    /// Host packages are missing and cannot be installed by this process.
-    #[error("missing host packages: {}. Install them with: apt-get install {}", packages.join(" "), packages.join(" "))]
-    #[non_exhaustive]
-    MissingPackages {
-        /// Debian package names.
-        packages: Vec<String>,
-    },
-
-    /// A host program failed.
-    #[error("`{command}` failed ({status}){}", tail_block(stderr))]
-    HostCommand {
-        /// The command line.
-        command: String,
-        /// How it ended.
-        status: String,
-        /// The end of its error output.
-        stderr: String,
-    },
-
-    /// Building a chroot failed.
-    #[error(
-        "building chroot {name:?} failed during {phase}: {reason}\nlast lines of {log}:{}",
-        tail_block(tail)
-    )]
-    #[non_exhaustive]
-    Build {
-        /// Chroot name.
-        name: String,
-        /// The phase that failed.
-        phase: String,
-        /// What happened.
-        reason: String,
-        /// The full log of the build tools.
-        log: PathBuf,
-        /// The last lines of that log.
-        tail: Box<str>,
-    },
-
-    /// A chroot exists but was built from another declaration.
-    #[error(
-        "chroot {name:?} at {path} was built from a different declaration. \
-         Rebuild it with `cargo nspawn make-chroots --force {name}`"
-    )]
-    #[non_exhaustive]
-    Outdated {
-        /// Chroot name.
-        name: String,
-        /// Its directory.
-        path: PathBuf,
-    },
-
     /// A machine did not boot.
     #[error("machine {machine} (chroot {chroot}) did not boot: {reason}\nlast console lines of {log}:{}", tail_block(tail))]
     #[non_exhaustive]
@@ -344,14 +237,6 @@ pub enum Error {
         detail: Box<str>,
     },
 
-    /// `NSPAWN_*` environment variables with values that do not parse.
-    #[error("invalid settings in the environment:\n  {}", problems.join("\n  "))]
-    #[non_exhaustive]
-    Settings {
-        /// One line per variable: its value and what it accepts.
-        problems: Vec<String>,
-    },
-
     /// A bind asked for by test code that runs as the invoking user, of a host path that
     /// user cannot reach.
     #[error("refusing to bind {host} into the machine: {reason}")]
@@ -361,30 +246,6 @@ pub enum Error {
         host: PathBuf,
         /// Why.
         reason: String,
-    },
-
-    /// Host state of ours (under `/run/nspawn-rs`) that someone else could control.
-    #[error(
-        "refusing to use {path}: {problem}. Another local user may have made it to block or \
-         hijack runs: check it, remove it as root, and run again"
-    )]
-    #[non_exhaustive]
-    UnsafeHostState {
-        /// The directory.
-        path: PathBuf,
-        /// What is wrong with it.
-        problem: String,
-    },
-
-    /// A host I/O operation failed.
-    #[error("{context}: {source}")]
-    #[non_exhaustive]
-    Io {
-        /// What was being done, naming the path.
-        context: String,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
     },
 
     /// The backend asked for with `NSPAWN_BACKEND` cannot run here.
@@ -428,29 +289,25 @@ pub enum Error {
 
     /// The machine was already stopped, or its boot failed earlier.
     #[error("machine {machine} is not running: {reason}")]
+    #[non_exhaustive]
     NotRunning {
         /// Machine name.
         machine: String,
         /// Why.
         reason: String,
     },
-}
 
-impl std::fmt::Debug for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
+    /// The chroot asked for could not be found or built.
+    #[error(transparent)]
+    Chroot(#[from] ChrootError),
 
-fn tail_block(tail: &str) -> String {
-    let tail = crate::text::shown(tail);
-    let tail = tail.trim_end();
-    if tail.is_empty() {
-        String::new()
-    } else {
-        let indented: Vec<String> = tail.lines().map(|l| format!("    {l}")).collect();
-        format!("\n{}", indented.join("\n"))
-    }
+    /// `NSPAWN_*` variables do not parse.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+
+    /// The host failed: a program, privileges, I/O or host state.
+    #[error(transparent)]
+    Host(#[from] HostError),
 }
 
 fn hint_block(hint: &str) -> String {
@@ -462,17 +319,14 @@ fn hint_block(hint: &str) -> String {
 }
 
 impl Error {
-    /// Wraps an I/O error with what was being done.
+    /// Wraps a host I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
-        }
+        HostError::io(context, source).into()
     }
 }
 
-/// `?` on a host I/O error in a test that returns [`Result`]. The runtime itself always says
-/// what it was doing ([`Error::io`]); this has only the error to go by.
+/// `?` on a host I/O error in a test that returns [`crate::Result`]. The runtime itself always
+/// says what it was doing ([`Error::io`]); this has only the error to go by.
 ///
 /// ```no_run
 /// #[nspawn::test(chroot = "bookworm")]
@@ -485,23 +339,6 @@ impl Error {
 impl From<std::io::Error> for Error {
     fn from(source: std::io::Error) -> Error {
         Error::io("host I/O in the test", source)
-    }
-}
-
-/// Adds context to I/O results.
-pub(crate) trait IoContext<T> {
-    fn context(self, context: impl FnOnce() -> String) -> Result<T>;
-}
-
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn context(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|e| Error::io(context(), e))
-    }
-}
-
-impl<T> IoContext<T> for nix::Result<T> {
-    fn context(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|e| Error::io(context(), e.into()))
     }
 }
 
