@@ -655,26 +655,32 @@ mod chroot_builds {
         let dir = ws.chroots_dir();
         std::fs::create_dir_all(&dir).unwrap();
         let before = suites::load();
-        let (mut extended, mut fresh) = (Vec::new(), Vec::new());
+        // The packages the master bookworm's last build kept: what a rebuild after a change
+        // of the declaration starts from.
+        let kept = chroot.parent().unwrap().join(".debs/bookworm");
+        assert!(
+            kept.is_dir(),
+            "{} is missing: build bookworm with `cargo nspawn make-chroots --force bookworm` first",
+            kept.display()
+        );
+        let mut rows: Vec<(Build, Vec<Duration>, Vec<u64>)> = Build::ALL
+            .iter()
+            .map(|b| (*b, Vec::new(), Vec::new()))
+            .collect();
         for round in 0..rounds() {
-            for from_nothing in [round % 2 == 1, round % 2 == 0] {
-                let tree = dir.join("bookworm");
-                let _ = Command::new("rm").arg("-rf").arg(&tree).status();
-                let copied = Command::new("cp").arg("-a").arg(chroot).arg(&tree).status();
-                assert!(copied.unwrap().success());
+            for i in 0..rows.len() {
+                let (build, times, downloads) = &mut rows[(i + round) % Build::ALL.len()];
+                build.prepare(&dir, chroot, &kept);
                 let opts = BuildOptions {
                     force: true,
-                    fresh: from_nothing,
+                    fresh: *build == Build::Fresh,
                     ..Default::default()
                 };
+                let received = received_bytes();
                 let (built, took) = time(|| chroot::build(&ws, &["bookworm".into()], &opts));
                 built.unwrap();
-                if from_nothing {
-                    &mut fresh
-                } else {
-                    &mut extended
-                }
-                .push(took);
+                downloads.push(received_bytes() - received);
+                times.push(took);
             }
         }
         let def = ws.selected(&["bookworm".into()]).unwrap().remove(0);
@@ -688,22 +694,76 @@ mod chroot_builds {
             rounds(),
             suites::load()
         );
-        println!("| | median [min-max] |\n|---|---|");
+        println!("| | median [min-max] | downloaded, median |\n|---|---|---|");
+        for (build, times, mut downloads) in rows {
+            downloads.sort_unstable();
+            println!(
+                "| {} | {} | {:.1} MB |",
+                build.label(),
+                Stats(times).show(),
+                downloads[downloads.len() / 2] as f64 / 1e6
+            );
+        }
         println!(
-            "| `jq` added, from the tree it had | {} |",
-            Stats(extended).show()
-        );
-        println!(
-            "| `jq` added, from nothing (`--fresh`) | {} |",
-            Stats(fresh).show()
-        );
-        println!(
-            "| export of bookworm+jq ({:.0} MB) | {:.2} s |",
+            "| export of bookworm+jq ({:.0} MB) | {:.2} s | |",
             size as f64 / 1e6,
             export.as_secs_f64()
         );
-        println!("| import of it | {:.2} s |", import.as_secs_f64());
+        println!("| import of it | {:.2} s | |", import.as_secs_f64());
         let _ = Command::new("rm").arg("-rf").arg(&dir).status();
+    }
+
+    /// The three ways bookworm with `jq` added to its declaration gets built.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Build {
+        /// From the tree it had, by installing `jq` into a copy.
+        Extended,
+        /// From nothing, with the packages its last build kept.
+        Cached,
+        /// From nothing, downloading everything (`--fresh`).
+        Fresh,
+    }
+
+    impl Build {
+        const ALL: [Build; 3] = [Build::Extended, Build::Cached, Build::Fresh];
+
+        fn label(self) -> &'static str {
+            match self {
+                Build::Extended => "`jq` added, from the tree it had (`make-chroots --force`)",
+                Build::Cached => "`jq` added, bootstrapped with the packages kept",
+                Build::Fresh => "`jq` added, from nothing (`make-chroots --fresh`)",
+            }
+        }
+
+        /// The scratch chroots directory as this build starts from: the tree it had (for an
+        /// extension) or none, and the packages of bookworm's last build (for the cached one).
+        fn prepare(self, dir: &Path, chroot: &Path, kept: &Path) {
+            let tree = dir.join("bookworm");
+            let cache = dir.join(".debs/bookworm");
+            for old in [&tree, &cache] {
+                let _ = Command::new("rm").arg("-rf").arg(old).status();
+            }
+            let copy = |from: &Path, to: &Path| {
+                std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+                let copied = Command::new("cp").arg("-a").arg(from).arg(to).status();
+                assert!(copied.unwrap().success());
+            };
+            match self {
+                Build::Extended => copy(chroot, &tree),
+                Build::Cached => copy(kept, &cache),
+                Build::Fresh => {}
+            }
+        }
+    }
+
+    /// Bytes received by the host's network interfaces but loopback so far.
+    fn received_bytes() -> u64 {
+        let dev = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
+        dev.lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(name, _)| name.trim() != "lo")
+            .filter_map(|(_, rest)| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
     }
 }
 

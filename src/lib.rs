@@ -91,7 +91,7 @@
 //! # fn t(machine: &nspawn::Machine) -> nspawn::Result<()> {
 //! machine.write(
 //!     "/etc/systemd/system/greeter.service",
-//!     "[Service]\nExecStart=/bin/sh -c 'echo hello > /run/greeting; exec sleep infinity'\n",
+//!     "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo hello > /run/greeting'\n",
 //! )?;
 //! machine.run(["systemctl", "daemon-reload"])?;
 //! machine.run(["systemctl", "start", "greeter"])?;

@@ -18,7 +18,8 @@ pub struct MakeChroots {
     /// gets them installed into a copy of its tree, in seconds.
     #[arg(long)]
     pub force: bool,
-    /// Rebuild from nothing (implies --force), also where the declaration only adds packages.
+    /// Rebuild from nothing (implies --force), downloading every package: also where the
+    /// declaration only adds packages, and without the packages the last build kept.
     #[arg(long)]
     pub fresh: bool,
     /// List the declared chroots and their state, build nothing (as `cargo nspawn list`).

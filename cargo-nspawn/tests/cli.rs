@@ -450,3 +450,73 @@ fn a_declaration_that_adds_a_package_extends_the_tree_it_has() {
     assert!(!tree.join("etc/marked").exists(), "a tree from nothing");
     assert!(tree.join("usr/bin/jq").exists());
 }
+
+/// A chroot's build keeps the packages its tree installed beside the chroots; a rebuild after
+/// its declaration changed starts from them (mmdebstrap copies them where apt looks first),
+/// `--fresh` does not, and `remove-chroots` removes them with the tree.
+#[test]
+fn a_rebuild_takes_the_packages_the_last_build_kept() {
+    if !root_available() {
+        eprintln!("skipped: the trees are root's");
+        return;
+    }
+    let ws = project();
+    let declare = |extra: &str| {
+        std::fs::write(
+            ws.path().join("Cargo.toml"),
+            format!("[workspace]\n[workspace.metadata.nspawn.chroots.bookworm]\n{extra}"),
+        )
+        .unwrap()
+    };
+    let chroots = ws.path().join("test_chroots");
+    let cache = chroots.join(".debs/bookworm");
+    let log = chroots.join(".logs/bookworm.log");
+    let run = |args: &[&str]| as_nobody_under_sudo(ws.path(), args);
+    let kept = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&cache)
+            .map(|d| {
+                d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let took_the_cache = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains(&format!("sync-in {} ", cache.display()))
+    };
+
+    declare("");
+    let first = run(&["make-chroots", "bookworm"]);
+    assert!(
+        first.contains("packages kept for the next build"),
+        "{first}"
+    );
+    let packages = kept();
+    assert!(
+        packages.iter().any(|p| p.starts_with("systemd_")),
+        "{packages:?}"
+    );
+    assert!(packages.iter().all(|p| p.ends_with(".deb")), "{packages:?}");
+
+    // Not an addition of packages: bootstrapped again, from what the first build kept.
+    declare("setup = [\"touch /etc/changed\"]\n");
+    let second = run(&["make-chroots", "--force", "bookworm"]);
+    assert!(second.contains("bookworm: built with"), "{second}");
+    assert!(
+        took_the_cache(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert!(chroots.join("bookworm/etc/changed").exists());
+    assert_eq!(kept(), packages, "the same packages, kept again");
+
+    let fresh = run(&["make-chroots", "--fresh", "bookworm"]);
+    assert!(fresh.contains("bookworm: built with"), "{fresh}");
+    assert!(!took_the_cache(), "--fresh downloads everything");
+
+    let removed = run(&["remove-chroots", "bookworm"]);
+    assert!(!cache.exists(), "{removed}");
+}

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use nix::sys::signal;
 use nix::unistd::Pid;
 
+use super::deb_cache::DebCache;
 use super::extend;
 use super::progress::{Item, Progress};
 use super::status::{status, write_cachedir_tag, Status, STAMP};
@@ -96,7 +97,13 @@ impl Bootstrapper {
     }
 
     /// The command line that bootstraps `def` into `target`.
-    pub(crate) fn command(self, def: &ChrootDef, target: &Path, eatmydata: bool) -> Command {
+    pub(crate) fn command(
+        self,
+        def: &ChrootDef,
+        target: &Path,
+        eatmydata: bool,
+        cache: Option<&DebCache>,
+    ) -> Command {
         let mut cmd = if eatmydata {
             let mut c = Command::new("eatmydata");
             c.arg(self.tool().program);
@@ -118,8 +125,15 @@ impl Bootstrapper {
                 if eatmydata && hook.is_dir() {
                     cmd.arg(format!("--hook-dir={}", hook.display()));
                 }
+                if let Some(cache) = cache {
+                    cmd.args(from_cache(cache));
+                }
             }
             Bootstrapper::Debootstrap => {
+                if let Some(cache) = cache {
+                    // debootstrap keeps what it downloads there and takes what it finds.
+                    cmd.arg(format!("--cache-dir={}", cache.kept.display()));
+                }
                 if def.variant != "standard" {
                     cmd.arg(format!("--variant={}", def.variant));
                 }
@@ -131,6 +145,22 @@ impl Bootstrapper {
         cmd.arg(&def.suite).arg(target).arg(&def.mirror);
         cmd
     }
+}
+
+/// mmdebstrap's options that put a chroot's cached packages where apt looks first, and its
+/// archives into the staging directory before its clean-up removes them; the essential
+/// packages it installs stay there too (`essential/unlink`) to be kept.
+fn from_cache(cache: &DebCache) -> [String; 4] {
+    const ARCHIVES: &str = "/var/cache/apt/archives";
+    [
+        "--skip=essential/unlink".to_string(),
+        format!("--setup-hook=mkdir -p \"$1\"{ARCHIVES}"),
+        format!("--setup-hook=sync-in {} {ARCHIVES}/", cache.kept.display()),
+        format!(
+            "--customize-hook=sync-out {ARCHIVES} {}",
+            cache.staging.display()
+        ),
+    ]
 }
 
 impl std::fmt::Display for Bootstrapper {
@@ -315,9 +345,13 @@ pub fn build_one(
             }
         }
     }
+    let cache = match (&extended, opts.fresh) {
+        (None, false) => DebCache::open(dir, &def.name)?,
+        _ => None,
+    };
     let assembled = match extended {
         Some(_) => Ok(()),
-        None => assemble(def, tool, &tmp, &log, &mut item),
+        None => assemble(def, tool, &tmp, &log, cache.as_ref(), &mut item),
     };
     let result = assembled.and_then(|()| {
         item.phase("installing");
@@ -325,6 +359,9 @@ pub fn build_one(
     });
     let failed_marker = failed_path(dir, &def.name);
     if let Err(e) = result {
+        if let Some(cache) = &cache {
+            cache.discard();
+        }
         item.finish("failed");
         storage::remove_tree(&tmp)?;
         // Builds on demand do not try this declaration again (see `failed_before`).
@@ -332,6 +369,13 @@ pub fn build_one(
         return Err(e);
     }
     let _ = std::fs::remove_file(&failed_marker);
+    let cached = cache.as_ref().map(|cache| match cache.keep(&final_path) {
+        Ok(count) => format!("; {count} packages kept for the next build"),
+        Err(e) => {
+            cache.discard();
+            format!("; its packages were not kept ({e})")
+        }
+    });
     let secs = item.elapsed().as_secs_f64();
     let storage = storage::storage_of(&final_path);
     if let Some(added) = extended {
@@ -344,7 +388,8 @@ pub fn build_one(
         return Ok(Outcome::Extended { secs, added });
     }
     item.finish(&format!(
-        "built with {tool} in {secs:.1} s ({storage}){not_extended}"
+        "built with {tool} in {secs:.1} s ({storage}){not_extended}{}",
+        cached.unwrap_or_default()
     ));
     Ok(Outcome::Built { secs, tool })
 }
@@ -409,6 +454,7 @@ fn assemble(
     tool: Bootstrapper,
     tmp: &Path,
     log: &Path,
+    cache: Option<&DebCache>,
     item: &mut Item,
 ) -> Result<(), ChrootError> {
     File::create(log).context(|| format!("creating {}", log.display()))?;
@@ -423,7 +469,7 @@ fn assemble(
     storage::remove_tree(tmp)?;
     storage::create_tree(tmp)?;
     item.phase(&format!("bootstrapping {} with {tool}", def.suite));
-    let mut cmd = tool.command(def, tmp, tools::has(tools::EATMYDATA));
+    let mut cmd = tool.command(def, tmp, tools::has(tools::EATMYDATA), cache);
     run_logged(&mut cmd, log, item).map_err(|r| fail("bootstrap", r))?;
     let lists = (tool == Bootstrapper::Debootstrap).then_some("apt-get update -q");
     for (i, script) in lists
@@ -464,7 +510,7 @@ mod tests {
     #[test]
     fn mmdebstrap_command_line() {
         let def = ChrootDef::with_defaults("bookworm");
-        let cmd = Bootstrapper::Mmdebstrap.command(&def, Path::new("/c/.tmp"), false);
+        let cmd = Bootstrapper::Mmdebstrap.command(&def, Path::new("/c/.tmp"), false, None);
         assert_eq!(
             line(&cmd),
             "mmdebstrap --mode=root --variant=minbase --skip=cleanup/apt/lists --include=dbus,systemd bookworm /c/.tmp http://deb.debian.org/debian"
@@ -475,7 +521,7 @@ mod tests {
     fn debootstrap_command_line_under_eatmydata() {
         let mut def = ChrootDef::with_defaults("trixie");
         def.variant = "standard".into();
-        let cmd = Bootstrapper::Debootstrap.command(&def, Path::new("/c/.tmp"), true);
+        let cmd = Bootstrapper::Debootstrap.command(&def, Path::new("/c/.tmp"), true, None);
         assert_eq!(
             line(&cmd),
             "eatmydata debootstrap --include=dbus,systemd trixie /c/.tmp http://deb.debian.org/debian"

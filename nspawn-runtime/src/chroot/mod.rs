@@ -14,6 +14,7 @@
 pub mod archive;
 mod build;
 pub mod config;
+mod deb_cache;
 mod extend;
 mod in_use;
 pub(crate) mod layer;

@@ -63,7 +63,8 @@ fn in_use_after(grace: Duration, in_use: impl Fn() -> bool) -> bool {
     false
 }
 
-/// Removes the chroot tree `name` from `dir`; how long it took. Refuses a name that is no
+/// Removes the chroot tree `name` from `dir`, with the packages kept for its next build; how
+/// long it took. Refuses a name that is no
 /// tree there, and a tree a running machine uses (once the machines stopping have had
 /// 5 s to go). Needs root.
 pub fn remove(dir: &Path, name: &str) -> Result<Duration, ChrootError> {
@@ -95,6 +96,7 @@ pub fn remove(dir: &Path, name: &str) -> Result<Duration, ChrootError> {
     }
     let started = Instant::now();
     storage::remove_tree(&path)?;
+    super::deb_cache::remove(dir, name)?;
     Ok(started.elapsed())
 }
 
