@@ -185,14 +185,24 @@ impl Event {
     }
 }
 
-/// Whether events are logged (`NSPAWN_EVENT_LOG` set): spares building one that goes nowhere.
+/// The `tracing` target of the runtime's [`Event`]s: `RUST_LOG=nspawn_runtime=debug` (or
+/// `nspawn_runtime::event=debug`) shows them to a subscriber of the test's own.
+pub const EVENT_TARGET: &str = "nspawn_runtime::event";
+
+/// Whether events go anywhere (`NSPAWN_EVENT_LOG` set, or a subscriber that wants them):
+/// spares building one that goes nowhere.
 pub(crate) fn logging() -> bool {
     crate::settings::lenient().event_log.is_some()
+        || tracing::enabled!(target: EVENT_TARGET, tracing::Level::DEBUG)
 }
 
-/// Appends `event` to `$NSPAWN_EVENT_LOG`, if set. One `write` per line, so lines of
-/// concurrent writers do not interleave.
+/// `event` as a `tracing` event (target [`EVENT_TARGET`], level debug, its log line as the
+/// message), and a line appended to `$NSPAWN_EVENT_LOG`, if set. The log is written directly,
+/// not by a subscriber: it must not depend on one being installed, nor miss an event while
+/// another thread's subscriber is being set up. One `write` per line, so lines of concurrent
+/// writers do not interleave.
 pub(crate) fn event(event: Event) {
+    tracing::debug!(target: EVENT_TARGET, "{event}");
     let Some(path) = &crate::settings::lenient().event_log else {
         return;
     };

@@ -1,5 +1,5 @@
 //! The runtime's spans, as a subscriber of the test's own sees them: one per test, per machine
-//! (its boot and life), per call and per wait.
+//! (its boot and life), per call and per wait; and the runtime's events.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,7 +9,7 @@ use nspawn::Machine;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
 
-/// Records the name of every span opened.
+/// Records the name of every span opened, and `event` for each of the runtime's events.
 struct Names(Arc<Mutex<Vec<String>>>);
 
 impl<S: tracing::Subscriber> Layer<S> for Names {
@@ -23,6 +23,12 @@ impl<S: tracing::Subscriber> Layer<S> for Names {
             .lock()
             .unwrap()
             .push(attrs.metadata().name().to_string());
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if event.metadata().target() == nspawn_runtime::report::EVENT_TARGET {
+            self.0.lock().unwrap().push("event".to_string());
+        }
     }
 }
 
@@ -63,7 +69,7 @@ fn traced() {
         machine.stop().unwrap();
     });
     let names = names.lock().unwrap();
-    for span in ["test", "machine", "call", "wait"] {
+    for span in ["test", "machine", "call", "wait", "event"] {
         assert!(
             names.iter().any(|n| n == span),
             "no `{span}` span in {names:?}"
