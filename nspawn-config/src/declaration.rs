@@ -12,6 +12,7 @@
 //! profile = "fast"
 //! ```
 
+use serde::Deserialize;
 use toml::{Table, Value};
 
 /// Debian's main archive, the default mirror.
@@ -32,8 +33,6 @@ pub const KNOWN_SUITES: &[&str] = &[
 
 /// Bootstrap variants accepted by both mmdebstrap and debootstrap.
 pub const VARIANTS: &[&str] = &["minbase", "buildd", "standard"];
-
-const KEYS: &[&str] = &["suite", "mirror", "variant", "include", "setup", "profile"];
 
 /// Boot profiles: `full` boots what Debian enables; `fast` masks the units tests rarely need
 /// (see the runtime's `chroot::profile`).
@@ -137,14 +136,9 @@ impl ChrootDef {
 /// that is its own workspace, `[package.metadata.nspawn.chroots]`, where such a crate's other
 /// tools keep theirs; not in both.
 pub fn parse_manifest(text: &str) -> std::result::Result<Vec<ChrootDef>, String> {
-    let doc: Value = text.parse::<Table>().map_err(|e| e.to_string())?.into();
-    let under = |top: &'static str| {
-        [top, "metadata", "nspawn", "chroots"]
-            .iter()
-            .try_fold(&doc, |v, key| v.as_table().and_then(|t| t.get(*key)))
-            .map(|chroots| (top, chroots))
-    };
-    let (top, chroots) = match (under("workspace"), under("package")) {
+    let manifest: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
+    let chroots = |top: Option<Top>| top?.metadata?.nspawn?.chroots;
+    let (top, chroots) = match (chroots(manifest.workspace), chroots(manifest.package)) {
         (Some(_), Some(_)) => {
             return Err(
                 "chroots are declared under both [workspace.metadata.nspawn.chroots] and \
@@ -152,20 +146,98 @@ pub fn parse_manifest(text: &str) -> std::result::Result<Vec<ChrootDef>, String>
                     .into(),
             )
         }
-        (Some(found), None) | (None, Some(found)) => found,
+        (Some(found), None) => ("workspace", found),
+        (None, Some(found)) => ("package", found),
         (None, None) => return Ok(vec![ChrootDef::with_defaults("bookworm")]),
     };
-    let table = chroots
-        .as_table()
-        .ok_or_else(|| format!("{top}.metadata.nspawn.chroots must be a table of chroot names"))?;
+    let table = match chroots {
+        Value::Table(table) => table,
+        _ => {
+            return Err(format!(
+                "{top}.metadata.nspawn.chroots must be a table of chroot names"
+            ))
+        }
+    };
     let defs: Vec<ChrootDef> = table
-        .iter()
-        .map(|(name, value)| parse_def(top, name, value))
+        .into_iter()
+        .map(|(name, value)| parse_def(top, &name, value))
         .collect::<std::result::Result<_, _>>()?;
     if defs.is_empty() {
         return Ok(vec![ChrootDef::with_defaults("bookworm")]);
     }
     Ok(defs)
+}
+
+/// The parts of a manifest the declarations live in; the rest of it is other tools'.
+#[derive(Deserialize)]
+struct Manifest {
+    workspace: Option<Top>,
+    package: Option<Top>,
+}
+
+/// `[workspace]` or `[package]`.
+#[derive(Deserialize)]
+struct Top {
+    metadata: Option<Metadata>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    nspawn: Option<Nspawn>,
+}
+
+#[derive(Deserialize)]
+struct Nspawn {
+    /// Read as a value, so that a mistake names its section (see `parse_def`).
+    chroots: Option<Value>,
+}
+
+/// One chroot's section as written; `ChrootDef` is it with the defaults filled in.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Declaration {
+    suite: Option<String>,
+    mirror: Option<String>,
+    variant: Option<Variant>,
+    include: Option<Vec<String>>,
+    setup: Option<Vec<String>>,
+    profile: Option<Profile>,
+}
+
+/// Bootstrap variants accepted by both mmdebstrap and debootstrap ([`VARIANTS`]).
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Variant {
+    Minbase,
+    Buildd,
+    Standard,
+}
+
+/// Boot profiles ([`PROFILES`]).
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Profile {
+    Full,
+    Fast,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Minbase => "minbase",
+            Variant::Buildd => "buildd",
+            Variant::Standard => "standard",
+        }
+    }
+}
+
+impl Profile {
+    fn name(self) -> &'static str {
+        match self {
+            Profile::Full => "full",
+            Profile::Fast => "fast",
+        }
+    }
 }
 
 /// What every chroot has, whatever its `include` says: without them no machine boots.
@@ -182,32 +254,50 @@ fn with_base(mut declared: Vec<String>) -> Vec<String> {
     declared
 }
 
-fn parse_def(top: &str, name: &str, value: &Value) -> std::result::Result<ChrootDef, String> {
+fn parse_def(top: &str, name: &str, value: Value) -> std::result::Result<ChrootDef, String> {
     let section = format!("[{top}.metadata.nspawn.chroots.{name}]");
     check_name(name).map_err(|m| format!("{section}: {m}"))?;
-    let table = value
-        .as_table()
-        .ok_or_else(|| format!("{section} must be a table, found {}", value.type_str()))?;
-    let mut def = ChrootDef::with_defaults(name);
-    for (key, value) in table {
-        let field = |m: String| format!("{section}: key `{key}`: {m}");
-        match key.as_str() {
-            "suite" => def.suite = string(value).map_err(field)?,
-            "mirror" => def.mirror = string(value).map_err(field)?,
-            "variant" => def.variant = string(value).map_err(field)?,
-            "include" => def.include = with_base(strings(value).map_err(field)?),
-            "setup" => def.setup = strings(value).map_err(field)?,
-            "profile" => def.profile = string(value).map_err(field)?,
-            _ => {
-                return Err(format!(
-                    "{section}: unknown key `{key}`; accepted keys: {}",
-                    KEYS.join(", ")
-                ))
-            }
-        }
+    if !value.is_table() {
+        return Err(format!(
+            "{section} must be a table, found {}",
+            value.type_str()
+        ));
     }
+    let declared =
+        Declaration::deserialize(value).map_err(|e| format!("{section}: {}", shown(&e)))?;
+    let mut def = ChrootDef::with_defaults(name);
+    let Declaration {
+        suite,
+        mirror,
+        variant,
+        include,
+        setup,
+        profile,
+    } = declared;
+    def.suite = suite.unwrap_or(def.suite);
+    def.mirror = mirror.unwrap_or(def.mirror);
+    def.variant = variant.map_or(def.variant, |v| v.name().to_string());
+    def.include = include.map_or(def.include, with_base);
+    def.setup = setup.unwrap_or_default();
+    def.profile = profile.map_or(def.profile, |p| p.name().to_string());
     check_values(&def).map_err(|m| format!("{section}: {m}"))?;
     Ok(def)
+}
+
+/// serde's message in TOML's words, with the key it names first: "key `include`: invalid
+/// type: string "dbus", expected an array" rather than "expected a sequence" and "in
+/// `include`" on a line of its own.
+fn shown(error: &toml::de::Error) -> String {
+    let message = error.to_string();
+    let message = message
+        .trim_end()
+        .replace("unknown field", "unknown key")
+        .replace("a sequence", "an array")
+        .replace("a map", "a table");
+    match message.rsplit_once("\nin `") {
+        Some((what, key)) => format!("key `{}`: {what}", key.trim_end_matches('`')),
+        None => message,
+    }
 }
 
 /// Checks a chroot name: up to 40 letters, digits, `-`, `_` or `.`, starting with a letter or
@@ -236,20 +326,6 @@ fn check_values(def: &ChrootDef) -> std::result::Result<(), String> {
             KNOWN_SUITES.join(", ")
         ));
     }
-    if !VARIANTS.contains(&def.variant.as_str()) {
-        return Err(format!(
-            "key `variant`: unknown variant {:?}; accepted: {}",
-            def.variant,
-            VARIANTS.join(", ")
-        ));
-    }
-    if !PROFILES.contains(&def.profile.as_str()) {
-        return Err(format!(
-            "key `profile`: unknown profile {:?}; accepted: {}",
-            def.profile,
-            PROFILES.join(", ")
-        ));
-    }
     if !def.mirror.contains("://") {
         return Err(format!(
             "key `mirror`: {:?} is not a URL; expected something like {DEFAULT_MIRROR:?}",
@@ -268,26 +344,6 @@ fn is_package_name(p: &str) -> bool {
     p.len() >= 2
         && p.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
-}
-
-fn string(value: &Value) -> std::result::Result<String, String> {
-    value
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| format!("expected a string, found {}", value.type_str()))
-}
-
-fn strings(value: &Value) -> std::result::Result<Vec<String>, String> {
-    let expected = |found: &str| format!("expected an array of strings, found {found}");
-    let array = value.as_array().ok_or_else(|| expected(value.type_str()))?;
-    array
-        .iter()
-        .map(|v| {
-            v.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| expected(&format!("an array holding {}", v.type_str())))
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -369,6 +425,24 @@ profile = "fast"
     }
 
     #[test]
+    fn every_listed_variant_and_profile_is_accepted_as_itself() {
+        for (key, values) in [("variant", VARIANTS), ("profile", PROFILES)] {
+            for value in values {
+                let defs = parse(&format!(
+                    "[workspace.metadata.nspawn.chroots.bookworm]\n{key} = \"{value}\"\n"
+                ))
+                .unwrap();
+                let read = if key == "variant" {
+                    &defs[0].variant
+                } else {
+                    &defs[0].profile
+                };
+                assert_eq!(read, value);
+            }
+        }
+    }
+
+    #[test]
     fn unknown_profile_names_the_accepted_ones() {
         let err = parse(
             "[workspace.metadata.nspawn.chroots.bookworm]
@@ -376,7 +450,10 @@ profile = \"quick\"
 ",
         )
         .unwrap_err();
-        assert!(err.ends_with("accepted: full, fast"), "{err}");
+        assert!(
+            err.ends_with("key `profile`: unknown variant `quick`, expected `full` or `fast`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -385,7 +462,8 @@ profile = \"quick\"
             parse("[workspace.metadata.nspawn.chroots.bookworm]\nsuit = \"sid\"\n").unwrap_err();
         assert_eq!(
             err,
-            "[workspace.metadata.nspawn.chroots.bookworm]: unknown key `suit`; accepted keys: suite, mirror, variant, include, setup, profile"
+            "[workspace.metadata.nspawn.chroots.bookworm]: unknown key `suit`, expected one of \
+             `suite`, `mirror`, `variant`, `include`, `setup`, `profile`"
         );
     }
 
@@ -395,16 +473,17 @@ profile = \"quick\"
             .unwrap_err();
         assert_eq!(
             err,
-            "[workspace.metadata.nspawn.chroots.bookworm]: key `include`: expected an array of strings, found string"
+            "[workspace.metadata.nspawn.chroots.bookworm]: key `include`: invalid type: string \
+             \"dbus\", expected an array"
         );
         let err = parse("[workspace.metadata.nspawn.chroots.bookworm]\nsuite = 12\n").unwrap_err();
         assert!(
-            err.ends_with("key `suite`: expected a string, found integer"),
+            err.ends_with("key `suite`: invalid type: integer `12`, expected a string"),
             "{err}"
         );
         let err = parse("[workspace.metadata.nspawn.chroots.bookworm]\nsetup = [1]\n").unwrap_err();
         assert!(
-            err.ends_with("expected an array of strings, found an array holding integer"),
+            err.ends_with("key `setup`: invalid type: integer `1`, expected a string"),
             "{err}"
         );
     }
@@ -431,7 +510,10 @@ profile = \"quick\"
         let err = parse("[workspace.metadata.nspawn.chroots.bookworm]\nvariant = \"tiny\"\n")
             .unwrap_err();
         assert!(
-            err.ends_with("unknown variant \"tiny\"; accepted: minbase, buildd, standard"),
+            err.ends_with(
+                "key `variant`: unknown variant `tiny`, expected one of `minbase`, `buildd`, \
+                 `standard`"
+            ),
             "{err}"
         );
         let err = parse("[workspace.metadata.nspawn.chroots.\"../etc\"]\n").unwrap_err();
