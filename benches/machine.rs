@@ -21,6 +21,8 @@
 //! nextest's processes (`--nextest` runs only this): wall time and machines booted. A
 //! one-package change of bookworm rebuilt from its tree and from nothing, and bookworm's
 //! export and import (`--chroots`, not in the default run: it downloads from the mirror).
+//! The seed's suite cold and with warm machines from the run before (`--warm`, not in the
+//! default run).
 //! Needs root; `NSPAWN_BENCH_SAMPLES` sets the sample count (default 11).
 
 use std::os::unix::net::UnixDatagram;
@@ -349,6 +351,9 @@ fn main() {
     }
     if args.iter().any(|a| a == "--chroots") {
         return chroot_builds::table(&chroot);
+    }
+    if args.iter().any(|a| a == "--warm") {
+        return warm_suite::table(&chroot);
     }
     calls::table(&chroot);
     if args.iter().any(|a| a == "--calls") {
@@ -767,6 +772,128 @@ mod chroot_builds {
     }
 }
 
+/// The seed's suite cold, and with the warm machines a keeper holds after the run before
+/// (`NSPAWN_WARM`), in turns, against raw boots.
+mod warm_suite {
+    use super::*;
+
+    /// How long the keeper of the benchmark's runs keeps its machines: long enough for a
+    /// round, short enough to be gone soon after the last.
+    const WARM_FOR: &str = "20";
+
+    /// One run of the suite: its wall time, and when its first test was done (the first
+    /// `ran` line of its event log, polled every millisecond: an upper bound of when the
+    /// first test body started).
+    fn run(bin: &Path, warm: bool) -> (Duration, Duration) {
+        let dir = common::scratch_dir();
+        let log = dir.path().join("events");
+        let mut cmd = Command::new(bin);
+        cmd.arg("--test-threads=2")
+            .env("NSPAWN_QUIET", "1")
+            .env("NSPAWN_EVENT_LOG", &log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if warm {
+            cmd.env("NSPAWN_WARM", WARM_FOR);
+        }
+        let started = Instant::now();
+        let mut child = cmd.spawn().unwrap();
+        let mut first = None;
+        loop {
+            if first.is_none()
+                && std::fs::read_to_string(&log)
+                    .is_ok_and(|t| t.lines().any(|l| l.starts_with("ran ")))
+            {
+                first = Some(started.elapsed());
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let wall = started.elapsed();
+        (wall, first.unwrap_or(wall))
+    }
+
+    /// The warm machines published for the next run, over every kind.
+    fn published() -> usize {
+        let Ok(dir) = std::fs::read_dir("/run/nspawn-rs/warm") else {
+            return 0;
+        };
+        dir.flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "toml"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .map(|t| t.matches("[[machines]]").count())
+            .sum()
+    }
+
+    /// Waits until the keeper holds `n` warm machines again (it boots them after each run).
+    fn wait_for_warm(n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while published() < n {
+            assert!(
+                Instant::now() < deadline,
+                "the keeper did not warm {n} machines"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn table(chroot: &Path) {
+        let rounds = samples().min(7);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let bin = common::test_binary_with("suite_seed", &["--release"]);
+        let before = suites::load();
+        // A run that leaves the keeper, untimed.
+        run(&bin, true);
+        let (mut cold, mut cold_first, mut warm, mut warm_first, mut raw) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for round in 0..rounds {
+            for warmed in [round % 2 == 1, round % 2 == 0] {
+                // Both start with the keeper's machines up and the host quiet again.
+                wait_for_warm(4);
+                let (wall, first) = run(&bin, warmed);
+                let (walls, firsts) = if warmed {
+                    (&mut warm, &mut warm_first)
+                } else {
+                    (&mut cold, &mut cold_first)
+                };
+                walls.push(wall);
+                firsts.push(first);
+            }
+            wait_for_warm(4);
+            raw.push(suites::raw_boots(chroot, 4, cpus).1);
+        }
+        println!(
+            "\nthe seed's suite (4 modules, 18 tests, 2 test threads, release), {rounds} rounds \
+             in turns (load average {before} before, {} after)\n",
+            suites::load()
+        );
+        println!("| | wall, median [min-max] (ms) | first test done, median [min-max] (ms) |");
+        println!("|---|---|---|");
+        println!(
+            "| cold | {} | {} |",
+            Stats(cold.clone()).show(),
+            Stats(cold_first).show()
+        );
+        println!(
+            "| warm (`NSPAWN_WARM`) | {} | {} |",
+            Stats(warm.clone()).show(),
+            Stats(warm_first).show()
+        );
+        println!(
+            "| raw: 4 boots, {cpus} at a time, no tests | {} | |",
+            Stats(raw).show()
+        );
+        println!(
+            "\nwarm / cold: {:.2}x",
+            Stats(warm).median() / Stats(cold).median()
+        );
+        println!("(the keeper stops its machines {WARM_FOR} s after the last run)");
+    }
+}
+
 /// Whole suites against raw boots, side by side in one run.
 mod suites {
     use super::*;
@@ -796,7 +923,7 @@ mod suites {
 
     /// `n` raw boots to READY=1, `at_once` at a time: the sum of the boots' times, and the
     /// wall time of all of them with their stops.
-    fn raw_boots(dir: &Path, n: usize, at_once: usize) -> (Duration, Duration) {
+    pub fn raw_boots(dir: &Path, n: usize, at_once: usize) -> (Duration, Duration) {
         let started = Instant::now();
         let sums: Vec<Duration> = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..at_once)

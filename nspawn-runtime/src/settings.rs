@@ -69,6 +69,7 @@ pub(crate) const VARIABLES: &[&str] = &[
     "NSPAWN_NETWORK",
     "NSPAWN_NEXTEST_SHARE",
     "NSPAWN_NEXTEST_IDLE",
+    "NSPAWN_WARM",
     "NSPAWN_PRIVATE_USERS",
     "NSPAWN_BOOT_TIMEOUT",
     "NSPAWN_STOP_TIMEOUT",
@@ -108,6 +109,10 @@ pub struct Settings {
     pub nextest_idle: std::time::Duration,
     /// `NSPAWN_NEXTEST_SHARE`: `0` gives every nextest test process machines of its own.
     pub nextest_share: bool,
+    /// `NSPAWN_WARM`: seconds a run's module machines are kept warm for the next run: a
+    /// pristine machine of each kind, booted after the run, handed to the next run's first
+    /// test that needs one (0, the default: none).
+    pub warm: std::time::Duration,
     /// `NSPAWN_PRIVATE_USERS`: `auto` (default), `yes` or `no`.
     pub private_users: PrivateUsers,
     /// `NSPAWN_BOOT_TIMEOUT`: seconds a boot may take, where a machine sets none (default 60).
@@ -135,6 +140,7 @@ impl Default for Settings {
             boot_ahead: None,
             network: nspawn_config::NetworkSpec::Isolated,
             nextest_idle: std::time::Duration::from_secs(30),
+            warm: std::time::Duration::ZERO,
             nextest_share: true,
             private_users: PrivateUsers::Auto,
             boot_timeout: std::time::Duration::from_secs(60),
@@ -236,6 +242,12 @@ impl Settings {
             let accepted = "accepted: a whole number of seconds";
             check("NSPAWN_NEXTEST_IDLE", accepted, secs.is_some(), &v);
             s.nextest_idle = std::time::Duration::from_secs(secs.unwrap_or(30));
+        }
+        if let Some(v) = text("NSPAWN_WARM") {
+            let secs = v.trim().parse::<u64>().ok();
+            let accepted = "accepted: a whole number of seconds (0: off)";
+            check("NSPAWN_WARM", accepted, secs.is_some(), &v);
+            s.warm = std::time::Duration::from_secs(secs.unwrap_or(0));
         }
         for (name, field) in [
             ("NSPAWN_BOOT_TIMEOUT", &mut s.boot_timeout),

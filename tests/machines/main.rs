@@ -25,3 +25,4 @@ mod spans;
 mod storage;
 mod userns;
 mod wait;
+mod warm;

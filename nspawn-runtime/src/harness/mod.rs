@@ -10,6 +10,7 @@ mod boot;
 mod filter;
 mod group;
 mod inside;
+mod keeper;
 mod layered;
 mod nextest;
 mod outcome;
@@ -20,6 +21,7 @@ mod setup;
 mod sharing;
 mod test_info;
 mod upcoming;
+mod warm;
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
@@ -68,6 +70,9 @@ pub fn run_group<R: TestOutcome>(info: &'static TestInfo, body: impl FnOnce(&[Ma
     };
     if let Some(id) = nextest::keeper_id() {
         nextest::keep(info, &id);
+    }
+    if let Some(key) = warm::keeper_key() {
+        warm::keep(info, &key);
     }
     // A test waiting for a machine slot may stop an idle machine its module shares.
     crate::cleanup::slots::set_room_maker(sharing::evict_idle);

@@ -151,34 +151,12 @@ pub(crate) fn attach(info: &'static TestInfo) -> Result<Attached, String> {
 /// Starts the keeper of share `id` and waits for what it publishes.
 fn start_keeper(info: &'static TestInfo, id: &str) -> Result<Share, String> {
     let log = path(id, "log").map_err(|e| e.to_string())?;
-    let null = File::open("/dev/null").map_err(|e| e.to_string())?;
-    let mut cmd = crate::host::helper::command(KEEPER, id.into(), null.into());
-    // The keeper runs set-ups, test code: it drops to the invoking user as a test binary does.
-    for var in ["SUDO_UID", "SUDO_GID", "SUDO_USER", "NSPAWN_USER"] {
-        if let Some(value) = std::env::var_os(var) {
-            cmd.env(var, value);
-        }
-    }
-    if let Some(run) = run_process() {
-        cmd.env(RUN_PROCESS, run.to_string());
-    }
-    let stderr = {
-        let _root = ThreadRoot::acquire().map_err(|e| e.to_string())?;
-        File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?
-    };
-    cmd.args([
-        "--exact",
-        &info.test_name(),
-        "--include-ignored",
-        "--test-threads=1",
-    ])
-    .stderr(stderr);
-    let keeper = cmd
-        .spawn()
-        .map_err(|e| format!("could not start the keeper of module {}: {e}", info.module))?;
-    let keeper_id = ProcessId::of(keeper.id());
-    // Not waited for: it outlives this process, and init reaps it.
-    std::mem::forget(keeper);
+    let env: Vec<(&str, String)> = run_process()
+        .map(|run| (RUN_PROCESS, run.to_string()))
+        .into_iter()
+        .collect();
+    let keeper_id =
+        super::keeper::start(KEEPER, id, info, &log, &env).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + KEEPER_START;
     loop {
         // Only this keeper's: a dead one's share may still be there until it is replaced.
@@ -221,15 +199,7 @@ pub(crate) fn keeper_id() -> Option<String> {
 /// Keeps the machines of `info`'s module for the nextest run: boots them, publishes them,
 /// and stops them when the run ends or nobody has used them for a while. Never returns.
 pub(crate) fn keep(info: &'static TestInfo, id: &str) -> ! {
-    let code = match serve(info, id) {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("nspawn keeper {id}: {e}");
-            1
-        }
-    };
-    // The exit handlers stop whatever is still up.
-    std::process::exit(code)
+    super::keeper::exit(&format!("keeper {id}"), serve(info, id))
 }
 
 fn serve(info: &'static TestInfo, id: &str) -> crate::Result<()> {

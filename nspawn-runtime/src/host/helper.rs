@@ -120,6 +120,7 @@ fn role_name(marker: &str) -> &'static str {
         AGENT => "machine agent",
         WATCHDOG => "watchdog",
         BUILD => "chroot build helper",
+        "NSPAWN_WARM_KEEPER" => "warm keeper",
         _ => "nextest keeper",
     }
 }
