@@ -370,7 +370,9 @@ pub fn test_binary(name: &str) -> PathBuf {
     test_binary_with(name, &[])
 }
 
-/// [`test_binary`] with more cargo arguments, e.g. `--release`.
+/// [`test_binary`] with more cargo arguments, e.g. `--release`. Where there is no cargo (the
+/// VM of `cargo xtask vm-test`, which gets binaries built on the host), the newest one built
+/// beside this test binary.
 pub fn test_binary_with(name: &str, cargo_args: &[&str]) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
@@ -380,8 +382,12 @@ pub fn test_binary_with(name: &str, cargo_args: &[&str]) -> PathBuf {
         .args(["test", "--test", name, "--no-run", "--message-format=json"])
         .args(cargo_args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return built_beside(name),
+        Err(e) => panic!("running cargo: {e}"),
+    };
     assert!(
         out.status.success(),
         "{}",
@@ -394,6 +400,22 @@ pub fn test_binary_with(name: &str, cargo_args: &[&str]) -> PathBuf {
         .filter(|v| v["target"]["name"] == name)
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
         .expect("cargo reports the executable")
+}
+
+/// The newest `<name>-<hash>` executable in this test binary's directory.
+fn built_beside(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let prefix = format!("{name}-");
+    std::fs::read_dir(exe.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            file.starts_with(&prefix) && !file.ends_with(".d")
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+        .unwrap_or_else(|| panic!("no cargo, and no {name} built beside {}", exe.display()))
 }
 
 /// Asserts that none of the machines left anything behind.

@@ -123,6 +123,23 @@ pub(crate) fn acquire(timeout: Duration) -> Result<Slot> {
 /// take, to leave room for other runs.
 pub(crate) fn try_acquire_spare(reserved: usize) -> Result<Option<Slot>> {
     let cap = cap().machines;
+    let free = free_slots(cap)?;
+    match free.len().checked_sub(1 + reserved) {
+        Some(left) if left * 2 >= cap => {}
+        _ => return Ok(None),
+    }
+    Ok(free.into_iter().next())
+}
+
+/// Whether less than half the cap is free: what machines held ahead of need (warm ones) give
+/// their slots back for.
+pub(crate) fn under_pressure() -> Result<bool> {
+    let cap = cap().machines;
+    Ok(free_slots(cap)?.len() * 2 < cap)
+}
+
+/// The free slots, each locked until dropped.
+fn free_slots(cap: usize) -> Result<Vec<Slot>> {
     let dir = slots_dir()?;
     let _root = ThreadRoot::acquire()?;
     // Locking a free slot and letting it go tells it from a taken one (ours included: two
@@ -133,11 +150,7 @@ pub(crate) fn try_acquire_spare(reserved: usize) -> Result<Option<Slot>> {
             free.push(slot);
         }
     }
-    match free.len().checked_sub(1 + reserved) {
-        Some(left) if left * 2 >= cap => {}
-        _ => return Ok(None),
-    }
-    Ok(free.into_iter().next())
+    Ok(free)
 }
 
 fn slots_dir() -> Result<PathBuf> {

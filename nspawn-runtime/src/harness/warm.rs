@@ -70,12 +70,17 @@ struct Claim {
 /// many it needed: at exit, a keeper is started for each that has none.
 static USED: Mutex<Vec<(String, &'static TestInfo, usize)>> = Mutex::new(Vec::new());
 
-/// Whether warm machines serve this test's boot: a module's single machine, warm machines on,
-/// no machine kept for debugging.
+/// Whether warm machines serve this test's boot: a module's single machine on a network of
+/// its own (a zone's members are the run's to know), warm machines on, no machine kept for
+/// debugging.
 fn serves(info: &TestInfo) -> bool {
     let settings = crate::settings::lenient();
+    let networks = info.networks();
+    let own_network = networks.also_on.is_empty()
+        && !matches!(networks.first, nspawn_config::NetworkSpec::Zone { .. });
     info.scope == Scope::Module
         && info.machines.is_empty()
+        && own_network
         && !settings.warm.is_zero()
         && matches!(settings.keep, crate::settings::Keep::Never)
 }
@@ -120,9 +125,10 @@ fn read<T: for<'de> Deserialize<'de>>(key: &str, ext: &str) -> Option<T> {
 fn write<T: Serialize>(key: &str, ext: &str, value: &T) -> crate::Result<()> {
     let text = toml::to_string(value)
         .map_err(|e| crate::Error::io("serializing a warm share", std::io::Error::other(e)))?;
+    // A temporary name of each file's own: the keeper file is written without the lock.
     Ok(crate::host::run_dir::write_whole(
         &path(key, ext)?,
-        &path(key, "tmp")?,
+        &path(key, &format!("{ext}.tmp"))?,
         &text,
     )?)
 }
@@ -253,14 +259,22 @@ fn serve(info: &'static TestInfo, key: &str) -> crate::Result<()> {
     loop {
         // Reading the workspace's declarations takes a while: the tree is looked at anew
         // every second.
-        if checked.elapsed() >= Duration::from_secs(1) {
+        let looked = checked.elapsed() >= Duration::from_secs(1);
+        if looked {
             current = self::key(info).as_deref() == Some(key);
             checked = Instant::now();
         }
         let wanted =
             current && !cannot_boot && active.elapsed() < idle_for && pristine.len() < holds;
-        if wanted {
-            match super::boot::boot_one(info, "the next run (warm)", None, None) {
+        // Only on a slot spare enough for a boot ahead: never in the place of a machine a
+        // test waits for.
+        let spare = match wanted {
+            true => crate::cleanup::slots::try_acquire_spare(0)?,
+            false => None,
+        };
+        let wanted = spare.is_some();
+        if let Some(slot) = spare {
+            match super::boot::boot_one(info, "the next run (warm)", Some(slot), None) {
                 Ok(machine) => pristine.push(machine),
                 // The machines lent out still serve their runs.
                 Err(e) => {
@@ -288,6 +302,11 @@ fn serve(info: &'static TestInfo, key: &str) -> crate::Result<()> {
         // Dropping a machine stops it.
         lent.retain(|l| l.claimer.is_alive() && l.machine.is_running());
         pristine.retain(Machine::is_running);
+        // Other runs need the host's slots: the newest pristine machine gives its back. Looked
+        // at with the tree: counting free slots locks each for a moment.
+        if looked && !pristine.is_empty() && crate::cleanup::slots::under_pressure()? {
+            pristine.pop();
+        }
         if !lent.is_empty() {
             active = Instant::now();
         }

@@ -2,11 +2,14 @@
 //! kept machine, the summary at exit), and the event log that tests count boots and stops
 //! from.
 //!
-//! The event log (`NSPAWN_EVENT_LOG`) has one line per [`Event`], written by `event` and read
-//! back with [`Event::parse`], so the writer and the readers cannot disagree on its format.
+//! The event log (`NSPAWN_EVENT_LOG`) has one line per [`Event`], written by a `tracing`
+//! subscriber of the runtime's own from the events `event` emits, and read back with
+//! [`Event::parse`], so the writer and the readers cannot disagree on its format.
 //!
 //! A leaf module: every layer may report through it, and it depends on nothing of ours but
 //! the settings.
+
+mod event_log;
 
 use std::fmt;
 use std::io::Write;
@@ -196,22 +199,22 @@ pub(crate) fn logging() -> bool {
         || tracing::enabled!(target: EVENT_TARGET, tracing::Level::DEBUG)
 }
 
+/// The event log's dispatcher, if `NSPAWN_EVENT_LOG` is set (see [`event_log`]).
+static EVENT_LOG: std::sync::LazyLock<Option<tracing::Dispatch>> = std::sync::LazyLock::new(|| {
+    let path = crate::settings::lenient().event_log.clone()?;
+    Some(tracing::Dispatch::new(event_log::EventLog::new(path)))
+});
+
 /// `event` as a `tracing` event (target [`EVENT_TARGET`], level debug, its log line as the
-/// message), and a line appended to `$NSPAWN_EVENT_LOG`, if set. The log is written directly,
-/// not by a subscriber: it must not depend on one being installed, nor miss an event while
-/// another thread's subscriber is being set up. One `write` per line, so lines of concurrent
-/// writers do not interleave.
+/// message), for the test's subscriber, if any, and for the event log's, if
+/// `NSPAWN_EVENT_LOG` is set.
 pub(crate) fn event(event: Event) {
     tracing::debug!(target: EVENT_TARGET, "{event}");
-    let Some(path) = &crate::settings::lenient().event_log else {
-        return;
-    };
-    let file = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(path);
-    if let Ok(mut f) = file {
-        let _ = f.write_all(format!("{event}\n").as_bytes());
+    // Made before its callsite is first hit (see `event_log`).
+    if let Some(log) = &*EVENT_LOG {
+        tracing::dispatcher::with_default(log, || {
+            tracing::debug!(target: EVENT_TARGET, "{event}");
+        });
     }
 }
 
