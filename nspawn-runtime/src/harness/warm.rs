@@ -275,7 +275,12 @@ fn serve(info: &'static TestInfo, key: &str) -> crate::Result<()> {
         let wanted = spare.is_some();
         if let Some(slot) = spare {
             match super::boot::boot_one(info, "the next run (warm)", Some(slot), None) {
-                Ok(machine) => pristine.push(machine),
+                // The idle time counts from when the machines are ready: a boot may take
+                // longer than it (an emulated host).
+                Ok(machine) => {
+                    pristine.push(machine);
+                    active = Instant::now();
+                }
                 // The machines lent out still serve their runs.
                 Err(e) => {
                     eprintln!("nspawn warm keeper {key}: no more warm machines: {e}");
