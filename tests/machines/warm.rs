@@ -65,18 +65,31 @@ fn published() -> String {
         .collect()
 }
 
+/// The warm keepers of this test's runs: their processes (not the watchdogs and agents that
+/// inherit the marker), by PID.
+fn keepers() -> Vec<u32> {
+    common::processes_with_env("NSPAWN_WARM_KEEPER")
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"--exact"))
+        })
+        .collect()
+}
+
 #[test]
 fn the_next_run_takes_a_warm_machine_and_the_keeper_leaves_nothing() {
     let bin = common::test_binary("suite_seed");
     let dir = common::scratch_dir();
-    let (first_log, second_log) = (dir.path().join("first"), dir.path().join("second"));
-    let first = run_suite(&bin, &first_log, "4", false);
-    let booted_by_the_run = common::Events::read(&first_log).machines();
+    let log = |name: &str| dir.path().join(name);
+    // Long enough for any host to run the suite twice more: the keepers are ended below.
+    let first = run_suite(&bin, &log("first"), "3600", false);
+    let booted_by_the_run = common::Events::read(&log("first")).machines();
     assert!(!first.contains("took warm machine"), "{first}");
 
     // The keeper, started at the run's exit, writes its events where the run did.
     let warm = || {
-        let events = common::Events::read(&first_log).machines();
+        let events = common::Events::read(&log("first")).machines();
         events.into_iter().find(|m| !booted_by_the_run.contains(m))
     };
     assert!(
@@ -85,7 +98,6 @@ fn the_next_run_takes_a_warm_machine_and_the_keeper_leaves_nothing() {
     );
     let warm = warm().unwrap();
     // Ready, then published for the next run, unless the keeper ended first.
-    let keepers = || common::processes_with_env("NSPAWN_WARM_KEEPER");
     in_a_keeper_s_time(|| published().contains(&warm) || keepers().is_empty());
     assert!(
         published().contains(&warm),
@@ -94,16 +106,15 @@ fn the_next_run_takes_a_warm_machine_and_the_keeper_leaves_nothing() {
     );
 
     // Another user's run never sees this user's warm machines.
-    let other_log = dir.path().join("other");
-    let other = run_suite(&bin, &other_log, "4", true);
+    let other = run_suite(&bin, &log("other"), "3600", true);
     assert!(!other.contains("took warm machine"), "{other}");
 
-    let second = run_suite(&bin, &second_log, "4", false);
+    let second = run_suite(&bin, &log("second"), "3600", false);
     assert!(
         second.contains(&format!("took warm machine {warm}")),
         "{second}"
     );
-    let modules = common::Events::read(&second_log);
+    let modules = common::Events::read(&log("second"));
     assert!(
         ["paths", "commands", "files", "services"]
             .iter()
@@ -118,15 +129,41 @@ fn the_next_run_takes_a_warm_machine_and_the_keeper_leaves_nothing() {
         "the run booted no machine of that name"
     );
 
-    // Nobody claims for 4 s: the keeper stops what it booted and exits.
+    // A keeper ended by a signal stops what it holds, as any test process does. The keepers
+    // are root's, and this test's runs started them.
+    let ours = keepers();
+    let root = nspawn::privs::root().unwrap();
+    for pid in ours {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+    }
+    drop(root);
+    assert!(
+        in_a_keeper_s_time(|| keepers().is_empty()),
+        "warm keepers still running after SIGTERM: {:?}",
+        keepers()
+    );
+
+    // A keeper nobody takes from stops what it booted and exits once its idle time is over,
+    // counted from when its machines are ready.
+    run_suite(&bin, &log("idle"), "1", false);
+    assert!(
+        in_a_keeper_s_time(
+            || !keepers().is_empty() || common::Events::read(&log("idle")).machines().len() > 4
+        ),
+        "no keeper after the last run"
+    );
     assert!(
         in_a_keeper_s_time(|| keepers().is_empty()),
         "warm keepers still running: {:?}",
         keepers()
     );
-    let mut all = common::Events::read(&first_log).machines();
-    for log in [&second_log, &other_log] {
-        all.extend(common::Events::read(log).machines());
+    let mut all = Vec::new();
+    for name in ["first", "other", "second", "idle"] {
+        all.extend(common::Events::read(&log(name)).machines());
     }
     common::assert_nothing_left(&all);
 }

@@ -266,10 +266,11 @@ fn serve(info: &'static TestInfo, key: &str) -> crate::Result<()> {
         }
         let wanted =
             current && !cannot_boot && active.elapsed() < idle_for && pristine.len() < holds;
-        // Only on a slot spare enough for a boot ahead: never in the place of a machine a
-        // test waits for.
+        // Only on a slot spare enough for a boot ahead, with one more left free than giving
+        // slots back asks for (below): never in the place of a machine a test waits for, and
+        // two keepers never boot and stop in turn.
         let spare = match wanted {
-            true => crate::cleanup::slots::try_acquire_spare(0)?,
+            true => crate::cleanup::slots::try_acquire_spare(1)?,
             false => None,
         };
         let wanted = spare.is_some();
