@@ -161,6 +161,12 @@ fn the_next_run_takes_a_warm_machine_and_the_keeper_leaves_nothing() {
         "warm keepers still running: {:?}",
         keepers()
     );
+    // A keeper that exits withdraws its share; a killed one's is swept (by its watchdog).
+    assert!(
+        in_a_keeper_s_time(|| published().is_empty()),
+        "shares left: {}",
+        published()
+    );
     let mut all = Vec::new();
     for name in ["first", "other", "second", "idle"] {
         all.extend(common::Events::read(&log(name)).machines());

@@ -62,6 +62,7 @@ pub fn sweep(options: &Options) -> crate::Result<Vec<String>> {
     removed.extend(stale_notify_sockets(&live));
     removed.extend(unreadable_records(scan.unreadable, &live));
     removed.extend(stale_shares());
+    removed.extend(stale_warm_keepers());
     // After the machines: a dead run's zone is taken down once nothing of it runs.
     removed.extend(crate::network::sweep());
     Ok(removed)
@@ -397,6 +398,34 @@ fn stale_cgroups(live: &[String]) -> Vec<String> {
                 let what = if populated { " and its processes" } else { "" };
                 removed.push(format!("{}{what}", dir.display()));
             }
+        }
+    }
+    removed
+}
+
+/// The files of warm keepers (`harness::warm`) that are gone: a keeper ended by a signal
+/// leaves its share, which names it, and its log. A kind with no keeper file keeps nothing.
+fn stale_warm_keepers() -> Vec<String> {
+    let dir = crate::host::run_dir::run_dir().join("warm");
+    let mut removed = Vec::new();
+    for lock in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = lock.file_name().to_string_lossy().into_owned();
+        let Some(key) = name.strip_suffix(".lock") else {
+            continue;
+        };
+        let keeper = std::fs::read_to_string(dir.join(format!("{key}.keeper")))
+            .ok()
+            .and_then(|text| toml::from_str::<ProcessId>(&text).ok());
+        if keeper.is_some_and(|k| k.is_alive()) {
+            continue;
+        }
+        for ext in ["toml", "claims", "keeper", "log", "lock"] {
+            let _ = std::fs::remove_file(dir.join(format!("{key}.{ext}")));
+        }
+        if keeper.is_some() {
+            removed.push(format!(
+                "warm machines' share {key} of a keeper that is gone"
+            ));
         }
     }
     removed
