@@ -25,6 +25,9 @@ pub enum Command {
         /// Also remove machines kept for debugging (NSPAWN_KEEP).
         #[arg(long)]
         kept: bool,
+        /// Also end your warm machines (NSPAWN_WARM) now, instead of after their idle time.
+        #[arg(long)]
+        warm: bool,
     },
     /// Remove master chroots: the named ones, or with --undeclared those no declaration
     /// names any more. Needs root (through sudo).
@@ -74,7 +77,7 @@ pub fn run(command: &Command, workspace: Option<&Path>) -> Result<ExitCode, CliE
         Command::MakeChroots(args) => chroots::make(&ws, args),
         Command::List => chroots::list(&ws),
         Command::Doctor => doctor::report(&ws),
-        Command::Gc { kept } => machines::gc(&ws, *kept),
+        Command::Gc { kept, warm } => machines::gc(&ws, *kept, *warm),
         Command::RemoveChroots(args) => chroots::remove(&ws, args),
         Command::ExportChroots(args) => chroots::export(&ws, args),
         Command::ImportChroots(args) => chroots::import(&ws, args),

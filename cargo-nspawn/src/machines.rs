@@ -8,13 +8,19 @@ use nspawn_runtime::cleanup::records::Record;
 use nspawn_runtime::cleanup::sweep;
 use nspawn_runtime::host::privs;
 
-/// Removes what crashed runs left (and kept machines, with `kept`), saying what. Needs root.
-pub fn gc(ws: &Workspace, kept: bool) -> Result<(), CliError> {
+/// Removes what crashed runs left (and kept machines, with `kept`; the invoking user's warm
+/// machines, with `warm`), saying what. Needs root.
+pub fn gc(ws: &Workspace, kept: bool, warm: bool) -> Result<(), CliError> {
     let options = sweep::Options {
         chroot_dirs: vec![ws.chroots_dir()],
         kept,
     };
-    let removed = sweep::sweep(&options)?;
+    let mut removed = match warm {
+        true => nspawn_runtime::harness::end_warm_keepers()?,
+        false => Vec::new(),
+    };
+    // After the keepers: what they leave is the sweep's.
+    removed.extend(sweep::sweep(&options)?);
     if removed.is_empty() {
         println!("nothing to remove");
     }

@@ -129,11 +129,15 @@ fn the_next_run_takes_a_warm_machine_and_the_keeper_leaves_nothing() {
         "the run booted no machine of that name"
     );
 
-    // A keeper ended by a signal stops what it holds, as any test process does. The keepers
-    // are root's, and this test's runs started them.
-    let ours = keepers();
+    // `cargo nspawn gc --warm` ends this user's keepers: a signal, on which a keeper stops what
+    // it holds, as any test process does.
+    let ended = nspawn_runtime::harness::end_warm_keepers().unwrap();
+    assert!(!ended.is_empty(), "no keeper of this user ended");
+    // The other user's: this test's runs started them, and they are root's.
+    let others = keepers();
+    assert!(!others.is_empty(), "the other user's keeper was ended too");
     let root = nspawn::privs::root().unwrap();
-    for pid in ours {
+    for pid in others {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGTERM,

@@ -89,7 +89,8 @@ pub fn remove(dir: &Path, name: &str) -> Result<Duration, ChrootError> {
             format!("removing chroot {name:?}"),
             std::io::Error::other(format!(
                 "a running machine uses {}: stop it (or let its test run end) first; `cargo \
-                 nspawn gc --kept` removes machines kept for debugging",
+                 nspawn gc --kept` removes machines kept for debugging, `cargo nspawn gc --warm` \
+                 your warm machines",
                 path.display()
             )),
         ));

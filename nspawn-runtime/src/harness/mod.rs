@@ -23,6 +23,8 @@ mod test_info;
 mod upcoming;
 mod warm;
 
+pub use warm::end_keepers as end_warm_keepers;
+
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 pub use group::{Group, RoleSetup};

@@ -344,3 +344,53 @@ fn serve(info: &'static TestInfo, key: &str) -> crate::Result<()> {
         }
     }
 }
+
+/// Ends the warm keepers of the invoking user (`SUDO_UID`, or root's own without sudo), as a
+/// signal ends a test process: each stops its machines and exits. Waits for them, up to the
+/// stop timeout each; returns what it ended. Needs root (the keepers are root's).
+pub fn end_keepers() -> crate::Result<Vec<String>> {
+    let user = crate::host::privs::target_user()
+        .ok()
+        .flatten()
+        .map(|(uid, _)| uid);
+    let dir = private_dir("warm")?;
+    let _root = ThreadRoot::acquire()?;
+    let mut ended = Vec::new();
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(key) = name.strip_suffix(".keeper") else {
+            continue;
+        };
+        let Some(keeper) = read::<ProcessId>(key, "keeper").filter(ProcessId::is_alive) else {
+            continue;
+        };
+        if keeper_user(keeper.pid) != user {
+            continue;
+        }
+        let pid = nix::unistd::Pid::from_raw(keeper.pid as i32);
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_err() {
+            continue;
+        }
+        let deadline = Instant::now() + crate::settings::lenient().stop_timeout;
+        while keeper.is_alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ended.push(format!("warm keeper {key} (pid {})", keeper.pid));
+    }
+    Ok(ended)
+}
+
+/// The user a keeper runs tests for: its `SUDO_UID` (or `NSPAWN_USER`'s), `None` for root's.
+fn keeper_user(pid: u32) -> Option<u32> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let var = |name: &str| {
+        environ.split(|b| *b == 0).find_map(|entry| {
+            let value = entry.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+            Some(String::from_utf8_lossy(value).into_owned())
+        })
+    };
+    let uid = var("NSPAWN_USER")
+        .and_then(|spec| spec.split_once(':').map(|(u, _)| u.to_string()))
+        .or_else(|| var("SUDO_UID"))?;
+    uid.parse().ok()
+}
