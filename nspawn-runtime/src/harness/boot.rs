@@ -35,16 +35,7 @@ impl Drop for AloneBoot {
 
 /// Boots what a test asks for, saying so on stderr with the boot time. With `spare`, a slot
 /// taken for a boot ahead of any test (a single machine only).
-pub(crate) fn boot(
-    info: &'static TestInfo,
-    purpose: &str,
-    spare: Option<Slot>,
-) -> crate::Result<Group> {
-    if let Some(machine) = super::warm::claim(info) {
-        // The slot a boot ahead took goes back: the keeper's machine holds one of its own.
-        drop(spare);
-        return Ok(vec![machine]);
-    }
+pub(crate) fn boot(info: &TestInfo, purpose: &str, spare: Option<Slot>) -> crate::Result<Group> {
     if info.machines.is_empty() {
         return boot_one(info, purpose, spare, None).map(|m| vec![m]);
     }

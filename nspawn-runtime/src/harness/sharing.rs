@@ -175,7 +175,15 @@ pub(super) fn boot_for_module(
     spare: Option<Slot>,
 ) -> Result<Group, SharedError> {
     let ahead = spare.is_some();
-    let machines = boot(info, info.module, spare).map_err(|e| {
+    let machines = match super::warm::claim(info) {
+        // The slot a boot ahead took goes back: the keeper's machine holds one of its own.
+        Some(machine) => {
+            drop(spare);
+            Ok(vec![machine])
+        }
+        None => boot(info, info.module, spare),
+    };
+    let machines = machines.map_err(|e| {
         if !ahead {
             report::event(Event::ModuleBootFailed {
                 module: info.module.into(),

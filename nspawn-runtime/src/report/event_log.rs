@@ -1,6 +1,5 @@
 //! The event log (`NSPAWN_EVENT_LOG`) as a `tracing` subscriber of the runtime's events: it
-//! appends the message of each event of target [`EVENT_TARGET`](super::EVENT_TARGET) to the
-//! file, one line each.
+//! appends the message of each event of target [`EVENT_TARGET`] to the file, one line each.
 //!
 //! It is a dispatcher of the runtime's own, which `report::event` hands each event to besides
 //! the test's subscriber (if any): the log must be written whether or not the test installs a
@@ -15,6 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
+
+/// The `tracing` target of the runtime's events: `RUST_LOG=nspawn_runtime=debug` (or
+/// `nspawn_runtime::event=debug`) shows them to a subscriber of the test's own.
+pub const EVENT_TARGET: &str = "nspawn_runtime::event";
 
 /// Appends the runtime's events to a file.
 pub(super) struct EventLog {
@@ -33,7 +36,7 @@ impl EventLog {
 
 impl Subscriber for EventLog {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.target() == super::EVENT_TARGET
+        metadata.target() == EVENT_TARGET
     }
 
     fn new_span(&self, _: &Attributes<'_>) -> Id {

@@ -188,9 +188,7 @@ impl Event {
     }
 }
 
-/// The `tracing` target of the runtime's [`Event`]s: `RUST_LOG=nspawn_runtime=debug` (or
-/// `nspawn_runtime::event=debug`) shows them to a subscriber of the test's own.
-pub const EVENT_TARGET: &str = "nspawn_runtime::event";
+pub use event_log::EVENT_TARGET;
 
 /// Whether events go anywhere (`NSPAWN_EVENT_LOG` set, or a subscriber that wants them):
 /// spares building one that goes nowhere.
