@@ -526,6 +526,13 @@ mod calls {
                 Box::new(|| m.call(|(): ()| (), ()).unwrap()),
             ),
             (
+                "two call(|()| ()) in a row",
+                Box::new(|| {
+                    m.call(|(): ()| (), ()).unwrap();
+                    m.call(|(): ()| (), ()).unwrap();
+                }),
+            ),
+            (
                 "call(|p| Path::new(&p).exists())",
                 Box::new(|| {
                     let exists = |p: String| Path::new(&p).exists();

@@ -88,11 +88,11 @@ fn one_agent_per_machine_inside_its_namespaces_and_invisible_there() {
         3,
         "nspawn, the agent, and its zygote (which forks calls)"
     );
-    // After a first call, one call process waits in the machine for the next.
+    // After a first call, two call processes wait in the machine for the next calls.
     m.call(|(): ()| (), ()).unwrap();
     assert!(
-        common::eventually(|| common::running(&m, "nspawn-agent") == 1),
-        "one spare"
+        common::eventually(|| common::running(&m, "nspawn-agent") == 2),
+        "two forked ahead"
     );
 }
 

@@ -144,6 +144,49 @@ fn a_call_past_its_timeout_is_killed_with_what_it_started() {
     assert!(m.call(|(): ()| true, ()).unwrap());
 }
 
+#[test]
+fn a_call_that_execs_says_how_its_program_ended() {
+    let m = Machine::start(CHROOT).unwrap();
+    let err = m
+        .call(
+            |(): ()| -> () {
+                use std::os::unix::process::CommandExt;
+                let e = std::process::Command::new("sh")
+                    .args(["-c", "sleep 0.2; exit 5"])
+                    .exec();
+                panic!("exec failed: {e}")
+            },
+            (),
+        )
+        .unwrap_err();
+    // Its socket closed at the exec: the runtime learnt the end from the agent, once the
+    // program had exited.
+    assert!(err.to_string().contains("exit status: 5"), "{err}");
+    assert_eq!(m.call(|x: u32| x + 1, 1).unwrap(), 2);
+}
+
+/// The call processes waiting for the next calls are in the machine: its root can kill them.
+#[test]
+fn waiting_call_processes_the_guest_killed_are_replaced() {
+    let m = Machine::start(CHROOT).unwrap();
+    m.call(|(): ()| (), ()).unwrap();
+    assert!(common::eventually(
+        || common::running(&m, "nspawn-agent") == 2
+    ));
+    for round in 0..3 {
+        common::kill_named(&m, "nspawn-agent");
+        assert_eq!(
+            m.call(|r: u32| r * 2, round).unwrap(),
+            round * 2,
+            "round {round}"
+        );
+    }
+    assert!(
+        common::eventually(|| common::running(&m, "nspawn-agent") == 2),
+        "two wait again"
+    );
+}
+
 /// A global of the test binary: each call sees it as the agent had it, never as a previous
 /// call left it.
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -1,153 +1,245 @@
-//! A call, inside the agent: the connection thread hands the call to a process forked ahead
-//! by the [`super::zygote`], waits for the byte that says it is done (or its timeout, or the
-//! runtime hanging up), and says how it ended. The call's process writes its outcome
-//! straight to the runtime, through a pipe that came with the request, so the runtime has the
-//! result without waiting for the agent. A process that dies or execs instead is waited for
-//! as a command is, and its status says how it ended.
+//! Calls, inside the agent: call processes are forked by the [`super::zygote`] and handed to
+//! the runtime whole, which sends each its request and reads its outcome directly; no thread
+//! of the agent stands between them while a call runs. They are pushed ahead ([`push`]): the
+//! next one is forked as soon as the last one pushed has exited, which tells the agent
+//! without a word from the runtime. One can also be asked for ([`hand_out`]), when calls
+//! run side by side. The agent stays their parent: it reaps them as they exit, and kills or
+//! waits for one when the runtime asks ([`finish`]): on a timeout, or when one ended without
+//! an outcome and its status says why.
+//!
+//! Only processes handed out here can be named: a PID is acted on only while it is ours and
+//! unreaped, so it can never be another process's.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use super::callee::Spawn;
-use super::spawn::{kill_group, wait, wait_on, Woken};
-use super::user::Identity;
-use super::wire::{Call, Response, Step};
+use super::spawn::{wait_on, Woken};
+use super::wire::{self, Response, Step};
 use super::zygote::Zygote;
+use crate::host::pidfd::PidFd;
 
-/// Runs `call` with its stdout, stderr and outcome descriptors; `None` when the runtime hung up
-/// meanwhile (the call is then killed). A call that signalled its end is left to
-/// [`reap_ended`].
-pub fn run(
-    call: Call,
-    fds: Vec<OwnedFd>,
-    conn: BorrowedFd,
-    zygote: &std::io::Result<Zygote>,
-) -> Option<Response> {
-    let failed = |step, e| Some(Response::failed(step, &e));
-    let zygote = match zygote {
-        Ok(z) => z,
-        Err(e) => return failed(Step::Enter, std::io::Error::from(e.kind())),
-    };
-    let Some(id) = Identity::of_request(call.user.as_deref()) else {
-        return failed(Step::User, std::io::Error::from_raw_os_error(libc::ENOENT));
-    };
-    let Ok([stdout, stderr, outcome]) = <[OwnedFd; 3]>::try_from(fds) else {
-        return failed(
-            Step::Protocol,
-            std::io::Error::from_raw_os_error(libc::EBADF),
-        );
-    };
-    let (end, end_theirs) = match pipe() {
-        Ok(made) => made,
-        Err(e) => return failed(Step::Spawn, e),
-    };
-    let spawn = spawn_request(call.entry, call.arg, &id);
-    let theirs = [
-        stdout.as_fd(),
-        stderr.as_fd(),
-        outcome.as_fd(),
-        end_theirs.as_fd(),
-    ];
-    let pid = match hand_over(zygote, &spawn, theirs) {
-        Ok(pid) => pid,
-        Err(e) => return failed(Step::Spawn, e),
-    };
-    // The call has its own copies now; ours must go, or the runtime never sees end-of-file.
-    drop((stdout, stderr, outcome, end_theirs));
-    if super::wire::send(conn, &Response::Started, &[]).is_err() {
-        kill_group(pid);
-        return None;
-    }
-    let deadline = call
-        .timeout_ms
-        .map(|ms| crate::deadline::after(Duration::from_millis(ms)));
-    let woken = wait_on(end.as_fd(), conn, deadline);
-    zygote.order();
-    let status = match woken {
-        Woken::Ready if signalled(end.as_fd()) => {
-            ended(pid);
-            0
+/// How many ended calls' statuses are kept for a [`finish`] still to come: only a call that
+/// ended without an outcome is asked about, at once, so a few are plenty.
+const KEPT_STATUSES: usize = 64;
+
+/// The call processes handed out, until reaped, and the statuses of the last ones reaped.
+struct Handed {
+    running: Vec<Running>,
+    ended: VecDeque<(u32, i32)>,
+}
+
+/// A call process handed out and not reaped yet.
+struct Running {
+    pid: u32,
+    /// Counted when it is reaped: the pushing thread's cue for the next one.
+    gone: Option<Arc<OwnedFd>>,
+}
+
+static HANDED: Mutex<Handed> = Mutex::new(Handed {
+    running: Vec::new(),
+    ended: VecDeque::new(),
+});
+
+fn handed() -> std::sync::MutexGuard<'static, Handed> {
+    HANDED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Answers [`Request::Spare`](super::wire::Request::Spare): forks a call process and hands it
+/// out, [`Response::Spare`] with its socket and output pipes.
+pub fn hand_out(zygote: &std::io::Result<Zygote>) -> (Response, Vec<OwnedFd>) {
+    fork_and_list(zygote, None)
+}
+
+/// How many call processes are pushed ahead: with two, a call right after another finds one
+/// forked, while the one that replaces the first is still being forked.
+pub const PUSHED_AHEAD: u32 = 2;
+
+/// Answers [`Request::Spares`](super::wire::Request::Spares): pushes [`PUSHED_AHEAD`] call
+/// processes on `conn` now, and another each time one pushed has been reaped, until the
+/// runtime hangs up or one cannot be forked (that failure is the last answer).
+pub fn push(conn: BorrowedFd, zygote: &std::io::Result<Zygote>) {
+    let gone = match counter() {
+        Ok(gone) => Arc::new(gone),
+        Err(e) => {
+            let _ = wire::send(conn, &Response::failed(Step::Spawn, &e), &[]);
+            return;
         }
-        Woken::Ready => {
-            // It died, or exec'd: its status says which, within the time left.
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            match wait(pid, conn, left)? {
-                Response::Exited { status } => status,
-                other => return Some(other),
+    };
+    let mut owed = u64::from(PUSHED_AHEAD);
+    loop {
+        for _ in 0..owed {
+            let (answer, fds) = fork_and_list(zygote, Some(gone.clone()));
+            let raw: Vec<RawFd> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+            let pushed = matches!(answer, Response::Spare { .. });
+            if wire::send(conn, &answer, &raw).is_err() || !pushed {
+                return;
             }
         }
-        Woken::TimedOut => {
-            kill_group(pid);
-            return Some(Response::TimedOut);
+        // The runtime sends nothing on this connection: readable means it hung up.
+        if !matches!(wait_on(gone.as_fd(), conn, None), Woken::Ready) {
+            return;
         }
-        Woken::HungUp => {
-            kill_group(pid);
-            return None;
+        let mut count = [0u8; 8];
+        owed = match nix::unistd::read(gone.as_raw_fd(), &mut count) {
+            Ok(8) => u64::from_ne_bytes(count),
+            _ => 0,
+        };
+    }
+}
+
+/// An eventfd that counts the processes gone: each reaping adds one, a read takes them all.
+fn counter() -> std::io::Result<OwnedFd> {
+    // SAFETY: eventfd returns a new descriptor, owned below.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor, ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Forks a call process and lists it, with where to say it is gone.
+fn fork_and_list(
+    zygote: &std::io::Result<Zygote>,
+    gone: Option<Arc<OwnedFd>>,
+) -> (Response, Vec<OwnedFd>) {
+    let zygote = match zygote {
+        Ok(z) => z,
+        Err(e) => {
+            let e = std::io::Error::from(e.kind());
+            return (Response::failed(Step::Enter, &e), vec![]);
         }
     };
-
-    Some(Response::Ended { status })
-}
-
-/// Gives the request to a spare; one that died waiting (the guest can kill it) is reaped and
-/// replaced once.
-fn hand_over(zygote: &Zygote, spawn: &Spawn, fds: [BorrowedFd; 4]) -> std::io::Result<u32> {
-    let spare = zygote.take()?;
-    if spare.send(spawn, fds).is_ok() {
-        return Ok(spare.pid);
+    match zygote.fork() {
+        Ok(forked) => {
+            handed().running.push(Running {
+                pid: forked.pid,
+                gone,
+            });
+            // It may have died before it was listed, its exit signal already taken.
+            reap_handed();
+            (Response::Spare { pid: forked.pid }, forked.fds.into())
+        }
+        Err(e) => (Response::failed(Step::Spawn, &e), vec![]),
     }
-    ended(spare.pid);
-    let spare = zygote.take()?;
-    spare.send(spawn, fds)?;
-    Ok(spare.pid)
 }
 
-/// Whether the call's process wrote its end byte (its outcome is written and it is about to
-/// exit), or the pipe closed without it (it died, or exec'd).
-fn signalled(end: BorrowedFd) -> bool {
-    let mut byte = [0u8; 1];
-    matches!(nix::unistd::read(end.as_raw_fd(), &mut byte), Ok(1))
+/// Reaps the handed-out processes that have exited, keeping their statuses. Called whenever a
+/// child of the agent exits: a zombie of ours in the machine's PID namespace holds its init
+/// in exit.
+pub fn reap_handed() {
+    let mut handed = handed();
+    let Handed { running, ended } = &mut *handed;
+    running.retain(|process| {
+        let Some(status) = try_reap(process.pid) else {
+            return true;
+        };
+        if ended.len() == KEPT_STATUSES {
+            ended.pop_front();
+        }
+        ended.push_back((process.pid, status));
+        if let Some(gone) = &process.gone {
+            let _ = nix::unistd::write(gone.as_fd(), &1u64.to_ne_bytes());
+        }
+        false
+    });
 }
 
-/// Call processes that ended but may not have exited yet: reaped by [`reap_ended`], before
-/// each request and whenever a child of the agent exits. They must not wait for long: a zombie
-/// of ours in the machine's PID namespace holds its init in exit.
-static ENDED: Mutex<Vec<u32>> = Mutex::new(Vec::new());
-
-fn ended(pid: u32) {
-    ENDED.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+/// The wait status of our child `pid` if it has exited (and is now reaped).
+fn try_reap(pid: u32) -> Option<i32> {
+    let mut status = 0;
+    // SAFETY: reaping our own child without blocking.
+    let ret = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+    (ret != 0).then_some(status)
 }
 
-/// Reaps the ended calls that have exited.
-pub fn reap_ended() {
-    ENDED
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .retain(|pid| {
-            // SAFETY: reaping our own child without blocking.
-            let done =
-                unsafe { libc::waitpid(*pid as libc::pid_t, std::ptr::null_mut(), libc::WNOHANG) };
-            done == 0
-        });
+/// Answers [`super::wire::Request::Finish`]: kills the call's process group if asked, waits
+/// for it until `timeout` or the runtime hanging up on `conn` (`None`), and says how it
+/// ended. Past the timeout, or once the runtime hung up, it is killed, as a command is.
+pub fn finish(
+    pid: u32,
+    kill: bool,
+    timeout: Option<Duration>,
+    conn: BorrowedFd,
+) -> Option<Response> {
+    let deadline = timeout.map(crate::deadline::after);
+    let handle = {
+        let mut handed = handed();
+        if let Some(status) = take_status(&mut handed, pid) {
+            return Some(Response::Exited { status });
+        }
+        if !handed.is_running(pid) {
+            let unknown = std::io::Error::from_raw_os_error(libc::ESRCH);
+            return Some(Response::failed(Step::Protocol, &unknown));
+        }
+        if kill {
+            kill_group(pid);
+        }
+        // Still ours and unreaped, under the lock: the PID is that process's.
+        PidFd::open(pid)
+    };
+    let handle = match handle {
+        Ok(handle) => handle,
+        Err(e) => return Some(Response::failed(Step::Spawn, &e)),
+    };
+    let woken = wait_on(handle.as_fd(), conn, deadline);
+    if !matches!(woken, Woken::Ready) {
+        kill_if_running(pid);
+    }
+    match woken {
+        Woken::Ready => {}
+        Woken::TimedOut => return Some(Response::TimedOut),
+        Woken::HungUp => return None,
+    }
+    reap_handed();
+    let status = take_status(&mut handed(), pid);
+    let reaped_elsewhere = || std::io::Error::from_raw_os_error(libc::ECHILD);
+    Some(status.map_or_else(
+        || Response::failed(Step::Spawn, &reaped_elsewhere()),
+        |status| Response::Exited { status },
+    ))
 }
 
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+fn take_status(handed: &mut Handed, pid: u32) -> Option<i32> {
+    let at = handed.ended.iter().position(|(p, _)| *p == pid)?;
+    handed.ended.remove(at).map(|(_, status)| status)
 }
 
-fn spawn_request(entry: i64, arg: Vec<u8>, id: &Identity) -> Spawn {
-    let bytes = |s: &std::ffi::OsStr| s.as_bytes().to_vec();
-    Spawn {
-        entry,
-        arg,
-        ids: (id.uid, id.gid, id.groups.clone()),
-        cwd: bytes(id.home.as_os_str()),
-        env: id
-            .environment()
-            .iter()
-            .map(|(k, v)| (bytes(k), bytes(v)))
-            .collect(),
+impl Handed {
+    fn is_running(&self, pid: u32) -> bool {
+        self.running.iter().any(|process| process.pid == pid)
+    }
+}
+
+/// Kills a call process past its time, or whose runtime hung up, unless it was reaped
+/// meanwhile.
+fn kill_if_running(pid: u32) {
+    if handed().is_running(pid) {
+        kill_group(pid);
+    }
+}
+
+/// Kills a call process and every process it started. It is unreaped (the caller holds the
+/// lock and found it running), so neither its PID nor its group can have been reused; it
+/// may not have made its group yet, so it is killed by PID too.
+fn kill_group(pid: u32) {
+    // SAFETY: plain kill.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+/// Kills and reaps every call process still running, before the agent exits: left to die as
+/// orphans in the machine's PID namespace, they would be zombies that only the host's init
+/// reaps, and until then the machine's init could not finish exiting.
+pub fn end_all() {
+    let mut handed = handed();
+    for process in handed.running.drain(..) {
+        kill_group(process.pid);
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(process.pid as libc::pid_t, std::ptr::null_mut(), 0) };
     }
 }

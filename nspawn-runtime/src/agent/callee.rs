@@ -1,6 +1,7 @@
-//! A call's own process, forked ahead by the [`super::zygote`]: once its request comes, it
-//! becomes the user asked for, runs the function, writes its [`Outcome`] to the runtime, and
-//! tells the agent with one byte.
+//! A call's own process, forked ahead by the [`super::zygote`] and handed to the runtime: once
+//! its request comes, straight from the runtime, it becomes the user asked for, runs the
+//! function, and writes its [`Outcome`] back on the same socket. Its stdout and stderr are
+//! pipes the runtime reads from the start.
 //!
 //! The function is named by its entry point's offset from [`anchor`], both in this executable
 //! (the agent is the test binary re-executed, so the layout is the same in every process);
@@ -8,36 +9,17 @@
 //! [`entry`], decodes the argument, runs the function and encodes its result; the types are
 //! fixed by the caller when it takes the entry point's address.
 
-use std::ffi::OsStr;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::user::Identity;
-use super::wire::{self, Bytes, Outcome, ROUND_TRIP};
-
-/// What a call's process needs from its connection thread: the entry point and argument,
-/// and who it runs as. Its stdout, stderr, outcome pipe and end signal come along as
-/// descriptors.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Spawn {
-    /// See [`super::wire::Call::entry`].
-    pub entry: i64,
-    /// The encoded argument.
-    pub arg: Bytes,
-    /// uid, gid and every group id.
-    pub ids: (u32, u32, Vec<u32>),
-    /// The working directory (`/` if it does not exist).
-    pub cwd: Bytes,
-    /// The whole environment.
-    pub env: Vec<(Bytes, Bytes)>,
-}
+use super::wire::{self, Invocation, Outcome, ROUND_TRIP};
 
 /// An entry point: decodes the argument, runs the function, encodes what came of it.
 pub type Entry = fn(&[u8]) -> Outcome;
@@ -78,23 +60,17 @@ where
     }
 }
 
-/// A spare call process: gets ready, waits for its request on `sock`, runs it and exits. Its
-/// request brings its stdout, stderr, outcome pipe and end signal.
+/// A call process: gets ready, waits for its request on `sock`, runs it, writes its outcome
+/// on `sock` and exits.
 pub fn run(sock: OwnedFd) -> ! {
     let ready = get_ready();
     warm_up();
-    let request = wire::recv::<Spawn>(sock.as_fd(), None);
-    drop(sock);
-    let Ok((spawn, fds)) = request else { exit() };
-    let Ok([stdout, stderr, outcome, end]) = <[OwnedFd; 4]>::try_from(fds) else {
-        exit()
-    };
-    let pipe = OUTCOME.get_or_init(|| File::from(outcome));
-    let outcome = match ready.and_then(|()| become_caller(&spawn, &stdout, &stderr)) {
-        Ok(()) => {
-            drop((stdout, stderr));
-            call(&spawn)
-        }
+    let request = wire::recv::<Invocation>(sock.as_fd(), None);
+    let pipe = OUTCOME.get_or_init(|| File::from(sock));
+    let Ok((invocation, _)) = request else { exit() };
+    let outcome = match ready.and_then(|()| become_caller(invocation.user.as_deref())) {
+        Ok(true) => call(&invocation),
+        Ok(false) => Some(Outcome::NoSuchUser),
         Err(e) => Some(Outcome::Failed(format!(
             "preparing its process as the user asked for: {e}"
         ))),
@@ -105,8 +81,10 @@ pub fn run(sock: OwnedFd) -> ! {
     if let Some(outcome) = outcome {
         record(pipe, &outcome);
     }
-    // The agent answers on this byte, without waiting for the exit.
-    let _ = nix::unistd::write(&end, b"!");
+    // Tearing down a copy of the agent takes longer than the call: on a CPU shared with the
+    // test's thread, that thread reads the outcome first.
+    // SAFETY: a plain system call.
+    unsafe { libc::sched_yield() };
     exit()
 }
 
@@ -129,10 +107,11 @@ pub fn prepare_zygote() {
     let _ = EXECUTABLE.set(object_of(anchor as fn() as usize));
 }
 
-/// Writes, before the request comes, to the pages a call writes first: each is the zygote's
-/// until written, and copying it (a page fault) on the call's path costs more than the call.
-/// Its stack, the allocator's first free chunks, and the encoders' paths, with a call of
-/// nothing.
+/// Runs, before the request comes, the path a call takes, on a call of nothing: each page of
+/// code or data is the zygote's until this process first touches it, and the faults that
+/// map or copy them on the call's path would cost more than the call. Its stack, the
+/// allocator's first free chunks, receiving and decoding a request, finding and running the
+/// entry point, and encoding the outcome.
 #[inline(never)]
 fn warm_up() {
     let mut stack = [0u8; 64 * 1024];
@@ -144,9 +123,27 @@ fn warm_up() {
     let blocks: Vec<Vec<u8>> = (0..32).map(|i| vec![i; 2048]).collect();
     drop(std::hint::black_box(blocks));
     let mut arg = Vec::new();
-    if ciborium::into_writer(&(), &mut arg).is_ok() {
-        let outcome = entry_of(|()| ())(&arg);
-        let _ = std::hint::black_box(postcard::to_stdvec(&outcome));
+    if ciborium::into_writer(&(), &mut arg).is_err() {
+        return;
+    }
+    let nothing = Invocation {
+        entry: offset(entry_of(|()| ())),
+        arg,
+        user: None,
+    };
+    let Ok((ours, theirs)) = std::os::unix::net::UnixStream::pair() else {
+        return;
+    };
+    if wire::send(ours.as_fd(), &nothing, &[]).is_err() {
+        return;
+    }
+    if let Ok((invocation, _)) = wire::recv::<Invocation>(theirs.as_fd(), None) {
+        let _ = become_caller(invocation.user.as_deref());
+        let outcome = call(&invocation);
+        let _ = std::io::stdout().flush();
+        if let (Some(outcome), Ok(null)) = (outcome, null()) {
+            write_outcome(null, &outcome);
+        }
     }
 }
 
@@ -174,8 +171,8 @@ fn null() -> std::io::Result<&'static File> {
     }
 }
 
-/// What does not depend on the request: process group, parent-death signal, stdin, the panic
-/// hook.
+/// What does not depend on the request: process group, parent-death signal, stdin, root's
+/// working directory, the panic hook.
 fn get_ready() -> std::io::Result<()> {
     let null = null()?;
     // SAFETY: plain system calls in a single-threaded process.
@@ -193,11 +190,12 @@ fn get_ready() -> std::io::Result<()> {
         }
         check(libc::dup2(null.as_raw_fd(), 0))?;
     }
+    enter_home(&Identity::root().home)?;
     install_panic_hook();
     Ok(())
 }
 
-/// Gives the test's pipes back before the end byte, so the runtime sees their end at once
+/// Gives the test's pipes back before the outcome, so the runtime sees their end with it
 /// (unless something the call started holds them).
 fn release_output() {
     if let Ok(null) = null() {
@@ -217,43 +215,48 @@ fn check(ret: libc::c_int) -> std::io::Result<()> {
     }
 }
 
-/// Standard output and error, user, environment and directory.
-fn become_caller(spawn: &Spawn, stdout: &OwnedFd, stderr: &OwnedFd) -> std::io::Result<()> {
-    let (uid, gid, groups) = &spawn.ids;
-    let cwd = std::ffi::CString::new(spawn.cwd.clone())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+/// Becomes the user asked for, with their environment and directory (without one, it stays
+/// the machine's root, as the zygote made it). `false` if the machine has no such user.
+fn become_caller(user: Option<&str>) -> std::io::Result<bool> {
+    let Some(name) = user else {
+        return Ok(true);
+    };
+    let Some(id) = Identity::lookup(name) else {
+        return Ok(false);
+    };
     // SAFETY: plain system calls in a single-threaded process.
     unsafe {
-        check(libc::dup2(stdout.as_raw_fd(), 1))?;
-        check(libc::dup2(stderr.as_raw_fd(), 2))?;
-        if (*uid, *gid) != (0, 0) {
-            check(libc::setgroups(groups.len(), groups.as_ptr()))?;
-            check(libc::setresgid(*gid, *gid, *gid))?;
-            check(libc::setresuid(*uid, *uid, *uid))?;
-        }
-        if libc::chdir(cwd.as_ptr()) < 0 {
-            check(libc::chdir(c"/".as_ptr()))?;
-        }
+        check(libc::setgroups(id.groups.len(), id.groups.as_ptr()))?;
+        check(libc::setresgid(id.gid, id.gid, id.gid))?;
+        check(libc::setresuid(id.uid, id.uid, id.uid))?;
     }
+    enter_home(&id.home)?;
     // The zygote set root's; another user's differs in a few variables.
-    for (key, value) in &spawn.env {
-        let (key, value) = (OsStr::from_bytes(key), OsStr::from_bytes(value));
-        if std::env::var_os(key).as_deref() != Some(value) {
+    for (key, value) in id.environment() {
+        if std::env::var_os(&key).as_deref() != Some(&value) {
             std::env::set_var(key, value);
         }
+    }
+    Ok(true)
+}
+
+/// Makes `home` the working directory, or `/` if it does not exist.
+fn enter_home(home: &std::path::Path) -> std::io::Result<()> {
+    if std::env::set_current_dir(home).is_err() {
+        std::env::set_current_dir("/")?;
     }
     Ok(())
 }
 
 /// Runs the entry point; `None` after a panic, which the hook recorded.
-fn call(spawn: &Spawn) -> Option<Outcome> {
-    let Some(entry) = resolve(spawn.entry) else {
+fn call(invocation: &Invocation) -> Option<Outcome> {
+    let Some(entry) = resolve(invocation.entry) else {
         return Some(Outcome::BadEntry);
     };
-    catch_unwind(AssertUnwindSafe(|| entry(&spawn.arg))).ok()
+    catch_unwind(AssertUnwindSafe(|| entry(&invocation.arg))).ok()
 }
 
-/// The outcome pipe, for the panic hook.
+/// The socket the outcome goes to, for the panic hook.
 static OUTCOME: OnceLock<File> = OnceLock::new();
 
 /// Records a panic of this thread (the call's), even under `panic = "abort"`. A panic of a
@@ -310,9 +313,14 @@ fn record(pipe: &File, outcome: &Outcome) {
     if WRITTEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return;
     }
+    write_outcome(pipe, outcome);
+}
+
+/// Writes the outcome as one message: its length, then its body.
+fn write_outcome(to: &File, outcome: &Outcome) {
     if let Ok(body) = postcard::to_stdvec(outcome) {
         let len = u32::try_from(body.len()).unwrap_or(u32::MAX).to_le_bytes();
-        let mut pipe = pipe;
-        let _ = pipe.write_all(&[&len[..], &body].concat());
+        let mut to = to;
+        let _ = to.write_all(&[&len[..], &body].concat());
     }
 }

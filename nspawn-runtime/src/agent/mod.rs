@@ -10,7 +10,9 @@
 //! agent's stdin, carries new connections; each connection is served by its own thread in
 //! the agent and is used by one test thread at a time, then pooled. Test threads sharing a
 //! machine therefore never wait for each other. Files are opened by the agent and their
-//! descriptors handed back; a command writes straight into the pipes it was given.
+//! descriptors handed back; a command writes straight into the pipes it was given; a call's
+//! process is handed over whole, pushed ahead of need ([`Spare`]), and the runtime talks to it
+//! directly.
 //!
 //! The agent exits when its control socket closes (the test process is gone, however it
 //! died) or when the machine's leader exits. Its commands die with it (`PR_SET_PDEATHSIG`).
@@ -25,6 +27,7 @@ mod confine;
 mod launch;
 mod seccomp;
 mod server;
+mod spare;
 mod spawn;
 mod tmpfs;
 pub(crate) mod user;
@@ -42,6 +45,8 @@ use std::time::{Duration, Instant};
 use crate::host::helper;
 use crate::host::pidfd::PidFd;
 use crate::host::privs;
+pub(crate) use call::PUSHED_AHEAD;
+pub(crate) use spare::{Spare, Streams};
 use wire::{RecvError, Request, Response};
 
 /// How long an agent may take to enter its machine.
@@ -70,10 +75,28 @@ pub(crate) struct Agent {
     process: Mutex<Child>,
     pidfd: PidFd,
     control: Mutex<Option<OwnedFd>>,
-    /// Connections no thread uses, each with whether the agent still owes it a call's last
-    /// word (see [`Conn::release_owing`]).
-    idle: Mutex<Vec<(OwnedFd, bool)>>,
+    /// Connections no thread uses.
+    idle: Mutex<Vec<OwnedFd>>,
+    /// Call processes the agent pushes ahead (see [`Agent::spare`]).
+    pushed: Mutex<Pushed>,
 }
+
+/// The connection the agent pushes call processes on, and how many it still owes.
+#[derive(Debug, Default)]
+struct Pushed {
+    /// Once asked for ([`Request::Spares`]).
+    sock: Option<OwnedFd>,
+    /// How many are on their way or waiting there: the agent pushes
+    /// [`PUSHED_AHEAD`](call::PUSHED_AHEAD) at first, and one more each time one pushed has
+    /// exited, which the runtime counts when it is done with one ([`Lease`]).
+    coming: u32,
+    /// Which connection this is: a lease from an earlier one counts for nothing.
+    generation: u64,
+}
+
+/// How long a call waits for a process the agent owes it before asking for one of its own:
+/// a fork takes well under a second, unless the guest stopped the last one from exiting.
+const PUSH_WAIT: Duration = Duration::from_secs(2);
 
 impl Agent {
     /// Starts an agent in machine `machine`, whose leader is `leader`, and waits until it is
@@ -92,6 +115,7 @@ impl Agent {
             process: Mutex::new(child),
             control: Mutex::new(Some(ours.into())),
             idle: Mutex::new(Vec::new()),
+            pushed: Mutex::default(),
         };
         match agent.handshake() {
             Ok(Response::Ready) => Ok(agent),
@@ -130,15 +154,9 @@ impl Agent {
 
     /// A connection of this thread's own, from the pool or new.
     pub(crate) fn connect(&self) -> Result<Conn<'_>, RecvError> {
-        loop {
-            let Some((sock, owed)) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
-            else {
-                break;
-            };
-            // A connection whose last word never comes is dropped, which kills what it ran.
-            if !owed || settle(sock.as_fd()).is_ok() {
-                return Ok(Conn { agent: self, sock });
-            }
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        if let Some(sock) = pooled {
+            return Ok(Conn { agent: self, sock });
         }
         let (ours, theirs) = UnixStream::pair()?;
         let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
@@ -148,6 +166,56 @@ impl Agent {
             agent: self,
             sock: ours.into(),
         })
+    }
+
+    /// A call process, waiting for its request: the one the agent pushed ahead, or, when
+    /// another thread is taking that or none is coming, one asked for. The inner error is the
+    /// agent's answer when it has none to give. The lease must live until the process is done
+    /// with.
+    pub(crate) fn spare(&self) -> Result<(Result<Spare, Response>, Lease<'_>), RecvError> {
+        if let Some(pushed) = self.pushed_spare() {
+            return Ok(pushed);
+        }
+        let mut conn = self.connect()?;
+        conn.send(&Request::Spare, &[])?;
+        let (answer, fds) = conn.recv(Some(Instant::now() + CALL_TIMEOUT))?;
+        conn.release();
+        let lease = Lease {
+            agent: self,
+            generation: None,
+        };
+        Ok((Spare::handed(answer, fds), lease))
+    }
+
+    /// The next call process the agent pushes, if no other thread is taking one and one is
+    /// coming; asks for pushes on first use.
+    fn pushed_spare(&self) -> Option<(Result<Spare, Response>, Lease<'_>)> {
+        let mut pushed = self.pushed.try_lock().ok()?;
+        if pushed.sock.is_none() {
+            let mut conn = self.connect().ok()?;
+            conn.send(&Request::Spares, &[]).ok()?;
+            pushed.sock = Some(conn.sock);
+            pushed.coming = call::PUSHED_AHEAD;
+            pushed.generation += 1;
+        }
+        pushed.coming = pushed.coming.checked_sub(1)?;
+        let sock = pushed.sock.as_ref()?;
+        let deadline = Some(Instant::now() + PUSH_WAIT);
+        let Ok((answer, fds)) = wire::recv::<Response>(sock.as_fd(), deadline) else {
+            // Late, or gone: the next call asks for pushes anew.
+            pushed.sock = None;
+            return None;
+        };
+        let spare = Spare::handed(answer, fds);
+        if spare.is_err() {
+            // The agent's last word on that connection.
+            pushed.sock = None;
+        }
+        let lease = Lease {
+            agent: self,
+            generation: Some(pushed.generation),
+        };
+        Some((spare, lease))
     }
 
     /// One request without descriptors, and its answer, within [`CALL_TIMEOUT`].
@@ -207,27 +275,6 @@ fn spawn(machine: &str, leader: &PidFd, control: OwnedFd) -> std::io::Result<Chi
     cmd.spawn()
 }
 
-/// How long a call's last word may lag its outcome: the call's process only has to write one
-/// byte. Past it (a process stopped by the guest), the connection is dropped for a new one.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Reads what the agent still owes a connection: a call's last word, which follows the
-/// outcome the runtime already has.
-fn settle(sock: BorrowedFd) -> Result<(), RecvError> {
-    let deadline = Instant::now() + SETTLE_TIMEOUT;
-    loop {
-        match wire::recv::<Response>(sock, Some(deadline))?.0 {
-            Response::Started => continue,
-            Response::Ended { .. } | Response::TimedOut | Response::Failed { .. } => return Ok(()),
-            _ => {
-                return Err(RecvError::Io(std::io::Error::from_raw_os_error(
-                    libc::EPROTO,
-                )))
-            }
-        }
-    }
-}
-
 /// A broken pipe or reset connection means the agent is gone.
 fn lost(e: std::io::Error) -> RecvError {
     match e.raw_os_error() {
@@ -244,6 +291,7 @@ impl Drop for Agent {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.pushed.lock().unwrap_or_else(|p| p.into_inner()).sock = None;
         if !self.pidfd.wait(Duration::from_secs(2)) {
             let _root = privs::ThreadRoot::acquire();
             let _ = self.pidfd.signal(libc::SIGKILL);
@@ -253,6 +301,26 @@ impl Drop for Agent {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .wait();
+    }
+}
+
+/// A call process in use: once the runtime is done with it, it exits, and the agent pushes
+/// the next one if this one was pushed.
+pub(crate) struct Lease<'a> {
+    agent: &'a Agent,
+    /// The pushing connection it came on, if it was pushed.
+    generation: Option<u64>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let Some(generation) = self.generation else {
+            return;
+        };
+        let mut pushed = self.agent.pushed.lock().unwrap_or_else(|p| p.into_inner());
+        if pushed.generation == generation && pushed.sock.is_some() {
+            pushed.coming += 1;
+        }
     }
 }
 
@@ -284,20 +352,10 @@ impl Conn<'_> {
     /// Puts the connection back in the pool: its exchange is complete. A connection dropped
     /// without this is closed, which also tells the agent to kill a command still running.
     pub(crate) fn release(self) {
-        self.pool(false);
-    }
-
-    /// Puts back a connection whose call's outcome came before the agent's last word on it:
-    /// the next user reads that first.
-    pub(crate) fn release_owing(self) {
-        self.pool(true);
-    }
-
-    fn pool(self, owed: bool) {
         self.agent
             .idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((self.sock, owed));
+            .push(self.sock);
     }
 }

@@ -159,6 +159,7 @@ fn accept(control: BorrowedFd, leader: PidFd, zygote: std::io::Result<Zygote>) {
     let leader = std::sync::Arc::new(leader);
     let zygote = std::sync::Arc::new(zygote);
     serve_until_gone(control, &leader, &zygote);
+    call::end_all();
     if let Ok(zygote) = zygote.as_ref() {
         zygote.shutdown();
     }
@@ -214,10 +215,7 @@ fn serve_until_gone(
             if let Some(sfd) = &children {
                 while let Ok(Some(_)) = sfd.read_signal() {}
             }
-            call::reap_ended();
-            if let Ok(zygote) = zygote.as_ref() {
-                zygote.reap_idle();
-            }
+            call::reap_handed();
             continue;
         }
         let conns = match wire::recv::<()>(control, None) {
@@ -261,37 +259,53 @@ fn serve_connection(conn: OwnedFd, leader: &PidFd, zygote: &std::io::Result<Zygo
             }
             Err(_) => return,
         };
-        call::reap_ended();
         let served = answer(request, fds, conn.as_fd(), &in_pid_namespace, zygote);
-        let Some((reply, file)) = served else {
+        let Some((reply, handed)) = served else {
             return;
         };
-        let passed: Vec<RawFd> = file.iter().map(|f| f.as_raw_fd()).collect();
+        let passed: Vec<RawFd> = handed.iter().map(|f| f.as_raw_fd()).collect();
         if wire::send(conn.as_fd(), &reply, &passed).is_err() {
             return;
         }
     }
 }
 
-/// The answer to one request, with the descriptor it hands back; `None` when the runtime hung
-/// up during a command.
+/// The answer to one request, with the descriptors it hands back; `None` when the runtime
+/// hung up during a command or a wait, or once call processes were pushed on `conn` until it
+/// did.
 fn answer(
     request: Request,
     fds: Vec<OwnedFd>,
     conn: BorrowedFd,
     in_pid_namespace: &std::io::Result<()>,
     zygote: &std::io::Result<Zygote>,
-) -> Option<(Response, Option<OwnedFd>)> {
-    Some(match (request, in_pid_namespace) {
-        (Request::Stat { path }, _) => (stat(&path), None),
+) -> Option<(Response, Vec<OwnedFd>)> {
+    let alone = |response| Some((response, vec![]));
+    match (request, in_pid_namespace) {
+        (Request::Stat { path }, _) => alone(stat(&path)),
         (Request::Open { path, flags, mode }, _) => match open(&path, flags, mode) {
-            Ok(file) => (Response::Opened, Some(file)),
-            Err(e) => (Response::failed(Step::Path, &e), None),
+            Ok(file) => Some((Response::Opened, vec![file])),
+            Err(e) => alone(Response::failed(Step::Path, &e)),
         },
-        (Request::Exec(_), Err(e)) => (Response::failed(Step::Enter, e), None),
-        (Request::Exec(exec), Ok(())) => (spawn::run(exec, fds, conn)?, None),
-        (Request::Call(c), _) => (call::run(c, fds, conn, zygote)?, None),
-    })
+        (Request::Exec(_), Err(e)) => alone(Response::failed(Step::Enter, e)),
+        (Request::Exec(exec), Ok(())) => alone(spawn::run(exec, fds, conn)?),
+        (Request::Spare, _) => Some(call::hand_out(zygote)),
+        (Request::Spares, _) => {
+            call::push(conn, zygote);
+            None
+        }
+        (
+            Request::Finish {
+                pid,
+                kill,
+                timeout_ms,
+            },
+            _,
+        ) => {
+            let timeout = timeout_ms.map(std::time::Duration::from_millis);
+            alone(call::finish(pid, kill, timeout, conn)?)
+        }
+    }
 }
 
 fn stat(path: &[u8]) -> Response {

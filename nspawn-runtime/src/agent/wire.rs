@@ -2,8 +2,8 @@
 //!
 //! Each message is a little-endian `u32` length and a postcard body, sent with one
 //! `sendmsg(2)` on a Unix stream socket. File descriptors ride along as `SCM_RIGHTS`: the
-//! agent hands back the files it opens, and receives the pipes a command writes to. Data
-//! never passes through the agent.
+//! agent hands back the files it opens and the call processes it forks, and receives the pipes
+//! a command writes to. Data never passes through the agent.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// At most this many descriptors travel with one message.
-pub const MAX_FDS: usize = 4;
+pub const MAX_FDS: usize = 5;
 /// A message larger than this is refused: it can only come from a confused peer.
 const MAX_LEN: u32 = 256 << 20;
 
@@ -42,14 +42,32 @@ pub enum Request {
     },
     /// Runs a program; its stdin (if `stdin`), stdout and stderr descriptors come along.
     Exec(Exec),
-    /// Runs a function of the test binary in a process of its own; its stdout, stderr and
-    /// outcome descriptors come along.
-    Call(Call),
+    /// A call process, forked ahead and handed over: [`Response::Spare`] comes with its
+    /// socket and the read ends of its stdout and stderr. The runtime sends it an
+    /// [`Invocation`] directly, and reads its [`Outcome`] from the same socket.
+    Spare,
+    /// Call processes pushed ahead on this connection, for as long as the runtime keeps it
+    /// open: one [`Response::Spare`] now, and one more each time the last one pushed has
+    /// exited. The runtime reads them when it needs them, so a call finds its process forked
+    /// without asking for it.
+    Spares,
+    /// How a call process handed over ended: waits for it (killing its process group first
+    /// if `kill`) for at most `timeout_ms`, then reaps it. [`Response::Exited`] or
+    /// [`Response::TimedOut`].
+    Finish {
+        /// The PID [`Response::Spare`] gave.
+        pid: u32,
+        /// Kill it, and every process it started, first.
+        kill: bool,
+        /// How long to wait for it to exit.
+        timeout_ms: Option<u64>,
+    },
 }
 
-/// A function to run inside the machine (see [`super::callee`]).
+/// A function to run, sent by the runtime straight to a call process handed over by
+/// [`Request::Spare`] (see [`super::callee`]).
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Call {
+pub struct Invocation {
     /// The entry point: its address minus the runtime's anchor function's, both in this same
     /// executable (never an absolute address, which differs between processes).
     pub entry: i64,
@@ -57,8 +75,6 @@ pub struct Call {
     pub arg: Bytes,
     /// The user to run as (default root).
     pub user: Option<String>,
-    /// Kill the call's process group after this long.
-    pub timeout_ms: Option<u64>,
 }
 
 /// What to check when a value does not cross.
@@ -66,7 +82,7 @@ pub const ROUND_TRIP: &str = "the argument and result types must come back from 
      Serialize as their Deserialize reads them (no skipped fields without defaults, no \
      custom impls that disagree)";
 
-/// What a called function's process reports, straight to the runtime through a pipe: a
+/// What a called function's process reports, straight to the runtime on its socket: a
 /// little-endian `u32` length and the postcard body. The guest can tamper with that process,
 /// so the runtime decodes this as untrusted data.
 #[derive(Debug, Serialize, Deserialize)]
@@ -85,6 +101,8 @@ pub enum Outcome {
     Failed(String),
     /// The entry point is not in this executable.
     BadEntry,
+    /// The machine has no such user.
+    NoSuchUser,
 }
 
 /// A program to run inside the machine.
@@ -123,10 +141,11 @@ pub enum Response {
         /// As `waitpid(2)` gives it.
         status: i32,
     },
-    /// A called function's process wrote its outcome, or ended without one.
-    Ended {
-        /// A raw wait status (0 when it signalled its end and is exiting).
-        status: i32,
+    /// A call process, forked ahead: its socket, then the read ends of its stdout and stderr,
+    /// then copies of their write ends, come with this message.
+    Spare {
+        /// Its PID, as [`Request::Finish`] names it.
+        pid: u32,
     },
     /// The program outlived its timeout and was killed, with its process group.
     TimedOut,
@@ -216,30 +235,8 @@ pub fn recv<T: DeserializeOwned>(
     sock: BorrowedFd,
     deadline: Option<Instant>,
 ) -> Result<(T, Vec<OwnedFd>), RecvError> {
-    wait_readable(sock, deadline)?;
     let mut len = [0u8; 4];
-    let mut space = cmsg_space!([RawFd; MAX_FDS]);
-    let (got, fds) = {
-        let mut iov = [IoSliceMut::new(&mut len)];
-        let msg = recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(std::io::Error::from)?;
-        let mut fds = Vec::new();
-        for c in msg.cmsgs().map_err(std::io::Error::from)? {
-            if let ControlMessageOwned::ScmRights(raw) = c {
-                // SAFETY: descriptors just received are ours.
-                fds.extend(
-                    raw.into_iter()
-                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                );
-            }
-        }
-        (msg.bytes, fds)
-    };
+    let (got, fds) = wait_and_start(sock, &mut len, deadline)?;
     if got == 0 {
         return Err(RecvError::Closed);
     }
@@ -252,6 +249,57 @@ pub fn recv<T: DeserializeOwned>(
     read_exact(sock, &mut body)?;
     let msg = postcard::from_bytes(&body).map_err(std::io::Error::other)?;
     Ok((msg, fds))
+}
+
+/// Receives the start of a message, waiting until `deadline` at most: without one, in the
+/// receive itself; with one, only once nothing was there (waiting first would cost a system
+/// call more when the message has come).
+fn wait_and_start(
+    sock: BorrowedFd,
+    len: &mut [u8; 4],
+    deadline: Option<Instant>,
+) -> Result<(usize, Vec<OwnedFd>), RecvError> {
+    let mut flags = match deadline {
+        Some(_) => MsgFlags::MSG_DONTWAIT,
+        None => MsgFlags::empty(),
+    };
+    loop {
+        match recv_start(sock, len, flags) {
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::EAGAIN) if !flags.is_empty() => {
+                wait_readable(sock, deadline)?;
+                flags = MsgFlags::empty();
+            }
+            other => return other.map_err(|e| RecvError::Io(e.into())),
+        }
+    }
+}
+
+/// Receives the start of a message, with the descriptors that came with it.
+fn recv_start(
+    sock: BorrowedFd,
+    len: &mut [u8; 4],
+    flags: MsgFlags,
+) -> nix::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = cmsg_space!([RawFd; MAX_FDS]);
+    let mut iov = [IoSliceMut::new(len)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        flags | MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: descriptors just received are ours.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok((msg.bytes, fds))
 }
 
 /// Waits until `fd` can be read, or fails at `deadline`.

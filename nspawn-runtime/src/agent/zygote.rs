@@ -10,53 +10,36 @@
 //! the next one.
 //!
 //! The zygote enters the machine's PID namespace for its children, and makes them with
-//! `clone3(CLONE_PARENT)`: they are the agent's children, not its own, so the agent's
-//! connection thread that takes one waits for it, kills it on timeout and reaps it exactly as
-//! it does a command ([`super::spawn`]).
+//! `clone3(CLONE_PARENT)`: they are the agent's children, not its own, so the agent reaps
+//! them and kills them on request exactly as it does its commands (see [`super::call`]).
 //!
-//! Call processes are forked one ahead: a call takes a *spare*, already forked and waiting
-//! for its request on a socket of its own, sends the request to it directly, and orders the
-//! next spare, which the zygote forks while the call runs. After the first call a machine
-//! therefore has one idle process of ours in it; before it, none.
+//! A call process is forked before it is asked for: the agent pushes two to the runtime at
+//! its first call, and forks the next one as each exits (see [`super::call`]); the runtime
+//! sends a call straight to one. After a machine's first call it therefore has two idle
+//! processes of ours in it; before it, none.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Mutex;
 
-use super::callee::Spawn;
 use super::wire;
 use crate::host::pidfd::PidFd;
 
-/// A call process forked ahead, waiting for its request.
+/// A call process just forked, waiting for its request.
 #[derive(Debug)]
-pub struct Spare {
+pub struct Forked {
     /// Its PID (in the agent's PID namespace).
     pub pid: u32,
-    /// Where its request goes, with its descriptors.
-    pub sock: OwnedFd,
-}
-
-impl Spare {
-    /// Hands the spare its request, with `fds` (stdout, stderr, outcome pipe, end signal).
-    pub fn send(&self, spawn: &Spawn, fds: [BorrowedFd; 4]) -> std::io::Result<()> {
-        wire::send(self.sock.as_fd(), spawn, &fds.map(|fd| fd.as_raw_fd()))
-    }
+    /// Where its request goes and its outcome comes from, the read ends of its stdout and
+    /// stderr, and copies of their write ends (see [`super::spare`]).
+    pub fds: [OwnedFd; 5],
 }
 
 /// The agent's handle on its zygote.
 #[derive(Debug)]
 pub struct Zygote {
-    state: Mutex<State>,
+    sock: Mutex<OwnedFd>,
     pid: libc::pid_t,
-}
-
-#[derive(Debug)]
-struct State {
-    sock: OwnedFd,
-    /// A spare was ordered and not yet received.
-    ordered: bool,
-    /// A spare received and not yet taken.
-    ready: Option<Spare>,
 }
 
 impl Zygote {
@@ -75,82 +58,29 @@ impl Zygote {
             unsafe { libc::_exit(code) }
         }
         Ok(Zygote {
-            state: Mutex::new(State {
-                sock: ours.into(),
-                ordered: false,
-                ready: None,
-            }),
+            sock: Mutex::new(ours.into()),
             pid,
         })
     }
 
-    /// Reaps the spare if it died idle. When the machine's init exits (a `poweroff` inside),
-    /// the kernel kills every process of the machine and makes the init wait until they are
-    /// all reaped: our spare is our child, so until we reap it the machine cannot finish.
-    /// Called whenever a child of the agent exits.
-    pub fn reap_idle(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.ordered && readable_now(state.sock.as_fd()) {
-            if let Ok(spare) = receive(state.sock.as_fd()) {
-                state.ready = Some(spare);
-            }
-            state.ordered = false;
-        }
-        let died = state.ready.as_ref().is_some_and(|spare| {
-            // SAFETY: reaping our own child, without blocking.
-            unsafe {
-                libc::waitpid(
-                    spare.pid as libc::pid_t,
-                    std::ptr::null_mut(),
-                    libc::WNOHANG,
-                ) > 0
-            }
-        });
-        if died {
-            state.ready = None;
-        }
-    }
-
-    /// Ends the zygote and the spare it made, and reaps both, before the agent exits. The
-    /// spare lives in the machine's PID namespace: left to die as an orphan, it would be a
-    /// zombie that only the host's init reaps, and until then the machine's init cannot
-    /// finish exiting (a stop took 1.1-1.7 s instead of 30-70 ms).
+    /// Ends the zygote and reaps it, before the agent exits.
     pub fn shutdown(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(spare) = state.ready.take() {
-            kill_and_reap(spare.pid as libc::pid_t);
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
-        if state.ordered {
-            if let Ok((Ok(pid), _sock)) =
-                wire::recv::<Result<u32, i32>>(state.sock.as_fd(), Some(deadline))
-            {
-                kill_and_reap(pid as libc::pid_t);
-            }
-        }
         kill_and_reap(self.pid);
     }
 
-    /// A spare call process: the one ordered, or a new one.
-    pub fn take(&self) -> std::io::Result<Spare> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(spare) = state.ready.take() {
-            return Ok(spare);
-        }
-        if !state.ordered {
-            wire::send(state.sock.as_fd(), &(), &[])?;
-        }
-        state.ordered = false;
-        receive(state.sock.as_fd())
-    }
-
-    /// Orders the next spare, unless one is ready or on its way: after a call, so that
-    /// forking it does not compete with the call for the CPUs.
-    pub fn order(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if !state.ordered && state.ready.is_none() {
-            state.ordered = wire::send(state.sock.as_fd(), &(), &[]).is_ok();
-        }
+    /// A new call process.
+    pub fn fork(&self) -> std::io::Result<Forked> {
+        let sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
+        wire::send(sock.as_fd(), &(), &[])?;
+        let (answer, fds) =
+            wire::recv::<Result<u32, i32>>(sock.as_fd(), None).map_err(|e| match e {
+                wire::RecvError::Io(e) => e,
+                _ => std::io::Error::other("the zygote is gone"),
+            })?;
+        let pid = answer.map_err(std::io::Error::from_raw_os_error)?;
+        let fds = <[OwnedFd; 5]>::try_from(fds)
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EBADF))?;
+        Ok(Forked { pid, fds })
     }
 }
 
@@ -162,24 +92,6 @@ fn kill_and_reap(pid: libc::pid_t) {
         libc::kill(pid, libc::SIGKILL);
         libc::waitpid(pid, std::ptr::null_mut(), 0);
     }
-}
-
-fn readable_now(sock: BorrowedFd) -> bool {
-    let mut fds = [nix::poll::PollFd::new(sock, nix::poll::PollFlags::POLLIN)];
-    matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
-}
-
-fn receive(sock: BorrowedFd) -> std::io::Result<Spare> {
-    let (answer, fds) = wire::recv::<Result<u32, i32>>(sock, None).map_err(|e| match e {
-        wire::RecvError::Io(e) => e,
-        _ => std::io::Error::other("the zygote is gone"),
-    })?;
-    let pid = answer.map_err(std::io::Error::from_raw_os_error)?;
-    let sock = fds
-        .into_iter()
-        .next()
-        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::EBADF))?;
-    Ok(Spare { pid, sock })
 }
 
 /// The zygote's life: forks a spare for each order, until the agent goes away.
@@ -201,10 +113,12 @@ fn zygote(sock: OwnedFd, leader: &PidFd) -> i32 {
     unsafe { libc::close(leader.raw()) };
     super::callee::prepare_zygote();
     while wire::recv::<()>(sock.as_fd(), None).is_ok() {
-        let sent = match fork_spare() {
-            Ok((pid, theirs)) => {
-                wire::send(sock.as_fd(), &Ok::<u32, i32>(pid), &[theirs.as_raw_fd()])
-            }
+        let sent = match fork_call_process() {
+            Ok((pid, fds)) => wire::send(
+                sock.as_fd(),
+                &Ok::<u32, i32>(pid),
+                &fds.each_ref().map(|fd| fd.as_raw_fd()),
+            ),
             Err(e) => wire::send(
                 sock.as_fd(),
                 &Err::<u32, i32>(e.raw_os_error().unwrap_or(libc::EIO)),
@@ -232,10 +146,13 @@ struct CloneArgs {
     tls: u64,
 }
 
-/// Forks a spare as a sibling of the zygote (a child of the agent); returns its PID and the
-/// socket its request goes to.
-fn fork_spare() -> std::io::Result<(u32, OwnedFd)> {
+/// Forks a call process as a sibling of the zygote (a child of the agent), its stdout and
+/// stderr already pipes; returns its PID, the socket its request goes to, and the pipes' read
+/// and write ends.
+fn fork_call_process() -> std::io::Result<(u32, [OwnedFd; 5])> {
     let (ours, theirs) = UnixStream::pair()?;
+    let (stdout, stdout_theirs) = pipe()?;
+    let (stderr, stderr_theirs) = pipe()?;
     let args = CloneArgs {
         flags: libc::CLONE_PARENT as u64,
         ..CloneArgs::default()
@@ -253,6 +170,15 @@ fn fork_spare() -> std::io::Result<(u32, OwnedFd)> {
         return Err(std::io::Error::last_os_error());
     }
     if pid == 0 {
+        // SAFETY: making our own pipes our standard output and error.
+        let moved = unsafe {
+            libc::dup2(stdout_theirs.as_raw_fd(), 1) >= 0
+                && libc::dup2(stderr_theirs.as_raw_fd(), 2) >= 0
+        };
+        if !moved {
+            // SAFETY: ending the child without exit handlers.
+            unsafe { libc::_exit(1) }
+        }
         // Only its own socket: with the zygote's, a guest that took control of the call could
         // order processes of it.
         let keep: Vec<_> = std::iter::once(ours.as_raw_fd())
@@ -261,5 +187,10 @@ fn fork_spare() -> std::io::Result<(u32, OwnedFd)> {
         crate::host::helper::close_inherited(&keep);
         super::callee::run(ours.into());
     }
-    Ok((pid as u32, theirs.into()))
+    let fds = [theirs.into(), stdout, stderr, stdout_theirs, stderr_theirs];
+    Ok((pid as u32, fds))
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
 }

@@ -1,9 +1,10 @@
 //! Running the test binary's own functions inside a machine: [`Machine::call`].
 //!
-//! The agent's zygote forks a process for each call (see `agent::zygote`); it runs the
-//! function in the machine and leaves what came of it for the agent. Arguments and results
-//! cross as CBOR, so any serde type does, self-describing ones (`serde_json::Value`,
-//! untagged enums) included. What the function prints is shown with the test's output.
+//! The agent's zygote forks a process for each call (see `agent::zygote`), before the call,
+//! and the agent hands it over: the call is sent to it directly, and it runs the function in
+//! the machine and sends back what came of it. Arguments and results cross as CBOR, so any
+//! serde type does, self-describing ones (`serde_json::Value`, untagged enums) included. What
+//! the function prints is shown with the test's output.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -14,9 +15,10 @@ use serde::Serialize;
 
 use super::command::TIMEOUT_GRACE;
 use super::lifecycle::Machine;
-use super::stdio::{pump, Pipes};
+use super::stdio::{pump, Gathering, Ours};
 use crate::agent::callee::{self, Entry};
-use crate::agent::wire::{self, Outcome, Request, Response, Step, ROUND_TRIP};
+use crate::agent::wire::{Invocation, Outcome, RecvError, Request, Response, ROUND_TRIP};
+use crate::agent::{Agent, Lease};
 use crate::error::{Error, Result};
 
 /// How a call's process ended: the outcome it wrote, if whole, and its wait status (0 while
@@ -64,6 +66,21 @@ impl<F> std::fmt::Debug for Call<'_, F> {
             .field("unbounded", &self.unbounded)
             .finish()
     }
+}
+
+/// A call process that took its request, and what it sent back until its outcome, its end or
+/// the call's deadline.
+struct Started<'a> {
+    pid: u32,
+    run: Gathering,
+    gathered: std::result::Result<Option<Response>, RecvError>,
+    /// Held until the process is done with.
+    lease: Lease<'a>,
+}
+
+/// How long a killed call process may take to be gone.
+fn killed() -> Instant {
+    crate::deadline::after(Duration::from_secs(5))
 }
 
 /// How long a call may take when it sets no timeout: a process the guest stopped half-way
@@ -188,6 +205,10 @@ impl<F> Call<'_, F> {
                 location,
             }),
             Some(Ok(Outcome::Failed(why))) => Err(self.failed(why, None)),
+            Some(Ok(Outcome::NoSuchUser)) => Err(Error::NoSuchUser {
+                machine: self.machine.name().into(),
+                user: self.user.clone().unwrap_or_default(),
+            }),
             Some(Ok(Outcome::BadEntry)) => Err(self.failed(
                 "its entry point is not in the test executable; call functions of the test \
                  binary itself, not of a shared library it loads"
@@ -203,38 +224,42 @@ impl<F> Call<'_, F> {
         std::any::type_name::<F>().to_string()
     }
 
-    /// Has the agent run the entry point; returns the outcome, or how its process ended.
+    /// Has a call process of the machine run the entry point; returns the outcome, or how
+    /// its process ended.
     fn run(&self, entry: i64, arg: Vec<u8>) -> Result<Ended> {
         let machine = self.machine;
         let agent = machine.agent()?;
         let during = format!("calling `{}`", self.name());
         let lost = |e| machine.agent_lost(&agent, &during, e);
-        let mut conn = agent.connect().map_err(lost)?;
-        let pipes =
-            Pipes::for_call().map_err(|e| Error::io(format!("making pipes for {during}"), e))?;
-        let request = Request::Call(wire::Call {
+        let invocation = Invocation {
             entry,
             arg,
             user: self.user.clone(),
-            timeout_ms: self
-                .limit()
-                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-        });
-        conn.send(&request, &pipes.theirs()).map_err(lost)?;
-        let deadline = self
-            .limit()
-            .map(|t| crate::deadline::after(t.saturating_add(TIMEOUT_GRACE)));
-        let start_deadline = Instant::now() + crate::agent::CALL_TIMEOUT;
-        let pumped = pump(
-            &mut conn,
-            pipes.into_ours(),
-            None,
-            (deadline, start_deadline),
-            self.output_limit,
-        )
-        .map_err(lost)?;
-        if let Some(stream) = pumped.over {
-            // Whatever it still owes on this connection, the connection is dropped.
+        };
+        let deadline = self.limit().map(crate::deadline::after);
+        let Started {
+            pid,
+            mut run,
+            gathered,
+            lease: _lease,
+        } = self.start(&agent, &invocation, deadline, &lost)?;
+        let reply = match gathered {
+            Ok(None) if run.has_outcome() => None,
+            // Its socket closed without an outcome: it died, or exec'd. Its status says which.
+            Ok(_) => Some(
+                self.finish(&agent, pid, false, deadline, &mut run)
+                    .map_err(lost)?,
+            ),
+            Err(RecvError::TimedOut) => {
+                self.finish(&agent, pid, true, Some(killed()), &mut run)
+                    .map_err(lost)?;
+                return Err(self.timed_out());
+            }
+            Err(e) => return Err(lost(e)),
+        };
+        // Past the limit, output was read and thrown away, and a result's socket closed: the
+        // process is not held up, and ends by itself.
+        if let Some(stream) = run.over() {
             return Err(Error::TooLarge {
                 what: format!("`{}`", self.name()),
                 machine: machine.name().into(),
@@ -242,6 +267,7 @@ impl<F> Call<'_, F> {
                 limit: self.output_limit,
             });
         }
+        let pumped = run.into_pumped(None);
         // Where the test's own output goes: libtest captures it, and shows it on failure.
         if !pumped.stdout.is_empty() {
             print!("{}", String::from_utf8_lossy(&pumped.stdout));
@@ -250,36 +276,110 @@ impl<F> Call<'_, F> {
             eprint!("{}", String::from_utf8_lossy(&pumped.stderr));
         }
         let outcome = pumped.outcome;
-        match pumped.reply {
-            None => {
-                conn.release_owing();
-                Ok(Ended { status: 0, outcome })
+        match reply {
+            None => Ok(Ended { status: 0, outcome }),
+            Some(Response::Exited { status }) => Ok(Ended { status, outcome }),
+            Some(Response::TimedOut) => Err(self.timed_out()),
+            Some(other) => Err(self.refused(other, &during)),
+        }
+    }
+
+    /// Hands the invocation to a call process, and gathers what it sends back until its
+    /// outcome, its end or `deadline`; returns its PID with that. The guest can kill those
+    /// waiting: one that is gone, or dies with the request unread (its socket then resets),
+    /// never ran the function, and is passed over until the agent's replacements come (it
+    /// forks one for each).
+    fn start<'a>(
+        &self,
+        agent: &'a Agent,
+        invocation: &Invocation,
+        deadline: Option<Instant>,
+        lost: &dyn Fn(RecvError) -> Error,
+    ) -> Result<Started<'a>> {
+        let during = format!("calling `{}`", self.name());
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let passed_over = |e: &std::io::Error| {
+                e.raw_os_error() == Some(libc::ECONNRESET) && tries <= crate::agent::PUSHED_AHEAD
+            };
+            let (spare, lease) = agent.spare().map_err(lost)?;
+            let spare = spare.map_err(|answer| self.refused(answer, &during))?;
+            if let Err(e) = spare.start(invocation) {
+                if tries <= crate::agent::PUSHED_AHEAD {
+                    continue;
+                }
+                return Err(self.failed(format!("its process took no request: {e}"), None));
             }
-            Some(Response::Ended { status }) => {
-                conn.release();
-                Ok(Ended { status, outcome })
+            let pid = spare.pid;
+            let mut run = Gathering::new(Ours::of_call(spare.into_streams()), self.output_limit);
+            match pump(None, &mut run, None, deadline, None) {
+                Err(RecvError::Io(e)) if passed_over(&e) => continue,
+                gathered => {
+                    return Ok(Started {
+                        pid,
+                        run,
+                        gathered,
+                        lease,
+                    })
+                }
             }
-            Some(Response::TimedOut) => Err(Error::Timeout {
-                what: format!("`{}` in machine {}", self.name(), machine.name()),
-                after: self.limit().unwrap_or_default(),
-                hint: "its process was killed, with every process it started; \
-                       `.timeout(..)` on `Machine::function` sets another limit"
-                    .into(),
-            }),
-            Some(Response::Failed {
-                step: Step::User, ..
-            }) => Err(Error::NoSuchUser {
-                machine: machine.name().into(),
-                user: self.user.clone().unwrap_or_default(),
-            }),
-            Some(Response::Failed { step, errno }) => Err(self.failed(
+        }
+    }
+
+    /// Has the agent wait for call process `pid` (killing it first if `kill`) until
+    /// `deadline`, while what it still writes is gathered; returns how it ended.
+    fn finish(
+        &self,
+        agent: &Agent,
+        pid: u32,
+        kill: bool,
+        deadline: Option<Instant>,
+        run: &mut Gathering,
+    ) -> std::result::Result<Response, RecvError> {
+        run.let_go();
+        let mut conn = agent.connect()?;
+        let timeout_ms = deadline.map(|d| {
+            let left = d.saturating_duration_since(Instant::now());
+            u64::try_from(left.as_millis()).unwrap_or(u64::MAX)
+        });
+        conn.send(
+            &Request::Finish {
+                pid,
+                kill,
+                timeout_ms,
+            },
+            &[],
+        )?;
+        let grace = deadline.and_then(|d| d.checked_add(TIMEOUT_GRACE));
+        let reply = pump(Some(&mut conn), run, None, grace, None)?;
+        let reply = reply.ok_or(RecvError::Closed)?;
+        conn.release();
+        Ok(reply)
+    }
+
+    /// The error for a call process the agent could not give, or that ended in a way the
+    /// agent reported.
+    fn refused(&self, answer: Response, during: &str) -> Error {
+        match answer {
+            Response::Failed { step, errno } => self.failed(
                 format!(
                     "the agent could not start its process ({step:?}): {}",
                     std::io::Error::from_raw_os_error(errno)
                 ),
                 None,
-            )),
-            Some(other) => Err(machine.agent_confused(&during, &other)),
+            ),
+            other => self.machine.agent_confused(during, &other),
+        }
+    }
+
+    fn timed_out(&self) -> Error {
+        Error::Timeout {
+            what: format!("`{}` in machine {}", self.name(), self.machine.name()),
+            after: self.limit().unwrap_or_default(),
+            hint: "its process was killed, with every process it started; \
+                   `.timeout(..)` on `Machine::function` sets another limit"
+                .into(),
         }
     }
 

@@ -13,7 +13,7 @@ use std::process::{ExitStatus, Output};
 use std::time::{Duration, Instant};
 
 use super::lifecycle::Machine;
-use super::stdio::{pump, Pipes, DEFAULT_OUTPUT_LIMIT};
+use super::stdio::{pump, Gathering, Pipes, DEFAULT_OUTPUT_LIMIT};
 use crate::agent::user::PATH;
 use crate::agent::wire::{Exec, Request, Response, Step};
 use crate::error::{Error, Result};
@@ -256,23 +256,24 @@ impl<'m> Command<'m> {
             .map_err(|e| Error::io(format!("making pipes for {during}"), e))?;
         conn.send(&Request::Exec(self.request()), &pipes.theirs())
             .map_err(lost)?;
-        let ours = pipes.into_ours();
+        let mut run = Gathering::new(pipes.into_ours(), self.output_limit);
         let deadline = self
             .timeout
             .map(|t| crate::deadline::after(t.saturating_add(TIMEOUT_GRACE)));
         let start_deadline = Instant::now() + crate::agent::CALL_TIMEOUT;
-        let pumped = pump(
-            &mut conn,
-            ours,
+        let reply = pump(
+            Some(&mut conn),
+            &mut run,
             self.stdin.as_deref(),
-            (deadline, start_deadline),
-            self.output_limit,
+            deadline,
+            Some(start_deadline),
         )
         .map_err(lost)?;
+        let pumped = run.into_pumped(reply);
         let status = match pumped.reply {
             Some(Response::Exited { status }) => ExitStatus::from_raw(status),
             Some(other) => return Err(self.failure(other)),
-            // Only a call's outcome pipe ends the pump before the agent's answer.
+            // Only a call's outcome ends the pump before the agent's answer.
             None => {
                 return Err(Error::Agent {
                     machine: self.machine.name().to_string(),

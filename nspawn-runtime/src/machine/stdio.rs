@@ -1,7 +1,7 @@
 //! A command's standard streams, on the test process's side: the pipes it gets, and the loop
 //! that feeds its stdin and gathers its output while waiting for the agent's answer. A call
-//! ([`super::call`]) has one pipe more, that its process writes its outcome to: the loop ends
-//! as soon as that is whole, without waiting for the agent.
+//! ([`super::call`]) has one stream more, its process's socket, which carries its outcome: the
+//! loop then ends as soon as that is whole, without the agent.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -10,21 +10,23 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{PollFd, PollFlags};
 
 use crate::agent::wire::{poll_timeout, RecvError, Response};
-use crate::agent::Conn;
+use crate::agent::{Conn, Streams};
 
 /// The program's standard streams: pipes, or this process's own stdout and stderr.
 pub(crate) struct Pipes {
     stdin: Option<(OwnedFd, OwnedFd)>,
     output: Option<[(OwnedFd, OwnedFd); 2]>,
-    outcome: Option<(OwnedFd, OwnedFd)>,
 }
 
-/// This side of the pipes.
+/// This side of the streams.
 pub(crate) struct Ours {
     stdin: Option<OwnedFd>,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     outcome: Option<OwnedFd>,
+    /// A call's write ends of its outputs, let go once the outcome has come (or its socket
+    /// closed without one): until then, only data wakes the loop.
+    held: Option<[OwnedFd; 2]>,
 }
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -40,27 +42,17 @@ impl Pipes {
             } else {
                 None
             },
-            outcome: None,
         })
     }
 
-    /// A call's: output captured, and its outcome pipe.
-    pub(crate) fn for_call() -> std::io::Result<Pipes> {
-        Ok(Pipes {
-            outcome: Some(pipe()?),
-            ..Pipes::new(false, true)?
-        })
-    }
-
-    /// The ends the program gets: `[stdin], stdout, stderr, [outcome]`.
+    /// The ends the program gets: `[stdin], stdout, stderr`.
     pub(crate) fn theirs(&self) -> Vec<RawFd> {
         let stdin = self.stdin.iter().map(|(read, _)| read.as_raw_fd());
         let output: Vec<RawFd> = match &self.output {
             Some(pipes) => pipes.iter().map(|(_, write)| write.as_raw_fd()).collect(),
             None => vec![libc::STDOUT_FILENO, libc::STDERR_FILENO],
         };
-        let outcome = self.outcome.iter().map(|(_, write)| write.as_raw_fd());
-        stdin.chain(output).chain(outcome).collect()
+        stdin.chain(output).collect()
     }
 
     /// Closes the program's ends here, so that its exit is seen as end-of-file.
@@ -73,7 +65,8 @@ impl Pipes {
             stdin: self.stdin.map(|(_, write)| write),
             stdout,
             stderr,
-            outcome: self.outcome.map(|(read, _)| read),
+            outcome: None,
+            held: None,
         }
     }
 }
@@ -82,10 +75,22 @@ impl Pipes {
 /// last, short enough that a background job holding the pipe does not hold the test.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
-/// How a command's run through the agent ended.
+impl Ours {
+    /// A call process's streams: its stdout, its stderr, and its socket for the outcome.
+    pub(crate) fn of_call(streams: Streams) -> Ours {
+        Ours {
+            stdin: None,
+            stdout: Some(streams.stdout),
+            stderr: Some(streams.stderr),
+            outcome: Some(streams.outcome),
+            held: Some(streams.held),
+        }
+    }
+}
+
+/// How a run ended.
 pub(crate) struct Pumped {
-    /// The agent's last word on the program; `None` when a call's outcome came first (the
-    /// agent's word is then still owed on the connection).
+    /// The agent's last word on the program; `None` when a call's outcome came without one.
     pub reply: Option<Response>,
     /// A call's outcome message, when it came whole.
     pub outcome: Option<Vec<u8>>,
@@ -99,6 +104,75 @@ pub(crate) struct Pumped {
     /// it was read and thrown away (the program was not held up); a result past it is
     /// never complete.
     pub over: Option<&'static str>,
+}
+
+/// A run's streams, and what came on them so far: [`pump`] may go over them more than once
+/// (a call's, first alone, then with the agent's answer on how its process ended).
+pub(crate) struct Gathering {
+    ours: Ours,
+    stdout: Capped,
+    stderr: Capped,
+    outcome: Capped,
+    drain_until: Option<Instant>,
+    held_open: bool,
+}
+
+impl Gathering {
+    /// Gathers from `ours`, keeping at most `limit` bytes of each.
+    pub(crate) fn new(ours: Ours, limit: usize) -> Gathering {
+        Gathering {
+            ours,
+            stdout: Capped::new(limit),
+            stderr: Capped::new(limit),
+            outcome: Capped::new(limit.saturating_add(4)),
+            drain_until: None,
+            held_open: false,
+        }
+    }
+
+    /// Stops waiting for a call's outcome (what came of it is kept), and lets go of its
+    /// write ends of the outputs: from now on, their end is seen.
+    pub(crate) fn let_go(&mut self) {
+        self.ours.outcome = None;
+        self.ours.held = None;
+    }
+
+    /// Whether a call's outcome came whole.
+    pub(crate) fn has_outcome(&self) -> bool {
+        whole_message(&self.outcome.kept).is_some()
+    }
+
+    /// What went past the limit, if anything: `"stdout"`, `"stderr"` or `"result"`.
+    pub(crate) fn over(&self) -> Option<&'static str> {
+        [
+            (&self.stdout, "stdout"),
+            (&self.stderr, "stderr"),
+            (&self.outcome, "result"),
+        ]
+        .into_iter()
+        .find_map(|(c, name)| c.over.then_some(name))
+    }
+
+    /// What came, with the agent's last word if there was one.
+    pub(crate) fn into_pumped(self, reply: Option<Response>) -> Pumped {
+        Pumped {
+            reply,
+            outcome: whole_message(&self.outcome.kept).map(<[u8]>::to_vec),
+            over: self.over(),
+            stdout: self.stdout.kept,
+            stderr: self.stderr.kept,
+            held_open: self.held_open,
+        }
+    }
+
+    fn outputs_open(&self) -> bool {
+        self.ours.stdout.is_some() || self.ours.stderr.is_some()
+    }
+
+    fn drain_from_now(&mut self) {
+        self.drain_until
+            .get_or_insert_with(|| Instant::now() + DRAIN_GRACE);
+    }
 }
 
 /// What the test process keeps of a machine's output, or of a call's result, at most by
@@ -136,94 +210,88 @@ impl Capped {
     }
 }
 
-/// Feeds stdin and gathers stdout and stderr until the agent says how the program ended and
-/// both outputs reached end-of-file (as `std::process::Child::wait_with_output` would), or
-/// [`DRAIN_GRACE`] after the exit. The agent must acknowledge the start by `start_deadline`;
-/// a timeout or a failure is returned at once.
+/// Feeds stdin and gathers stdout and stderr until the agent says how the program ended on
+/// `conn` and both outputs reached end-of-file (as `std::process::Child::wait_with_output`
+/// would), or [`DRAIN_GRACE`] after the exit; returns the agent's answer.
+///
+/// A call's run ends with `None` as soon as its outcome is whole and its outputs closed, and,
+/// without `conn`, also when its socket closed without a whole outcome. With
+/// `start_deadline`, the agent must acknowledge the start by then. A timeout or a failure is
+/// returned at once.
 pub(crate) fn pump(
-    conn: &mut Conn,
-    mut ours: Ours,
+    mut conn: Option<&mut Conn>,
+    run: &mut Gathering,
     mut input: Option<&[u8]>,
-    deadlines: (Option<Instant>, Instant),
-    limit: usize,
-) -> std::result::Result<Pumped, RecvError> {
-    let (deadline, start_deadline) = deadlines;
-    if let Some(fd) = &ours.stdin {
+    deadline: Option<Instant>,
+    mut start_deadline: Option<Instant>,
+) -> std::result::Result<Option<Response>, RecvError> {
+    if let Some(fd) = &run.ours.stdin {
         fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
             .map_err(std::io::Error::from)?;
     }
-    let (mut stdout, mut stderr) = (Capped::new(limit), Capped::new(limit));
-    let mut outcome = Capped::new(limit.saturating_add(4));
-    let over = |o: &Capped, e: &Capped, r: &Capped| {
-        [(o, "stdout"), (e, "stderr"), (r, "result")]
-            .into_iter()
-            .find_map(|(c, name)| c.over.then_some(name))
-    };
     let mut reply: Option<Response> = None;
-    let mut started = false;
-    let mut drain_until = None;
     loop {
-        let outputs_open = ours.stdout.is_some() || ours.stderr.is_some();
-        let held_open = drain_until.is_some_and(|d| Instant::now() >= d);
-        let whole = whole_message(&outcome.kept);
+        let outputs_open = run.outputs_open();
+        let held_open = run.drain_until.is_some_and(|d| Instant::now() >= d);
+        let whole = run.has_outcome();
         if let Some(r) = reply.take() {
-            let exited = matches!(r, Response::Exited { .. } | Response::Ended { .. });
-            if !exited || !(outputs_open || ours.outcome.is_some()) || held_open {
-                return Ok(Pumped {
-                    reply: Some(r),
-                    outcome: whole.map(<[u8]>::to_vec),
-                    over: over(&stdout, &stderr, &outcome),
-                    stdout: stdout.kept,
-                    stderr: stderr.kept,
-                    held_open: exited && outputs_open,
-                });
+            let exited = matches!(r, Response::Exited { .. });
+            if !exited || !(outputs_open || run.ours.outcome.is_some()) || held_open {
+                run.held_open = exited && outputs_open;
+                return Ok(Some(r));
             }
             reply = Some(r);
-        } else if let Some(body) = whole.filter(|_| !outputs_open || held_open) {
-            return Ok(Pumped {
-                reply: None,
-                outcome: Some(body.to_vec()),
-                over: over(&stdout, &stderr, &outcome),
-                stdout: stdout.kept,
-                stderr: stderr.kept,
-                held_open: outputs_open,
-            });
+        } else if whole && (!outputs_open || held_open) {
+            run.held_open = outputs_open;
+            return Ok(None);
+        } else if conn.is_none() && run.ours.outcome.is_none() && !whole {
+            return Ok(None);
         }
-        let wait_until = match (started, reply.is_some() || whole.is_some()) {
-            (_, true) => drain_until,
-            (false, false) => Some(deadline.map_or(start_deadline, |d| d.min(start_deadline))),
-            (true, false) => deadline,
+        let wait_until = match (start_deadline, reply.is_some() || whole) {
+            (_, true) => run.drain_until,
+            (Some(start), false) => Some(deadline.map_or(start, |d| d.min(start))),
+            (None, false) => deadline,
         };
-        let ready = poll(conn.fd(), &ours, reply.is_none(), wait_until);
-        let ready = match ready {
-            Err(RecvError::TimedOut) if drain_until.is_some() => continue,
+        let want_reply = reply
+            .is_none()
+            .then(|| conn.as_deref().map(Conn::fd))
+            .flatten();
+        let ready = match poll(want_reply, &run.ours, wait_until) {
+            Err(RecvError::TimedOut) if run.drain_until.is_some() => continue,
             other => other?,
         };
         if ready.stdin {
-            feed(&mut ours.stdin, &mut input);
+            feed(&mut run.ours.stdin, &mut input);
         }
         if ready.stdout {
-            drain(&mut ours.stdout, &mut stdout)?;
+            drain(&mut run.ours.stdout, &mut run.stdout)?;
         }
         if ready.stderr {
-            drain(&mut ours.stderr, &mut stderr)?;
+            drain(&mut run.ours.stderr, &mut run.stderr)?;
         }
         if ready.outcome {
-            drain(&mut ours.outcome, &mut outcome)?;
-            if whole_message(&outcome.kept).is_some() || declared(&outcome.kept) > limit {
-                outcome.over |= whole_message(&outcome.kept).is_none();
-                ours.outcome = None;
-                drain_until.get_or_insert_with(|| Instant::now() + DRAIN_GRACE);
+            drain(&mut run.ours.outcome, &mut run.outcome)?;
+            let kept = &run.outcome.kept;
+            if whole_message(kept).is_some() || declared(kept) > run.outcome.limit {
+                run.outcome.over |= whole_message(kept).is_none();
+                run.ours.outcome = None;
+                run.drain_from_now();
+            }
+            if run.ours.outcome.is_none() {
+                run.ours.held = None;
             }
         }
         if ready.conn {
+            let Some(conn) = conn.as_deref_mut() else {
+                continue;
+            };
             match conn.recv(None)?.0 {
-                Response::Started => started = true,
+                Response::Started => start_deadline = None,
                 r => {
                     reply = Some(r);
-                    drain_until.get_or_insert_with(|| Instant::now() + DRAIN_GRACE);
+                    run.drain_from_now();
                     // The program is gone: whatever it did not read, it never will.
-                    ours.stdin = None;
+                    run.ours.stdin = None;
                 }
             }
         }
@@ -253,13 +321,12 @@ struct Ready {
 }
 
 fn poll(
-    conn: BorrowedFd,
+    conn: Option<BorrowedFd>,
     ours: &Ours,
-    want_reply: bool,
     deadline: Option<Instant>,
 ) -> std::result::Result<Ready, RecvError> {
     let wanted = [
-        (want_reply.then_some(conn), PollFlags::POLLIN),
+        (conn, PollFlags::POLLIN),
         (ours.stdin.as_ref().map(|f| f.as_fd()), PollFlags::POLLOUT),
         (ours.stdout.as_ref().map(|f| f.as_fd()), PollFlags::POLLIN),
         (ours.stderr.as_ref().map(|f| f.as_fd()), PollFlags::POLLIN),
@@ -305,11 +372,18 @@ fn feed(pipe: &mut Option<OwnedFd>, input: &mut Option<&[u8]>) {
 /// Reads what is there; closes the pipe at end-of-file.
 fn drain(pipe: &mut Option<OwnedFd>, out: &mut Capped) -> std::io::Result<()> {
     let Some(fd) = pipe else { return Ok(()) };
-    let mut buf = [0u8; 64 * 1024];
-    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+    // One buffer per thread, not one per read: clearing 64 KiB costs more than a short read.
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
+    }
+    let read = BUF.with_borrow_mut(|buf| {
+        let n = nix::unistd::read(fd.as_raw_fd(), buf)?;
+        out.take(&buf[..n]);
+        Ok::<usize, nix::errno::Errno>(n)
+    });
+    match read {
         Ok(0) => *pipe = None,
-        Ok(n) => out.take(&buf[..n]),
-        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+        Ok(_) | Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
         Err(e) => return Err(e.into()),
     }
     Ok(())
