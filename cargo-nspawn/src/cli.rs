@@ -48,8 +48,8 @@ pub enum Command {
         #[arg(last = true)]
         command: Vec<String>,
     },
-    /// Set this project up for nspawn tests: the test runner, ignore and exclude entries, and a
-    /// first test. Run it as yourself, not as root.
+    /// Set this project up for nspawn tests: the test runner, the runtime optimized in dev
+    /// builds, ignore and exclude entries, and a first test. Run it as yourself, not as root.
     Init(init::Init),
 }
 

@@ -5,6 +5,11 @@
 //!   the user and runs only the test binaries through sudo, which drop back to the user
 //!   before `main` (no root-owned file in `target/` or `~/.cargo`, and sudo's `secure_path`
 //!   never has to find cargo);
+//! - `opt-level = 2` for `nspawn-runtime` in dev builds, in that same file: the runtime's side
+//!   of every file operation, command and call then runs optimized while your own code stays
+//!   a debug build (measured here: `exists()` from 0.05-0.06 ms to 0.03-0.04 ms, a call from
+//!   0.19 ms to 0.14-0.15 ms; `benches/README.md`), for a first build of the runtime that
+//!   takes about 30 s more;
 //! - `/test_chroots/` in the workspace's `.gitignore`, and in the package's `exclude` when the
 //!   chroots live inside the package, so `git status`, `cargo package` and build-script
 //!   scans leave the chroots (root-owned, with device nodes) alone;
@@ -26,6 +31,8 @@ pub struct Init {
 }
 
 const RUNNER: &str = "sudo -E";
+/// The runtime's package, and its optimization level in dev builds.
+const RUNTIME: (&str, i64) = ("nspawn-runtime", 2);
 const TARGET: &str = "cfg(target_os = \"linux\")";
 const CHROOTS: &str = "test_chroots";
 
@@ -52,6 +59,7 @@ pub fn run(args: &Init, dir: Option<&Path>) -> Result<(), CliError> {
     eprintln!("package:   {}", package.display());
     eprintln!("workspace: {}", ws.root.display());
     runner(&ws.root.join(".cargo/config.toml"))?;
+    optimized_runtime(&ws.root.join(".cargo/config.toml"))?;
     ignore(&ws.root.join(".gitignore"))?;
     if ws.chroots_dir().starts_with(&package) {
         exclude(&package.join("Cargo.toml"))?;
@@ -149,6 +157,44 @@ fn runner(path: &Path) -> Result<(), CliError> {
     }
     target.insert("runner", value(RUNNER));
     write(path, &doc.to_string(), "the test runner")
+}
+
+/// `[profile.dev.package.nspawn-runtime] opt-level = 2`, unless the runtime's dev settings
+/// are set there already.
+fn optimized_runtime(path: &Path) -> Result<(), CliError> {
+    let mut doc = parse(path, &read(path)?)?;
+    let (package, level) = RUNTIME;
+    let packages =
+        ["profile", "dev", "package"]
+            .iter()
+            .try_fold(doc.as_table_mut(), |table, key| {
+                table
+                    .entry(key)
+                    .or_insert_with(implicit_table)
+                    .as_table_mut()
+            });
+    let Some(packages) = packages else {
+        return Err(CliError::Manifest {
+            path: path.to_path_buf(),
+            message: "[profile.dev.package] is not a table".into(),
+        });
+    };
+    if let Some(existing) = packages.get(package) {
+        eprintln!(
+            "kept the settings of {package} already in {}: {}",
+            path.display(),
+            existing.to_string().trim()
+        );
+        return Ok(());
+    }
+    let mut settings = Table::new();
+    settings.insert("opt-level", value(level));
+    packages.insert(package, Item::Table(settings));
+    write(
+        path,
+        &doc.to_string(),
+        "an optimized runtime for dev builds",
+    )
 }
 
 fn implicit_table() -> Item {

@@ -111,6 +111,10 @@ fn init_sets_the_project_up_once() {
             && config.contains("runner = \"sudo -E\""),
         "{config}"
     );
+    assert!(
+        config.contains("[profile.dev.package.nspawn-runtime]\nopt-level = 2\n"),
+        "{config}"
+    );
     assert!(read(".gitignore").lines().any(|l| l == "/test_chroots/"));
     assert!(read("Cargo.toml").contains("exclude = [\"test_chroots\"]"));
     // The project declares `trixie` only: a test for `bookworm` would not compile.
@@ -145,14 +149,16 @@ fn init_writes_a_first_test_for_bookworm_where_no_chroot_is_declared() {
 }
 
 #[test]
-fn init_keeps_a_runner_already_set() {
+fn init_keeps_a_runner_and_runtime_settings_already_set() {
     let project = project();
     std::fs::create_dir(project.path().join(".cargo")).unwrap();
-    let mine = "[target.'cfg(target_os = \"linux\")']\nrunner = \"my-runner\"\n";
+    let mine = "[target.'cfg(target_os = \"linux\")']\nrunner = \"my-runner\"\n\n\
+                [profile.dev.package.nspawn-runtime]\nopt-level = 1\n";
     std::fs::write(project.path().join(".cargo/config.toml"), mine).unwrap();
     let out = init(project.path());
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("kept the runner already set"));
+    assert!(text(&out).contains("kept the settings of nspawn-runtime"));
     let config = std::fs::read_to_string(project.path().join(".cargo/config.toml")).unwrap();
     assert_eq!(config, mine);
 }
