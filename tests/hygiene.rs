@@ -275,23 +275,11 @@ fn the_sweep_removes_leftovers_of_dead_owners_only() {
 #[test]
 fn the_sweep_empties_populated_orphan_cgroups_without_a_record() {
     let _root = nspawn::privs::root().unwrap();
-    let cgroup = MachineCgroup::create("nspawn-4194305-orphan04");
-    assert!(!cgroup.dirs().is_empty(), "no cgroup could be created");
-    let procs: Vec<_> = cgroup
-        .dirs()
-        .iter()
-        .map(|d| d.join("cgroup.procs"))
-        .collect();
-    let mut cmd = Command::new("sleep");
-    cmd.arg("600.4194305");
-    // SAFETY: writes to cgroup files before exec; allocation is acceptable in a test.
-    unsafe {
-        cmd.pre_exec(move || {
-            procs.iter().for_each(|p| drop(std::fs::write(p, "0")));
-            Ok(())
-        });
-    }
-    let mut inside = cmd.spawn().unwrap();
+    // The other tests of this binary sweep too, and the children of one of them sweep when
+    // they start: an orphan cgroup that is still empty can go before the process joins it.
+    let (cgroup, mut inside) = (0..20)
+        .find_map(|_| orphan_with_a_process("nspawn-4194305-orphan04"))
+        .expect("a process stayed in the orphan cgroup until the sweep");
     let removed = sweep::sweep(&sweep::Options::default()).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     let status = loop {
@@ -310,6 +298,38 @@ fn the_sweep_empties_populated_orphan_cgroups_without_a_record() {
         "{removed:?}"
     );
     assert!(cgroup.dirs().iter().all(|d| !d.exists()), "{removed:?}");
+}
+
+/// Cgroup `name` in each hierarchy, with a process in all of them; `None` if another sweep
+/// removed the cgroup before the process was in (that process is then ended).
+fn orphan_with_a_process(name: &str) -> Option<(MachineCgroup, std::process::Child)> {
+    let cgroup = MachineCgroup::create(name);
+    assert!(!cgroup.dirs().is_empty(), "no cgroup could be created");
+    let procs: Vec<_> = cgroup
+        .dirs()
+        .iter()
+        .map(|d| d.join("cgroup.procs"))
+        .collect();
+    let mut cmd = Command::new("sleep");
+    cmd.arg("600.4194305");
+    // SAFETY: writes to cgroup files before exec; allocation is acceptable in a test.
+    unsafe {
+        cmd.pre_exec(move || {
+            procs.iter().for_each(|p| drop(std::fs::write(p, "0")));
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let joined = cgroup.dirs().iter().all(|d| {
+        std::fs::read_to_string(d.join("cgroup.procs"))
+            .is_ok_and(|procs| procs.lines().any(|p| p == child.id().to_string()))
+    });
+    if joined {
+        return Some((cgroup, child));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    None
 }
 
 /// A record a killed process left half written (or its temporary file) names a machine whose
