@@ -15,7 +15,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::spawn::{wait_on, Woken};
+use super::spawn::{signal_group, wait_on, Woken};
 use super::wire::{self, Response, Step};
 use super::zygote::Zygote;
 use crate::host::pidfd::PidFd;
@@ -175,7 +175,7 @@ pub fn finish(
             return Some(Response::failed(Step::Protocol, &unknown));
         }
         if kill {
-            kill_group(pid);
+            signal_group(pid);
         }
         // Still ours and unreaped, under the lock: the PID is that process's.
         PidFd::open(pid)
@@ -217,18 +217,7 @@ impl Handed {
 /// meanwhile.
 fn kill_if_running(pid: u32) {
     if handed().is_running(pid) {
-        kill_group(pid);
-    }
-}
-
-/// Kills a call process and every process it started. It is unreaped (the caller holds the
-/// lock and found it running), so neither its PID nor its group can have been reused; it
-/// may not have made its group yet, so it is killed by PID too.
-fn kill_group(pid: u32) {
-    // SAFETY: plain kill.
-    unsafe {
-        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
-        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        signal_group(pid);
     }
 }
 
@@ -238,7 +227,7 @@ fn kill_group(pid: u32) {
 pub fn end_all() {
     let mut handed = handed();
     for process in handed.running.drain(..) {
-        kill_group(process.pid);
+        signal_group(process.pid);
         // SAFETY: reaping our own child.
         unsafe { libc::waitpid(process.pid as libc::pid_t, std::ptr::null_mut(), 0) };
     }

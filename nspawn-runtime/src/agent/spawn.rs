@@ -174,14 +174,19 @@ fn reap(pid: u32) -> Response {
 }
 
 pub fn kill_group(pid: u32) {
-    // The program is not reaped yet, so its PID (and group) cannot have been reused. It may
-    // not have made its group yet: kill it by PID too.
+    signal_group(pid);
+    reap(pid);
+}
+
+/// Sends SIGKILL to child `pid` and its process group. The caller makes sure it is not reaped
+/// yet, so neither its PID nor its group can have been reused; it may not have made its group
+/// yet, so it is killed by PID too.
+pub fn signal_group(pid: u32) {
     // SAFETY: plain kill.
     unsafe {
         libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
         libc::kill(pid as libc::pid_t, libc::SIGKILL);
     }
-    reap(pid);
 }
 
 #[cfg(test)]

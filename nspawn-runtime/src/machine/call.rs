@@ -242,7 +242,7 @@ impl<F> Call<'_, F> {
             mut run,
             gathered,
             lease: _lease,
-        } = self.start(&agent, &invocation, deadline, &lost)?;
+        } = self.start(&agent, &invocation, deadline, (&during, &lost))?;
         let reply = match gathered {
             Ok(None) if run.has_outcome() => None,
             // Its socket closed without an outcome: it died, or exec'd. Its status says which.
@@ -294,9 +294,8 @@ impl<F> Call<'_, F> {
         agent: &'a Agent,
         invocation: &Invocation,
         deadline: Option<Instant>,
-        lost: &dyn Fn(RecvError) -> Error,
+        (during, lost): (&str, &dyn Fn(RecvError) -> Error),
     ) -> Result<Started<'a>> {
-        let during = format!("calling `{}`", self.name());
         let mut tries = 0;
         loop {
             tries += 1;
@@ -304,12 +303,18 @@ impl<F> Call<'_, F> {
                 e.raw_os_error() == Some(libc::ECONNRESET) && tries <= crate::agent::PUSHED_AHEAD
             };
             let (spare, lease) = agent.spare().map_err(lost)?;
-            let spare = spare.map_err(|answer| self.refused(answer, &during))?;
+            let spare = spare.map_err(|answer| self.refused(answer, during))?;
             if let Err(e) = spare.start(invocation) {
                 if tries <= crate::agent::PUSHED_AHEAD {
                     continue;
                 }
-                return Err(self.failed(format!("its process took no request: {e}"), None));
+                return Err(self.failed(
+                    format!(
+                        "{tries} call processes in a row took no request ({e}): something in \
+                         the machine kills them; the agent forks new ones for the next call"
+                    ),
+                    None,
+                ));
             }
             let pid = spare.pid;
             let mut run = Gathering::new(Ours::of_call(spare.into_streams()), self.output_limit);
