@@ -155,7 +155,7 @@ fn cargo(args: &[&str]) -> Result<(), CliError> {
     if status.success() {
         Ok(())
     } else {
-        Err(HostError::command(line, status.to_string(), "").into())
+        Err(HostError::command(line, status, "").into())
     }
 }
 

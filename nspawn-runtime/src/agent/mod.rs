@@ -201,10 +201,19 @@ impl Agent {
         pushed.coming = pushed.coming.checked_sub(1)?;
         let sock = pushed.sock.as_ref()?;
         let deadline = Some(Instant::now() + PUSH_WAIT);
-        let Ok((answer, fds)) = wire::recv::<Response>(sock.as_fd(), deadline) else {
-            // Late, or gone: the next call asks for pushes anew.
-            pushed.sock = None;
-            return None;
+        let (answer, fds) = match wire::recv::<Response>(sock.as_fd(), deadline) {
+            Ok(pushed) => pushed,
+            // Late, or gone: this call asks for one, and the next asks for pushes anew.
+            Err(e) => {
+                tracing::debug!(
+                    agent = self.pid(),
+                    error = ?e,
+                    wait_ms = PUSH_WAIT.as_millis() as u64,
+                    "no call process pushed in time; asking for one"
+                );
+                pushed.sock = None;
+                return None;
+            }
         };
         let spare = Spare::handed(answer, fds);
         if spare.is_err() {

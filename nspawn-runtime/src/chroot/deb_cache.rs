@@ -37,6 +37,15 @@ impl DebCache {
             .iter()
             .any(|p| p.to_string_lossy().contains(char::is_whitespace))
         {
+            crate::report::warning(
+                None,
+                format_args!(
+                    "chroot {name} is built without its package cache: its path {} has white \
+                     space, which mmdebstrap's hooks split on; every package is downloaded \
+                     again (a chroot directory without white space keeps them)",
+                    kept.display()
+                ),
+            );
             return Ok(None);
         }
         std::fs::create_dir_all(&kept).context(|| format!("creating {}", kept.display()))?;
@@ -140,6 +149,18 @@ mod tests {
         );
         assert_eq!(package_of("lock"), None);
         assert_eq!(package_of("partial"), None);
+    }
+
+    #[test]
+    fn a_chroot_directory_with_white_space_has_no_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let spaced = dir.path().join("test chroots");
+        assert!(DebCache::open(&spaced, "bookworm").unwrap().is_none());
+        assert!(
+            !spaced.exists(),
+            "nothing is made for a cache it cannot use"
+        );
+        assert!(DebCache::open(dir.path(), "bookworm").unwrap().is_some());
     }
 
     #[test]

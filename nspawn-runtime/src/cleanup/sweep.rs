@@ -404,53 +404,140 @@ fn stale_cgroups(live: &[String]) -> Vec<String> {
 }
 
 /// The files of warm keepers (`harness::warm`) that are gone: a keeper ended by a signal
-/// leaves its share, which names it, and its log. A kind with no keeper file keeps nothing.
+/// leaves its share, which names it, and its log. A share whose keeper file is missing or
+/// unreadable has no keeper to wait for, and goes too (without a word: nothing ran).
 fn stale_warm_keepers() -> Vec<String> {
     let dir = crate::host::run_dir::run_dir().join("warm");
-    let mut removed = Vec::new();
-    for lock in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-        let name = lock.file_name().to_string_lossy().into_owned();
-        let Some(key) = name.strip_suffix(".lock") else {
-            continue;
-        };
-        let keeper = std::fs::read_to_string(dir.join(format!("{key}.keeper")))
+    let keeper = |key: &str| {
+        std::fs::read_to_string(dir.join(format!("{key}.keeper")))
             .ok()
-            .and_then(|text| toml::from_str::<ProcessId>(&text).ok());
-        if keeper.is_some_and(|k| k.is_alive()) {
-            continue;
-        }
-        for ext in ["toml", "claims", "keeper", "log", "lock"] {
-            let _ = std::fs::remove_file(dir.join(format!("{key}.{ext}")));
-        }
-        if keeper.is_some() {
-            removed.push(format!(
-                "warm machines' share {key} of a keeper that is gone"
-            ));
-        }
-    }
-    removed
+            .and_then(|text| toml::from_str::<ProcessId>(&text).ok())
+    };
+    let sets = FileSets {
+        dir: &dir,
+        exts: &["toml", "claims", "keeper", "log", "lock"],
+        ownerless_are_stale: true,
+    };
+    sets.remove_stale(keeper, |key| {
+        format!("warm machines' share {key} of a keeper that is gone")
+    })
 }
 
 /// The files of machines shared across a nextest run's processes (`harness::nextest`) whose
-/// run is over: each share's lock file names the run's process.
+/// run is over: each share's lock file names the run's process. A lock that names none is
+/// being written, and is left.
 fn stale_shares() -> Vec<String> {
     let dir = crate::host::run_dir::run_dir().join("shared");
-    let mut removed = Vec::new();
-    for lock in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-        let name = lock.file_name().to_string_lossy().into_owned();
-        let Some(id) = name.strip_suffix(".lock") else {
-            continue;
-        };
-        let run = std::fs::read_to_string(lock.path())
+    let run = |id: &str| {
+        std::fs::read_to_string(dir.join(format!("{id}.lock")))
             .ok()
-            .and_then(|text| text.parse::<ProcessId>().ok());
-        if run.is_none_or(|run| run.is_alive()) {
-            continue;
+            .and_then(|text| text.parse::<ProcessId>().ok())
+    };
+    let sets = FileSets {
+        dir: &dir,
+        exts: &["toml", "users", "log", "tmp", "done", "lock"],
+        ownerless_are_stale: false,
+    };
+    sets.remove_stale(run, |id| format!("nextest share {id} of a finished run"))
+}
+
+/// Sets of files `KEY.EXT` in a run directory, one per `KEY.lock`, each owned by a process.
+struct FileSets<'a> {
+    dir: &'a Path,
+    /// Every extension of a set; `lock` last, so that a set is whole until its lock goes.
+    exts: &'a [&'a str],
+    /// Whether a set whose owner cannot be read is removed too.
+    ownerless_are_stale: bool,
+}
+
+impl FileSets<'_> {
+    /// Removes each set whose owner (`owner(KEY)`) is gone; returns `what(KEY)` for each
+    /// removed set that had one.
+    fn remove_stale(
+        &self,
+        owner: impl Fn(&str) -> Option<ProcessId>,
+        what: impl Fn(&str) -> String,
+    ) -> Vec<String> {
+        let mut removed = Vec::new();
+        for lock in std::fs::read_dir(self.dir).into_iter().flatten().flatten() {
+            let name = lock.file_name().to_string_lossy().into_owned();
+            let Some(key) = name.strip_suffix(".lock") else {
+                continue;
+            };
+            let owner = owner(key);
+            let stale = match &owner {
+                Some(process) => !process.is_alive(),
+                None => self.ownerless_are_stale,
+            };
+            if !stale {
+                continue;
+            }
+            for ext in self.exts {
+                let _ = std::fs::remove_file(self.dir.join(format!("{key}.{ext}")));
+            }
+            if owner.is_some() {
+                removed.push(what(key));
+            }
         }
-        for ext in ["toml", "users", "log", "tmp", "done", "lock"] {
-            let _ = std::fs::remove_file(dir.join(format!("{id}.{ext}")));
-        }
-        removed.push(format!("nextest share {id} of a finished run"));
+        removed
     }
-    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sets `alive`, `dead` and `unowned`, each with a `.lock` and a `.log`, and a stray file.
+    fn sets(dir: &Path) {
+        for key in ["alive", "dead", "unowned"] {
+            for ext in ["lock", "log"] {
+                std::fs::write(dir.join(format!("{key}.{ext}")), "").unwrap();
+            }
+        }
+        std::fs::write(dir.join("stray.log"), "").unwrap();
+    }
+
+    fn owner(key: &str) -> Option<ProcessId> {
+        let me = ProcessId::current().unwrap();
+        match key {
+            "alive" => Some(me),
+            // This PID with another start time: a process that is gone, its PID reused.
+            "dead" => Some(ProcessId { start: 0, ..me }),
+            _ => None,
+        }
+    }
+
+    fn left(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn only_sets_of_owners_that_are_gone_are_removed_and_told() {
+        for ownerless_are_stale in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            sets(dir.path());
+            let sets = FileSets {
+                dir: dir.path(),
+                exts: &["log", "lock"],
+                ownerless_are_stale,
+            };
+            let told = sets.remove_stale(owner, |key| format!("set {key}"));
+            assert_eq!(told, ["set dead"]);
+            let mut expected = vec!["alive.lock", "alive.log", "stray.log"];
+            if !ownerless_are_stale {
+                expected.extend(["unowned.lock", "unowned.log"]);
+            }
+            expected.sort();
+            assert_eq!(
+                left(dir.path()),
+                expected,
+                "ownerless_are_stale: {ownerless_are_stale}"
+            );
+        }
+    }
 }

@@ -32,8 +32,8 @@ pub enum HostError {
     Command {
         /// The command line.
         command: String,
-        /// How it ended.
-        status: String,
+        /// How it ended: `status.code()` is its exit code, `None` when a signal ended it.
+        status: std::process::ExitStatus,
         /// The end of its error output.
         stderr: String,
     },
@@ -83,12 +83,12 @@ impl HostError {
     /// The host program `command` ended as `status`, with `stderr`'s end as the reason.
     pub fn command(
         command: impl Into<String>,
-        status: impl Into<String>,
+        status: std::process::ExitStatus,
         stderr: impl Into<String>,
     ) -> Self {
         HostError::Command {
             command: command.into(),
-            status: status.into(),
+            status,
             stderr: stderr.into(),
         }
     }

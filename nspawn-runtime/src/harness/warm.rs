@@ -176,8 +176,16 @@ fn take(key: &str) -> Option<Machine> {
                 claimer,
                 machine: published.name,
             });
-            write(key, "claims", &claims).ok()?;
-            write(key, "toml", &share).ok()?;
+            // Taken off the list before it is claimed: a machine is used only once both are
+            // written, and one written off but not claimed stays the keeper's, unused.
+            let recorded = write(key, "toml", &share).and_then(|()| write(key, "claims", &claims));
+            if let Err(e) = recorded {
+                crate::report::warning(
+                    Some(machine.name()),
+                    format_args!("the warm machine is left to its keeper, and one is booted: {e}"),
+                );
+                return None;
+            }
             return Some(machine);
         }
     }

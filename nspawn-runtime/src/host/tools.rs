@@ -163,7 +163,7 @@ fn checked(line: String, out: Output) -> Result<Output, HostError> {
     } else {
         Err(HostError::Command {
             command: line,
-            status: out.status.to_string(),
+            status: out.status,
             stderr: crate::text::tail(&String::from_utf8_lossy(&out.stderr), 20),
         })
     }
