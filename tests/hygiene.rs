@@ -165,11 +165,6 @@ fn plant_orphan(name: &str) -> std::process::Child {
         id
     };
     let cgroup = MachineCgroup::create(name);
-    let procs: Vec<_> = cgroup
-        .dirs()
-        .iter()
-        .map(|d| d.join("cgroup.procs"))
-        .collect();
     let chroot = common::chroots_dir().join("bookworm");
     let mut cmd = Command::new("systemd-nspawn");
     cmd.args([
@@ -186,13 +181,7 @@ fn plant_orphan(name: &str) -> std::process::Child {
     .stdout(Stdio::null())
     .stderr(Stdio::null())
     .process_group(0);
-    // SAFETY: writes to cgroup files before exec; allocation is acceptable in a test.
-    unsafe {
-        cmd.pre_exec(move || {
-            procs.iter().for_each(|p| drop(std::fs::write(p, "0")));
-            Ok(())
-        });
-    }
+    cgroup.enter_before_exec(&mut cmd);
     let child = cmd.spawn().unwrap();
     Record {
         name: name.into(),
@@ -305,20 +294,9 @@ fn the_sweep_empties_populated_orphan_cgroups_without_a_record() {
 fn orphan_with_a_process(name: &str) -> Option<(MachineCgroup, std::process::Child)> {
     let cgroup = MachineCgroup::create(name);
     assert!(!cgroup.dirs().is_empty(), "no cgroup could be created");
-    let procs: Vec<_> = cgroup
-        .dirs()
-        .iter()
-        .map(|d| d.join("cgroup.procs"))
-        .collect();
     let mut cmd = Command::new("sleep");
     cmd.arg("600.4194305");
-    // SAFETY: writes to cgroup files before exec; allocation is acceptable in a test.
-    unsafe {
-        cmd.pre_exec(move || {
-            procs.iter().for_each(|p| drop(std::fs::write(p, "0")));
-            Ok(())
-        });
-    }
+    cgroup.enter_before_exec(&mut cmd);
     let mut child = cmd.spawn().unwrap();
     let joined = cgroup.dirs().iter().all(|d| {
         std::fs::read_to_string(d.join("cgroup.procs"))

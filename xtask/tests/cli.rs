@@ -161,15 +161,9 @@ fn ctrl_c_during_a_build_leaves_no_chroot_and_no_partial_tree() {
 /// runs a command in it.
 #[test]
 fn the_built_chroot_runs_a_command_under_plain_systemd_nspawn() {
-    use std::os::unix::process::CommandExt;
     let chroot = workspace().join("test_chroots/bookworm");
     // Without systemd on the host, nspawn puts its payload under our cgroup: give it its own.
     let cgroup = nspawn_runtime::testing::MachineCgroup::create("nspawn-cli-plain");
-    let procs: Vec<PathBuf> = cgroup
-        .dirs()
-        .iter()
-        .map(|d| d.join("cgroup.procs"))
-        .collect();
     let mut cmd = Command::new("systemd-nspawn");
     cmd.args([
         "--quiet",
@@ -186,13 +180,7 @@ fn the_built_chroot_runs_a_command_under_plain_systemd_nspawn() {
         "-c",
         ". /etc/os-release; echo $VERSION_CODENAME; ls /lib/systemd/systemd",
     ]);
-    // SAFETY: writes to cgroup files before exec; allocation is acceptable in a test.
-    unsafe {
-        cmd.pre_exec(move || {
-            procs.iter().for_each(|p| drop(std::fs::write(p, "0")));
-            Ok(())
-        });
-    }
+    cgroup.enter_before_exec(&mut cmd);
     let out = cmd.output().unwrap();
     cgroup.remove();
     assert!(

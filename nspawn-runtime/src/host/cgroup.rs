@@ -63,6 +63,22 @@ impl MachineCgroup {
         move || enter(&procs)
     }
 
+    /// Has `cmd`'s process move itself into the cgroups between fork and exec (with
+    /// [`child_hook`](Self::child_hook)), as the runtime does with nspawn: for tests that
+    /// start nspawn or a process of a machine by hand.
+    pub fn enter_before_exec(&self, cmd: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        let enter = self.child_hook();
+        // SAFETY: the hook makes only raw system calls, which is what runs between fork and
+        // exec may do.
+        unsafe {
+            cmd.pre_exec(move || {
+                enter();
+                Ok(())
+            });
+        }
+    }
+
     /// The unified (cgroup v2) directory, which has `cgroup.kill`.
     pub(crate) fn unified(&self) -> Option<&Path> {
         self.dirs
