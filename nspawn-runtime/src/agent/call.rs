@@ -152,6 +152,9 @@ fn try_reap(pid: u32) -> Option<i32> {
     let mut status = 0;
     // SAFETY: reaping our own child without blocking.
     let ret = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+    if ret > 0 {
+        super::init::reaped(status);
+    }
     (ret != 0).then_some(status)
 }
 

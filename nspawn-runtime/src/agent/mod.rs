@@ -24,6 +24,7 @@
 mod call;
 pub(crate) mod callee;
 mod confine;
+mod init;
 mod launch;
 mod seccomp;
 mod server;

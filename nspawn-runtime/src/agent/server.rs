@@ -157,6 +157,7 @@ fn check(ret: libc::c_int) -> std::io::Result<()> {
 /// Takes new connections until the test process or the machine is gone.
 fn accept(control: BorrowedFd, leader: PidFd, zygote: std::io::Result<Zygote>) {
     let leader = std::sync::Arc::new(leader);
+    super::init::keep(leader.clone());
     let zygote = std::sync::Arc::new(zygote);
     serve_until_gone(control, &leader, &zygote);
     call::end_all();

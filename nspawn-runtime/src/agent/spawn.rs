@@ -17,7 +17,8 @@ use nix::poll::{PollFd, PollFlags};
 
 use super::launch::{Context, Launch};
 use super::user::Identity;
-use super::wire::{poll_timeout, Exec, Response, Step};
+use super::wire::{Exec, Response, Step};
+use crate::deadline::poll_timeout;
 use crate::host::pidfd::PidFd;
 
 /// Makes the calling thread's children start in the PID namespace of `leader`.
@@ -164,6 +165,7 @@ fn reap(pid: u32) -> Response {
         // SAFETY: waiting for our own child.
         let ret = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
         if ret >= 0 {
+            super::init::reaped(status);
             return Response::Exited { status };
         }
         let e = std::io::Error::last_os_error();

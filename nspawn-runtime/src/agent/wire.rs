@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use nix::cmsg_space;
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::poll::{PollFd, PollFlags};
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -305,7 +305,7 @@ fn recv_start(
 /// Waits until `fd` can be read, or fails at `deadline`.
 pub fn wait_readable(fd: BorrowedFd, deadline: Option<Instant>) -> Result<(), RecvError> {
     loop {
-        let timeout = poll_timeout(deadline).ok_or(RecvError::TimedOut)?;
+        let timeout = crate::deadline::poll_timeout(deadline).ok_or(RecvError::TimedOut)?;
         let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
         match nix::poll::poll(&mut fds, timeout) {
             Ok(0) => continue,
@@ -314,18 +314,6 @@ pub fn wait_readable(fd: BorrowedFd, deadline: Option<Instant>) -> Result<(), Re
             Err(e) => return Err(RecvError::Io(e.into())),
         }
     }
-}
-
-/// The `poll(2)` timeout that ends at `deadline` (none: forever); `None` once it has passed.
-pub fn poll_timeout(deadline: Option<Instant>) -> Option<PollTimeout> {
-    let Some(deadline) = deadline else {
-        return Some(PollTimeout::NONE);
-    };
-    let left = deadline.checked_duration_since(Instant::now())?;
-    if left.is_zero() {
-        return None;
-    }
-    Some(PollTimeout::try_from(left.as_millis().max(1)).unwrap_or(PollTimeout::MAX))
 }
 
 fn read_exact(sock: BorrowedFd, mut buf: &mut [u8]) -> Result<(), RecvError> {

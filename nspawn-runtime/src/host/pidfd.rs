@@ -61,9 +61,19 @@ impl PidFd {
 
     /// Waits up to `timeout` for the process to exit; true if it did.
     pub fn wait(&self, timeout: Duration) -> bool {
-        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
-        matches!(nix::poll::poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0)
+        let deadline = crate::deadline::after(timeout);
+        loop {
+            // Once the deadline has passed, one last look without waiting.
+            let left = crate::deadline::poll_timeout(Some(deadline)).unwrap_or(PollTimeout::ZERO);
+            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            match nix::poll::poll(&mut fds, left) {
+                Ok(n) => return n > 0,
+                // A signal is no answer: under sudo, glibc interrupts every thread's wait each
+                // time one thread changes the process's user.
+                Err(nix::errno::Errno::EINTR) if left != PollTimeout::ZERO => {}
+                Err(_) => return false,
+            }
+        }
     }
 }
 
@@ -108,5 +118,39 @@ mod tests {
         assert!(fd.wait(Duration::from_secs(5)));
         child.wait().unwrap();
         assert!(!fd.is_alive());
+    }
+
+    extern "C" fn interrupt(_: libc::c_int) {}
+
+    /// Signals that interrupt the wait (a handler without `SA_RESTART`, as glibc's set-uid
+    /// broadcast is) do not end it.
+    #[test]
+    fn a_wait_outlasts_signals() {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        use std::os::unix::thread::JoinHandleExt;
+        let handler = SigAction::new(
+            SigHandler::Handler(interrupt),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        // SAFETY: a handler that does nothing.
+        unsafe { sigaction(Signal::SIGUSR2, &handler) }.unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.5")
+            .spawn()
+            .unwrap();
+        let fd = PidFd::open(child.id()).unwrap();
+        let waiter = std::thread::spawn(move || fd.wait(Duration::from_secs(60)));
+        let thread = waiter.as_pthread_t();
+        while !waiter.is_finished() {
+            // SAFETY: the thread is not joined yet, so its handle is valid.
+            unsafe { libc::pthread_kill(thread, libc::SIGUSR2) };
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            waiter.join().unwrap(),
+            "the wait ended before the process did"
+        );
+        child.wait().unwrap();
     }
 }

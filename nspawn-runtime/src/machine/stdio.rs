@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{PollFd, PollFlags};
 
-use crate::agent::wire::{poll_timeout, RecvError, Response};
+use crate::agent::wire::{RecvError, Response};
 use crate::agent::{Conn, Streams};
+use crate::deadline::poll_timeout;
 
 /// The program's standard streams: pipes, or this process's own stdout and stderr.
 pub(crate) struct Pipes {
