@@ -11,9 +11,11 @@
 //! unreaped, so it can never be another process's.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::spawn::{signal_group, wait_on, Woken};
 use super::wire::{self, Response, Step};
@@ -34,7 +36,7 @@ struct Handed {
 struct Running {
     pid: u32,
     /// Counted when it is reaped: the pushing thread's cue for the next one.
-    gone: Option<Arc<OwnedFd>>,
+    gone: Option<Arc<EventFd>>,
 }
 
 static HANDED: Mutex<Handed> = Mutex::new(Handed {
@@ -81,29 +83,19 @@ pub fn push(conn: BorrowedFd, zygote: &std::io::Result<Zygote>) {
         if !matches!(wait_on(gone.as_fd(), conn, None), Woken::Ready) {
             return;
         }
-        let mut count = [0u8; 8];
-        owed = match nix::unistd::read(gone.as_raw_fd(), &mut count) {
-            Ok(8) => u64::from_ne_bytes(count),
-            _ => 0,
-        };
+        owed = gone.read().unwrap_or(0);
     }
 }
 
 /// An eventfd that counts the processes gone: each reaping adds one, a read takes them all.
-fn counter() -> std::io::Result<OwnedFd> {
-    // SAFETY: eventfd returns a new descriptor, owned below.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor, ours alone.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+fn counter() -> std::io::Result<EventFd> {
+    EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK).map_err(Into::into)
 }
 
 /// Forks a call process and lists it, with where to say it is gone.
 fn fork_and_list(
     zygote: &std::io::Result<Zygote>,
-    gone: Option<Arc<OwnedFd>>,
+    gone: Option<Arc<EventFd>>,
 ) -> (Response, Vec<OwnedFd>) {
     let zygote = match zygote {
         Ok(z) => z,
@@ -141,7 +133,7 @@ pub fn reap_handed() {
         }
         ended.push_back((process.pid, status));
         if let Some(gone) = &process.gone {
-            let _ = nix::unistd::write(gone.as_fd(), &1u64.to_ne_bytes());
+            let _ = gone.write(1);
         }
         false
     });
