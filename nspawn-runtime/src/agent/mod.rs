@@ -93,6 +93,32 @@ struct Pushed {
     coming: u32,
     /// Which connection this is: a lease from an earlier one counts for nothing.
     generation: u64,
+    /// The next one, already taken off the connection (see [`Agent::take_ahead`]), or the
+    /// agent's last word there.
+    ready: Option<Result<Spare, Response>>,
+}
+
+impl Pushed {
+    /// Takes the next message off the connection, waiting until `deadline`. A failure other
+    /// than the deadline passing, or an answer that is not a process, ends the connection:
+    /// the next call asks for pushes anew.
+    fn receive(&mut self, deadline: Instant) -> Result<Result<Spare, Response>, RecvError> {
+        let sock = self.sock.as_ref().ok_or(RecvError::Closed)?;
+        let received = wire::recv::<Response>(sock.as_fd(), Some(deadline));
+        let spare = match received {
+            Ok((answer, fds)) => Spare::handed(answer, fds),
+            Err(RecvError::TimedOut) => return Err(RecvError::TimedOut),
+            Err(e) => {
+                self.sock = None;
+                return Err(e);
+            }
+        };
+        self.coming = self.coming.saturating_sub(1);
+        if spare.is_err() {
+            self.sock = None;
+        }
+        Ok(spare)
+    }
 }
 
 /// How long a call waits for a process the agent owes it before asking for one of its own:
@@ -192,6 +218,19 @@ impl Agent {
     /// coming; asks for pushes on first use.
     fn pushed_spare(&self) -> Option<(Result<Spare, Response>, Lease<'_>)> {
         let mut pushed = self.pushed.try_lock().ok()?;
+        let spare = match pushed.ready.take() {
+            Some(ready) => ready,
+            None => self.receive_pushed(&mut pushed)?,
+        };
+        let lease = Lease {
+            agent: self,
+            generation: Some(pushed.generation),
+        };
+        Some((spare, lease))
+    }
+
+    /// Waits for the next call process pushed, asking for pushes first if none are coming.
+    fn receive_pushed(&self, pushed: &mut Pushed) -> Option<Result<Spare, Response>> {
         if pushed.sock.is_none() {
             let mut conn = self.connect().ok()?;
             conn.send(&Request::Spares, &[]).ok()?;
@@ -199,11 +238,11 @@ impl Agent {
             pushed.coming = call::PUSHED_AHEAD;
             pushed.generation += 1;
         }
-        pushed.coming = pushed.coming.checked_sub(1)?;
-        let sock = pushed.sock.as_ref()?;
-        let deadline = Some(Instant::now() + PUSH_WAIT);
-        let (answer, fds) = match wire::recv::<Response>(sock.as_fd(), deadline) {
-            Ok(pushed) => pushed,
+        if pushed.coming == 0 {
+            return None;
+        }
+        match pushed.receive(Instant::now() + PUSH_WAIT) {
+            Ok(spare) => Some(spare),
             // Late, or gone: this call asks for one, and the next asks for pushes anew.
             Err(e) => {
                 tracing::debug!(
@@ -213,19 +252,21 @@ impl Agent {
                     "no call process pushed in time; asking for one"
                 );
                 pushed.sock = None;
-                return None;
+                None
             }
-        };
-        let spare = Spare::handed(answer, fds);
-        if spare.is_err() {
-            // The agent's last word on that connection.
-            pushed.sock = None;
         }
-        let lease = Lease {
-            agent: self,
-            generation: Some(pushed.generation),
+    }
+
+    /// Takes the next pushed call process off its connection if it has come, without waiting,
+    /// so that the next call starts with it in hand. Called while a call's process runs, when
+    /// the test's thread would otherwise only wait for it to wake.
+    pub(crate) fn take_ahead(&self) {
+        let Ok(mut pushed) = self.pushed.try_lock() else {
+            return;
         };
-        Some((spare, lease))
+        if pushed.ready.is_none() && pushed.coming > 0 {
+            pushed.ready = pushed.receive(Instant::now()).ok();
+        }
     }
 
     /// One request without descriptors, and its answer, within [`CALL_TIMEOUT`].
@@ -301,7 +342,10 @@ impl Drop for Agent {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.pushed.lock().unwrap_or_else(|p| p.into_inner()).sock = None;
+        let mut pushed = self.pushed.lock().unwrap_or_else(|p| p.into_inner());
+        pushed.sock = None;
+        pushed.ready = None;
+        drop(pushed);
         if !self.pidfd.wait(Duration::from_secs(2)) {
             let _root = privs::ThreadRoot::acquire();
             let _ = self.pidfd.signal(libc::SIGKILL);

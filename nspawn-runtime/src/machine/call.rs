@@ -317,6 +317,8 @@ impl<F> Call<'_, F> {
                 ));
             }
             let pid = spare.pid;
+            // While the process wakes: this thread would only wait.
+            agent.take_ahead();
             let mut run = Gathering::new(Ours::of_call(spare.into_streams()), self.output_limit);
             match pump(None, &mut run, None, deadline, None) {
                 Err(RecvError::Io(e)) if passed_over(&e) => continue,
