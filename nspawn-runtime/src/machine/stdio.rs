@@ -280,6 +280,11 @@ pub(crate) fn pump(
             }
             if run.ours.outcome.is_none() {
                 run.ours.held = None;
+                // The process let go of its outputs before it wrote its outcome: unless
+                // something it started holds them, they are at their end now, and reading
+                // them at once spares a wait in `poll`.
+                drain(&mut run.ours.stdout, &mut run.stdout)?;
+                drain(&mut run.ours.stderr, &mut run.stderr)?;
             }
         }
         if ready.conn {
@@ -393,8 +398,8 @@ fn drain(pipe: &mut Option<OwnedFd>, out: &mut Capped) -> std::io::Result<()> {
 /// Reads what is there without waiting, whatever the descriptor's own flags say. A call's
 /// pipes are made inside the machine, and what the call starts there can open them again: a
 /// reader there that empties one between our `poll` and our read would leave a waiting read
-/// stuck past every deadline. Where the kernel does not take `RWF_NOWAIT` for a pipe, this is
-/// a plain read, as before.
+/// stuck past every deadline. Where the kernel does not take `RWF_NOWAIT` for a pipe, the
+/// descriptor is made non-blocking instead (which a guest sharing it could undo).
 fn read_now(fd: BorrowedFd, buf: &mut [u8]) -> nix::Result<usize> {
     let iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -404,7 +409,10 @@ fn read_now(fd: BorrowedFd, buf: &mut [u8]) -> nix::Result<usize> {
     // position, as `read` does (pipes and sockets have none).
     let n = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, -1, libc::RWF_NOWAIT) };
     match nix::errno::Errno::result(n) {
-        Err(nix::errno::Errno::EOPNOTSUPP) => nix::unistd::read(fd.as_raw_fd(), buf),
+        Err(nix::errno::Errno::EOPNOTSUPP) => {
+            fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+            nix::unistd::read(fd.as_raw_fd(), buf)
+        }
         other => other.map(|n| n as usize),
     }
 }
