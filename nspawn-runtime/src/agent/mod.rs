@@ -104,15 +104,16 @@ impl Pushed {
     /// the next call asks for pushes anew.
     fn receive(&mut self, deadline: Instant) -> Result<Result<Spare, Response>, RecvError> {
         let sock = self.sock.as_ref().ok_or(RecvError::Closed)?;
-        let received = wire::recv::<Response>(sock.as_fd(), Some(deadline));
-        let spare = match received {
-            Ok((answer, fds)) => Spare::handed(answer, fds),
-            Err(RecvError::TimedOut) => return Err(RecvError::TimedOut),
+        let (answer, fds) = match wire::recv::<Response>(sock.as_fd(), Some(deadline)) {
+            Ok(received) => received,
             Err(e) => {
-                self.sock = None;
+                if !matches!(e, RecvError::TimedOut) {
+                    self.sock = None;
+                }
                 return Err(e);
             }
         };
+        let spare = Spare::handed(answer, fds);
         self.coming = self.coming.saturating_sub(1);
         if spare.is_err() {
             self.sock = None;
