@@ -7,7 +7,8 @@
 //! - exec: `machine.run(["/bin/true"])` against `nsenter -t <leader> -a /bin/true`;
 //! - `exists()`;
 //! - the agent's calls one by one, interleaved: file calls, commands, and `Machine::call` of
-//!   the test binary's own functions (`--calls` runs only these);
+//!   the test binary's own functions (`--calls` runs only these), then no-op calls back to
+//!   back, and from two threads at once, with the calling threads' CPU time;
 //! - stop-to-gone: `Machine::stop` (returns once nspawn has removed the snapshot or overlay)
 //!   against SIGKILL to the raw leader and waiting for nspawn to exit.
 //!
@@ -485,9 +486,10 @@ mod backends {
 /// The agent's calls one by one, each beside `nsenter -t <leader> -a /bin/true`, on one
 /// machine, interleaved so that all see the same noise (`--calls` runs only this).
 mod calls {
+    use super::calls_more::{back_to_back, side_by_side};
     use super::*;
 
-    fn count() -> usize {
+    pub(super) fn count() -> usize {
         std::env::var("NSPAWN_BENCH_CALLS")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -579,8 +581,75 @@ mod calls {
                 v[v.len() - 1]
             );
         }
+        back_to_back(&m);
+        side_by_side(&m);
         drop(ops);
         m.stop().unwrap();
+    }
+}
+
+/// Two more rows of `--calls`, each in a loop of its own: calls back to back, and from two
+/// threads at once, with the CPU time they cost the calling threads.
+mod calls_more {
+    use super::*;
+
+    /// CPU time of the calling thread so far.
+    fn thread_cpu() -> Duration {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: fills `ts`.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+    }
+
+    /// No-op calls one after another: their median, and the calling thread's CPU time per
+    /// call (what waiting for the outcome costs the test's own thread).
+    pub fn back_to_back(m: &Machine) {
+        let n = calls::count();
+        let cpu = thread_cpu();
+        let times: Vec<Duration> = (0..n)
+            .map(|_| time(|| m.call(|(): ()| (), ()).unwrap()).1)
+            .collect();
+        let cpu = (thread_cpu() - cpu) / n as u32;
+        let s = Stats(times);
+        println!(
+            "\n{n} no-op calls back to back: median {:.3} ms, p90 {:.3} ms; the test thread's \
+             CPU time per call {:.3} ms",
+            s.median(),
+            s.quantile(0.9),
+            cpu.as_secs_f64() * 1e3
+        );
+    }
+
+    /// Two threads calling at once on one machine, on a host of two CPUs: each call's
+    /// median, and the two threads' CPU time per call.
+    pub fn side_by_side(m: &Machine) {
+        let n = calls::count();
+        let results: Vec<(Vec<Duration>, Duration)> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let cpu = thread_cpu();
+                        let t: Vec<Duration> = (0..n)
+                            .map(|_| time(|| m.call(|(): ()| (), ()).unwrap()).1)
+                            .collect();
+                        (t, thread_cpu() - cpu)
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let cpu: Duration = results.iter().map(|r| r.1).sum::<Duration>() / (2 * n) as u32;
+        let s = Stats(results.into_iter().flat_map(|r| r.0).collect());
+        println!(
+            "two threads, {n} no-op calls each at once: median {:.3} ms, p90 {:.3} ms; CPU \
+             time per call {:.3} ms",
+            s.median(),
+            s.quantile(0.9),
+            cpu.as_secs_f64() * 1e3
+        );
     }
 }
 

@@ -6,6 +6,7 @@
 //! serde type does, self-describing ones (`serde_json::Value`, untagged enums) included. What
 //! the function prints is shown with the test's output.
 
+use std::os::fd::AsFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 use super::command::TIMEOUT_GRACE;
 use super::lifecycle::Machine;
+use super::spin;
 use super::stdio::{pump, Gathering, Ours};
 use crate::agent::callee::{self, Entry};
 use crate::agent::wire::{Invocation, Outcome, RecvError, Request, Response, ROUND_TRIP};
@@ -296,6 +298,9 @@ impl<F> Call<'_, F> {
         deadline: Option<Instant>,
         (during, lost): (&str, &dyn Fn(RecvError) -> Error),
     ) -> Result<Started<'a>> {
+        // From before the process is taken: calls back to back wait for the one that
+        // replaces the last, and a thread that spins then takes the CPU that forks it.
+        let began = Instant::now();
         let mut tries = 0;
         loop {
             tries += 1;
@@ -319,8 +324,12 @@ impl<F> Call<'_, F> {
             let pid = spare.pid;
             // While the process wakes: this thread would only wait.
             agent.take_ahead();
-            let mut run = Gathering::new(Ours::of_call(spare.into_streams()), self.output_limit);
-            match pump(None, &mut run, None, deadline, None) {
+            let streams = spare.into_streams();
+            spin::briefly(streams.outcome.as_fd(), deadline);
+            let mut run = Gathering::new(Ours::of_call(streams), self.output_limit);
+            let gathered = pump(None, &mut run, None, deadline, None);
+            spin::took(began.elapsed());
+            match gathered {
                 Err(RecvError::Io(e)) if passed_over(&e) => continue,
                 gathered => {
                     return Ok(Started {

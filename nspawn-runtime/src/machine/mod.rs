@@ -7,6 +7,7 @@
 //! - `command`, `stdio`: commands, and their output;
 //! - `console`: waiting for a line on the console;
 //! - `call`: the test binary's own functions, run inside;
+//! - `spin`: a short busy wait for a quick call's outcome;
 //! - `files`: file calls;
 //! - `tree`: directories copied in and out;
 //! - `faults`: network faults: a link blocked, cut between two machines, delayed or lossy;
@@ -30,6 +31,7 @@ mod lifecycle;
 mod port;
 mod power;
 pub(crate) mod registry;
+mod spin;
 mod stdio;
 mod tree;
 mod units;
