@@ -166,4 +166,12 @@ fn a_privileged_machine_says_why_it_cannot_boot_again() {
     let err = m.power_on().unwrap_err();
     assert!(matches!(err, Error::NotRunning { .. }), "{err}");
     assert!(err.to_string().contains("private_users(false)"), "{err}");
+    // What is asked of it later says why too, not only that it is not running.
+    let later = m.read("/etc/hostname").unwrap_err();
+    assert!(matches!(later, Error::NotRunning { .. }), "{later}");
+    assert!(
+        later.to_string().contains("powering it on failed")
+            && later.to_string().contains("private_users(false)"),
+        "{later}"
+    );
 }

@@ -88,6 +88,7 @@ impl Machine {
             address: published.address,
             // Booted by another process: its boot time is that one's to tell.
             boot_time: std::sync::OnceLock::new(),
+            lost: std::sync::OnceLock::new(),
         }))
     }
 }

@@ -528,6 +528,7 @@ impl MachineBuilder {
             address: memberships.first().map(|m| m.address().into()),
             memberships: Mutex::new(memberships),
             boot_time: std::sync::OnceLock::new(),
+            lost: std::sync::OnceLock::new(),
         });
         machine.configure_network(spec.hosts.as_ref(), nspawn_pid)?;
         // The way-out probe (a few ms) runs while the guest's systemd finishes booting.

@@ -63,6 +63,9 @@ pub(crate) struct State {
     pub(super) address: Option<std::net::IpAddr>,
     /// From nspawn's start to ready: no chroot build, no wait for a slot.
     pub(super) boot_time: std::sync::OnceLock<Duration>,
+    /// Why it cannot run any more, when that was a failure to boot it again (not a stop):
+    /// what is asked of it later says so, not just that it is not running.
+    pub(super) lost: std::sync::OnceLock<String>,
 }
 
 impl Machine {

@@ -106,15 +106,14 @@ impl Machine {
             return Ok(());
         }
         let mut running = self.0.running.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(mut current) = running.take() else {
+        let Some(current) = running.take() else {
             return Err(self.stopped());
         };
         if self.current_leader().is_alive() {
             *running = Some(current);
             return Ok(());
         }
-        current.stop(self.0.stop_timeout)?;
-        let next = self.boot_again(current)?;
+        let next = self.cycle(current, "powering it on")?;
         *running = Some(next);
         drop(running);
         self.wait_until_running(self.boot_timeout())
@@ -134,17 +133,31 @@ impl Machine {
         match current.after_leader(self.boot_timeout()) {
             Ended::Down => Err(self.down()),
             Ended::RebootAsked => {
-                let Some(mut current) = running.take() else {
+                let Some(current) = running.take() else {
                     return Err(self.stopped());
                 };
-                // Waits for nspawn to be gone (the systemd backend's is being stopped).
-                current.stop(self.0.stop_timeout)?;
-                *running = Some(self.boot_again(current)?);
+                *running = Some(self.cycle(current, "following the reboot its guest asked for")?);
                 drop(running);
                 self.wait_until_running(self.boot_timeout())?;
                 Ok(self.current_leader())
             }
         }
+    }
+
+    /// Waits for the nspawn of `current` to be gone (the systemd backend's is being stopped),
+    /// and boots again on its disk. A failure is kept for what is asked of the machine later
+    /// (it is no longer running), with what was being done.
+    fn cycle(&self, mut current: Running, doing: &str) -> Result<Running> {
+        current
+            .stop(self.0.stop_timeout)
+            .and_then(|()| self.boot_again(current))
+            .inspect_err(|e| {
+                let why = match e {
+                    Error::NotRunning { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                let _ = self.0.lost.set(format!("{doing} failed: {why}"));
+            })
     }
 
     fn boot_timeout(&self) -> Duration {
@@ -259,13 +272,16 @@ impl Machine {
     }
 
     fn stopped(&self) -> Error {
-        let reason = match self.0.again {
-            Some(_) => "it was stopped",
-            None => "it is another process's machine (nextest): only that process boots it",
+        let reason = match (self.0.lost.get(), &self.0.again) {
+            (Some(lost), _) => lost.clone(),
+            (None, Some(_)) => "it was stopped".into(),
+            (None, None) => {
+                "it is another process's machine (nextest): only that process boots it".into()
+            }
         };
         Error::NotRunning {
             machine: self.0.name.clone(),
-            reason: reason.into(),
+            reason,
         }
     }
 
