@@ -260,14 +260,16 @@ impl Agent {
 
     /// Takes the next pushed call process off its connection if it has come, without waiting,
     /// so that the next call starts with it in hand. Called while a call's process runs, when
-    /// the test's thread would otherwise only wait for it to wake.
-    pub(crate) fn take_ahead(&self) {
+    /// the test's thread would otherwise only wait for it to wake. Returns whether the next
+    /// one is in hand: the agent is then not forking one, as it does after each call.
+    pub(crate) fn take_ahead(&self) -> bool {
         let Ok(mut pushed) = self.pushed.try_lock() else {
-            return;
+            return false;
         };
         if pushed.ready.is_none() && pushed.coming > 0 {
             pushed.ready = pushed.receive(Instant::now()).ok();
         }
+        pushed.ready.is_some()
     }
 
     /// One request without descriptors, and its answer, within [`CALL_TIMEOUT`].

@@ -298,9 +298,6 @@ impl<F> Call<'_, F> {
         deadline: Option<Instant>,
         (during, lost): (&str, &dyn Fn(RecvError) -> Error),
     ) -> Result<Started<'a>> {
-        // From before the process is taken: calls back to back wait for the one that
-        // replaces the last, and a thread that spins then takes the CPU that forks it.
-        let began = Instant::now();
         let mut tries = 0;
         loop {
             tries += 1;
@@ -309,6 +306,7 @@ impl<F> Call<'_, F> {
             };
             let (spare, lease) = agent.spare().map_err(lost)?;
             let spare = spare.map_err(|answer| self.refused(answer, during))?;
+            let sent = Instant::now();
             if let Err(e) = spare.start(invocation) {
                 if tries <= crate::agent::PUSHED_AHEAD {
                     continue;
@@ -323,12 +321,16 @@ impl<F> Call<'_, F> {
             }
             let pid = spare.pid;
             // While the process wakes: this thread would only wait.
-            agent.take_ahead();
+            let ahead = agent.take_ahead();
             let streams = spare.into_streams();
-            spin::briefly(streams.outcome.as_fd(), deadline);
+            // Not while the agent forks the next process (calls back to back): the spinning
+            // thread would take the CPU that forks it.
+            if ahead {
+                spin::briefly(streams.outcome.as_fd(), deadline);
+            }
             let mut run = Gathering::new(Ours::of_call(streams), self.output_limit);
             let gathered = pump(None, &mut run, None, deadline, None);
-            spin::took(began.elapsed());
+            spin::took(sent.elapsed());
             match gathered {
                 Err(RecvError::Io(e)) if passed_over(&e) => continue,
                 gathered => {

@@ -8,8 +8,9 @@
 //!
 //! It costs the test thread's CPU time, at most [`BUDGET`] a call, and nothing of anyone
 //! else's: the loop yields its CPU to whatever else is runnable there, and a thread whose
-//! calls are typically slower than the budget (calls that do real work, or calls back to
-//! back, which wait for the process that replaces the last one) does not spin at all.
+//! calls typically take longer than the budget (calls that do real work) does not spin at
+//! all. Nor does a call while the agent is still forking a process for the next ones (calls
+//! back to back): the call decides that (see `call`), as only it knows.
 
 use std::cell::Cell;
 use std::os::fd::BorrowedFd;
@@ -48,7 +49,7 @@ fn worth_it() -> bool {
     TYPICAL.get() < BUDGET
 }
 
-/// Records how long a call of this thread took, from taking its process to its outcome.
+/// Records how long a call of this thread took, from its request to its outcome.
 pub(super) fn took(elapsed: Duration) {
     // A quarter of the new one: one slow call in a run of quick ones does not stop the wait,
     // a few in a row do.
