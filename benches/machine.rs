@@ -8,7 +8,7 @@
 //! - `exists()`;
 //! - the agent's calls one by one, interleaved: file calls, commands, and `Machine::call` of
 //!   the test binary's own functions (`--calls` runs only these), then no-op calls back to
-//!   back, and from two threads at once, with the calling threads' CPU time;
+//!   back, 1 ms apart, and from two threads at once, with the calling threads' CPU time;
 //! - stop-to-gone: `Machine::stop` (returns once nspawn has removed the snapshot or overlay)
 //!   against SIGKILL to the raw leader and waiting for nspawn to exit.
 //!
@@ -486,7 +486,7 @@ mod backends {
 /// The agent's calls one by one, each beside `nsenter -t <leader> -a /bin/true`, on one
 /// machine, interleaved so that all see the same noise (`--calls` runs only this).
 mod calls {
-    use super::calls_more::{back_to_back, side_by_side};
+    use super::calls_more::{back_to_back, side_by_side, spaced};
     use super::*;
 
     pub(super) fn count() -> usize {
@@ -582,14 +582,15 @@ mod calls {
             );
         }
         back_to_back(&m);
+        spaced(&m);
         side_by_side(&m);
         drop(ops);
         m.stop().unwrap();
     }
 }
 
-/// Two more rows of `--calls`, each in a loop of its own: calls back to back, and from two
-/// threads at once, with the CPU time they cost the calling threads.
+/// More rows of `--calls`, each in a loop of its own: calls back to back, 1 ms apart, and
+/// from two threads at once, with the CPU time they cost the calling threads.
 mod calls_more {
     use super::*;
 
@@ -620,6 +621,27 @@ mod calls_more {
             s.median(),
             s.quantile(0.9),
             cpu.as_secs_f64() * 1e3
+        );
+    }
+
+    /// No-op calls 1 ms apart, as a test's calls between its other work: their median, and
+    /// the calling thread's CPU time in each call (the wait on its CPU for a quick outcome).
+    pub fn spaced(m: &Machine) {
+        let n = calls::count();
+        let (mut times, mut cpu) = (Vec::new(), Duration::ZERO);
+        for _ in 0..n {
+            std::thread::sleep(Duration::from_millis(1));
+            let before = thread_cpu();
+            times.push(time(|| m.call(|(): ()| (), ()).unwrap()).1);
+            cpu += thread_cpu() - before;
+        }
+        let s = Stats(times);
+        println!(
+            "{n} no-op calls 1 ms apart: median {:.3} ms, p90 {:.3} ms; the test thread's CPU \
+             time per call {:.3} ms",
+            s.median(),
+            s.quantile(0.9),
+            (cpu / n as u32).as_secs_f64() * 1e3
         );
     }
 

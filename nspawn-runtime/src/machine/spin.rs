@@ -1,10 +1,11 @@
 //! A short busy wait for a quick call's outcome, before the test thread sleeps in `poll`.
 //!
 //! A call's process runs on another CPU. If the test thread sleeps while it runs, the
-//! outcome must wake it: the call process then sends a wake-up interrupt to that CPU, and
-//! the CPU must come out of its idle state before the thread runs. On a 2-CPU virtual
-//! machine that is about 45 us of a 100 us call. Waiting on the CPU instead, for at most
-//! [`BUDGET`], spares both.
+//! outcome must wake it: the call process sends a wake-up interrupt to the thread's CPU,
+//! which must come out of its idle state before the thread runs. A thread that waits on its
+//! CPU for at most [`BUDGET`] sees an outcome that comes meanwhile without either. On this
+//! project's 2-CPU virtual machines it took a fifth off a no-op call's median among other
+//! operations (`benches/README.md`, Calls).
 //!
 //! It costs the test thread's CPU time, at most [`BUDGET`] a call, and nothing of anyone
 //! else's: the loop yields its CPU to whatever else is runnable there, and a thread whose
