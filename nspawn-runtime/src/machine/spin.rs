@@ -52,8 +52,8 @@ fn worth_it() -> bool {
 
 /// Records how long a call of this thread took, from its request to its outcome.
 pub(super) fn took(elapsed: Duration) {
-    // A quarter of the new one: one slow call in a run of quick ones does not stop the wait,
-    // a few in a row do.
+    // A quarter of the new one: a call a little past the budget among quick ones does not
+    // stop the wait; a much slower one stops it until a few quick ones have come.
     TYPICAL.set((TYPICAL.get() * 3 + elapsed) / 4);
 }
 
