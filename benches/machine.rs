@@ -605,72 +605,60 @@ mod calls_more {
         Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
     }
 
-    /// No-op calls one after another: their median, and the calling thread's CPU time per
-    /// call (what waiting for the outcome costs the test's own thread).
-    pub fn back_to_back(m: &Machine) {
-        let n = calls::count();
-        let cpu = thread_cpu();
-        let times: Vec<Duration> = (0..n)
-            .map(|_| time(|| m.call(|(): ()| (), ()).unwrap()).1)
-            .collect();
-        let cpu = (thread_cpu() - cpu) / n as u32;
-        let s = Stats(times);
-        println!(
-            "\n{n} no-op calls back to back: median {:.3} ms, p90 {:.3} ms; the test thread's \
-             CPU time per call {:.3} ms",
-            s.median(),
-            s.quantile(0.9),
-            cpu.as_secs_f64() * 1e3
-        );
-    }
-
-    /// No-op calls 1 ms apart, as a test's calls between its other work: their median, and
-    /// the calling thread's CPU time in each call (the wait on its CPU for a quick outcome).
-    pub fn spaced(m: &Machine) {
-        let n = calls::count();
-        let (mut times, mut cpu) = (Vec::new(), Duration::ZERO);
+    /// `n` no-op calls, each after `pause`: their times, and the calling thread's CPU time
+    /// in them, per call.
+    fn noop_calls(m: &Machine, n: usize, pause: Duration) -> (Vec<Duration>, Duration) {
+        let (mut times, mut cpu) = (Vec::with_capacity(n), Duration::ZERO);
         for _ in 0..n {
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(pause);
             let before = thread_cpu();
             times.push(time(|| m.call(|(): ()| (), ()).unwrap()).1);
             cpu += thread_cpu() - before;
         }
+        (times, cpu / n as u32)
+    }
+
+    fn report(what: &str, times: Vec<Duration>, cpu: Duration) {
         let s = Stats(times);
         println!(
-            "{n} no-op calls 1 ms apart: median {:.3} ms, p90 {:.3} ms; the test thread's CPU \
-             time per call {:.3} ms",
+            "{what}: median {:.3} ms, p90 {:.3} ms; the calling thread's CPU time per call \
+             {:.3} ms",
             s.median(),
             s.quantile(0.9),
-            (cpu / n as u32).as_secs_f64() * 1e3
+            cpu.as_secs_f64() * 1e3
         );
     }
 
-    /// Two threads calling at once on one machine, on a host of two CPUs: each call's
-    /// median, and the two threads' CPU time per call.
+    /// No-op calls one after another (each waits for the process that replaces the last).
+    pub fn back_to_back(m: &Machine) {
+        let n = calls::count();
+        let (times, cpu) = noop_calls(m, n, Duration::ZERO);
+        println!();
+        report(&format!("{n} no-op calls back to back"), times, cpu);
+    }
+
+    /// No-op calls 1 ms apart, as a test's calls between its other work.
+    pub fn spaced(m: &Machine) {
+        let n = calls::count();
+        let (times, cpu) = noop_calls(m, n, Duration::from_millis(1));
+        report(&format!("{n} no-op calls 1 ms apart"), times, cpu);
+    }
+
+    /// Two threads calling at once on one machine, on a host of two CPUs.
     pub fn side_by_side(m: &Machine) {
         let n = calls::count();
         let results: Vec<(Vec<Duration>, Duration)> = std::thread::scope(|scope| {
             let threads: Vec<_> = (0..2)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let cpu = thread_cpu();
-                        let t: Vec<Duration> = (0..n)
-                            .map(|_| time(|| m.call(|(): ()| (), ()).unwrap()).1)
-                            .collect();
-                        (t, thread_cpu() - cpu)
-                    })
-                })
+                .map(|_| scope.spawn(|| noop_calls(m, n, Duration::ZERO)))
                 .collect();
             threads.into_iter().map(|t| t.join().unwrap()).collect()
         });
-        let cpu: Duration = results.iter().map(|r| r.1).sum::<Duration>() / (2 * n) as u32;
-        let s = Stats(results.into_iter().flat_map(|r| r.0).collect());
-        println!(
-            "two threads, {n} no-op calls each at once: median {:.3} ms, p90 {:.3} ms; CPU \
-             time per call {:.3} ms",
-            s.median(),
-            s.quantile(0.9),
-            cpu.as_secs_f64() * 1e3
+        let cpu = results.iter().map(|r| r.1).sum::<Duration>() / 2;
+        let times = results.into_iter().flat_map(|r| r.0).collect();
+        report(
+            &format!("two threads, {n} no-op calls each at once"),
+            times,
+            cpu,
         );
     }
 }

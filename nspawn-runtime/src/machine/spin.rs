@@ -4,8 +4,8 @@
 //! outcome must wake it: the call process sends a wake-up interrupt to the thread's CPU,
 //! which must come out of its idle state before the thread runs. A thread that waits on its
 //! CPU for at most [`BUDGET`] sees an outcome that comes meanwhile without either. On this
-//! project's 2-CPU virtual machines it took a fifth off a no-op call's median among other
-//! operations (`benches/README.md`, Calls).
+//! project's 2-CPU virtual machines it took 10-20% off a no-op call's median among other
+//! operations, and nothing off calls 1 ms apart (`benches/README.md`, Calls).
 //!
 //! It costs the test thread's CPU time, at most [`BUDGET`] a call, and nothing of anyone
 //! else's: the loop yields its CPU to whatever else is runnable there, and a thread whose
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 /// How long the test thread waits on its CPU at most, for each call.
-pub(super) const BUDGET: Duration = Duration::from_micros(200);
+const BUDGET: Duration = Duration::from_micros(200);
 
 thread_local! {
     /// How long this thread's calls take, as a moving average; zero before its first.
